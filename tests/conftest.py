@@ -1,0 +1,75 @@
+"""Tiny random models of the three families, built from configs with in-memory tokenizers: no download."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+from softprompt.model import SoftPromptModel
+
+WORDS = (
+    "the a movie film plot acting was is great terrible good bad awful wonderful boring fun loved hated "
+    "it this i not very really story ending cast music question context answer what who where paris rome "
+    "yes no positive negative true false one two three red blue green cat dog sun moon".split()
+)
+
+
+def word_tokenizer(specials: list[str], template: str | None, **roles) -> PreTrainedTokenizerFast:
+    vocab = {tok: i for i, tok in enumerate(specials + WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=roles["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    if template:
+        tok.post_processor = processors.TemplateProcessing(single=template, special_tokens=[(s, vocab[s]) for s in specials if s in template])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **roles)
+
+
+def t5_tokenizer():
+    return word_tokenizer(["<pad>", "</s>", "<unk>"], "$A </s>", pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def gpt2_tokenizer():
+    return word_tokenizer(["<|endoftext|>", "<unk>"], None, eos_token="<|endoftext|>", unk_token="<unk>", bos_token="<|endoftext|>")
+
+
+def bert_tokenizer():
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    return word_tokenizer(specials, "[CLS] $A [SEP]", pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+
+
+def tiny_t5(seed: int = 0) -> SoftPromptModel:
+    torch.manual_seed(seed)
+    tok = t5_tokenizer()
+    config = T5Config(vocab_size=len(tok), d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=2, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    return SoftPromptModel(T5ForConditionalGeneration(config).eval(), tok, name="tiny-t5")
+
+
+def tiny_gpt2(seed: int = 0) -> SoftPromptModel:
+    torch.manual_seed(seed)
+    tok = gpt2_tokenizer()
+    config = GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=2, n_head=2, n_positions=128, bos_token_id=0, eos_token_id=0)
+    return SoftPromptModel(GPT2LMHeadModel(config).eval(), tok, name="tiny-gpt2")
+
+
+def tiny_bert(seed: int = 0) -> SoftPromptModel:
+    torch.manual_seed(seed)
+    tok = bert_tokenizer()
+    config = BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, max_position_embeddings=128)
+    return SoftPromptModel(BertModel(config, add_pooling_layer=False).eval(), tok, name="tiny-bert")
+
+
+BUILDERS = {"encoder-decoder": tiny_t5, "decoder-only": tiny_gpt2, "encoder-only": tiny_bert}
+
+
+@pytest.fixture(params=list(BUILDERS))
+def family(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def tiny(family) -> SoftPromptModel:
+    return BUILDERS[family]()

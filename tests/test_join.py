@@ -1,0 +1,40 @@
+"""The join: prompts inserted per row, masks and labels extended, in the three families."""
+
+import torch
+
+from softprompt.bank import PromptBank
+from softprompt.join import IGNORE_INDEX, insertion_offsets, join
+
+
+def test_offsets_skip_left_padding_and_leading_special_token():
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1]])
+    assert insertion_offsets(mask, 0).tolist() == [2, 0, 0]
+    assert insertion_offsets(mask, 1).tolist() == [3, 1, 1]
+
+
+def test_join_places_each_rows_prompt_at_its_offset():
+    tokens = torch.arange(2 * 3).float().view(2, 3, 1)  # (B=2, T=3, H=1): values 0..5
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    prompts = torch.tensor([[[10.0], [11.0]], [[20.0], [21.0]]])  # (B, P=2, H)
+    labels = torch.tensor([[IGNORE_INDEX, 7, 8], [6, 7, 8]])
+    j = join(tokens, mask, prompts, insertion_offsets(mask, 0), labels)
+    assert j.inputs_embeds.squeeze(-1).tolist() == [[0, 10, 11, 1, 2], [20, 21, 3, 4, 5]]
+    assert j.attention_mask.tolist() == [[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]]
+    assert j.labels.tolist() == [[IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 7, 8], [IGNORE_INDEX, IGNORE_INDEX, 6, 7, 8]]
+    assert j.prompt_mask.sum(1).tolist() == [2, 2]
+
+
+def test_zero_length_prompt_leaves_inputs_unchanged():
+    tokens = torch.randn(2, 4, 3)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    j = join(tokens, mask, torch.zeros(2, 0, 3), insertion_offsets(mask, 1))
+    assert torch.equal(j.inputs_embeds, tokens)
+    assert torch.equal(j.attention_mask, mask)
+
+
+def test_bank_selects_a_prompt_per_row():
+    bank = PromptBank(torch.stack([torch.full((2, 3), float(i)) for i in range(3)]), ["a", "b", "c"])
+    rows = bank(torch.tensor([2, 0, 2]))
+    assert rows.shape == (3, 2, 3)
+    assert rows[:, 0, 0].tolist() == [2.0, 0.0, 2.0]
+    assert bank.index("b") == 1
