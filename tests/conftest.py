@@ -1,4 +1,6 @@
-"""Tiny random models of the three families, built from configs with in-memory tokenizers: no download."""
+"""Tiny random models of the three families, built from configs with in-memory tokenizers: no download.
+
+Width 32 and no dropout, so that a few optimiser steps on the prompt alone measurably fit a small task."""
 
 import os
 
@@ -44,21 +46,21 @@ def bert_tokenizer():
 def tiny_t5(seed: int = 0) -> SoftPromptModel:
     torch.manual_seed(seed)
     tok = t5_tokenizer()
-    config = T5Config(vocab_size=len(tok), d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=2, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    config = T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=2, dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
     return SoftPromptModel(T5ForConditionalGeneration(config).eval(), tok, name="tiny-t5")
 
 
 def tiny_gpt2(seed: int = 0) -> SoftPromptModel:
     torch.manual_seed(seed)
     tok = gpt2_tokenizer()
-    config = GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=2, n_head=2, n_positions=128, bos_token_id=0, eos_token_id=0)
+    config = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=128, bos_token_id=0, eos_token_id=0, initializer_range=0.2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     return SoftPromptModel(GPT2LMHeadModel(config).eval(), tok, name="tiny-gpt2")
 
 
 def tiny_bert(seed: int = 0) -> SoftPromptModel:
     torch.manual_seed(seed)
     tok = bert_tokenizer()
-    config = BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, max_position_embeddings=128)
+    config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, initializer_range=0.5)
     return SoftPromptModel(BertModel(config, add_pooling_layer=False).eval(), tok, name="tiny-bert")
 
 
@@ -73,3 +75,22 @@ def family(request) -> str:
 @pytest.fixture
 def tiny(family) -> SoftPromptModel:
     return BUILDERS[family]()
+
+
+POSITIVE = "great good wonderful fun loved".split()
+NEGATIVE = "terrible bad awful boring hated".split()
+
+
+def sentiment_rows() -> list[dict]:
+    """A small learnable task: one sentiment word per row, label 1 for positive."""
+    return [{"text": w, "label": int(w in POSITIVE)} for w in POSITIVE + NEGATIVE]
+
+
+@pytest.fixture
+def model_folder(tmp_path, family):
+    """A tiny model of `family` saved as a local folder, as a user would pass to --model.name."""
+    model = BUILDERS[family]()
+    folder = tmp_path / f"tiny-{family}"
+    model.base.save_pretrained(folder)
+    model.tokenizer.save_pretrained(folder)
+    return str(folder)

@@ -1,0 +1,192 @@
+"""The `softprompt` command: train, eval, predict, info and quickstart, each a plain function.
+
+Options come from dataclasses (options.py): a YAML recipe via --config, then `--section.option=value` overrides.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
+
+from softprompt.errors import UserError
+from softprompt.files import human_size
+from softprompt.options import DataOptions, ModelOptions, PromptOptions, TrainOptions
+
+
+def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: TrainOptions, output: str) -> None:
+    """Learn a soft prompt for a frozen model; the best prompt goes to OUTPUT/prompt.safetensors."""
+    from softprompt.model import SoftPromptModel
+    from softprompt.tasks import make_task
+    from softprompt.train import size_report, train_prompt
+
+    if not data.train:
+        raise UserError("data.train: give a training file")
+    task = make_task(data)
+    train_examples = task.load(data.train, data.limit_train)
+    validation = task.load(data.validation, data.limit_validation) if data.validation else None
+    frozen = SoftPromptModel.load(model.name, model.family, model.dtype, model.readout_scale)
+    task.prepare(frozen)
+    print(f"model: {frozen.name} ({frozen.family}, {frozen.base_parameters():,} frozen parameters)")
+    print(f"data: {len(train_examples):,} training rows" + (f", {len(validation):,} validation rows" if validation else ""))
+    result = train_prompt(frozen, task, train_examples, validation, prompt, train, output)
+    if result.metrics:
+        shown = ", ".join(f"{k} {v:.2f}" for k, v in result.metrics.items())
+        print(f"best at step {result.best_step}: {shown}")
+    print(size_report(frozen, result.prompt_path))
+    print(f"saved: {result.prompt_path}")
+    print(f'predict with: softprompt predict {result.prompt_path} "some text"')
+
+
+def evaluate(prompt: str | None, model: ModelOptions, data: DataOptions, batch_size: int = 64, allow_other_model: bool = False) -> dict:
+    """Score a prompt on DATA.VALIDATION; without --prompt, score the frozen model alone (prompt design)."""
+    from softprompt.loading import load_with_prompts, task_options
+    from softprompt.model import SoftPromptModel
+    from softprompt.tasks import make_task
+
+    if prompt:
+        frozen, files = load_with_prompts([prompt], _name_override(model), model.family, allow_other_model)
+        data = task_options(files[0], data)
+    else:
+        frozen = SoftPromptModel.load(model.name, model.family, model.dtype, model.readout_scale)
+    source = data.validation or data.train
+    if not source:
+        raise UserError("data.validation: give the data to evaluate on")
+    task = make_task(data)
+    examples = task.load(source, data.limit_validation)
+    task.prepare(frozen)
+    scores = task.evaluate(frozen, examples, batch_size)
+    for key, value in scores.items():
+        print(f"{key}: {value:.2f}")
+    return scores
+
+
+def predict(prompt: str, texts: list[str], file: str | None = None, batch_size: int = 64, model_name: str | None = None, allow_other_model: bool = False) -> list[str]:
+    """Predict with a prompt file for TEXTS, or each line of --file, or each line of standard input."""
+    from softprompt.loading import load_with_prompts, task_options
+    from softprompt.tasks import make_task
+
+    if not texts:
+        if file:
+            if not Path(file).is_file():
+                raise UserError(f"{file}: no such file")
+            texts = Path(file).read_text(encoding="utf-8").splitlines()
+        else:
+            texts = sys.stdin.read().splitlines()
+        texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise UserError("no texts to predict: give them as arguments, with --file, or on standard input")
+    frozen, files = load_with_prompts([prompt], model_name, None, allow_other_model)
+    task = make_task(task_options(files[0]))
+    task.prepare(frozen)
+    out = []
+    for i in range(0, len(texts), batch_size):
+        chunk = [task.format_input(t) for t in texts[i : i + batch_size]]
+        out += task.predict(frozen, chunk, [0] * len(chunk))
+    for prediction in out:
+        print(prediction)
+    return out
+
+
+def info(prompt: str) -> dict:
+    """Show a prompt file's metadata."""
+    from softprompt.prompt import load_prompt
+
+    file = load_prompt(prompt)
+    print(f"{prompt}: {file.length} x {file.hidden} prompt, {human_size(Path(prompt).stat().st_size)}")
+    print(json.dumps(file.metadata, indent=2, sort_keys=True))
+    return file.metadata
+
+
+def quickstart(output: str = "runs/quickstart", steps: int = 150, seed: int = 42) -> dict:
+    """Offline demo on the embedded all-MiniLM-L6-v2: prompt design vs prompt tuning on a shipped sentiment set."""
+    from softprompt.quickstart import run
+
+    return run(output, steps, seed)
+
+
+def _name_override(model: ModelOptions) -> str | None:
+    return None if model.name == ModelOptions().name else model.name
+
+
+def build_parser() -> ArgumentParser:
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    parser = ArgumentParser(prog="softprompt", description="Prompt tuning for frozen Hugging Face models. Add --debug anywhere for tracebacks.")
+    parser.add_argument("--debug", action="store_true", help="Show tracebacks on errors.")
+    commands = parser.add_subcommands(dest="command")
+
+    def command(name: str, fn, *sections, positionals=()):
+        p = ArgumentParser(description=fn.__doc__)
+        p.add_argument("--config", action=ActionConfigFile, help="A YAML recipe; later options override it.")
+        for section, cls in sections:
+            p.add_class_arguments(cls, section)
+        for args, kwargs in positionals:
+            p.add_argument(*args, **kwargs)
+        commands.add_subcommand(name, p, help=fn.__doc__.splitlines()[0])
+
+    command(
+        "train", train, ("model", ModelOptions), ("prompt", PromptOptions), ("data", DataOptions), ("train", TrainOptions),
+        positionals=[(("--output",), dict(type=str, default="runs/prompt", help="Folder for the prompt file, metrics.jsonl and TensorBoard logs."))],
+    )
+    command(
+        "eval", evaluate, ("model", ModelOptions), ("data", DataOptions),
+        positionals=[
+            (("--prompt",), dict(type=str | None, default=None, help="Prompt file; without it the frozen model is scored alone.")),
+            (("--batch_size",), dict(type=int, default=64, help="Rows per forward pass.")),
+            (("--allow_other_model",), dict(type=bool, default=False, help="Use a prompt whose model fingerprint differs.")),
+        ],
+    )
+    command(
+        "predict", predict,
+        positionals=[
+            (("prompt",), dict(type=str, help="Prompt file.")),
+            (("texts",), dict(nargs="*", type=str, help="Texts to predict; else --file, else standard input.")),
+            (("--file",), dict(type=str | None, default=None, help="A file with one text per line.")),
+            (("--batch_size",), dict(type=int, default=64, help="Rows per forward pass.")),
+            (("--model_name",), dict(type=str | None, default=None, help="Run on this model instead of the prompt's own.")),
+            (("--allow_other_model",), dict(type=bool, default=False, help="Use a prompt whose model fingerprint differs.")),
+        ],
+    )
+    command("info", info, positionals=[(("prompt",), dict(type=str, help="Prompt file."))])
+    command(
+        "quickstart", quickstart,
+        positionals=[
+            (("--output",), dict(type=str, default="runs/quickstart", help="Folder for the trained prompt.")),
+            (("--steps",), dict(type=int, default=150, help="Training steps of 32 rows.")),
+            (("--seed",), dict(type=int, default=42, help="Random seed.")),
+        ],
+    )
+    return parser
+
+
+COMMANDS = {"train": train, "eval": evaluate, "predict": predict, "info": info, "quickstart": quickstart}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    parser = build_parser()
+    cfg = parser.parse_args(argv)
+    name = cfg.command
+    args = parser.instantiate_classes(cfg)[name]
+    kwargs = {k: v for k, v in vars(args).items() if k not in ("config", "__path__")}
+    try:
+        _quiet_libraries()
+        COMMANDS[name](**kwargs)
+    except UserError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _quiet_libraries() -> None:
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()

@@ -1,0 +1,139 @@
+"""Reading data sets: local JSONL/CSV/TSV through the `datasets` library, SQuAD v1.1 JSON, hub names where reachable.
+
+Errors name the file and, for a malformed line, the line.
+"""
+
+import csv
+import json
+import os
+from pathlib import Path
+
+from softprompt.errors import UserError
+
+TABULAR = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv"}
+
+
+def file_format(path: str, fmt: str = "auto") -> str:
+    if fmt != "auto":
+        return fmt
+    suffix = Path(path).suffix.lower()
+    if suffix not in TABULAR:
+        raise UserError(f"{path}: cannot tell the format from the extension {suffix!r}: set data.format (jsonl, csv, tsv, squad)")
+    if suffix == ".json":
+        return "squad" if _looks_like_squad(path) else "jsonl"
+    return TABULAR[suffix]
+
+
+def load_rows(source: str, fmt: str = "auto", split: str = "train") -> tuple[list[dict], int]:
+    """Rows of a data set as dicts, and the line number of the first row (for error messages; 0 when not a file)."""
+    if not os.path.exists(source):
+        if os.sep in source or Path(source).suffix.lower() in TABULAR:
+            raise UserError(f"{source}: no such file")
+        return _load_hub(source, split), 0
+    if os.path.isdir(source):
+        raise UserError(f"{source}: is a folder; give a data file")
+    fmt = file_format(source, fmt)
+    if fmt == "squad":
+        return load_squad(source), 0
+    rows = _load_tabular(source, fmt)
+    if not rows:
+        raise UserError(f"{source}: the data set is empty")
+    return rows, 1 if fmt in ("jsonl", "json") else 2
+
+
+def _load_tabular(path: str, fmt: str) -> list[dict]:
+    import datasets
+
+    datasets.disable_progress_bars()
+    try:
+        if fmt in ("jsonl", "json"):
+            ds = datasets.Dataset.from_json(path, keep_in_memory=True)
+        elif fmt in ("csv", "tsv"):
+            kwargs = {"sep": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
+            ds = datasets.Dataset.from_csv(path, keep_in_memory=True, **kwargs)
+        else:
+            raise UserError(f"{path}: unknown data format {fmt!r} (jsonl, csv, tsv, squad)")
+    except UserError:
+        raise
+    except Exception as e:  # datasets/arrow/pandas errors: find the line ourselves
+        raise UserError(_diagnose(path, fmt) or f"{path}: cannot read it as {fmt} ({_first_line(e)})") from None
+    return ds.to_list()
+
+
+def _diagnose(path: str, fmt: str) -> str | None:
+    """The first malformed line of a file that the datasets library refused, as a message."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().splitlines()
+    if not any(line.strip() for line in lines):
+        return f"{path}: the data set is empty"
+    if fmt in ("jsonl", "json"):
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                return f"{path}:{n}: malformed JSON ({e.msg})"
+            if not isinstance(row, dict):
+                return f"{path}:{n}: expected a JSON object, got {type(row).__name__}"
+        return None
+    reader = csv.reader(lines, delimiter="\t" if fmt == "tsv" else ",", quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL)
+    width = None
+    for n, fields in enumerate(reader, 1):
+        if not fields:
+            continue
+        if width is None:
+            width = len(fields)
+        elif len(fields) != width:
+            return f"{path}:{n}: expected {width} fields, found {len(fields)}"
+    return None
+
+
+def _looks_like_squad(path: str) -> bool:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        head = f.read(4096)
+    return head.lstrip().startswith("{") and '"data"' in head and "\n{" not in head.strip()
+
+
+def load_squad(path: str) -> list[dict]:
+    """SQuAD v1.1 JSON -> rows {id, question, context, answers}."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+    rows = []
+    try:
+        for article in doc["data"]:
+            for paragraph in article["paragraphs"]:
+                for qa in paragraph["qas"]:
+                    answers = [a["text"] for a in qa.get("answers", [])]
+                    rows.append({"id": qa["id"], "question": qa["question"], "context": paragraph["context"], "answers": answers})
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{path}: not SQuAD v1.1 JSON (missing field {e})") from None
+    if not rows:
+        raise UserError(f"{path}: the data set is empty")
+    return rows
+
+
+def _load_hub(name: str, split: str) -> list[dict]:
+    """A data set from the hub, `name` or `name:config`."""
+    import datasets
+
+    path, _, config = name.partition(":")
+    try:
+        ds = datasets.load_dataset(path, config or None, split=split)
+    except Exception as e:
+        raise UserError(f"{name}: no such file, and the hub data set cannot be loaded ({_first_line(e)})") from None
+    return ds.to_list()
+
+
+def require_columns(rows: list[dict], columns: list[str], source: str) -> None:
+    missing = [c for c in columns if c not in rows[0]]
+    if missing:
+        raise UserError(f"{source}: missing column {missing[0]!r} (columns: {', '.join(rows[0])}); set data.{{input,target,text,label}}_column")
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

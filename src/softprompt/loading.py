@@ -1,0 +1,57 @@
+"""Loading a frozen model together with prompt files, checking each prompt belongs to it."""
+
+from pathlib import Path
+
+from softprompt.bank import PromptBank
+from softprompt.errors import UserError
+from softprompt.model import SoftPromptModel
+from softprompt.options import DataOptions
+from softprompt.prompt import PromptFile, check_compatible, load_prompt
+
+import torch
+
+
+def load_with_prompts(paths: list[str], model_name: str | None = None, family: str | None = None, allow_other_model: bool = False) -> tuple[SoftPromptModel, list[PromptFile]]:
+    """The model the prompts were trained on (or `model_name`), with a bank holding every prompt, named by file stem."""
+    if not paths:
+        raise UserError("give at least one prompt file")
+    files = [load_prompt(p) for p in paths]
+    name = model_name or files[0].metadata.get("base_model")
+    if not name:
+        raise UserError(f"{paths[0]}: the prompt file does not name its base model; pass --model.name")
+    model = SoftPromptModel.load(name, family=family or files[0].metadata.get("family"))
+    for path, file in zip(paths, files):
+        check_compatible(file, model.hidden, model.fingerprint(), path, allow_other_model)
+    lengths = {f.length for f in files}
+    if len(lengths) > 1:
+        raise UserError(f"prompts of different lengths ({sorted(lengths)}) cannot share one bank")
+    names = _unique_names([Path(p).stem if Path(p).stem != "prompt" else Path(p).parent.name for p in paths])
+    model.bank = PromptBank(torch.stack([f.prompt for f in files]), names)
+    return model, files
+
+
+def task_options(file: PromptFile, overrides: DataOptions | None = None) -> DataOptions:
+    """The task settings recorded in a prompt file, with any option that differs from the default taken from `overrides`."""
+    task = file.metadata.get("task", {})
+    options = DataOptions(
+        task=task.get("type", "classification"),
+        verbalizers=task.get("verbalizers", {}),
+        template=task.get("template", "{}"),
+        max_input_length=task.get("max_input_length", 512),
+        max_target_length=task.get("max_target_length", 8),
+    )
+    if overrides is not None:
+        default = DataOptions()
+        for key, value in vars(overrides).items():
+            if value != getattr(default, key):
+                setattr(options, key, value)
+    return options
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return out

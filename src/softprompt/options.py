@@ -1,0 +1,105 @@
+"""Every option of every command, as dataclasses: a YAML recipe plus `--section.option=value` overrides.
+
+The docstring under each field is its `--help` text.
+"""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from softprompt.model import EMBEDDED_MODEL
+
+
+@dataclass
+class ModelOptions:
+    name: str = EMBEDDED_MODEL
+    """Hub name or local folder of the frozen model (the default is the embedded all-MiniLM-L6-v2, offline)."""
+    family: Literal["encoder-decoder", "decoder-only", "encoder-only"] | None = None
+    """Model family; detected from the config when unset."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Dtype of the frozen weights (the prompt itself is always float32)."""
+    readout_scale: float = 20.0
+    """Encoder-only: cosine similarities are multiplied by this before the softmax over labels."""
+
+
+@dataclass
+class PromptOptions:
+    length: int = 100
+    """Number of prompt vectors P (the paper's default is 100)."""
+    init: str = "vocab"
+    """Initialiser: random (uniform), vocab (sampled vocabulary), labels (class labels), text, or a prompt file path."""
+    text: str = ""
+    """With init=text: the text whose token embeddings fill the prompt (cycled or cut to the length)."""
+    vocab_first_n: int = 5000
+    """With init=vocab or labels: sample from the first N token ids."""
+    random_scale: float = 0.5
+    """With init=random: uniform in [-scale, scale]."""
+
+
+@dataclass
+class DataOptions:
+    task: Literal["classification", "text2text", "squad"] = "classification"
+    """Task type: classification (text, label, verbalizers), text2text (input -> target text) or squad (SQuAD v1.1 JSON)."""
+    train: str | None = None
+    """Training data: a JSONL/CSV/TSV/SQuAD JSON file, or a hub data set name where the hub is reachable."""
+    validation: str | None = None
+    """Validation data, same formats; the best prompt is kept by its metric."""
+    format: Literal["auto", "jsonl", "csv", "tsv", "squad"] = "auto"
+    """File format; from the extension when auto."""
+    text_column: str = "text"
+    """Classification: column holding the text."""
+    label_column: str = "label"
+    """Classification: column holding the label."""
+    input_column: str = "input"
+    """Text-to-text: column holding the input."""
+    target_column: str = "target"
+    """Text-to-text: column holding the target."""
+    verbalizers: dict[str, str] = field(default_factory=dict)
+    """Classification: label value -> label text, e.g. {"0": "terrible", "1": "great"}."""
+    template: str = "{}"
+    """Input format; {} stands for the input text (e.g. "sentence: {}")."""
+    max_input_length: int = 512
+    """Longest input in tokens (cut to fit the model's positions beside the prompt)."""
+    max_target_length: int = 8
+    """Longest target in tokens (8 for classification; longer for QA)."""
+    limit_train: int | None = None
+    """Use only the first N training rows."""
+    limit_validation: int | None = None
+    """Use only the first N validation rows."""
+
+
+@dataclass
+class TrainOptions:
+    optimizer: Literal["adafactor", "adamw"] = "adafactor"
+    """Adafactor with the paper's settings, or AdamW."""
+    lr: float = 0.3
+    """Constant learning rate (paper: 0.3 with Adafactor)."""
+    weight_decay: float = 1e-5
+    """Weight decay (paper: 1e-5)."""
+    decay_rate: float = 0.8
+    """Adafactor: second-moment decay exponent (paper: 0.8)."""
+    clip_threshold: float = 1.0
+    """Adafactor: update clipping threshold."""
+    max_grad_norm: float | None = None
+    """Clip the gradient norm to this value; off when unset."""
+    warmup_steps: int = 0
+    """Linear warm-up steps before the constant learning rate."""
+    batch_size: int = 32
+    """Effective batch size (paper: 32), reached by gradient accumulation."""
+    micro_batch_size: int = 32
+    """Rows per forward pass on each device."""
+    max_steps: int = 30000
+    """Optimiser steps (paper: 30k); ignored when epochs is set."""
+    epochs: float | None = None
+    """Train for this many passes over the training data instead of max_steps."""
+    eval_every: int = 1000
+    """Evaluate on the validation set every N steps (and at the end)."""
+    eval_batch_size: int = 64
+    """Rows per forward pass when evaluating."""
+    patience: int | None = None
+    """Stop after this many evaluations without improvement; never when unset."""
+    seed: int = 42
+    """Seed for initialisation, shuffling and dropout."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """bf16 autocast on CUDA when auto; fp32 on CPU."""
+    log_every: int = 10
+    """Write loss to the metrics log every N steps."""

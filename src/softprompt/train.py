@@ -1,0 +1,219 @@
+"""The training loop, on accelerate: the same code on one CPU, one GPU, or many under `accelerate launch`/`torchrun`.
+
+Only the prompt bank is handed to the optimiser; the frozen model's weights never change.
+"""
+
+import contextlib
+import datetime
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers.optimization import Adafactor
+
+from softprompt.bank import PromptBank
+from softprompt.errors import UserError
+from softprompt.files import human_size
+from softprompt.model import SoftPromptModel
+from softprompt.options import PromptOptions, TrainOptions
+from softprompt.prompt import load_prompt, save_prompt
+from softprompt.tasks import Example, Task
+
+PROMPT_FILE = "prompt.safetensors"
+LOG_FILE = "metrics.jsonl"
+
+
+class PromptAdafactor(Adafactor):
+    """Adafactor that keeps a full second moment for the prompt (the official recipe does not factor it)."""
+
+    @staticmethod
+    def _get_options(param_group, param_shape):
+        factored, use_first_moment = Adafactor._get_options(param_group, param_shape)
+        return factored and param_group.get("factored", True), use_first_moment
+
+
+def make_optimizer(params: list[torch.nn.Parameter], o: TrainOptions) -> torch.optim.Optimizer:
+    if o.optimizer == "adafactor":
+        return PromptAdafactor(
+            [{"params": params, "factored": False}],
+            lr=o.lr,
+            relative_step=False,
+            scale_parameter=False,
+            warmup_init=False,
+            decay_rate=-o.decay_rate,  # transformers takes the exponent's sign: beta2_t = 1 - t^-0.8
+            weight_decay=o.weight_decay,
+            clip_threshold=o.clip_threshold,
+        )
+    if o.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    raise UserError(f"train.optimizer: unknown optimiser {o.optimizer!r} (adafactor, adamw)")
+
+
+def resolve_precision(option: str, device_type: str) -> str:
+    """accelerate's mixed_precision: bf16 autocast on CUDA when auto, never on CPU unless asked."""
+    if option == "bf16" or (option == "auto" and device_type == "cuda"):
+        return "bf16"
+    return "no"
+
+
+def accumulation_steps(batch_size: int, micro_batch_size: int, processes: int) -> int:
+    micro = min(micro_batch_size, batch_size)
+    per_step = micro * processes
+    if batch_size % per_step:
+        raise UserError(f"train.batch_size {batch_size} is not a multiple of micro_batch_size x processes = {per_step}")
+    return batch_size // per_step
+
+
+def initial_prompt(model: SoftPromptModel, o: PromptOptions, task: Task, seed: int) -> torch.Tensor:
+    if o.init not in ("random", "vocab", "labels", "text"):
+        from softprompt.prompt import check_compatible
+
+        file = load_prompt(o.init)
+        check_compatible(file, model.hidden, model.fingerprint(), o.init)
+        return file.prompt
+    labels = getattr(task, "label_texts", [])
+    return model.initial_prompt(o.init, o.length, text=o.text, labels=labels, first_n=o.vocab_first_n, scale=o.random_scale, seed=seed)
+
+
+@dataclass
+class TrainResult:
+    prompt_path: Path
+    metrics: dict[str, float] = field(default_factory=dict)  # at the best evaluation
+    best_step: int = 0
+    steps: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def train_prompt(
+    model: SoftPromptModel,
+    task: Task,
+    train_examples: list[Example],
+    validation_examples: list[Example] | None,
+    prompt_options: PromptOptions,
+    o: TrainOptions,
+    output_dir: str | Path,
+    progress: bool = True,
+) -> TrainResult:
+    """Learn one prompt for `task`; the best one (by the task's metric on validation) is written to output_dir."""
+    output_dir = Path(output_dir)
+    set_seed(o.seed)
+    accelerator = Accelerator(mixed_precision=resolve_precision(o.precision, "cuda" if torch.cuda.is_available() else "cpu"), log_with="tensorboard", project_dir=str(output_dir))
+    accum = accumulation_steps(o.batch_size, o.micro_batch_size, accelerator.num_processes)
+    max_steps = math.ceil(o.epochs * len(train_examples) / o.batch_size) if o.epochs else o.max_steps
+    if max_steps < 1:
+        raise UserError("train.max_steps must be at least 1")
+
+    model.bank = PromptBank(initial_prompt(model, prompt_options, task, o.seed), [task.name])
+    model.to(accelerator.device)
+    task.prepare(model)
+    loader = DataLoader(
+        train_examples,
+        batch_size=min(o.micro_batch_size, o.batch_size),
+        shuffle=True,
+        drop_last=len(train_examples) >= o.micro_batch_size,
+        collate_fn=lambda rows: {**task.batch(model, rows), "prompt_ids": torch.zeros(len(rows), dtype=torch.long)},
+        generator=torch.Generator().manual_seed(o.seed),
+    )
+    optimizer = make_optimizer([model.bank.weight], o)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps else 1.0)
+    wrapped, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    accelerator.init_trackers("tensorboard")
+
+    metadata = {
+        **model.identity(),
+        "init": prompt_options.init,
+        "task": task.describe(),
+        "training": asdict(o),
+    }
+    prompt_path = output_dir / PROMPT_FILE
+    log_path = output_dir / LOG_FILE
+    if accelerator.is_main_process:
+        log_path.unlink(missing_ok=True)  # a fresh log for a fresh run
+    result = TrainResult(prompt_path)
+    best, stale = -math.inf, 0
+
+    def evaluate(step: int) -> bool:
+        """Evaluate, keep the prompt if it is the best so far; True when patience has run out."""
+        nonlocal best, stale
+        scores = task.evaluate(model, validation_examples, o.eval_batch_size, progress=progress)
+        record = {"step": step, **{f"eval/{k}": v for k, v in scores.items()}}
+        result.history.append(record)
+        _log(log_path, record, accelerator)
+        accelerator.log(record, step=step)
+        if scores[task.metric] > best:
+            best, stale = scores[task.metric], 0
+            result.metrics, result.best_step = scores, step
+            if accelerator.is_main_process:
+                save_prompt(prompt_path, model.bank.prompt(0), {**metadata, "metrics": scores, "step": step})
+        else:
+            stale += 1
+        bar.set_postfix({"loss": f"{running:.4f}", task.metric: f"{scores[task.metric]:.1f}", "best": f"{best:.1f}"})
+        return o.patience is not None and stale >= o.patience
+
+    batches = _forever(loader)
+    bar = tqdm(total=max_steps, desc="training", disable=not progress or not accelerator.is_main_process, dynamic_ncols=True)
+    running = 0.0
+    wrapped.train()
+    step = 0
+    for step in range(1, max_steps + 1):
+        step_loss = 0.0
+        for k in range(accum):
+            batch = next(batches)
+            sync = contextlib.nullcontext() if k == accum - 1 else accelerator.no_sync(wrapped)
+            with sync:
+                loss = wrapped(**batch).loss
+                if not torch.isfinite(loss):
+                    raise UserError(f"the loss became {loss.item()} at step {step}: lower train.lr, or use train.precision=fp32")
+                accelerator.backward(loss / accum)
+            step_loss += loss.item() / accum
+        if o.max_grad_norm:
+            accelerator.clip_grad_norm_([model.bank.weight], o.max_grad_norm)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        running = step_loss if step == 1 else 0.9 * running + 0.1 * step_loss
+        bar.update(1)
+        bar.set_postfix({"loss": f"{running:.4f}", **({"best": f"{best:.1f}"} if best > -math.inf else {})})
+        if step % o.log_every == 0 or step == max_steps:
+            record = {"step": step, "train/loss": step_loss, "train/lr": schedule.get_last_lr()[0]}
+            _log(log_path, record, accelerator)
+            accelerator.log(record, step=step)
+        if validation_examples and (step % o.eval_every == 0 or step == max_steps):
+            if evaluate(step):
+                break
+    bar.close()
+    result.steps = step
+    if not validation_examples and accelerator.is_main_process:
+        save_prompt(prompt_path, model.bank.prompt(0), {**metadata, "metrics": {}, "step": step})
+        result.best_step = step
+    accelerator.end_training()
+    return result
+
+
+def _forever(loader):
+    while True:
+        yield from loader
+
+
+def _log(path: Path, record: dict, accelerator: Accelerator) -> None:
+    if accelerator.is_main_process:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"time": datetime.datetime.now().isoformat(timespec="seconds"), **record}) + "\n")
+
+
+def size_report(frozen, prompt_path: Path) -> str:
+    """Trainable parameters and their share, and the prompt file's size beside the model's."""
+    trainable = frozen.bank.weight[0].numel()
+    total = frozen.base_parameters()
+    model_bytes = sum(p.numel() * p.element_size() for p in frozen.base.parameters())
+    return (
+        f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)\n"
+        f"prompt file: {human_size(prompt_path.stat().st_size)} (model: {human_size(model_bytes)})"
+    )

@@ -1,0 +1,143 @@
+"""Training: only the prompt changes, loss falls, accuracy rises, the paper's optimiser, logs and early stopping."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import BUILDERS, sentiment_rows, tiny_bert, tiny_gpt2
+from softprompt.bank import PromptBank
+from softprompt.errors import UserError
+from softprompt.options import DataOptions, PromptOptions, TrainOptions
+from softprompt.prompt import save_prompt
+from softprompt.tasks import make_task
+from softprompt.train import PROMPT_FILE, PromptAdafactor, accumulation_steps, make_optimizer, resolve_precision, train_prompt
+
+VERBALIZERS = {"0": "no", "1": "yes"}
+
+
+def setup(model):
+    task = make_task(DataOptions(verbalizers=VERBALIZERS))
+    examples = task.examples(sentiment_rows(), "rows", 1)
+    task.prepare(model)
+    return task, examples
+
+
+def run(model, task, examples, tmp_path, validation=None, prompt=PromptOptions(length=8, init="vocab", vocab_first_n=40), **train):
+    options = TrainOptions(**{"max_steps": 3, "batch_size": 10, "micro_batch_size": 10, "eval_every": 1000, **train})
+    return train_prompt(model, task, examples, validation, prompt, options, tmp_path, progress=False)
+
+
+def mean_loss(model, task, examples) -> float:
+    model.eval()
+    batch = task.batch(model, examples)
+    with torch.no_grad():
+        return model(**batch, prompt_ids=torch.zeros(len(examples), dtype=torch.long)).loss.item()
+
+
+def test_only_the_prompt_changes(tiny, tmp_path):
+    task, examples = setup(tiny)
+    before = {k: v.clone() for k, v in tiny.base.state_dict().items()}
+    result = run(tiny, task, examples, tmp_path, max_steps=3)
+    after = tiny.base.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "a frozen weight changed"
+    initial = tiny.initial_prompt("vocab", 8, first_n=40, seed=42)
+    assert not torch.equal(tiny.bank.prompt(0), initial), "the prompt did not change"
+    assert result.steps == 3 and (tmp_path / PROMPT_FILE).is_file()
+
+
+def test_loss_falls(tiny, tmp_path):
+    task, examples = setup(tiny)
+    tiny.bank = PromptBank(tiny.initial_prompt("vocab", 8, first_n=40, seed=42))
+    before = mean_loss(tiny, task, examples)
+    run(tiny, task, examples, tmp_path, max_steps=60)
+    assert mean_loss(tiny, task, examples) < 0.8 * before
+
+
+@pytest.mark.parametrize("build,optimizer,lr", [(tiny_gpt2, "adafactor", 0.3), (tiny_bert, "adamw", 0.1)])
+def test_accuracy_rises(build, optimizer, lr, tmp_path):
+    model = build()
+    task, examples = setup(model)
+    model.bank = PromptBank(model.initial_prompt("vocab", 8, first_n=40, seed=42))
+    before = task.evaluate(model, examples, progress=False)["accuracy"]
+    result = run(model, task, examples, tmp_path, validation=examples, optimizer=optimizer, lr=lr, max_steps=60, eval_every=20)
+    assert result.metrics["accuracy"] >= 90 > before
+
+
+def test_adafactor_has_the_papers_settings():
+    weight = torch.nn.Parameter(torch.randn(1, 5, 4))
+    optimizer = make_optimizer([weight], TrainOptions())
+    assert isinstance(optimizer, PromptAdafactor)
+    group = optimizer.param_groups[0]
+    assert group["lr"] == 0.3 and group["relative_step"] is False and group["scale_parameter"] is False
+    assert group["decay_rate"] == -0.8 and group["weight_decay"] == 1e-5 and group["clip_threshold"] == 1.0
+    weight.grad = torch.randn_like(weight)
+    optimizer.step()
+    state = optimizer.state[weight]
+    assert "exp_avg_sq" in state and "exp_avg_sq_row" not in state  # the prompt is not factored
+
+
+def test_adamw_option():
+    weight = torch.nn.Parameter(torch.randn(2, 3))
+    assert isinstance(make_optimizer([weight], TrainOptions(optimizer="adamw", lr=1e-3)), torch.optim.AdamW)
+
+
+def test_precision_bf16_only_on_cuda_unless_asked():
+    assert resolve_precision("auto", "cuda") == "bf16"
+    assert resolve_precision("auto", "cpu") == "no"
+    assert resolve_precision("fp32", "cuda") == "no"
+    assert resolve_precision("bf16", "cpu") == "bf16"
+
+
+def test_accumulation_reaches_the_effective_batch():
+    assert accumulation_steps(32, 8, 1) == 4
+    assert accumulation_steps(32, 8, 2) == 2
+    assert accumulation_steps(32, 64, 1) == 1
+    with pytest.raises(UserError, match="not a multiple"):
+        accumulation_steps(30, 8, 1)
+
+
+def test_accumulated_micro_batches_equal_one_full_batch(tmp_path):
+    prompts = []
+    for micro in (10, 5, 2):
+        model = tiny_bert()
+        task, examples = setup(model)
+        run(model, task, examples, tmp_path / str(micro), optimizer="adamw", lr=0.01, max_steps=1, micro_batch_size=micro)
+        prompts.append(model.bank.prompt(0))
+    torch.testing.assert_close(prompts[1], prompts[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(prompts[2], prompts[0], rtol=1e-5, atol=1e-6)
+
+
+def test_logs_metadata_and_best_prompt(tmp_path):
+    model = tiny_gpt2()
+    task, examples = setup(model)
+    result = run(model, task, examples, tmp_path, validation=examples, max_steps=20, eval_every=10, log_every=5)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "train/loss" in r] == [5, 10, 15, 20]
+    evals = [r for r in records if "eval/accuracy" in r]
+    assert [r["step"] for r in evals] == [10, 20]
+    assert result.metrics["accuracy"] == max(r["eval/accuracy"] for r in evals)
+    assert list(tmp_path.rglob("events.out.tfevents*")), "no TensorBoard event file"
+    from softprompt.prompt import load_prompt
+
+    meta = load_prompt(tmp_path / PROMPT_FILE).metadata
+    assert meta["metrics"]["accuracy"] == result.metrics["accuracy"] and meta["step"] == result.best_step
+    assert meta["task"]["verbalizers"] == VERBALIZERS and meta["training"]["lr"] == 0.3
+    assert meta["base_model"] == "tiny-gpt2" and meta["length"] == 8 and meta["init"] == "vocab"
+
+
+def test_early_stopping_when_the_metric_stops_improving(tmp_path):
+    model = tiny_gpt2()
+    task, examples = setup(model)
+    result = run(model, task, examples, tmp_path, validation=examples, optimizer="adamw", lr=0.0, weight_decay=0.0, max_steps=50, eval_every=5, patience=2)
+    assert result.steps == 15  # best at step 5, no improvement at 10 and 15
+
+
+def test_nan_loss_is_a_clear_error(tmp_path):
+    model = tiny_gpt2()
+    task, examples = setup(model)
+    bad = tmp_path / "nan.safetensors"
+    save_prompt(bad, torch.full((4, model.hidden), float("nan")), model.identity())
+    with pytest.raises(UserError, match="loss became nan"):
+        run(model, task, examples, tmp_path / "out", prompt=PromptOptions(init=str(bad)))
+    assert not (tmp_path / "out" / PROMPT_FILE).exists()
