@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     cfg = parser.parse_args(argv)
     name = cfg.command
-    args = parser.instantiate_classes(cfg)[name]
+    args = parser.instantiate(cfg)[name]
     kwargs = {k: v for k, v in vars(args).items() if k not in ("config", "__path__")}
     try:
         _quiet_libraries()

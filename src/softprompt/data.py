@@ -5,6 +5,7 @@ Errors name the file and, for a malformed line, the line.
 
 import csv
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -45,6 +46,7 @@ def _load_tabular(path: str, fmt: str) -> list[dict]:
     import datasets
 
     datasets.disable_progress_bars()
+    datasets.utils.logging.set_verbosity(logging.CRITICAL)  # its own error lines would repeat ours
     try:
         if fmt in ("jsonl", "json"):
             ds = datasets.Dataset.from_json(path, keep_in_memory=True)

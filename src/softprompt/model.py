@@ -99,6 +99,7 @@ class SoftPromptModel(nn.Module):
         self.readout_scale = readout_scale
         self.bank = bank if bank is not None else PromptBank.empty(self.hidden)
         self.register_buffer("label_embeds", None, persistent=False)  # (L, H) encoder-only readout
+        self.eval()  # inference by default; training switches dropout on explicitly
 
     @classmethod
     def load(cls, name: str, family: str | None = None, dtype: str = "auto", readout_scale: float = 20.0) -> "SoftPromptModel":

@@ -1,0 +1,99 @@
+"""Reading data: formats, and one clear error naming the file and line for each kind of bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from softprompt.data import load_rows, load_squad
+from softprompt.errors import UserError
+from softprompt.options import DataOptions
+from softprompt.tasks import make_task
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def classification(**kw):
+    return make_task(DataOptions(verbalizers={"0": "bad", "1": "good"}, **kw))
+
+
+def test_jsonl_csv_tsv(tmp_path):
+    j = write(tmp_path / "a.jsonl", '{"text": "fine", "label": 1}\n{"text": "poor", "label": 0}\n')
+    c = write(tmp_path / "a.csv", 'text,label\n"fine, really",1\npoor,0\n')
+    t = write(tmp_path / "a.tsv", 'text\tlabel\nit \'s "fine"\t1\npoor\t0\n')
+    for path in (j, c, t):
+        examples = classification().load(path)
+        assert [e.class_id for e in examples] == [1, 0] and [e.target for e in examples] == ["good", "bad"]
+    assert classification().load(c)[0].input == "fine, really"
+    assert classification().load(t)[0].input == 'it \'s "fine"'  # TSV quotes are text, as in GLUE
+
+
+def test_template_and_text2text(tmp_path):
+    path = write(tmp_path / "t.jsonl", '{"q": "2+2", "a": "4"}\n')
+    task = make_task(DataOptions(task="text2text", input_column="q", target_column="a", template="sum: {}"))
+    (example,) = task.load(path)
+    assert example.input == "sum: 2+2" and example.target == "4" and example.answers == ["4"]
+
+
+def test_missing_file():
+    with pytest.raises(UserError, match=r"nope\.jsonl: no such file"):
+        classification().load("nope.jsonl")
+
+
+def test_malformed_jsonl_line_is_named(tmp_path):
+    path = write(tmp_path / "bad.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": 0}\n{"text": "c" "label": 1}\n')
+    with pytest.raises(UserError, match=r"bad\.jsonl:3: malformed JSON"):
+        classification().load(path)
+
+
+def test_tsv_with_a_wrong_field_count_is_named(tmp_path):
+    path = write(tmp_path / "bad.tsv", "text\tlabel\nfine\t1\npoor\t0\textra\n")
+    with pytest.raises(UserError, match=r"bad\.tsv:3: expected 2 fields, found 3"):
+        classification().load(path)
+
+
+def test_missing_column(tmp_path):
+    path = write(tmp_path / "a.jsonl", '{"sentence": "fine", "label": 1}\n')
+    with pytest.raises(UserError, match=r"a\.jsonl: missing column 'text' \(columns: sentence, label\)"):
+        classification().load(path)
+
+
+def test_empty_data_set(tmp_path):
+    for name in ("empty.jsonl", "empty.tsv"):
+        path = write(tmp_path / name, "")
+        with pytest.raises(UserError, match="the data set is empty"):
+            classification().load(path)
+
+
+def test_unknown_label_names_the_line(tmp_path):
+    path = write(tmp_path / "a.tsv", "text\tlabel\nfine\t1\nodd\t7\n")
+    with pytest.raises(UserError, match=r"a\.tsv:3: label '7' is not one of the verbalizers \(0, 1\)"):
+        classification().load(path)
+
+
+def test_classification_needs_verbalizers():
+    with pytest.raises(UserError, match="data.verbalizers"):
+        make_task(DataOptions())
+
+
+def test_squad_json(tmp_path):
+    doc = {"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "Paris is in France.", "qas": [
+        {"id": "1", "question": "Where is Paris?", "answers": [{"text": "France", "answer_start": 12}, {"text": "in France", "answer_start": 9}]}]}]}]}
+    path = write(tmp_path / "squad.json", json.dumps(doc))
+    (example,) = make_task(DataOptions(task="squad")).load(path)
+    assert example.input == "question: Where is Paris? context: Paris is in France."
+    assert example.target == "France" and example.answers == ["France", "in France"]
+    broken = write(tmp_path / "broken.json", '{"data": [\n  {"title": }\n]}')
+    with pytest.raises(UserError, match=r"broken\.json:2: malformed JSON"):
+        load_squad(broken)
+
+
+@pytest.mark.skipif(not (SHARED / "sst2").is_dir(), reason="needs ../shared/data/sst2")
+def test_reads_glue_sst2_dev():
+    rows, first_line = load_rows(str(SHARED / "sst2" / "dev.tsv"))
+    assert len(rows) == 872 and first_line == 2 and set(rows[0]) == {"sentence", "label"}

@@ -1,0 +1,97 @@
+"""Prompt files: save -> load gives identical predictions; prompts for another model are refused."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from conftest import BUILDERS
+from softprompt.bank import PromptBank
+from softprompt.errors import UserError
+from softprompt.files import atomic_path
+from softprompt.loading import load_with_prompts
+from softprompt.model import SoftPromptModel
+from softprompt.prompt import check_compatible, embedding_fingerprint, load_prompt, save_prompt
+
+TEXTS = ["the movie was great", "bad", "i hated the ending"]
+LABELS = ["no", "yes"]
+
+
+def test_save_load_gives_identical_predictions(model_folder, tmp_path):
+    model = SoftPromptModel.load(model_folder)
+    model.bank = PromptBank(model.initial_prompt("random", 5, seed=3))
+    before = model.class_scores(TEXTS, LABELS)
+    path = save_prompt(tmp_path / "p.safetensors", model.bank.prompt(0), {**model.identity(), "task": {"type": "classification", "verbalizers": {"0": "no", "1": "yes"}}})
+    reloaded, files = load_with_prompts([str(path)])
+    assert reloaded.name == model_folder and reloaded.family == model.family
+    assert torch.equal(reloaded.class_scores(TEXTS, LABELS), before)
+    meta = files[0].metadata
+    assert meta["format_version"] == 1 and meta["length"] == 5 and meta["hidden_size"] == model.hidden
+    assert meta["vocab_size"] == len(model.tokenizer) and meta["embedding_fingerprint"] == model.fingerprint()
+
+
+def test_prompt_is_stored_as_float32_whatever_the_model_dtype(tmp_path):
+    model = BUILDERS["decoder-only"]()
+    model.base.to(torch.bfloat16)
+    model.bank = PromptBank(model.initial_prompt("random", 3))
+    assert model.bank.weight.dtype == torch.float32
+    assert model.fingerprint() == BUILDERS["decoder-only"]().fingerprint()  # fp32 and bf16 copies match
+    save_prompt(tmp_path / "p.safetensors", model.bank.prompt(0), model.identity())
+    assert load_prompt(tmp_path / "p.safetensors").prompt.dtype == torch.float32
+
+
+def test_width_mismatch_is_refused(tmp_path):
+    model = BUILDERS["encoder-only"]()
+    path = save_prompt(tmp_path / "narrow.safetensors", torch.zeros(4, 8), {"base_model": "other"})
+    with pytest.raises(UserError, match=r"narrow\.safetensors: prompt width 8 does not match the model's hidden size 32"):
+        check_compatible(load_prompt(path), model.hidden, model.fingerprint(), str(path))
+
+
+def test_other_embeddings_refused_unless_allowed(tmp_path):
+    model, other = BUILDERS["encoder-only"](seed=0), BUILDERS["encoder-only"](seed=1)
+    path = save_prompt(tmp_path / "p.safetensors", torch.zeros(4, 32), other.identity())
+    prompt = load_prompt(path)
+    with pytest.raises(UserError, match="input embeddings differ.*--allow_other_model"):
+        check_compatible(prompt, model.hidden, model.fingerprint(), str(path))
+    check_compatible(prompt, model.hidden, model.fingerprint(), str(path), allow_other_model=True)
+
+
+def test_fingerprint_sees_a_changed_embedding():
+    weights = torch.randn(1000, 16)
+    changed = weights.clone()
+    changed[0, 0] += 1.0
+    assert embedding_fingerprint(weights) != embedding_fingerprint(changed)
+
+
+def test_not_a_prompt_file(tmp_path):
+    other = tmp_path / "weights.safetensors"
+    save_file({"w": torch.zeros(2)}, str(other))
+    with pytest.raises(UserError, match="not a softprompt prompt file"):
+        load_prompt(other)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not safetensors at all")
+    with pytest.raises(UserError, match="not a readable safetensors file"):
+        load_prompt(junk)
+    with pytest.raises(UserError, match="no such prompt file"):
+        load_prompt(tmp_path / "missing.safetensors")
+
+
+def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_path(target) as tmp:
+        tmp.write_text("whole")
+    assert target.read_text() == "whole" and list(tmp_path.iterdir()) == [target]
+
+
+def test_metadata_is_json_in_the_safetensors_header(tmp_path):
+    path = save_prompt(tmp_path / "p.safetensors", torch.ones(2, 3), {"task": {"type": "squad"}})
+    raw = path.read_bytes()
+    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+    assert header["__metadata__"]["format"] == "softprompt"
+    assert json.loads(header["__metadata__"]["metadata"])["task"] == {"type": "squad"}
