@@ -24,8 +24,7 @@ def recipe(tmp_path, model_folder, **data):
         "model": {"name": model_folder},
         "prompt": {"length": 4, "init": "vocab", "vocab_first_n": 40},
         "data": {"task": "classification", "train": str(write_data(tmp_path)), "validation": str(tmp_path / "train.jsonl"), "verbalizers": {"0": "no", "1": "yes"}, **data},
-        "train": {"max_steps": 4, "batch_size": 10, "micro_batch_size": 5, "eval_every": 2},
-        "output": str(tmp_path / "run"),
+        "train": {"max_steps": 4, "batch_size": 10, "micro_batch_size": 5, "eval_every": 2, "output_dir": str(tmp_path / "run")},
     }
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -59,7 +58,7 @@ def test_train_info_predict_eval(tmp_path, model_folder, capsys, monkeypatch):
     assert main(["predict", str(prompt), "--file", str(texts)]) == 0
     assert capsys.readouterr().out.split() == predictions
 
-    assert main(["eval", "--prompt", str(prompt), "--data.validation", str(tmp_path / "train.jsonl")]) == 0
+    assert main(["eval", str(prompt), "--data.validation", str(tmp_path / "train.jsonl")]) == 0
     scores = dict(line.split(": ") for line in capsys.readouterr().out.strip().splitlines())
     assert set(scores) == {"accuracy", "macro_f1"}
     saved = load_prompt(prompt).metadata

@@ -14,8 +14,8 @@ from softprompt.files import human_size
 from softprompt.options import DataOptions, ModelOptions, PromptOptions, TrainOptions
 
 
-def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: TrainOptions, output: str) -> None:
-    """Learn a soft prompt for a frozen model; the best prompt goes to OUTPUT/prompt.safetensors."""
+def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: TrainOptions) -> None:
+    """Learn a soft prompt for a frozen model; the best prompt goes to TRAIN.OUTPUT_DIR/prompt.safetensors."""
     from softprompt.model import SoftPromptModel
     from softprompt.tasks import make_task
     from softprompt.train import size_report, train_prompt
@@ -29,7 +29,7 @@ def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: 
     task.prepare(frozen)
     print(f"model: {frozen.name} ({frozen.family}, {frozen.base_parameters():,} frozen parameters)")
     print(f"data: {len(train_examples):,} training rows" + (f", {len(validation):,} validation rows" if validation else ""))
-    result = train_prompt(frozen, task, train_examples, validation, prompt, train, output)
+    result = train_prompt(frozen, task, train_examples, validation, prompt, train, train.output_dir)
     if result.metrics:
         shown = ", ".join(f"{k} {v:.2f}" for k, v in result.metrics.items())
         print(f"best at step {result.best_step}: {shown}")
@@ -38,14 +38,16 @@ def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: 
     print(f'predict with: softprompt predict {result.prompt_path} "some text"')
 
 
-def evaluate(prompt: str | None, model: ModelOptions, data: DataOptions, batch_size: int = 64, allow_other_model: bool = False) -> dict:
-    """Score a prompt on DATA.VALIDATION; without --prompt, score the frozen model alone (prompt design)."""
+def evaluate(prompt_file: str | None, model: ModelOptions, data: DataOptions, train: TrainOptions, prompt: PromptOptions | None = None, allow_other_model: bool = False) -> dict:
+    """Score PROMPT_FILE on DATA.VALIDATION; without it, score the frozen model alone (prompt design).
+
+    Takes the same recipe as train; only its model and data sections and train.eval_batch_size are used."""
     from softprompt.loading import load_with_prompts, task_options
     from softprompt.model import SoftPromptModel
     from softprompt.tasks import make_task
 
-    if prompt:
-        frozen, files = load_with_prompts([prompt], _name_override(model), model.family, allow_other_model)
+    if prompt_file:
+        frozen, files = load_with_prompts([prompt_file], _name_override(model), model.family, allow_other_model)
         data = task_options(files[0], data)
     else:
         frozen = SoftPromptModel.load(model.name, model.family, model.dtype, model.readout_scale)
@@ -55,7 +57,7 @@ def evaluate(prompt: str | None, model: ModelOptions, data: DataOptions, batch_s
     task = make_task(data)
     examples = task.load(source, data.limit_validation)
     task.prepare(frozen)
-    scores = task.evaluate(frozen, examples, batch_size)
+    scores = task.evaluate(frozen, examples, train.eval_batch_size)
     for key, value in scores.items():
         print(f"{key}: {value:.2f}")
     return scores
@@ -115,30 +117,27 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="Show tracebacks on errors.")
     commands = parser.add_subcommands(dest="command")
 
-    def command(name: str, fn, *sections, positionals=()):
+    def command(name: str, fn, *sections, arguments=()):
         p = ArgumentParser(description=fn.__doc__)
         p.add_argument("--config", action=ActionConfigFile, help="A YAML recipe; later options override it.")
         for section, cls in sections:
             p.add_class_arguments(cls, section)
-        for args, kwargs in positionals:
+        for args, kwargs in arguments:
             p.add_argument(*args, **kwargs)
         commands.add_subcommand(name, p, help=fn.__doc__.splitlines()[0])
 
+    recipe = (("model", ModelOptions), ("prompt", PromptOptions), ("data", DataOptions), ("train", TrainOptions))
+    command("train", train, *recipe)
     command(
-        "train", train, ("model", ModelOptions), ("prompt", PromptOptions), ("data", DataOptions), ("train", TrainOptions),
-        positionals=[(("--output",), dict(type=str, default="runs/prompt", help="Folder for the prompt file, metrics.jsonl and TensorBoard logs."))],
-    )
-    command(
-        "eval", evaluate, ("model", ModelOptions), ("data", DataOptions),
-        positionals=[
-            (("--prompt",), dict(type=str | None, default=None, help="Prompt file; without it the frozen model is scored alone.")),
-            (("--batch_size",), dict(type=int, default=64, help="Rows per forward pass.")),
+        "eval", evaluate, *recipe,
+        arguments=[
+            (("prompt_file",), dict(nargs="?", type=str | None, default=None, help="Prompt file; without it the frozen model is scored alone.")),
             (("--allow_other_model",), dict(type=bool, default=False, help="Use a prompt whose model fingerprint differs.")),
         ],
     )
     command(
         "predict", predict,
-        positionals=[
+        arguments=[
             (("prompt",), dict(type=str, help="Prompt file.")),
             (("texts",), dict(nargs="*", type=str, help="Texts to predict; else --file, else standard input.")),
             (("--file",), dict(type=str | None, default=None, help="A file with one text per line.")),
@@ -147,10 +146,10 @@ def build_parser() -> ArgumentParser:
             (("--allow_other_model",), dict(type=bool, default=False, help="Use a prompt whose model fingerprint differs.")),
         ],
     )
-    command("info", info, positionals=[(("prompt",), dict(type=str, help="Prompt file."))])
+    command("info", info, arguments=[(("prompt",), dict(type=str, help="Prompt file."))])
     command(
         "quickstart", quickstart,
-        positionals=[
+        arguments=[
             (("--output",), dict(type=str, default="runs/quickstart", help="Folder for the trained prompt.")),
             (("--steps",), dict(type=int, default=150, help="Training steps of 32 rows.")),
             (("--seed",), dict(type=int, default=42, help="Random seed.")),
@@ -190,3 +189,7 @@ def _quiet_libraries() -> None:
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

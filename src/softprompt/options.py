@@ -103,3 +103,5 @@ class TrainOptions:
     """bf16 autocast on CUDA when auto; fp32 on CPU."""
     log_every: int = 10
     """Write loss to the metrics log every N steps."""
+    output_dir: str = "runs/prompt"
+    """Folder for prompt.safetensors, metrics.jsonl and the TensorBoard logs."""
