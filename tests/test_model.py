@@ -104,3 +104,15 @@ def test_rank_classification_scores_equal_target_loglikelihood(build):
         out = tiny(batch["input_ids"], batch["attention_mask"], torch.zeros(1, dtype=torch.long), labels=batch["labels"])
     n_target = int((batch["labels"] != -100).sum())
     torch.testing.assert_close(scores[0, 1], -out.loss * n_target, rtol=1e-4, atol=1e-4)
+
+
+def test_mixed_prompt_batch_equals_each_prompt_alone(tiny):
+    prompts = torch.stack([tiny.initial_prompt("random", 3, seed=s) for s in (1, 2)])
+    tiny.bank = PromptBank(prompts, ["a", "b"])
+    texts = ["the movie was great", "bad", "i hated it", "fun"]
+    labels = ["no", "yes"]
+    mixed = tiny.class_scores(texts, labels, prompt_ids=[0, 1, 1, 0])
+    for i, text in enumerate(texts):
+        alone = tiny.class_scores([text], labels, prompt_ids=[[0, 1, 1, 0][i]])
+        torch.testing.assert_close(mixed[i], alone[0], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(mixed[0], tiny.class_scores([texts[0]], labels, prompt_ids=[1])[0])

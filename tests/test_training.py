@@ -141,3 +141,24 @@ def test_nan_loss_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="loss became nan"):
         run(model, task, examples, tmp_path / "out", prompt=PromptOptions(init=str(bad)))
     assert not (tmp_path / "out" / PROMPT_FILE).exists()
+
+
+@pytest.mark.parametrize("family", ["encoder-decoder", "decoder-only"])
+def test_squad_task_trains_and_scores_generated_answers(family, tmp_path):
+    model = BUILDERS[family]()
+    task = make_task(DataOptions(task="squad", max_target_length=4))
+    rows = [
+        {"question": "what is red", "context": "the sun is red", "answers": ["sun", "the sun"]},
+        {"question": "who is blue", "context": "the cat is blue", "answers": ["cat"]},
+    ]
+    examples = task.examples(rows, "squad.json", 0)
+    assert task.metric == "f1" and examples[0].target == "sun"
+    result = run(model, task, examples, tmp_path, validation=examples, max_steps=2, batch_size=2, micro_batch_size=1, eval_every=2)
+    assert set(result.metrics) == {"exact_match", "f1"} and 0 <= result.metrics["f1"] <= 100
+    predictions = task.predict(model, [e.input for e in examples])
+    assert len(predictions) == 2 and all(isinstance(p, str) for p in predictions)
+
+
+def test_encoder_only_refuses_generative_tasks():
+    with pytest.raises(UserError, match="encoder-only model predicts labels"):
+        make_task(DataOptions(task="text2text")).prepare(tiny_bert())

@@ -240,9 +240,7 @@ class SoftPromptModel(nn.Module):
         j = self.joined(input_ids, attention_mask, prompt_ids, labels)
         out = self._run(j, labels)
         if self.family == ENCODER_ONLY:
-            import os
-            pool_mask = j.attention_mask * (~j.prompt_mask) if os.environ.get("SP_POOL") == "text" else j.attention_mask
-            out.sentence_embeds = mean_pool(out.last_hidden_state, pool_mask)  # (B, H)
+            out.sentence_embeds = mean_pool(out.last_hidden_state, j.attention_mask)  # (B, H), prompt positions included
             if self.label_embeds is not None:
                 out.logits = self.readout_scale * cosine(out.sentence_embeds, self.label_embeds)  # (B, L)
                 if class_ids is not None:
