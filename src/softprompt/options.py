@@ -99,6 +99,8 @@ class TrainOptions:
     """Stop after this many evaluations without improvement; never when unset."""
     seed: int = 42
     """Seed for initialisation, shuffling and dropout."""
+    dropout: bool = True
+    """Keep the frozen model's own dropout active while training (the paper trains with dropout 0.1)."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """bf16 autocast on CUDA when auto; fp32 on CPU."""
     log_every: int = 10

@@ -159,7 +159,7 @@ def train_prompt(
     batches = _forever(loader)
     bar = tqdm(total=max_steps, desc="training", disable=not progress or not accelerator.is_main_process, dynamic_ncols=True)
     running = 0.0
-    wrapped.train()
+    wrapped.train(o.dropout)
     step = 0
     for step in range(1, max_steps + 1):
         step_loss = 0.0
