@@ -7,7 +7,7 @@ import torch
 
 from softprompt.bank import PromptBank
 from softprompt.cli import main
-from softprompt.model import EMBEDDED_MODEL, ENCODER_ONLY, SoftPromptModel
+from softprompt.model import EMBEDDED_MODEL, ENCODER_ONLY, SoftPromptModel, mean_pool
 from softprompt.quickstart import shipped
 
 
@@ -21,14 +21,32 @@ def test_embedded_model_loads_offline_as_an_encoder(minilm):
     assert minilm.base_parameters() == 22_713_216
 
 
+def sentence_embedding(model, text):
+    batch = model.tokenize([text])
+    with torch.no_grad():
+        return model(batch["input_ids"], batch["attention_mask"], torch.zeros(1, dtype=torch.long)).sentence_embeds
+
+
 def test_text_prompt_equals_typed_text_on_the_real_model(minilm):
     prefix, rest = "a moving and", "beautiful film"
     minilm.bank = PromptBank.empty(minilm.hidden)
-    minilm.set_labels(["terrible", "great"])
-    typed = minilm.class_scores([f"{prefix} {rest}"], ["terrible", "great"])
+    typed = sentence_embedding(minilm, f"{prefix} {rest}")
     minilm.bank = PromptBank(minilm.initial_prompt("text", len(minilm.token_ids(prefix)), text=prefix))
-    prompted = minilm.class_scores([rest], ["terrible", "great"])
-    torch.testing.assert_close(prompted, typed, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(sentence_embedding(minilm, rest), typed, rtol=1e-4, atol=1e-5)
+
+
+def test_label_texts_are_read_under_the_prompt(minilm):
+    minilm.set_labels(["terrible", "great"])
+    minilm.bank = PromptBank(torch.stack([torch.zeros(2, minilm.hidden), minilm.initial_prompt("text", 2, text="very happy")]))
+    anchors = minilm.label_anchors(torch.tensor([1, 0, 1]))
+    assert anchors.shape == (3, 2, minilm.hidden)
+    torch.testing.assert_close(anchors[0], anchors[2])
+    assert not torch.allclose(anchors[0], anchors[1])
+    minilm.bank = PromptBank.empty(minilm.hidden)
+    plain = minilm.tokenizer(["terrible", "great"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = mean_pool(minilm.base(**plain).last_hidden_state, plain["attention_mask"])
+    torch.testing.assert_close(minilm.label_anchors(torch.tensor([0]))[0], expected)
 
 
 def test_shipped_data_is_balanced_and_disjoint():

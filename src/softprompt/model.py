@@ -4,7 +4,7 @@ Three families share one join (join.py):
 - encoder-decoder (T5, BART): prompt before the encoder input; the decoder sees the target;
 - decoder-only (GPT-2, Llama): prompt directly before the text (after left padding); prompt labels -100;
 - encoder-only (BERT, MiniLM): prompt after [CLS]; prediction by cosine similarity between the mean-pooled
-  sentence embedding and the embeddings of the label texts (no trainable head).
+  sentence embedding and the mean-pooled embeddings of the label texts, both under the row's prompt (no trainable head).
 """
 
 import hashlib
@@ -98,7 +98,7 @@ class SoftPromptModel(nn.Module):
         self.max_positions = max_positions(base.config)
         self.readout_scale = readout_scale
         self.bank = bank if bank is not None else PromptBank.empty(self.hidden)
-        self.register_buffer("label_embeds", None, persistent=False)  # (L, H) encoder-only readout
+        self.label_batch: dict[str, torch.Tensor] | None = None  # encoder-only: tokenised label texts
         self.eval()  # inference by default; training switches dropout on explicitly
 
     @classmethod
@@ -241,24 +241,33 @@ class SoftPromptModel(nn.Module):
         out = self._run(j, labels)
         if self.family == ENCODER_ONLY:
             out.sentence_embeds = mean_pool(out.last_hidden_state, j.attention_mask)  # (B, H), prompt positions included
-            if self.label_embeds is not None:
-                out.logits = self.readout_scale * cosine(out.sentence_embeds, self.label_embeds)  # (B, L)
+            if self.label_batch is not None:
+                anchors = self.label_anchors(prompt_ids)  # (B, L, H)
+                out.logits = self.readout_scale * cosine(out.sentence_embeds, anchors)  # (B, L)
                 if class_ids is not None:
                     out.loss = F.cross_entropy(out.logits.float(), class_ids)
         return out
 
     # ----- encoder-only readout -----------------------------------------------------------------------
-    @torch.no_grad()
     def set_labels(self, label_texts: list[str]) -> None:
-        """Encoder-only: embed the label texts (verbalizers) with the frozen encoder and no prompt."""
-        if self.family != ENCODER_ONLY:
-            return
-        was_training = self.training
-        self.eval()
-        batch = self.tokenizer(list(label_texts), padding=True, return_tensors="pt").to(self.device)
-        out = self.base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        self.label_embeds = mean_pool(out.last_hidden_state, batch["attention_mask"]).float()  # (L, H)
-        self.train(was_training)
+        """Encoder-only: the label texts (verbalizers) whose embeddings the sentence embedding is compared with."""
+        if self.family == ENCODER_ONLY:
+            self.label_batch = dict(self.tokenizer(list(label_texts), padding=True, return_tensors="pt"))
+
+    def label_anchors(self, prompt_ids: torch.Tensor) -> torch.Tensor:
+        """(B,) prompt ids -> (B, L, H): each label text's mean-pooled embedding under the row's own prompt.
+
+        The prompt conditions the label texts as it conditions the input (as a T5 prompt conditions both encoder
+        and decoder); with an empty prompt these are the frozen model's plain label embeddings.
+        """
+        ids, rows = prompt_ids.unique(return_inverse=True)  # each distinct prompt once
+        label_ids = self.label_batch["input_ids"].to(self.device)  # (L, T)
+        label_mask = self.label_batch["attention_mask"].to(self.device)
+        L = label_ids.shape[0]
+        j = self.joined(label_ids.repeat(len(ids), 1), label_mask.repeat(len(ids), 1), ids.repeat_interleave(L))
+        hidden = self.base(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask).last_hidden_state
+        anchors = mean_pool(hidden, j.attention_mask).view(len(ids), L, -1)  # (U, L, H)
+        return anchors[rows]
 
     # ----- prediction ---------------------------------------------------------------------------------
     def _prompt_ids(self, n: int, prompt_ids) -> torch.Tensor:
@@ -312,8 +321,8 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(B, H), (L, H) -> (B, L) cosine similarities."""
-    return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).T
+    """(B, H), (B, L, H) -> (B, L) cosine similarities."""
+    return torch.einsum("bh,blh->bl", F.normalize(a.float(), dim=-1), F.normalize(b.float(), dim=-1))
 
 
 def _to(batch: dict, device) -> dict:
