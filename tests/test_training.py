@@ -120,7 +120,9 @@ def test_logs_metadata_and_best_prompt(tmp_path):
     assert list(tmp_path.rglob("events.out.tfevents*")), "no TensorBoard event file"
     from softprompt.prompt import load_prompt
 
-    meta = load_prompt(tmp_path / PROMPT_FILE).metadata
+    saved = load_prompt(tmp_path / PROMPT_FILE)
+    assert torch.equal(saved.prompt, model.bank.prompt(0))  # the model holds the best prompt, as saved
+    meta = saved.metadata
     assert meta["metrics"]["accuracy"] == result.metrics["accuracy"] and meta["step"] == result.best_step
     assert meta["task"]["verbalizers"] == VERBALIZERS and meta["training"]["lr"] == 0.3
     assert meta["base_model"] == "tiny-gpt2" and meta["length"] == 8 and meta["init"] == "vocab"

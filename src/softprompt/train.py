@@ -137,10 +137,13 @@ def train_prompt(
         log_path.unlink(missing_ok=True)  # a fresh log for a fresh run
     result = TrainResult(prompt_path)
     best, stale = -math.inf, 0
+    best_prompt = None
+    bar = tqdm(total=max_steps, desc="training", disable=not progress or not accelerator.is_main_process, dynamic_ncols=True)
+    running = 0.0  # smoothed training loss for the progress bar
 
     def evaluate(step: int) -> bool:
         """Evaluate, keep the prompt if it is the best so far; True when patience has run out."""
-        nonlocal best, stale
+        nonlocal best, stale, best_prompt
         scores = task.evaluate(model, validation_examples, o.eval_batch_size, progress=progress)
         record = {"step": step, **{f"eval/{k}": v for k, v in scores.items()}}
         result.history.append(record)
@@ -149,6 +152,7 @@ def train_prompt(
         if scores[task.metric] > best:
             best, stale = scores[task.metric], 0
             result.metrics, result.best_step = scores, step
+            best_prompt = model.bank.prompt(0).clone()
             if accelerator.is_main_process:
                 save_prompt(prompt_path, model.bank.prompt(0), {**metadata, "metrics": scores, "step": step})
         else:
@@ -157,8 +161,6 @@ def train_prompt(
         return o.patience is not None and stale >= o.patience
 
     batches = _forever(loader)
-    bar = tqdm(total=max_steps, desc="training", disable=not progress or not accelerator.is_main_process, dynamic_ncols=True)
-    running = 0.0
     wrapped.train(o.dropout)
     step = 0
     for step in range(1, max_steps + 1):
@@ -189,6 +191,9 @@ def train_prompt(
                 break
     bar.close()
     result.steps = step
+    model.eval()
+    if best_prompt is not None:
+        model.bank.weight.data[0] = best_prompt  # the model leaves training holding the prompt that was saved
     if not validation_examples and accelerator.is_main_process:
         save_prompt(prompt_path, model.bank.prompt(0), {**metadata, "metrics": {}, "step": step})
         result.best_step = step
