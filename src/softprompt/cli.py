@@ -4,6 +4,7 @@ Options come from dataclasses (options.py): a YAML recipe via --config, then `--
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: 
     from softprompt.tasks import make_task
     from softprompt.train import size_report, train_prompt
 
+    report = os.environ.get("RANK", "0") == "0"  # one report under torchrun / accelerate launch
     if not data.train:
         raise UserError("data.train: give a training file")
     task = make_task(data)
@@ -27,9 +29,12 @@ def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: 
     validation = task.load(data.validation, data.limit_validation) if data.validation else None
     frozen = SoftPromptModel.load(model.name, model.family, model.dtype, model.readout_scale)
     task.prepare(frozen)
-    print(f"model: {frozen.name} ({frozen.family}, {frozen.base_parameters():,} frozen parameters)")
-    print(f"data: {len(train_examples):,} training rows" + (f", {len(validation):,} validation rows" if validation else ""))
+    if report:
+        print(f"model: {frozen.name} ({frozen.family}, {frozen.base_parameters():,} frozen parameters)")
+        print(f"data: {len(train_examples):,} training rows" + (f", {len(validation):,} validation rows" if validation else ""))
     result = train_prompt(frozen, task, train_examples, validation, prompt, train, train.output_dir)
+    if not report:
+        return
     if result.metrics:
         shown = ", ".join(f"{k} {v:.2f}" for k, v in result.metrics.items())
         print(f"best at step {result.best_step}: {shown}")
