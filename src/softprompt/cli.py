@@ -86,10 +86,7 @@ def predict(prompt: str, texts: list[str], file: str | None = None, batch_size: 
     frozen, files = load_with_prompts([prompt], model_name, None, allow_other_model)
     task = make_task(task_options(files[0]))
     task.prepare(frozen)
-    out = []
-    for i in range(0, len(texts), batch_size):
-        chunk = [task.format_input(t) for t in texts[i : i + batch_size]]
-        out += task.predict(frozen, chunk, [0] * len(chunk))
+    out = task.predict_all(frozen, [task.format_input(t) for t in texts], batch_size, progress=False)
     for prediction in out:
         print(prediction)
     return out

@@ -2,13 +2,13 @@
 
 from pathlib import Path
 
+import torch
+
 from softprompt.bank import PromptBank
 from softprompt.errors import UserError
 from softprompt.model import SoftPromptModel
 from softprompt.options import DataOptions
 from softprompt.prompt import PromptFile, check_compatible, load_prompt
-
-import torch
 
 
 def load_with_prompts(paths: list[str], model_name: str | None = None, family: str | None = None, allow_other_model: bool = False) -> tuple[SoftPromptModel, list[PromptFile]]:

@@ -308,9 +308,14 @@ class SoftPromptModel(nn.Module):
             raise UserError("an encoder-only model does not generate text: use a classification task")
         batch = _to(self.tokenize(inputs, max_input_length=max_input_length, max_target_length=max_new_tokens), self.device)
         j = self.joined(batch["input_ids"], batch["attention_mask"], self._prompt_ids(len(inputs), prompt_ids))
-        kwargs = dict(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
-        kwargs["pad_token_id"] = self.tokenizer.pad_token_id
-        out = self.base.generate(**kwargs)
+        out = self.base.generate(
+            inputs_embeds=j.inputs_embeds,
+            attention_mask=j.attention_mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 

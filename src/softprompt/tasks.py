@@ -40,7 +40,7 @@ class Task:
         raise NotImplementedError
 
     def prepare(self, model: SoftPromptModel) -> None:
-        """Make the model ready for this task (encoder-only classification embeds its label texts)."""
+        """Make the model ready for this task (encoder-only classification hands it the label texts)."""
         if model.family == ENCODER_ONLY:
             raise UserError(f"an encoder-only model predicts labels, not text: data.task={self.name} needs an encoder-decoder or decoder-only model")
 
@@ -60,16 +60,20 @@ class Task:
     def score(self, predictions: list[str], examples: list[Example]) -> dict[str, float]:
         raise NotImplementedError
 
-    def evaluate(self, model: SoftPromptModel, examples: list[Example], batch_size: int = 64, prompt_id: int = 0, progress: bool = True) -> dict[str, float]:
-        """Metrics of the model with bank prompt `prompt_id` on `examples`."""
+    def predict_all(self, model: SoftPromptModel, inputs: list[str], batch_size: int = 64, prompt_id: int = 0, progress: bool = True) -> list[str]:
+        """Predictions for formatted inputs, `batch_size` at a time, in inference mode, with bank prompt `prompt_id`."""
         was_training = model.training
         model.eval()
         predictions = []
-        for i in tqdm(range(0, len(examples), batch_size), desc="evaluating", leave=False, disable=not progress):
-            chunk = examples[i : i + batch_size]
-            predictions += self.predict(model, [e.input for e in chunk], [prompt_id] * len(chunk))
+        for i in tqdm(range(0, len(inputs), batch_size), desc="predicting", leave=False, disable=not progress):
+            chunk = inputs[i : i + batch_size]
+            predictions += self.predict(model, chunk, [prompt_id] * len(chunk))
         model.train(was_training)
-        return self.score(predictions, examples)
+        return predictions
+
+    def evaluate(self, model: SoftPromptModel, examples: list[Example], batch_size: int = 64, prompt_id: int = 0, progress: bool = True) -> dict[str, float]:
+        """Metrics of the model with bank prompt `prompt_id` on `examples`."""
+        return self.score(self.predict_all(model, [e.input for e in examples], batch_size, prompt_id, progress), examples)
 
     def describe(self) -> dict:
         """What a prompt file records about its task."""

@@ -22,7 +22,7 @@ from softprompt.errors import UserError
 from softprompt.files import human_size
 from softprompt.model import SoftPromptModel
 from softprompt.options import PromptOptions, TrainOptions
-from softprompt.prompt import load_prompt, save_prompt
+from softprompt.prompt import check_compatible, load_prompt, save_prompt
 from softprompt.tasks import Example, Task
 
 PROMPT_FILE = "prompt.safetensors"
@@ -71,9 +71,8 @@ def accumulation_steps(batch_size: int, micro_batch_size: int, processes: int) -
 
 
 def initial_prompt(model: SoftPromptModel, o: PromptOptions, task: Task, seed: int) -> torch.Tensor:
+    """The starting (P, H) prompt: an initialiser by name, or a prompt file (whose length then wins)."""
     if o.init not in ("random", "vocab", "labels", "text"):
-        from softprompt.prompt import check_compatible
-
         file = load_prompt(o.init)
         check_compatible(file, model.hidden, model.fingerprint(), o.init)
         return file.prompt
