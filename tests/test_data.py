@@ -97,3 +97,8 @@ def test_squad_json(tmp_path):
 def test_reads_glue_sst2_dev():
     rows, first_line = load_rows(str(SHARED / "sst2" / "dev.tsv"))
     assert len(rows) == 872 and first_line == 2 and set(rows[0]) == {"sentence", "label"}
+
+
+def test_hub_data_set_offline_is_a_clear_error():
+    with pytest.raises(UserError, match=r"glue:sst2@validation: no such file, and the hub data set cannot be loaded"):
+        load_rows("glue:sst2@validation")

@@ -25,12 +25,12 @@ def file_format(path: str, fmt: str = "auto") -> str:
     return TABULAR[suffix]
 
 
-def load_rows(source: str, fmt: str = "auto", split: str = "train") -> tuple[list[dict], int]:
+def load_rows(source: str, fmt: str = "auto") -> tuple[list[dict], int]:
     """Rows of a data set as dicts, and the line number of the first row (for error messages; 0 when not a file)."""
     if not os.path.exists(source):
         if os.sep in source or Path(source).suffix.lower() in TABULAR:
             raise UserError(f"{source}: no such file")
-        return _load_hub(source, split), 0
+        return _load_hub(source), 0
     if os.path.isdir(source):
         raise UserError(f"{source}: is a folder; give a data file")
     fmt = file_format(source, fmt)
@@ -118,11 +118,13 @@ def load_squad(path: str) -> list[dict]:
     return rows
 
 
-def _load_hub(name: str, split: str) -> list[dict]:
-    """A data set from the hub, `name` or `name:config`."""
+def _load_hub(name: str) -> list[dict]:
+    """A data set from the hub: `name`, `name:config`, either with `@split` (default `@train`)."""
     import datasets
 
-    path, _, config = name.partition(":")
+    name_config, _, split = name.partition("@")
+    path, _, config = name_config.partition(":")
+    split = split or "train"
     try:
         ds = datasets.load_dataset(path, config or None, split=split)
     except Exception as e:

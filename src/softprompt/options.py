@@ -40,9 +40,9 @@ class DataOptions:
     task: Literal["classification", "text2text", "squad"] = "classification"
     """Task type: classification (text, label, verbalizers), text2text (input -> target text) or squad (SQuAD v1.1 JSON)."""
     train: str | None = None
-    """Training data: a JSONL/CSV/TSV/SQuAD JSON file, or a hub data set name where the hub is reachable."""
+    """Training data: a JSONL/CSV/TSV/SQuAD JSON file, or a hub data set where the hub is reachable (glue:sst2@train)."""
     validation: str | None = None
-    """Validation data, same formats; the best prompt is kept by its metric."""
+    """Validation data, same formats (glue:sst2@validation); the best prompt is kept by its metric."""
     format: Literal["auto", "jsonl", "csv", "tsv", "squad"] = "auto"
     """File format; from the extension when auto."""
     text_column: str = "text"
