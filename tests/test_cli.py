@@ -7,9 +7,10 @@ import sys
 import pytest
 import yaml
 
-from conftest import sentiment_rows
+from conftest import BUILDERS, sentiment_rows
 from softprompt.cli import main
-from softprompt.prompt import load_prompt
+from softprompt.model import SoftPromptModel
+from softprompt.prompt import load_prompt, save_prompt
 
 
 def write_data(tmp_path):
@@ -92,3 +93,16 @@ def test_help_documents_every_option(capsys):
     text = capsys.readouterr().out
     assert "--train.lr" in text and "Constant learning rate" in text and "--prompt.init" in text
     assert "--data.verbalizers" in text and "--config" in text
+
+
+@pytest.mark.parametrize("family", ["encoder-only"])
+def test_prompt_on_another_model_is_refused_unless_allowed(tmp_path, model_folder, family, capsys):
+    trained_on = SoftPromptModel.load(model_folder)
+    prompt = save_prompt(tmp_path / "p.safetensors", trained_on.initial_prompt("random", 3), {**trained_on.identity(), "task": {"type": "classification", "verbalizers": {"0": "no", "1": "yes"}}})
+    other = BUILDERS[family](seed=1)
+    other.base.save_pretrained(tmp_path / "other")
+    other.tokenizer.save_pretrained(tmp_path / "other")
+    assert main(["predict", str(prompt), "great", "--model_name", str(tmp_path / "other")]) == 1
+    assert "pass --allow_other_model" in capsys.readouterr().err
+    assert main(["predict", str(prompt), "great", "--model_name", str(tmp_path / "other"), "--allow_other_model"]) == 0
+    assert capsys.readouterr().out.strip() in {"0", "1"}

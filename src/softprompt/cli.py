@@ -134,7 +134,7 @@ def build_parser() -> ArgumentParser:
         "eval", evaluate, *recipe,
         arguments=[
             (("prompt_file",), dict(nargs="?", type=str | None, default=None, help="Prompt file; without it the frozen model is scored alone.")),
-            (("--allow_other_model",), dict(type=bool, default=False, help="Use a prompt whose model fingerprint differs.")),
+            (("--allow_other_model",), dict(action="store_true", help="Use a prompt whose model fingerprint differs.")),
         ],
     )
     command(
@@ -145,7 +145,7 @@ def build_parser() -> ArgumentParser:
             (("--file",), dict(type=str | None, default=None, help="A file with one text per line.")),
             (("--batch_size",), dict(type=int, default=64, help="Rows per forward pass.")),
             (("--model_name",), dict(type=str | None, default=None, help="Run on this model instead of the prompt's own.")),
-            (("--allow_other_model",), dict(type=bool, default=False, help="Use a prompt whose model fingerprint differs.")),
+            (("--allow_other_model",), dict(action="store_true", help="Use a prompt whose model fingerprint differs.")),
         ],
     )
     command("info", info, arguments=[(("prompt",), dict(type=str, help="Prompt file."))])
