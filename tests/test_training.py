@@ -164,3 +164,15 @@ def test_squad_task_trains_and_scores_generated_answers(family, tmp_path):
 def test_encoder_only_refuses_generative_tasks():
     with pytest.raises(UserError, match="encoder-only model predicts labels"):
         make_task(DataOptions(task="text2text")).prepare(tiny_bert())
+
+
+def test_bf16_autocast_keeps_the_prompt_in_float32(tmp_path):
+    model = tiny_gpt2()
+    task, examples = setup(model)
+    dtypes = []
+    model.base.register_forward_hook(lambda module, args, out: dtypes.append(out.logits.dtype))
+    result = run(model, task, examples, tmp_path, precision="bf16", max_steps=3)
+    assert dtypes and set(dtypes) == {torch.bfloat16}  # the frozen model ran under bf16 autocast
+    assert model.bank.weight.dtype == torch.float32
+    assert not torch.equal(model.bank.prompt(0), model.initial_prompt("vocab", 8, first_n=40, seed=42))
+    assert result.steps == 3
