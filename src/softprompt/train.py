@@ -56,7 +56,7 @@ def make_optimizer(params: list[torch.nn.Parameter], o: TrainOptions) -> torch.o
 
 
 def resolve_precision(option: str, device_type: str) -> str:
-    """accelerate's mixed_precision: bf16 autocast on CUDA when auto, never on CPU unless asked."""
+    """bf16 autocast on CUDA when auto, never on CPU unless asked ("bf16" or "no")."""
     if option == "bf16" or (option == "auto" and device_type == "cuda"):
         return "bf16"
     return "no"
@@ -102,7 +102,12 @@ def train_prompt(
     """Learn one prompt for `task`; the best one (by the task's metric on validation) is written to output_dir."""
     output_dir = Path(output_dir)
     set_seed(o.seed)
-    accelerator = Accelerator(mixed_precision=resolve_precision(o.precision, "cuda" if torch.cuda.is_available() else "cpu"), log_with="tensorboard", project_dir=str(output_dir))
+    accelerator = Accelerator(log_with="tensorboard", project_dir=str(output_dir))
+    bf16 = resolve_precision(o.precision, accelerator.device.type) == "bf16"
+
+    def autocast():  # our own autocast: accelerate's mixed-precision setting is fixed once per process
+        return torch.autocast(accelerator.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
     accum = accumulation_steps(o.batch_size, o.micro_batch_size, accelerator.num_processes)
     max_steps = math.ceil(o.epochs * len(train_examples) / o.batch_size) if o.epochs else o.max_steps
     if max_steps < 1:
@@ -143,7 +148,8 @@ def train_prompt(
     def evaluate(step: int) -> bool:
         """Evaluate, keep the prompt if it is the best so far; True when patience has run out."""
         nonlocal best, stale, best_prompt
-        scores = task.evaluate(model, validation_examples, o.eval_batch_size, progress=progress)
+        with autocast():
+            scores = task.evaluate(model, validation_examples, o.eval_batch_size, progress=progress)
         record = {"step": step, **{f"eval/{k}": v for k, v in scores.items()}}
         result.history.append(record)
         _log(log_path, record, accelerator)
@@ -167,7 +173,7 @@ def train_prompt(
         for k in range(accum):
             batch = next(batches)
             sync = contextlib.nullcontext() if k == accum - 1 else accelerator.no_sync(wrapped)
-            with sync:
+            with sync, autocast():
                 loss = wrapped(**batch).loss
                 if not torch.isfinite(loss):
                     raise UserError(f"the loss became {loss.item()} at step {step}: lower train.lr, or use train.precision=fp32")
