@@ -89,8 +89,11 @@ def sentiment_rows() -> list[dict]:
 @pytest.fixture
 def model_folder(tmp_path, family):
     """A tiny model of `family` saved as a local folder, as a user would pass to --model.name."""
-    model = BUILDERS[family]()
-    folder = tmp_path / f"tiny-{family}"
+    return save_model(BUILDERS[family](), tmp_path / f"tiny-{family}")
+
+
+def save_model(model: SoftPromptModel, folder) -> str:
+    """Save a tiny model and its tokenizer as a local folder that SoftPromptModel.load reads."""
     model.base.save_pretrained(folder)
     model.tokenizer.save_pretrained(folder)
     return str(folder)

@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import BUILDERS, sentiment_rows
+from conftest import BUILDERS, save_model, sentiment_rows
 from softprompt.cli import main
 from softprompt.model import SoftPromptModel
 from softprompt.prompt import load_prompt, save_prompt
@@ -99,10 +99,8 @@ def test_help_documents_every_option(capsys):
 def test_prompt_on_another_model_is_refused_unless_allowed(tmp_path, model_folder, family, capsys):
     trained_on = SoftPromptModel.load(model_folder)
     prompt = save_prompt(tmp_path / "p.safetensors", trained_on.initial_prompt("random", 3), {**trained_on.identity(), "task": {"type": "classification", "verbalizers": {"0": "no", "1": "yes"}}})
-    other = BUILDERS[family](seed=1)
-    other.base.save_pretrained(tmp_path / "other")
-    other.tokenizer.save_pretrained(tmp_path / "other")
-    assert main(["predict", str(prompt), "great", "--model_name", str(tmp_path / "other")]) == 1
+    other = save_model(BUILDERS[family](seed=1), tmp_path / "other")
+    assert main(["predict", str(prompt), "great", "--model_name", other]) == 1
     assert "pass --allow_other_model" in capsys.readouterr().err
-    assert main(["predict", str(prompt), "great", "--model_name", str(tmp_path / "other"), "--allow_other_model"]) == 0
+    assert main(["predict", str(prompt), "great", "--model_name", other, "--allow_other_model"]) == 0
     assert capsys.readouterr().out.strip() in {"0", "1"}

@@ -4,18 +4,16 @@ import json
 import os
 import subprocess
 
-from conftest import sentiment_rows, tiny_gpt2
+from conftest import save_model, sentiment_rows, tiny_gpt2
 
 
 def test_two_processes_train_one_prompt(tmp_path):
-    model = tiny_gpt2()
-    model.base.save_pretrained(tmp_path / "model")
-    model.tokenizer.save_pretrained(tmp_path / "model")
+    folder = save_model(tiny_gpt2(), tmp_path / "model")
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows() * 4))
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     command = [
         "torchrun", "--nproc_per_node", "2", "-m", "softprompt.cli", "train",
-        "--model.name", str(tmp_path / "model"), "--data.train", "train.jsonl", "--data.validation", "train.jsonl",
+        "--model.name", folder, "--data.train", "train.jsonl", "--data.validation", "train.jsonl",
         "--data.verbalizers", '{"0": "no", "1": "yes"}', "--prompt.length", "8", "--prompt.vocab_first_n", "40",
         "--train.max_steps", "20", "--train.batch_size", "16", "--train.micro_batch_size", "4",
         "--train.eval_every", "10", "--train.output_dir", "run",

@@ -28,7 +28,6 @@ def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: 
     train_examples = task.load(data.train, data.limit_train)
     validation = task.load(data.validation, data.limit_validation) if data.validation else None
     frozen = SoftPromptModel.load(model.name, model.family, model.dtype, model.readout_scale)
-    task.prepare(frozen)
     if report:
         print(f"model: {frozen.name} ({frozen.family}, {frozen.base_parameters():,} frozen parameters)")
         print(f"data: {len(train_examples):,} training rows" + (f", {len(validation):,} validation rows" if validation else ""))

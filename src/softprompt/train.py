@@ -101,6 +101,7 @@ def train_prompt(
 ) -> TrainResult:
     """Learn one prompt for `task`; the best one (by the task's metric on validation) is written to output_dir."""
     output_dir = Path(output_dir)
+    task.prepare(model)  # refuses a task the model cannot do, before anything is written
     set_seed(o.seed)
     accelerator = Accelerator(log_with="tensorboard", project_dir=str(output_dir))
     bf16 = resolve_precision(o.precision, accelerator.device.type) == "bf16"
@@ -115,7 +116,6 @@ def train_prompt(
 
     model.bank = PromptBank(initial_prompt(model, prompt_options, task, o.seed), [task.name])
     model.to(accelerator.device)
-    task.prepare(model)
     loader = DataLoader(
         train_examples,
         batch_size=min(o.micro_batch_size, o.batch_size),
