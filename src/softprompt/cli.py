@@ -85,7 +85,7 @@ def predict(prompt: str, texts: list[str], file: str | None = None, batch_size: 
     frozen, files = load_with_prompts([prompt], model_name, None, allow_other_model)
     task = make_task(task_options(files[0]))
     task.prepare(frozen)
-    out = task.predict_all(frozen, [task.format_input(t) for t in texts], batch_size, progress=False)
+    out = task.predict_all(frozen, task.fields_from_texts(texts), batch_size, progress=False)
     for prediction in out:
         print(prediction)
     return out

@@ -20,6 +20,7 @@ from softprompt.bank import PromptBank
 from softprompt.errors import UserError
 from softprompt.join import IGNORE_INDEX, Joined, insertion_offsets, join
 from softprompt.prompt import embedding_fingerprint
+from softprompt.template import PLAIN, Template
 
 ENCODER_DECODER, DECODER_ONLY, ENCODER_ONLY = "encoder-decoder", "decoder-only", "encoder-only"
 FAMILIES = (ENCODER_DECODER, DECODER_ONLY, ENCODER_ONLY)
@@ -73,12 +74,16 @@ def leading_special_tokens(tokenizer) -> int:
     return int(bool(starts_special) and with_special[1 : 1 + len(without)] == without)
 
 
-def max_positions(config) -> int | None:
+def max_positions(base: nn.Module) -> int | None:
+    """How many positions the model can attend over; None for relative positions (T5: no hard limit)."""
     for key in ("max_position_embeddings", "n_positions"):
-        value = getattr(config, key, None)
+        value = getattr(base.config, key, None)
         if isinstance(value, int) and value > 0:
+            table = getattr(getattr(base, "embeddings", None), "position_embeddings", None)
+            if isinstance(table, nn.Embedding) and table.padding_idx is not None:
+                return value - table.padding_idx - 1  # RoBERTa-style: positions are counted from padding_idx + 1
             return value
-    return None  # relative positions (T5): no hard limit
+    return None
 
 
 class SoftPromptModel(nn.Module):
@@ -95,7 +100,7 @@ class SoftPromptModel(nn.Module):
             tokenizer.pad_token = tokenizer.eos_token
         self.name = name or getattr(base.config, "_name_or_path", "") or base.config.model_type
         self.after_special = leading_special_tokens(tokenizer)
-        self.max_positions = max_positions(base.config)
+        self.max_positions = max_positions(base)
         self.readout_scale = readout_scale
         self.bank = bank if bank is not None else PromptBank.empty(self.hidden)
         self.label_batch: dict[str, torch.Tensor] | None = None  # encoder-only: tokenised label texts
@@ -177,19 +182,38 @@ class SoftPromptModel(nn.Module):
 
     # ----- tokenisation -------------------------------------------------------------------------------
     def input_budget(self, max_input_length: int, max_target_length: int) -> int:
-        """How many input tokens fit beside the prompt (and, for decoder-only, the target)."""
+        """How many input tokens (special tokens included) fit beside the prompt and, for decoder-only, the target."""
         if self.max_positions is None:
             return max_input_length
-        reserved = self.bank.length + (max_target_length + 1 if self.family == DECODER_ONLY else 0)
-        return max(1, min(max_input_length, self.max_positions - reserved))
+        target = max_target_length + 1 if self.family == DECODER_ONLY else 0  # the target and its EOS follow the input
+        room = self.max_positions - self.bank.length - target
+        if room < 1:
+            raise UserError(
+                f"prompt.length {self.bank.length}" + (f" and data.max_target_length {max_target_length}" if target else "")
+                + f" leave no room for the input: {self.name} has {self.max_positions} positions"
+            )
+        return min(max_input_length, room)
 
-    def tokenize(self, inputs: list[str], targets: list[str] | None = None, *, max_input_length: int = 512, max_target_length: int = 8) -> dict[str, torch.Tensor]:
-        """Texts -> padded tensors for this family: input_ids, attention_mask and, with targets, labels."""
-        budget = self.input_budget(max_input_length, max_target_length)
+    def count_input_tokens(self, text: str) -> int:
+        """Tokens of an input as the model sees it, special tokens included."""
+        return len(self.tokenizer(text)["input_ids"])
+
+    def fit_inputs(self, inputs: list, template: Template | None, budget: int) -> list[str]:
+        """Render each input (a text, or a dict of fields for `template`) to at most `budget` tokens."""
+        if template is None:
+            template, inputs = PLAIN, [{"": text} for text in inputs]
+        texts = [template.render(values) for values in inputs]
+        lengths = [len(ids) for ids in self.tokenizer(texts)["input_ids"]]
+        return [text if n <= budget else template.fit(values, self.count_input_tokens, budget) for text, n, values in zip(texts, lengths, inputs)]
+
+    def tokenize(self, inputs: list, targets: list[str] | None = None, *, template: Template | None = None, max_input_length: int = 512, max_target_length: int = 8) -> dict[str, torch.Tensor]:
+        """Inputs (texts, or dicts of fields for `template`) -> padded tensors for this family: input_ids,
+        attention_mask and, with targets, labels. Long inputs are cut by the template (never special tokens)."""
+        texts = self.fit_inputs(inputs, template, self.input_budget(max_input_length, max_target_length))
         tok = self.tokenizer
         if self.family == DECODER_ONLY:
-            return self._tokenize_decoder_only(inputs, targets, budget, max_target_length)
-        batch = tok(list(inputs), truncation=True, max_length=budget, padding=True, return_tensors="pt")
+            return self._tokenize_decoder_only(texts, targets, max_target_length)
+        batch = tok(texts, padding=True, return_tensors="pt")
         out = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         if targets is not None:
             if self.family == ENCODER_ONLY:
@@ -198,12 +222,11 @@ class SoftPromptModel(nn.Module):
             out["labels"] = labels["input_ids"].masked_fill(labels["attention_mask"] == 0, IGNORE_INDEX)
         return out
 
-    def _tokenize_decoder_only(self, inputs, targets, budget, max_target_length):
+    def _tokenize_decoder_only(self, texts, targets, max_target_length):
         tok = self.tokenizer
-        sources = tok(list(inputs), add_special_tokens=True)["input_ids"]
+        sources = tok(texts)["input_ids"]
         rows, label_rows = [], []
         for i, src in enumerate(sources):
-            src = src[-budget:]  # keep the end of long inputs, nearest the answer
             tgt = []
             if targets is not None:
                 tgt = (tok(" " + targets[i].strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id])[:max_target_length]
@@ -228,24 +251,44 @@ class SoftPromptModel(nn.Module):
         return join(token_embeds, attention_mask, self.bank(prompt_ids), offsets, aligned)
 
     def _run(self, j: Joined, labels: torch.Tensor | None = None):
+        """The base model on joined embeddings; its logits only (the loss is ours, see `target_losses`)."""
         if self.family == ENCODER_DECODER:
-            return self.base(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask, labels=labels)
+            decoder_input_ids = self.base.prepare_decoder_input_ids_from_labels(labels=labels) if labels is not None else None
+            return self.base(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask, decoder_input_ids=decoder_input_ids)
         if self.family == DECODER_ONLY:
             position_ids = (j.attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding does not shift positions
-            return self.base(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask, position_ids=position_ids, labels=j.labels)
+            return self.base(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask, position_ids=position_ids)
         return self.base(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask)
 
+    def target_losses(self, logits: torch.Tensor, j: Joined, labels: torch.Tensor | None) -> torch.Tensor:
+        """(B, T) cross-entropy of each target token (0 elsewhere), from the logits of `_run`."""
+        if self.family == DECODER_ONLY:
+            logits, labels = logits[:, :-1], j.labels[:, 1:]  # position t predicts token t + 1
+        return F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
+
     def forward(self, input_ids, attention_mask, prompt_ids, labels=None, class_ids=None):
-        """Returns the base model's output; `.loss` is set when labels (or class_ids, encoder-only) are given."""
+        """Returns the base model's output; with labels (or class_ids, encoder-only) also the loss.
+
+        `.loss` is the mean over the batch's target tokens (rows, for encoder-only classification); `.loss_sum` and
+        `.loss_items` are its sum and count, so that accumulated micro-batches weigh as one batch (train.py).
+        """
         j = self.joined(input_ids, attention_mask, prompt_ids, labels)
         out = self._run(j, labels)
+        losses = None
         if self.family == ENCODER_ONLY:
             out.sentence_embeds = mean_pool(out.last_hidden_state, j.attention_mask)  # (B, H), prompt positions included
             if self.label_batch is not None:
                 anchors = self.label_anchors(prompt_ids)  # (B, L, H)
                 out.logits = self.readout_scale * cosine(out.sentence_embeds, anchors)  # (B, L)
                 if class_ids is not None:
-                    out.loss = F.cross_entropy(out.logits.float(), class_ids)
+                    losses = F.cross_entropy(out.logits.float(), class_ids, reduction="none")  # (B,)
+                    out.loss_items = torch.tensor(len(class_ids), device=losses.device)
+        elif labels is not None:
+            losses = self.target_losses(out.logits, j, labels)  # (B, T)
+            out.loss_items = (labels != IGNORE_INDEX).sum()
+        if losses is not None:
+            out.loss_sum = losses.sum()
+            out.loss = out.loss_sum / out.loss_items.clamp(min=1)
         return out
 
     # ----- encoder-only readout -----------------------------------------------------------------------
@@ -276,37 +319,34 @@ class SoftPromptModel(nn.Module):
         return torch.as_tensor(prompt_ids, dtype=torch.long, device=self.device)
 
     @torch.no_grad()
-    def class_scores(self, inputs: list[str], label_texts: list[str], prompt_ids=None, max_input_length: int = 512) -> torch.Tensor:
-        """(B, L) scores of each label for each input: cosine (encoder-only) or target log-likelihood (rank classification)."""
+    def class_scores(self, inputs: list, label_texts: list[str], prompt_ids=None, *, template: Template | None = None, max_input_length: int = 512) -> torch.Tensor:
+        """(B, L) scores of each label for each input: cosine (encoder-only) or target log-likelihood (rank classification).
+
+        Inputs are texts, or dicts of fields for `template`."""
         ids = self._prompt_ids(len(inputs), prompt_ids)
         if self.family == ENCODER_ONLY:
             self.set_labels(label_texts)
-            batch = self.tokenize(inputs, max_input_length=max_input_length)
+            batch = self.tokenize(inputs, template=template, max_input_length=max_input_length)
             return self(**_to(batch, self.device), prompt_ids=ids).logits.float()
         L = len(label_texts)
         repeated = [x for x in inputs for _ in range(L)]
         targets = list(label_texts) * len(inputs)
         target_length = max(len(self.token_ids(t)) for t in label_texts) + 2
-        batch = _to(self.tokenize(repeated, targets, max_input_length=max_input_length, max_target_length=target_length), self.device)
-        return self.target_logprob(batch, ids.repeat_interleave(L)).view(len(inputs), L)
+        batch = self.tokenize(repeated, targets, template=template, max_input_length=max_input_length, max_target_length=target_length)
+        return self.target_logprob(_to(batch, self.device), ids.repeat_interleave(L)).view(len(inputs), L)
 
     def target_logprob(self, batch: dict, prompt_ids: torch.Tensor) -> torch.Tensor:
         """(B,) summed log-probability of each row's target tokens."""
         j = self.joined(batch["input_ids"], batch["attention_mask"], prompt_ids, batch["labels"])
-        logits = self._run(j, batch["labels"]).logits.float()
-        labels = batch["labels"]
-        if self.family == DECODER_ONLY:
-            logits, labels = logits[:, :-1], j.labels[:, 1:]  # position t predicts token t + 1
-        mask = labels != IGNORE_INDEX
-        token_lp = logits.log_softmax(-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        return (token_lp * mask).sum(-1)
+        logits = self._run(j, batch["labels"]).logits
+        return -self.target_losses(logits, j, batch["labels"]).sum(-1)
 
     @torch.no_grad()
-    def generate(self, inputs: list[str], prompt_ids=None, max_new_tokens: int = 16, max_input_length: int = 512) -> list[str]:
-        """Greedy decoding of each input with its prompt."""
+    def generate(self, inputs: list, prompt_ids=None, *, template: Template | None = None, max_new_tokens: int = 16, max_input_length: int = 512) -> list[str]:
+        """Greedy decoding of each input (a text, or a dict of fields for `template`) with its prompt."""
         if self.family == ENCODER_ONLY:
             raise UserError("an encoder-only model does not generate text: use a classification task")
-        batch = _to(self.tokenize(inputs, max_input_length=max_input_length, max_target_length=max_new_tokens), self.device)
+        batch = _to(self.tokenize(inputs, template=template, max_input_length=max_input_length, max_target_length=max_new_tokens), self.device)
         j = self.joined(batch["input_ids"], batch["attention_mask"], self._prompt_ids(len(inputs), prompt_ids))
         out = self.base.generate(
             inputs_embeds=j.inputs_embeds,

@@ -56,7 +56,9 @@ class DataOptions:
     verbalizers: dict[str, str] = field(default_factory=dict)
     """Classification: label value -> label text, e.g. {"0": "terrible", "1": "great"}."""
     template: str = "{}"
-    """Input format; {} stands for the input text (e.g. "sentence: {}")."""
+    """Input format: {} stands for the input column (e.g. "sentence: {}"), {name} for the column `name`
+    ("question: {question} context: {context}", squad's default). Too long inputs lose the end of their longest field;
+    the template's own words and the special tokens are always kept."""
     max_input_length: int = 512
     """Longest input in tokens (cut to fit the model's positions beside the prompt)."""
     max_target_length: int = 8
@@ -71,8 +73,9 @@ class DataOptions:
 class TrainOptions:
     optimizer: Literal["adafactor", "adamw"] = "adafactor"
     """Adafactor with the paper's settings, or AdamW."""
-    lr: float = 0.3
-    """Constant learning rate (paper: 0.3 with Adafactor)."""
+    lr: float | None = None
+    """Constant learning rate. Unset: the paper's 0.3 on T5, and on other models 0.3 scaled by the RMS of their
+    embedding entries relative to T5's 11.6 (MiniLM: 0.0014), since Adafactor moves each entry by about lr."""
     weight_decay: float = 1e-5
     """Weight decay (paper: 1e-5)."""
     decay_rate: float = 0.8

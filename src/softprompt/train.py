@@ -7,7 +7,9 @@ import contextlib
 import datetime
 import json
 import math
-from dataclasses import asdict, dataclass, field
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -29,16 +31,52 @@ PROMPT_FILE = "prompt.safetensors"
 LOG_FILE = "metrics.jsonl"
 
 
+PAPER_LR = 0.3  # Adafactor on T5, the paper's setting
+T5_EMBEDDING_RMS = 11.6  # root mean square of T5 1.1's input-embedding entries (google/t5-v1_1-small: 11.64)
+T5_TYPES = ("t5", "mt5", "umt5")
+
+
 class PromptAdafactor(Adafactor):
-    """Adafactor that keeps a full second moment for the prompt (the official recipe does not factor it)."""
+    """Adafactor as in T5X, the paper's code: a full (unfactored) second moment for the prompt, and weight decay
+    applied as p <- (1 - weight_decay) p every step, whatever the learning rate (transformers' Adafactor would
+    take p <- p - weight_decay * lr * p)."""
+
+    def __init__(self, params, weight_decay: float = 0.0, **kwargs):
+        super().__init__(params, weight_decay=0.0, **kwargs)
+        for group in self.param_groups:
+            group["t5x_weight_decay"] = weight_decay
 
     @staticmethod
     def _get_options(param_group, param_shape):
         factored, use_first_moment = Adafactor._get_options(param_group, param_shape)
         return factored and param_group.get("factored", True), use_first_moment
 
+    @torch.no_grad()
+    def step(self, closure=None):
+        # T5X: new = (1 - wd) * p - lr * update; the update does not depend on p (no parameter scaling), so
+        # decaying p first and then taking Adafactor's step gives exactly that
+        for group in self.param_groups:
+            if group["t5x_weight_decay"]:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.mul_(1 - group["t5x_weight_decay"])
+        return super().step(closure)
+
+
+def default_lr(model: SoftPromptModel) -> float:
+    """The learning rate when train.lr is unset: the paper's 0.3 on T5, and on other models 0.3 scaled by the
+    size of their embedding entries relative to T5's. Adafactor's (and Adam's) step moves each entry by about lr
+    whatever the gradient's scale, so a rate that suits T5's entries (RMS 11.6) is 200 times too large for
+    MiniLM's (RMS 0.056)."""
+    if model.base.config.model_type in T5_TYPES:
+        return PAPER_LR
+    rms = model.input_embeddings().weight.detach().float().pow(2).mean().sqrt().item()
+    return float(f"{PAPER_LR * rms / T5_EMBEDDING_RMS:.2g}")
+
 
 def make_optimizer(params: list[torch.nn.Parameter], o: TrainOptions) -> torch.optim.Optimizer:
+    if o.lr is None:
+        raise ValueError("resolve train.lr (default_lr) before making the optimiser")
     if o.optimizer == "adafactor":
         return PromptAdafactor(
             [{"params": params, "factored": False}],
@@ -86,7 +124,34 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)  # at the best evaluation
     best_step: int = 0
     steps: int = 0
+    lr: float = 0.0  # the learning rate used (train.lr, or its default for the model)
+    stopped_early: bool = False
     history: list[dict] = field(default_factory=list)
+
+
+def backward_accumulated(wrapped, micro_batches: list[dict], accelerator: Accelerator, autocast, step: int) -> float:
+    """Backpropagate micro-batches so that the prompt's gradient is that of one batch holding them all, on every
+    process together: each micro-batch's summed loss is divided by the number of loss items (target tokens, or rows
+    for encoder-only classification) in the whole effective batch. Returns that batch's mean loss.
+
+    A mean per micro-batch would weigh a token of a short-target micro-batch more than one of a long-target one."""
+    total_loss = torch.zeros((), device=accelerator.device)
+    total_items = torch.zeros((), device=accelerator.device)
+    for k, batch in enumerate(micro_batches):
+        sync = contextlib.nullcontext() if k == len(micro_batches) - 1 else accelerator.no_sync(wrapped)
+        with sync, autocast():
+            out = wrapped(**batch)
+            if not torch.isfinite(out.loss_sum):
+                raise UserError(f"the loss became {out.loss_sum.item()} at step {step}: lower train.lr, or use train.precision=fp32")
+            accelerator.backward(out.loss_sum * accelerator.num_processes)  # DDP averages over processes: undo it
+        total_loss += out.loss_sum.detach().float()
+        total_items += out.loss_items
+    totals = accelerator.reduce(torch.stack([total_loss, total_items]), reduction="sum")  # over processes
+    items = totals[1].clamp(min=1)
+    for p in accelerator.unwrap_model(wrapped).bank.parameters():
+        if p.grad is not None:
+            p.grad /= items
+    return (totals[0] / items).item()
 
 
 def train_prompt(
@@ -99,9 +164,12 @@ def train_prompt(
     output_dir: str | Path,
     progress: bool = True,
 ) -> TrainResult:
-    """Learn one prompt for `task`; the best one (by the task's metric on validation) is written to output_dir."""
+    """Learn one prompt for `task`; the best one (by the task's metric on validation) is written to output_dir.
+
+    Nothing is written until training starts; from then on the run replaces any earlier run in output_dir."""
     output_dir = Path(output_dir)
     task.prepare(model)  # refuses a task the model cannot do, before anything is written
+    o = replace(o, lr=default_lr(model) if o.lr is None else o.lr)
     set_seed(o.seed)
     accelerator = Accelerator(log_with="tensorboard", project_dir=str(output_dir))
     bf16 = resolve_precision(o.precision, accelerator.device.type) == "bf16"
@@ -115,6 +183,7 @@ def train_prompt(
         raise UserError("train.max_steps must be at least 1")
 
     model.bank = PromptBank(initial_prompt(model, prompt_options, task, o.seed), [task.name])
+    model.input_budget(task.options.max_input_length, task.options.max_target_length)  # the prompt leaves room for inputs
     model.to(accelerator.device)
     loader = DataLoader(
         train_examples,
@@ -127,7 +196,6 @@ def train_prompt(
     optimizer = make_optimizer([model.bank.weight], o)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps else 1.0)
     wrapped, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    accelerator.init_trackers("tensorboard")
 
     metadata = {
         **model.identity(),
@@ -138,12 +206,17 @@ def train_prompt(
     prompt_path = output_dir / PROMPT_FILE
     log_path = output_dir / LOG_FILE
     if accelerator.is_main_process:
-        log_path.unlink(missing_ok=True)  # a fresh log for a fresh run
-    result = TrainResult(prompt_path)
+        _clear_previous_run(output_dir)
+    accelerator.init_trackers("tensorboard")
+    result = TrainResult(prompt_path, lr=o.lr)
     best, stale = -math.inf, 0
     best_prompt = None
     bar = tqdm(total=max_steps, desc="training", disable=not progress or not accelerator.is_main_process, dynamic_ncols=True)
     running = 0.0  # smoothed training loss for the progress bar
+
+    def save(prompt: torch.Tensor, scores: dict, step: int, **extra) -> None:
+        if accelerator.is_main_process:
+            save_prompt(prompt_path, prompt, {**metadata, "metrics": scores, "step": step, **extra})
 
     def evaluate(step: int) -> bool:
         """Evaluate, keep the prompt if it is the best so far; True when patience has run out."""
@@ -158,8 +231,7 @@ def train_prompt(
             best, stale = scores[task.metric], 0
             result.metrics, result.best_step = scores, step
             best_prompt = model.bank.prompt(0).clone()
-            if accelerator.is_main_process:
-                save_prompt(prompt_path, model.bank.prompt(0), {**metadata, "metrics": scores, "step": step})
+            save(best_prompt, scores, step)
         else:
             stale += 1
         bar.set_postfix({"loss": f"{running:.4f}", task.metric: f"{scores[task.metric]:.1f}", "best": f"{best:.1f}"})
@@ -168,47 +240,61 @@ def train_prompt(
     batches = _forever(loader)
     wrapped.train(o.dropout)
     step = 0
-    for step in range(1, max_steps + 1):
-        step_loss = 0.0
-        for k in range(accum):
-            batch = next(batches)
-            sync = contextlib.nullcontext() if k == accum - 1 else accelerator.no_sync(wrapped)
-            with sync, autocast():
-                loss = wrapped(**batch).loss
-                if not torch.isfinite(loss):
-                    raise UserError(f"the loss became {loss.item()} at step {step}: lower train.lr, or use train.precision=fp32")
-                accelerator.backward(loss / accum)
-            step_loss += loss.item() / accum
-        if o.max_grad_norm:
-            accelerator.clip_grad_norm_([model.bank.weight], o.max_grad_norm)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        running = step_loss if step == 1 else 0.9 * running + 0.1 * step_loss
-        bar.update(1)
-        bar.set_postfix({"loss": f"{running:.4f}", **({"best": f"{best:.1f}"} if best > -math.inf else {})})
-        if step % o.log_every == 0 or step == max_steps:
-            record = {"step": step, "train/loss": step_loss, "train/lr": schedule.get_last_lr()[0]}
-            _log(log_path, record, accelerator)
-            accelerator.log(record, step=step)
-        if validation_examples and (step % o.eval_every == 0 or step == max_steps):
-            if evaluate(step):
+    try:
+        for step in range(1, max_steps + 1):
+            step_loss = backward_accumulated(wrapped, [next(batches) for _ in range(accum)], accelerator, autocast, step)
+            if o.max_grad_norm:
+                accelerator.clip_grad_norm_([model.bank.weight], o.max_grad_norm)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            running = step_loss if step == 1 else 0.9 * running + 0.1 * step_loss
+            bar.update(1)
+            bar.set_postfix({"loss": f"{running:.4f}", **({"best": f"{best:.1f}"} if best > -math.inf else {})})
+            if step % o.log_every == 0 or step == max_steps:
+                record = {"step": step, "train/loss": step_loss, "train/lr": schedule.get_last_lr()[0]}
+                _log(log_path, record, accelerator)
+                accelerator.log(record, step=step)
+            if validation_examples and (step % o.eval_every == 0 or step == max_steps) and evaluate(step):
+                result.stopped_early = True
+                _say(f"early stopping at step {step}: {task.metric} has not improved for {o.patience} evaluations (best {best:.2f} at step {result.best_step})", accelerator)
                 break
-    bar.close()
+    except KeyboardInterrupt:
+        bar.close()
+        if best_prompt is None:
+            save(model.bank.prompt(0), {}, step, interrupted=True)
+            _say(f"interrupted at step {step}: saved the prompt as it stood (not evaluated) to {prompt_path}", accelerator)
+        else:
+            _say(f"interrupted at step {step}: {prompt_path} holds the best prompt so far ({task.metric} {best:.2f} at step {result.best_step})", accelerator)
+        raise
+    finally:
+        bar.close()
+        accelerator.end_training()
     result.steps = step
     model.eval()
     if best_prompt is not None:
         model.bank.weight.data[0] = best_prompt  # the model leaves training holding the prompt that was saved
-    if not validation_examples and accelerator.is_main_process:
-        save_prompt(prompt_path, model.bank.prompt(0), {**metadata, "metrics": {}, "step": step})
+    if not validation_examples:
+        save(model.bank.prompt(0), {}, step)
         result.best_step = step
-    accelerator.end_training()
     return result
 
 
 def _forever(loader):
     while True:
         yield from loader
+
+
+def _clear_previous_run(output_dir: Path) -> None:
+    """A new run replaces an earlier one in the same folder: never one run's prompt beside another's log."""
+    (output_dir / PROMPT_FILE).unlink(missing_ok=True)
+    (output_dir / LOG_FILE).unlink(missing_ok=True)
+    shutil.rmtree(output_dir / "tensorboard", ignore_errors=True)
+
+
+def _say(message: str, accelerator: Accelerator) -> None:
+    if accelerator.is_main_process:
+        tqdm.write(message, file=sys.stderr)
 
 
 def _log(path: Path, record: dict, accelerator: Accelerator) -> None:

@@ -1,0 +1,62 @@
+"""Input templates: fixed words and named fields, rendered to fit a token budget.
+
+`"sentence: {}"` has one field, written `{}`, that holds the task's input column; `"question: {question} context:
+{context}"` names its columns. When a rendered input is too long, the longest field is cut at a word boundary (then
+the next longest, if need be): the template's fixed words, the other fields and the tokenizer's special tokens stay.
+"""
+
+import re
+from collections.abc import Callable
+
+from softprompt.errors import UserError
+
+FIELD = re.compile(r"\{(\w*)\}")
+
+
+class Template:
+    def __init__(self, text: str, option: str = "data.template"):
+        self.text = text
+        self.parts = FIELD.split(text)  # fixed words at even indices, field names at odd ones
+        self.fields = list(dict.fromkeys(self.parts[1::2]))
+        if not self.fields:
+            raise UserError(f"{option}: {text!r} uses no input field; write {{}} where the input goes (or {{column}} for a named column)")
+
+    @property
+    def single(self) -> bool:
+        """True when the template has one field (so a plain text can fill it)."""
+        return len(self.fields) == 1
+
+    def render(self, values: dict[str, str]) -> str:
+        return "".join(values[p] if i % 2 else p for i, p in enumerate(self.parts))
+
+    def fit(self, values: dict[str, str], count_tokens: Callable[[str], int], budget: int) -> str:
+        """The rendered text, with the longest fields cut until `count_tokens` of it is at most `budget`."""
+        values = dict(values)
+        if count_tokens(self.render(values)) <= budget:
+            return self.render(values)
+        for field in sorted(self.fields, key=lambda f: len(values[f]), reverse=True):
+            text = values[field]
+            cuts = _cut_points(text)
+            fits = lambda n: count_tokens(self.render({**values, field: text[: cuts[n]]})) <= budget  # noqa: E731
+            lo, hi = 0, len(cuts) - 1  # cuts[0] == 0 (field emptied); find the longest prefix that fits
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+            values[field] = text[: cuts[lo]]
+            if fits(lo):
+                return self.render(values)
+        raise UserError(
+            f"data.template: {self.text!r} alone takes {count_tokens(self.render(values))} tokens, more than the "
+            f"{budget} the model leaves for the input beside the prompt: shorten the template or the prompt"
+        )
+
+
+def _cut_points(text: str) -> list[int]:
+    """Where a field may be cut: after each word, or after each character for text without spaces (0 first)."""
+    ends = [m.end() for m in re.finditer(r"\S+", text)]
+    if len(ends) <= 1:
+        ends = list(range(1, len(text) + 1))
+    return [0, *ends]
+
+
+PLAIN = Template("{}")
