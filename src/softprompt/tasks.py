@@ -6,7 +6,7 @@ import torch
 from tqdm.auto import tqdm
 
 from softprompt import metrics
-from softprompt.data import load_rows, require_columns
+from softprompt.data import load_rows, require_columns, where as row_where
 from softprompt.errors import UserError
 from softprompt.model import ENCODER_ONLY, SoftPromptModel
 from softprompt.options import DataOptions
@@ -29,9 +29,9 @@ class Task:
 
     # ----- data -------------------------------------------------------------------------------------
     def load(self, source: str, limit: int | None = None) -> list[Example]:
-        rows, first_line = load_rows(source, self.options.format)
+        rows, lines = load_rows(source, self.options.format)
         rows = rows[:limit] if limit else rows
-        examples = self.examples(rows, source, first_line)
+        examples = self.examples(rows, source, lines)
         if not examples:
             raise UserError(f"{source}: the data set is empty")
         return examples
@@ -98,7 +98,7 @@ class ClassificationTask(Task):
         for n, row in enumerate(rows):
             value = str(row[o.label_column])
             if value not in self.label_values:
-                where = f"{source}:{first_line + n}" if first_line else f"{source} row {n}"
+                where = row_where(source, first_line, n)
                 raise UserError(f"{where}: label {value!r} is not one of the verbalizers ({', '.join(self.label_values)})")
             k = self.label_values.index(value)
             out.append(Example(self.format_input(row[o.text_column]), self.label_texts[k], class_id=k))
