@@ -140,7 +140,7 @@ def test_nan_loss_is_a_clear_error(tmp_path):
     task, examples = setup(model)
     bad = tmp_path / "nan.safetensors"
     save_prompt(bad, torch.full((4, model.hidden), float("nan")), model.identity())
-    with pytest.raises(UserError, match="loss became nan"):
+    with pytest.raises(UserError, match="the prompt holds NaN or infinite values"):
         run(model, task, examples, tmp_path / "out", prompt=PromptOptions(init=str(bad)))
     assert not (tmp_path / "out" / PROMPT_FILE).exists()
 
