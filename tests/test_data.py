@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from softprompt.data import load_rows, load_squad
+from softprompt.data import is_local, load_rows, load_squad, where
 from softprompt.errors import UserError
 from softprompt.options import DataOptions
 from softprompt.tasks import make_task
@@ -76,6 +76,33 @@ def test_unknown_label_names_the_line(tmp_path):
         classification().load(path)
 
 
+def test_line_numbers_after_a_quoted_newline_and_blank_lines(tmp_path):
+    csv_path = write(tmp_path / "a.csv", 'text,label\n"two\nlines",1\n\n   \nodd,7\n')
+    with pytest.raises(UserError, match=r"a\.csv:6: label '7'"):
+        classification().load(csv_path)
+    jsonl = write(tmp_path / "a.jsonl", '{"text": "a", "label": 1}\n\n{"text": "b", "label": 7}\n')
+    with pytest.raises(UserError, match=r"a\.jsonl:3: label '7'"):
+        classification().load(jsonl)
+    tsv = write(tmp_path / "a.tsv", 'text\tlabel\n"quotes are text\t1\n  \nodd\t7\n')
+    with pytest.raises(UserError, match=r"a\.tsv:4: label '7'"):
+        classification().load(tsv)
+
+
+def test_malformed_line_after_a_quoted_newline_is_named(tmp_path):
+    path = write(tmp_path / "bad.csv", 'text,label\n"two\nlines",1\nshort\npoor,0,extra\n')
+    with pytest.raises(UserError, match=r"bad\.csv:5: expected 2 fields, found 3"):
+        classification().load(path)
+
+
+def test_rows_and_their_lines_agree_with_the_datasets_library(tmp_path):
+    path = write(tmp_path / "a.csv", '\ntext,label\r\n"a\r\n\r\nb",1\r\n \t \r\n"  ",0\r\nc,1\n')
+    rows, lines = load_rows(path)
+    assert [r["text"] for r in rows] == ["a\r\n\r\nb", "  ", "c"] and lines == [3, 7, 8]
+    assert where(path, lines, 1) == f"{path}:7" and where("glue:sst2", None, 1) == "glue:sst2 row 1"
+    array = write(tmp_path / "array.json", '[\n{"text": "a", "label": 1}\n]\n')
+    assert load_rows(array, "jsonl") == ([{"text": "a", "label": 1}], None)  # a JSON array: rows are counted, not lines
+
+
 def test_classification_needs_verbalizers():
     with pytest.raises(UserError, match="data.verbalizers"):
         make_task(DataOptions())
@@ -95,10 +122,19 @@ def test_squad_json(tmp_path):
 
 @pytest.mark.skipif(not (SHARED / "sst2").is_dir(), reason="needs ../shared/data/sst2")
 def test_reads_glue_sst2_dev():
-    rows, first_line = load_rows(str(SHARED / "sst2" / "dev.tsv"))
-    assert len(rows) == 872 and first_line == 2 and set(rows[0]) == {"sentence", "label"}
+    rows, lines = load_rows(str(SHARED / "sst2" / "dev.tsv"))
+    assert len(rows) == 872 and lines == list(range(2, 874)) and set(rows[0]) == {"sentence", "label"}
 
 
 def test_hub_data_set_offline_is_a_clear_error():
     with pytest.raises(UserError, match=r"glue:sst2@validation: no such file, and the hub data set cannot be loaded"):
         load_rows("glue:sst2@validation")
+
+
+def test_owner_slash_name_is_a_hub_data_set_not_a_missing_file():
+    assert not is_local("stanfordnlp/sst2@validation") and not is_local("glue:sst2")
+    assert is_local("data/train.jsonl") and is_local("./sst2") and is_local("~/sst2")
+    with pytest.raises(UserError, match=r"^softprompt-tests/no-such-set@validation: no such file, and the hub data set cannot be loaded"):
+        load_rows("softprompt-tests/no-such-set@validation")
+    with pytest.raises(UserError, match=r"^\./no-such-set: no such file$"):
+        load_rows("./no-such-set")

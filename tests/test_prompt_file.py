@@ -12,7 +12,7 @@ from softprompt.errors import UserError
 from softprompt.files import atomic_path
 from softprompt.loading import load_with_prompts
 from softprompt.model import SoftPromptModel
-from softprompt.prompt import check_compatible, embedding_fingerprint, load_prompt, save_prompt
+from softprompt.prompt import PromptFile, check_compatible, embedding_fingerprint, legacy_fingerprint, load_prompt, save_prompt
 
 TEXTS = ["the movie was great", "bad", "i hated the ending"]
 LABELS = ["no", "yes"]
@@ -36,7 +36,6 @@ def test_prompt_is_stored_as_float32_whatever_the_model_dtype(tmp_path):
     model.base.to(torch.bfloat16)
     model.bank = PromptBank(model.initial_prompt("random", 3))
     assert model.bank.weight.dtype == torch.float32
-    assert model.fingerprint() == BUILDERS["decoder-only"]().fingerprint()  # fp32 and bf16 copies match
     save_prompt(tmp_path / "p.safetensors", model.bank.prompt(0), model.identity())
     assert load_prompt(tmp_path / "p.safetensors").prompt.dtype == torch.float32
 
@@ -52,16 +51,49 @@ def test_other_embeddings_refused_unless_allowed(tmp_path):
     model, other = BUILDERS["encoder-only"](seed=0), BUILDERS["encoder-only"](seed=1)
     path = save_prompt(tmp_path / "p.safetensors", torch.zeros(4, 32), other.identity())
     prompt = load_prompt(path)
-    with pytest.raises(UserError, match="input embeddings differ.*--allow_other_model"):
+    with pytest.raises(UserError, match=r"input embeddings differ from this model's \(row norms differ by up to \d+\.\d%\); pass --allow_other_model"):
         check_compatible(prompt, model.hidden, model.fingerprint(), str(path))
     check_compatible(prompt, model.hidden, model.fingerprint(), str(path), allow_other_model=True)
 
 
-def test_fingerprint_sees_a_changed_embedding():
-    weights = torch.randn(1000, 16)
-    changed = weights.clone()
-    changed[0, 0] += 1.0
-    assert embedding_fingerprint(weights) != embedding_fingerprint(changed)
+def trained_on(fingerprint: str) -> PromptFile:
+    return PromptFile(torch.zeros(2, 32), {"base_model": "m", "embedding_fingerprint": fingerprint})
+
+
+@pytest.mark.parametrize("family", list(BUILDERS))
+def test_fp32_bf16_and_fp16_copies_share_one_fingerprint(family):
+    fingerprints = {}
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        model = BUILDERS[family]()
+        model.base.to(dtype)
+        fingerprints[dtype] = model.fingerprint()
+    for expected in fingerprints.values():
+        for actual in fingerprints.values():
+            check_compatible(trained_on(expected), 32, actual, "p.safetensors")
+
+
+def test_fingerprint_sees_noise_of_five_percent():
+    weights = BUILDERS["encoder-only"]().input_embeddings().weight.detach()
+    direction = torch.nn.functional.normalize(torch.randn(weights.shape, generator=torch.Generator().manual_seed(0)), dim=1)
+    noisy = weights + 0.05 * weights.norm(dim=1, keepdim=True) * direction  # each row moved by 5% of its norm
+    with pytest.raises(UserError, match=r"row norms differ by up to"):
+        check_compatible(trained_on(embedding_fingerprint(weights)), 32, embedding_fingerprint(noisy), "p.safetensors")
+
+
+def test_old_hash_fingerprints_are_still_checked():
+    model, other = BUILDERS["encoder-only"](seed=0), BUILDERS["encoder-only"](seed=1)
+    old = legacy_fingerprint(model.input_embeddings().weight)
+    assert len(old) == 16
+    check_compatible(trained_on(old), 32, model.fingerprint(), "p.safetensors")
+    with pytest.raises(UserError, match=rf"differ from this model's \(fingerprint {old} != [0-9a-f]{{16}}\)"):
+        check_compatible(trained_on(old), 32, other.fingerprint(), "p.safetensors")
+
+
+def test_a_prompt_holding_nan_or_inf_is_refused(tmp_path):
+    for value in (float("nan"), float("inf")):
+        path = save_prompt(tmp_path / "p.safetensors", torch.tensor([[0.0, value]]), {})
+        with pytest.raises(UserError, match=r"p\.safetensors: the prompt holds NaN or infinite values$"):
+            load_prompt(path)
 
 
 def test_not_a_prompt_file(tmp_path):

@@ -58,12 +58,12 @@ def test_a_template_without_an_input_field_is_an_error():
 
 def test_named_fields_come_from_columns():
     task = make_task(DataOptions(task="text2text", template="question: {q} context: {c}", target_column="a"))
-    (example,) = task.examples([{"q": "who", "c": "the cat", "a": "cat"}], "rows.jsonl", 1)
+    (example,) = task.examples([{"q": "who", "c": "the cat", "a": "cat"}], "rows.jsonl", [1])
     assert example.fields == {"q": "who", "c": "the cat"} and example.input == "question: who context: the cat"
     with pytest.raises(UserError, match=r"rows.jsonl:1: column 'c' is empty \(null\)"):
-        task.examples([{"q": "who", "c": None, "a": "cat"}], "rows.jsonl", 1)
+        task.examples([{"q": "who", "c": None, "a": "cat"}], "rows.jsonl", [1])
     with pytest.raises(UserError, match="missing column 'c'"):
-        task.examples([{"q": "who", "a": "cat"}], "rows.jsonl", 1)
+        task.examples([{"q": "who", "a": "cat"}], "rows.jsonl", [1])
 
 
 def test_decoder_only_truncation_keeps_bos_and_puts_the_prompt_after_it():
@@ -95,7 +95,7 @@ def test_truncated_input_scores_as_its_cut_text_typed(family):
 @pytest.mark.parametrize("build", [tiny_t5, tiny_llama])
 def test_squad_keeps_the_question_and_cuts_the_context(build):
     task = make_task(DataOptions(task="squad", max_input_length=16))
-    (example,) = task.examples([{"question": "what is red", "context": LONG, "answers": ["sun"]}], "squad.json", 0)
+    (example,) = task.examples([{"question": "what is red", "context": LONG, "answers": ["sun"]}], "squad.json", None)
     model = build()
     batch = task.batch(model, [example])
     n_input = int((batch["labels"][0] == -100).sum()) if model.family == "decoder-only" else batch["input_ids"].shape[1]
@@ -122,5 +122,5 @@ def test_a_prompt_that_leaves_no_room_is_refused():
 
 def test_sentiment_rows_fill_the_default_field():
     task = make_task(DataOptions(verbalizers={"0": "no", "1": "yes"}, template="review: {} verdict"))
-    example = task.examples(sentiment_rows(), "rows", 1)[0]
+    example = task.examples(sentiment_rows(), "rows", None)[0]
     assert example.fields == {"": "great"} and example.input == "review: great verdict"

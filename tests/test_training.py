@@ -21,7 +21,7 @@ VERBALIZERS = {"0": "no", "1": "yes"}
 
 def setup(model):
     task = make_task(DataOptions(verbalizers=VERBALIZERS))
-    examples = task.examples(sentiment_rows(), "rows", 1)
+    examples = task.examples(sentiment_rows(), "rows", None)
     task.prepare(model)
     return task, examples
 
@@ -171,7 +171,7 @@ def test_accumulated_micro_batches_give_the_full_batchs_gradient(tiny, family):
     else:
         task = make_task(DataOptions(task="text2text", max_target_length=16))
         rows = [{"input": f"the movie {w}", "target": " ".join(words[:n])} for w, n in zip(["great", "bad", "fun", "awful"], [1, 4, 8, 12])]
-        examples = task.examples(rows, "rows", 1)
+        examples = task.examples(rows, "rows", None)
         task.prepare(tiny)
     tiny.bank = PromptBank(tiny.initial_prompt("random", 3, seed=1))
     full = prompt_gradient(tiny, task, examples, None)
@@ -213,7 +213,7 @@ def test_nan_loss_is_a_clear_error(tmp_path):
     task, examples = setup(model)
     bad = tmp_path / "nan.safetensors"
     save_prompt(bad, torch.full((4, model.hidden), float("nan")), model.identity())
-    with pytest.raises(UserError, match="loss became nan"):
+    with pytest.raises(UserError, match="the prompt holds NaN or infinite values"):
         run(model, task, examples, tmp_path / "out", prompt=PromptOptions(init=str(bad)))
     assert not (tmp_path / "out" / PROMPT_FILE).exists()
 
@@ -226,7 +226,7 @@ def test_squad_task_trains_and_scores_generated_answers(family, tmp_path):
         {"question": "what is red", "context": "the sun is red", "answers": ["sun", "the sun"]},
         {"question": "who is blue", "context": "the cat is blue", "answers": ["cat"]},
     ]
-    examples = task.examples(rows, "squad.json", 0)
+    examples = task.examples(rows, "squad.json", None)
     assert task.metric == "f1" and examples[0].target == "sun"
     result = run(model, task, examples, tmp_path, validation=examples, max_steps=2, batch_size=2, micro_batch_size=1, eval_every=2)
     assert set(result.metrics) == {"exact_match", "f1"} and 0 <= result.metrics["f1"] <= 100

@@ -25,21 +25,69 @@ def file_format(path: str, fmt: str = "auto") -> str:
     return TABULAR[suffix]
 
 
-def load_rows(source: str, fmt: str = "auto") -> tuple[list[dict], int]:
-    """Rows of a data set as dicts, and the line number of the first row (for error messages; 0 when not a file)."""
-    if not os.path.exists(source):
-        if os.sep in source or Path(source).suffix.lower() in TABULAR:
-            raise UserError(f"{source}: no such file")
-        return _load_hub(source), 0
-    if os.path.isdir(source):
+def is_local(source: str) -> bool:
+    """A data source is a local file when it exists, has a data extension or starts like a path; else a hub name."""
+    return os.path.exists(os.path.expanduser(source)) or Path(source).suffix.lower() in TABULAR or source.startswith(("/", "./", "../", "~"))
+
+
+def load_rows(source: str, fmt: str = "auto") -> tuple[list[dict], list[int] | None]:
+    """Rows of a data set as dicts, and the 1-based line of the file where each row starts (None when not a text file)."""
+    if not is_local(source):
+        return _load_hub(source), None
+    path = os.path.expanduser(source)
+    if not os.path.exists(path):
+        raise UserError(f"{source}: no such file")
+    if os.path.isdir(path):
         raise UserError(f"{source}: is a folder; give a data file")
-    fmt = file_format(source, fmt)
+    fmt = file_format(path, fmt)
     if fmt == "squad":
-        return load_squad(source), 0
-    rows = _load_tabular(source, fmt)
+        return load_squad(path), None
+    rows = _load_tabular(path, fmt)
     if not rows:
         raise UserError(f"{source}: the data set is empty")
-    return rows, 1 if fmt in ("jsonl", "json") else 2
+    lines = row_lines(path, fmt)
+    return rows, lines if lines is not None and len(lines) == len(rows) else None  # on any doubt, rows are counted
+
+
+def where(source: str, lines: list[int] | None, index: int) -> str:
+    """Where row `index` is, for messages: FILE:LINE, or FILE row N (counted from 0) when lines are unknown."""
+    return f"{source}:{lines[index]}" if lines is not None else f"{source} row {index}"
+
+
+def row_lines(path: str, fmt: str) -> list[int] | None:
+    """The line where each data row starts, skipping what the datasets library skips; None if the file cannot be split."""
+    try:
+        if fmt in ("jsonl", "json"):
+            found = list(_json_lines(path))
+            return None if found and found[0][1].lstrip().startswith("[") else [n for n, _ in found]  # "[": a JSON array
+        return [n for n, _ in _records(path, fmt)][1:]  # the first record is the header
+    except (OSError, csv.Error):
+        return None
+
+
+def _physical_lines(path: str) -> list[str]:
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        return list(f)
+
+
+def _json_lines(path: str):
+    """(line number, text) of each non-blank line: JSON lines skips blank lines."""
+    for n, line in enumerate(_physical_lines(path), 1):
+        if line.strip(" \t\r\n"):
+            yield n, line
+
+
+def _records(path: str, fmt: str):
+    """(first line, fields) of each CSV/TSV record; like pandas, skip lines holding only spaces or tabs (but no delimiter)."""
+    delimiter = "\t" if fmt == "tsv" else ","
+    blank = " \t\r\n".replace(delimiter, "")
+    physical = _physical_lines(path)
+    reader = csv.reader(physical, delimiter=delimiter, quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL)
+    start = 1
+    for fields in reader:
+        if not (reader.line_num == start and not physical[start - 1].strip(blank)):
+            yield start, fields
+        start = reader.line_num + 1
 
 
 def _load_tabular(path: str, fmt: str) -> list[dict]:
@@ -58,20 +106,18 @@ def _load_tabular(path: str, fmt: str) -> list[dict]:
     except UserError:
         raise
     except Exception as e:  # datasets/arrow/pandas errors: find the line ourselves
+        while e.__cause__ is not None:  # the datasets library wraps the reader's own error
+            e = e.__cause__
         raise UserError(_diagnose(path, fmt) or f"{path}: cannot read it as {fmt} ({_first_line(e)})") from None
     return ds.to_list()
 
 
 def _diagnose(path: str, fmt: str) -> str | None:
     """The first malformed line of a file that the datasets library refused, as a message."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        lines = f.read().splitlines()
-    if not any(line.strip() for line in lines):
+    if not any(line.strip() for line in _physical_lines(path)):
         return f"{path}: the data set is empty"
     if fmt in ("jsonl", "json"):
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
+        for n, line in _json_lines(path):
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
@@ -79,15 +125,15 @@ def _diagnose(path: str, fmt: str) -> str | None:
             if not isinstance(row, dict):
                 return f"{path}:{n}: expected a JSON object, got {type(row).__name__}"
         return None
-    reader = csv.reader(lines, delimiter="\t" if fmt == "tsv" else ",", quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL)
     width = None
-    for n, fields in enumerate(reader, 1):
-        if not fields:
-            continue
-        if width is None:
-            width = len(fields)
-        elif len(fields) != width:
-            return f"{path}:{n}: expected {width} fields, found {len(fields)}"
+    try:
+        for n, fields in _records(path, fmt):
+            if width is None:
+                width = len(fields)
+            elif len(fields) > width:  # pandas fills short rows and refuses long ones
+                return f"{path}:{n}: expected {width} fields, found {len(fields)}"
+    except csv.Error as e:
+        return f"{path}: cannot read it as {fmt} ({e})"
     return None
 
 

@@ -45,9 +45,18 @@ def embedded_model_path() -> str:
 
 
 def resolve_model_path(name: str) -> str:
-    """A hub name or local folder; the embedded default resolves to its packaged folder, offline."""
+    """What to load for a model name: the embedded default's packaged folder (offline), a local folder as an absolute
+    path, or else a hub id.
+
+    A name is a local folder when it exists, starts like a path (/ ./ ../ ~) or has more than one '/'; a missing
+    folder fails at once instead of after the hub's retries."""
     if name == EMBEDDED_MODEL and not os.path.isdir(name):
         return embedded_model_path()
+    path = os.path.expanduser(name)
+    if os.path.exists(path) or name.startswith(("/", "./", "../", "~")) or name.count("/") > 1:
+        if not os.path.isdir(path):
+            raise UserError(f"model folder {name}: " + ("not a folder" if os.path.exists(path) else "no such folder"))
+        return os.path.abspath(path)
     return name
 
 
@@ -113,8 +122,9 @@ class SoftPromptModel(nn.Module):
 
         transformers.utils.logging.disable_progress_bar()
         path = resolve_model_path(name)
+        local = os.path.isdir(path)
         try:
-            config = transformers.AutoConfig.from_pretrained(path)
+            config = transformers.AutoConfig.from_pretrained(path, local_files_only=local)
             family = family or detect_family(config)
             auto = {
                 ENCODER_DECODER: transformers.AutoModelForSeq2SeqLM,
@@ -122,12 +132,16 @@ class SoftPromptModel(nn.Module):
                 ENCODER_ONLY: transformers.AutoModel,
             }[family]
             torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-            base = auto.from_pretrained(path, dtype=torch_dtype)
-            tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+            base = auto.from_pretrained(path, dtype=torch_dtype, local_files_only=local)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=local)
         except (OSError, ValueError) as e:
             first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if local:
+                raise UserError(f"model folder {name}: cannot load it ({first_line})") from None
             raise UserError(f"model {name!r}: cannot load it ({first_line}); offline, give a local folder") from None
-        return cls(base.eval(), tokenizer, family, name, readout_scale=readout_scale)
+        # prompt files record a local folder as an absolute path, so that they work from any directory
+        recorded = path if local and name != EMBEDDED_MODEL else name
+        return cls(base.eval(), tokenizer, family, recorded, readout_scale=readout_scale)
 
     # ----- sizes and identity -------------------------------------------------------------------------
     def input_embeddings(self) -> nn.Embedding:

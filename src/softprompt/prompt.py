@@ -1,12 +1,14 @@
 """The prompt file: a safetensors file holding one (P, H) float32 tensor plus JSON metadata.
 
 The metadata says which model the prompt belongs to (name, width, vocabulary size and a fingerprint of the
-input-embedding matrix), how it was made (initialiser, task, training settings) and how well it did.
+input-embedding matrix, the same for its fp32, bf16 and fp16 copies), how it was made (initialiser, task, training
+settings) and how well it did.
 """
 
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,11 +39,62 @@ class PromptFile:
         return self.prompt.shape[1]
 
 
-def embedding_fingerprint(embeddings: torch.Tensor, rows: int = 256) -> str:
-    """A short hash of the input-embedding matrix (V, H), the same whether the model is loaded in fp32 or bf16."""
+# The fingerprint: the L2 norms of a few rows spread evenly over the vocabulary. Rounding a row to bf16 (fp16) moves
+# each value, and so the row's norm, by at most 2^-8 (2^-11) of itself, so copies of one model in fp32, bf16 and fp16
+# agree well within the tolerance, while models with other weights differ by far more. A hash of rounded values
+# cannot promise this: rounding boundaries always flip some values.
+FINGERPRINT_ROWS = 64
+NORM_TOLERANCE = 0.01  # relative
+NORM_FLOOR = 1e-5  # absolute, for rows that are all zero (a padding row) or nearly so
+LEGACY = re.compile(r"[0-9a-f]{16}")  # the hash that earlier prompt files hold
+
+
+class Fingerprint(str):
+    """An embedding fingerprint as prompt files store it ("norms:0.81234,0.79321,..."), carrying the legacy hash of
+    the same embeddings so that older prompt files can still be checked."""
+
+    legacy = ""
+
+
+def embedding_fingerprint(embeddings: torch.Tensor, rows: int = FINGERPRINT_ROWS) -> Fingerprint:
+    """The norms of `rows` rows of the input-embedding matrix (V, H), spread evenly, to 5 significant digits."""
+    weights = embeddings.detach()
+    n, last = min(rows, weights.shape[0]), weights.shape[0] - 1
+    index = torch.tensor([i * last // max(n - 1, 1) for i in range(n)], device=weights.device)
+    norms = weights[index].float().norm(dim=1).cpu()
+    fingerprint = Fingerprint("norms:" + ",".join(f"{x:.5g}" for x in norms.tolist()))
+    fingerprint.legacy = legacy_fingerprint(weights)
+    return fingerprint
+
+
+def legacy_fingerprint(embeddings: torch.Tensor, rows: int = 256) -> str:
+    """The fingerprint of earlier prompt files: a hash of bf16-rounded sampled rows (fp16 copies do not match it)."""
     index = torch.linspace(0, embeddings.shape[0] - 1, steps=min(rows, embeddings.shape[0])).long()
     sample = embeddings.detach()[index].to("cpu", torch.bfloat16).float().contiguous()
     return hashlib.sha256(sample.numpy().tobytes()).hexdigest()[:16]
+
+
+def fingerprint_difference(expected: str, actual: str) -> str | None:
+    """How the embeddings fingerprinted by `expected` (from a prompt file) differ from `actual`; None when they match."""
+    expected = str(expected)
+    if LEGACY.fullmatch(expected):
+        legacy = getattr(actual, "legacy", actual)
+        return None if expected == legacy else f"fingerprint {expected} != {legacy}"
+    ours, theirs = _norms(expected), _norms(actual)
+    if ours is None or theirs is None:
+        return f"unreadable fingerprint {(expected if ours is None else actual)[:40]!r}"
+    if len(ours) != len(theirs):
+        return f"{len(ours)} sampled rows against {len(theirs)}: the vocabularies differ in size"
+    worst = max(abs(a - b) / max(a, b, NORM_FLOOR / NORM_TOLERANCE) for a, b in zip(ours, theirs))
+    return None if worst <= NORM_TOLERANCE else f"row norms differ by up to {100 * worst:.1f}%"
+
+
+def _norms(fingerprint: str) -> list[float] | None:
+    kind, _, values = fingerprint.partition(":")
+    try:
+        return [float(v) for v in values.split(",")] if kind == "norms" else None
+    except ValueError:
+        return None
 
 
 def save_prompt(path: str | os.PathLike, prompt: torch.Tensor, metadata: dict[str, Any]) -> Path:
@@ -75,6 +128,8 @@ def load_prompt(path: str | os.PathLike) -> PromptFile:
         raise UserError(f"{path}: format version {metadata['format_version']} is newer than this softprompt reads ({FORMAT_VERSION})")
     if prompt.dim() != 2:
         raise UserError(f"{path}: the prompt tensor has shape {tuple(prompt.shape)}, expected (length, hidden)")
+    if not torch.isfinite(prompt).all():
+        raise UserError(f"{path}: the prompt holds NaN or infinite values")
     return PromptFile(prompt, metadata)
 
 
@@ -86,8 +141,9 @@ def check_compatible(prompt: PromptFile, hidden: int, fingerprint: str, source: 
             f"(the prompt was trained on {prompt.metadata.get('base_model', 'another model')})"
         )
     expected = prompt.metadata.get("embedding_fingerprint")
-    if expected and expected != fingerprint and not allow_other_model:
+    difference = fingerprint_difference(expected, fingerprint) if expected and not allow_other_model else None
+    if difference:
         raise UserError(
             f"{source}: the prompt was trained on {prompt.metadata.get('base_model', 'another model')} whose input embeddings "
-            f"differ from this model's (fingerprint {expected} != {fingerprint}); pass --allow_other_model to use it anyway"
+            f"differ from this model's ({difference}); pass --allow_other_model to use it anyway"
         )

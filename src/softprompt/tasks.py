@@ -7,7 +7,7 @@ import torch
 from tqdm.auto import tqdm
 
 from softprompt import metrics
-from softprompt.data import load_rows, require_columns
+from softprompt.data import load_rows, require_columns, where as row_where
 from softprompt.errors import UserError
 from softprompt.model import ENCODER_ONLY, SoftPromptModel
 from softprompt.options import DataOptions
@@ -35,14 +35,15 @@ class Task:
 
     # ----- data -------------------------------------------------------------------------------------
     def load(self, source: str, limit: int | None = None) -> list[Example]:
-        rows, first_line = load_rows(source, self.options.format)
+        rows, lines = load_rows(source, self.options.format)
         rows = rows[:limit] if limit else rows
-        examples = self.examples(rows, source, first_line)
+        examples = self.examples(rows, source, lines)
         if not examples:
             raise UserError(f"{source}: the data set is empty")
         return examples
 
-    def examples(self, rows: list[dict], source: str, first_line: int) -> list[Example]:
+    def examples(self, rows: list[dict], source: str, lines: list[int] | None) -> list[Example]:
+        """Examples from data rows; `lines` gives each row's line in the file (None when not from a file)."""
         raise NotImplementedError
 
     @property
@@ -136,12 +137,12 @@ class ClassificationTask(Task):
     def input_column(self) -> str:
         return self.options.text_column
 
-    def examples(self, rows, source, first_line):
+    def examples(self, rows, source, lines):
         o = self.options
         require_columns(rows, [*self.columns().values(), o.label_column], source)
         out = []
         for n, row in enumerate(rows):
-            where = f"{source}:{first_line + n}" if first_line else f"{source} row {n}"
+            where = row_where(source, lines, n)
             value = str(row[o.label_column])
             if value not in self.label_values:
                 raise UserError(f"{where}: label {value!r} is not one of the verbalizers ({', '.join(self.label_values)})")
@@ -175,12 +176,12 @@ class TextToTextTask(Task):
     name = "text2text"
     metric = "exact_match"
 
-    def examples(self, rows, source, first_line):
+    def examples(self, rows, source, lines):
         o = self.options
         require_columns(rows, [*self.columns().values(), o.target_column], source)
         out = []
         for n, row in enumerate(rows):
-            where = f"{source}:{first_line + n}" if first_line else f"{source} row {n}"
+            where = row_where(source, lines, n)
             values, target = self.fields(row, where), row.get(o.target_column)
             if target is None:
                 raise UserError(f"{where}: column {o.target_column!r} is empty (null)")
@@ -198,7 +199,7 @@ class SquadTask(TextToTextTask):
     metric = "f1"
     default_template = "question: {question} context: {context}"
 
-    def examples(self, rows, source, first_line):
+    def examples(self, rows, source, lines):
         require_columns(rows, [*self.columns().values(), "answers"], source)
         out = []
         for n, row in enumerate(rows):
