@@ -12,7 +12,7 @@ from conftest import BUILDERS, sentiment_rows, tiny_bert, tiny_gpt2
 from softprompt.bank import PromptBank
 from softprompt.errors import UserError
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
-from softprompt.prompt import save_prompt
+from softprompt.prompt import load_prompt, save_prompt
 from softprompt.tasks import make_task
 from softprompt.train import PROMPT_FILE, PromptAdafactor, accumulation_steps, backward_accumulated, default_lr, make_optimizer, resolve_precision, train_prompt
 
@@ -201,21 +201,76 @@ def test_logs_metadata_and_best_prompt(tmp_path):
     assert meta["base_model"] == "tiny-gpt2" and meta["length"] == 8 and meta["init"] == "vocab"
 
 
-def test_early_stopping_when_the_metric_stops_improving(tmp_path):
+def test_early_stopping_when_the_metric_stops_improving(tmp_path, capsys):
     model = tiny_gpt2()
     task, examples = setup(model)
     result = run(model, task, examples, tmp_path, validation=examples, optimizer="adamw", lr=0.0, weight_decay=0.0, max_steps=50, eval_every=5, patience=2)
-    assert result.steps == 15  # best at step 5, no improvement at 10 and 15
+    assert result.steps == 15 and result.stopped_early  # best at step 5, no improvement at 10 and 15
+    assert "early stopping at step 15: accuracy has not improved for 2 evaluations" in capsys.readouterr().err
 
 
-def test_nan_loss_is_a_clear_error(tmp_path):
+def test_nan_prompt_file_is_refused_before_anything_is_written(tmp_path):
     model = tiny_gpt2()
     task, examples = setup(model)
     bad = tmp_path / "nan.safetensors"
     save_prompt(bad, torch.full((4, model.hidden), float("nan")), model.identity())
     with pytest.raises(UserError, match="the prompt holds NaN or infinite values"):
         run(model, task, examples, tmp_path / "out", prompt=PromptOptions(init=str(bad)))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_loss_that_overflows_stops_training_with_a_clear_error(tmp_path):
+    model = tiny_gpt2()
+    task, examples = setup(model)
+    huge = save_prompt(tmp_path / "huge.safetensors", torch.full((4, model.hidden), 1e30), model.identity())
+    with pytest.raises(UserError, match="the loss became nan at step 1: lower train.lr"):
+        run(model, task, examples, tmp_path / "out", prompt=PromptOptions(init=str(huge)))
     assert not (tmp_path / "out" / PROMPT_FILE).exists()
+
+
+def test_a_failed_rerun_leaves_the_previous_run_intact(tmp_path):
+    model = tiny_gpt2()
+    task, examples = setup(model)
+    run(model, task, examples, tmp_path, validation=examples, max_steps=2, eval_every=2)
+    before = {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()}
+    assert tmp_path / PROMPT_FILE in before and tmp_path / "metrics.jsonl" in before
+    other_width = save_prompt(tmp_path.parent / "narrow.safetensors", torch.zeros(4, 8), {"base_model": "other"})
+    with pytest.raises(UserError, match="prompt width 8"):
+        run(model, task, examples, tmp_path, prompt=PromptOptions(init=str(other_width)))
+    assert {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()} == before
+
+
+def test_a_rerun_replaces_the_previous_run(tmp_path):
+    model = tiny_gpt2()
+    task, examples = setup(model)
+    run(model, task, examples, tmp_path, validation=examples, max_steps=4, eval_every=2, log_every=2)
+    run(model, task, examples, tmp_path, max_steps=1, log_every=1)  # no validation: the prompt is saved at the end
+    assert [r["step"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())] == [1]
+    assert load_prompt(tmp_path / PROMPT_FILE).metadata["step"] == 1
+    assert len(list((tmp_path / "tensorboard").rglob("events.out.tfevents*"))) == 1
+
+
+@pytest.mark.parametrize("evaluated", [False, True])
+def test_ctrl_c_keeps_a_prompt_and_says_which(tmp_path, capsys, evaluated):
+    model = tiny_gpt2()
+    task, examples = setup(model)
+    calls = []
+
+    def interrupt_at_step_3(module, args, out):
+        calls.append(1)
+        if len(calls) == 3 + evaluated:  # in step 3 (after the evaluation's one rank-classification pass at step 2)
+            raise KeyboardInterrupt
+
+    model.base.register_forward_hook(interrupt_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        run(model, task, examples, tmp_path, validation=examples if evaluated else None, max_steps=10, eval_every=2)
+    err = capsys.readouterr().err
+    saved = load_prompt(tmp_path / PROMPT_FILE).metadata
+    if evaluated:
+        assert saved["step"] == 2 and "interrupted after step 2: " in err and "holds the best prompt so far (accuracy" in err
+    else:
+        assert saved["step"] == 2 and saved["interrupted"] is True  # step 3 was under way: the prompt after step 2
+        assert f"interrupted after step 2: saved the prompt as it stood (not evaluated) to {tmp_path / PROMPT_FILE}" in err
 
 
 @pytest.mark.parametrize("family", ["encoder-decoder", "decoder-only"])

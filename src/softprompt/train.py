@@ -261,11 +261,12 @@ def train_prompt(
                 break
     except KeyboardInterrupt:
         bar.close()
+        done = step - 1  # the step under way is lost
         if best_prompt is None:
-            save(model.bank.prompt(0), {}, step, interrupted=True)
-            _say(f"interrupted at step {step}: saved the prompt as it stood (not evaluated) to {prompt_path}", accelerator)
+            save(model.bank.prompt(0), {}, done, interrupted=True)
+            _say(f"interrupted after step {done}: saved the prompt as it stood (not evaluated) to {prompt_path}", accelerator)
         else:
-            _say(f"interrupted at step {step}: {prompt_path} holds the best prompt so far ({task.metric} {best:.2f} at step {result.best_step})", accelerator)
+            _say(f"interrupted after step {done}: {prompt_path} holds the best prompt so far ({task.metric} {best:.2f} at step {result.best_step})", accelerator)
         raise
     finally:
         bar.close()
