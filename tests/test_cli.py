@@ -1,16 +1,27 @@
 """The `softprompt` command end to end, in-process, on tiny models saved as local folders."""
 
+import inspect
 import io
 import json
+import os
+import re
+import shlex
+import stat
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from conftest import BUILDERS, save_model, sentiment_rows
-from softprompt.cli import main
+from softprompt.cli import build_parser, main
+from softprompt.errors import UserError
+from softprompt.files import write_text_atomic
 from softprompt.model import SoftPromptModel
 from softprompt.prompt import load_prompt, save_prompt
+from softprompt.train import train_prompt
 
 
 def write_data(tmp_path):
@@ -100,7 +111,151 @@ def test_prompt_on_another_model_is_refused_unless_allowed(tmp_path, model_folde
     trained_on = SoftPromptModel.load(model_folder)
     prompt = save_prompt(tmp_path / "p.safetensors", trained_on.initial_prompt("random", 3), {**trained_on.identity(), "task": {"type": "classification", "verbalizers": {"0": "no", "1": "yes"}}})
     other = save_model(BUILDERS[family](seed=1), tmp_path / "other")
-    assert main(["predict", str(prompt), "great", "--model_name", other]) == 1
+    assert main(["predict", str(prompt), "great", "--model.name", other]) == 1
     assert "pass --allow_other_model" in capsys.readouterr().err
-    assert main(["predict", str(prompt), "great", "--model_name", other, "--allow_other_model"]) == 0
+    assert main(["predict", str(prompt), "great", "--model.name", other, "--allow_other_model"]) == 0
     assert capsys.readouterr().out.strip() in {"0", "1"}
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def readme_command_lines() -> list[str]:
+    """Every `softprompt ...` command in README.md: code-block lines (with or without `$ `) and inline code spans."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", text, re.S | re.M)
+    lines = [line.strip().removeprefix("$ ") for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    spans = re.findall(r"`(softprompt [^`]*)`", re.sub(r"^```.*?^```", "", text, flags=re.S | re.M))
+    # a span may show optional parts in brackets and repetition as ...: drop both
+    spans = [re.sub(r"\[[^\]]*\]|\.\.\.", "", span) for span in spans]
+    return [line for line in lines + spans if line.startswith("softprompt ")]
+
+
+def test_every_readme_command_line_parses(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(REPO)  # the recipes in configs/ exist; other paths are made up as temporary files
+    lines = readme_command_lines()
+    assert any("eval --prompt" in line for line in lines) and any(line.startswith("softprompt quickstart") for line in lines)
+    for line in lines:
+        argv = shlex.split(line, comments=True)[1:]
+        for i, token in enumerate(argv):
+            option, eq, value = token.partition("=") if token.startswith("--") else ("", "", token)
+            if re.fullmatch(r"[\w./-]+", value) and not value.startswith("-") and ("." in value or value.isupper()) and not Path(value).exists():
+                fake = tmp_path / value
+                fake.parent.mkdir(parents=True, exist_ok=True)
+                fake.write_bytes(b"{}\n" if fake.suffix in (".yaml", ".json") else b"\x80\x00 a binary prompt file")
+                argv[i] = f"{option}{eq}{fake}"
+        parser = build_parser()
+        try:
+            parser.instantiate(parser.parse_args(argv))
+        except SystemExit as e:
+            assert "--help" in argv and e.code == 0, f"the CLI rejects a README command: {line}\n{capsys.readouterr().err}"
+
+
+def untrained_prompt(path, model_folder, **metadata):
+    """A prompt file for the model in `model_folder`, as train would write it, without training."""
+    model = SoftPromptModel.load(model_folder)
+    task = {"type": "classification", "verbalizers": {"0": "no", "1": "yes"}}
+    return save_prompt(path, model.initial_prompt("random", 3), {**model.identity(), "task": task, **metadata})
+
+
+@pytest.mark.parametrize("family", ["encoder-only"])
+def test_eval_takes_the_prompt_file_as_option_or_argument(tmp_path, model_folder, capsys):
+    prompt = str(untrained_prompt(tmp_path / "p.safetensors", model_folder))
+    data = str(write_data(tmp_path))
+    outputs = []
+    for spelling in ([prompt], ["--prompt", prompt], [f"--prompt={prompt}"], ["--config", str(recipe(tmp_path, model_folder)), "--prompt", prompt]):
+        assert main(["eval", *spelling, "--data.validation", data]) == 0, spelling
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0].startswith("accuracy: ") and outputs.count(outputs[0]) == 4
+
+    section = tmp_path / "prompt-section.yaml"  # a YAML file still sets the prompt section of the recipe
+    section.write_text("length: 7\n")
+    cfg = build_parser().parse_args(["eval", "--prompt", str(section), prompt])
+    assert cfg.eval.prompt.length == 7 and cfg.eval.prompt_file == prompt
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0 and capsys.readouterr().out == "softprompt 0.1.0\n"
+
+
+@pytest.mark.parametrize("family", ["encoder-only"])
+def test_info_json_prints_only_json(tmp_path, model_folder, capsys):
+    prompt = untrained_prompt(tmp_path / "p.safetensors", model_folder)
+    assert main(["info", str(prompt), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["length"] == 3 and info["hidden"] == 32 and info["size"] == prompt.stat().st_size
+    assert info["base_model"] == model_folder and info["task"]["verbalizers"] == {"0": "no", "1": "yes"}
+
+
+@pytest.mark.parametrize("family", ["encoder-only"])
+def test_eval_and_predict_honour_the_model_options(tmp_path, model_folder, capsys, monkeypatch):
+    prompt = str(untrained_prompt(tmp_path / "p.safetensors", model_folder))
+    loaded = []
+    load = SoftPromptModel.load
+
+    def recording_load(cls, *args, **kwargs):
+        model = load(*args, **kwargs)
+        loaded.append((model.name, model.base.dtype, model.readout_scale))
+        return model
+
+    monkeypatch.setattr(SoftPromptModel, "load", classmethod(recording_load))
+    options = ["--model.dtype=bfloat16", "--model.readout_scale=5"]
+    assert main(["eval", prompt, "--data.validation", str(write_data(tmp_path)), *options]) == 0
+    assert main(["predict", prompt, "great", *options]) == 0
+    assert loaded == [(model_folder, torch.bfloat16, 5.0)] * 2
+
+
+@pytest.mark.parametrize("family", ["encoder-only"])
+def test_predict_hint_names_an_option_predict_has(tmp_path, model_folder, capsys):
+    prompt = str(untrained_prompt(tmp_path / "p.safetensors", model_folder, base_model=""))
+    assert main(["predict", prompt, "great"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.strip().endswith("pass --model.name")
+    assert main(["predict", prompt, "great", "--model.name", model_folder]) == 0
+    assert capsys.readouterr().out.strip() in {"0", "1"}
+
+
+@pytest.mark.parametrize("family", ["encoder-only"])
+def test_train_accepts_allow_other_model(tmp_path, model_folder, capsys, monkeypatch):
+    other = save_model(BUILDERS["encoder-only"](seed=1), tmp_path / "other")
+    init = untrained_prompt(tmp_path / "init.safetensors", other)
+    config = recipe(tmp_path, model_folder)
+    assert main(["train", "--config", str(config), f"--prompt.init={init}"]) == 1
+    assert "pass --allow_other_model" in capsys.readouterr().err
+    seen = []
+
+    def takes_the_flag(*args, allow_other_model=False, **kwargs):
+        seen.append(allow_other_model)
+        raise UserError("stopped before training")
+
+    with monkeypatch.context() as patch:  # the command hands the flag to a train_prompt that takes it
+        patch.setattr("softprompt.train.train_prompt", takes_the_flag)
+        assert main(["train", "--config", str(config), f"--prompt.init={init}", "--allow_other_model"]) == 1
+    assert seen == [True] and "stopped before training" in capsys.readouterr().err
+    if "allow_other_model" not in inspect.signature(train_prompt).parameters:
+        pytest.skip("train_prompt does not take allow_other_model yet")
+    assert main(["train", "--config", str(config), f"--prompt.init={init}", "--allow_other_model"]) == 0
+    assert (tmp_path / "run" / "prompt.safetensors").is_file()
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    prompt = save_prompt(tmp_path / "p.safetensors", torch.zeros(2, 4), {"base_model": "m"})
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    process = subprocess.Popen([sys.executable, "-m", "softprompt", "info", str(prompt)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    process.stdout.close()  # the reader goes away before anything is written, as `| head` does
+    err = process.stderr.read().decode()
+    assert process.wait() == 1 and err == ""
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_respect_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        path = save_prompt(tmp_path / "p.safetensors", torch.zeros(2, 4), {})
+        write_text_atomic(tmp_path / "t.txt", "x")
+    finally:
+        os.umask(old)
+    for file in (path, tmp_path / "t.txt"):
+        assert stat.S_IMODE(file.stat().st_mode) == 0o666 & ~umask

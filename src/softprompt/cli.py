@@ -3,6 +3,7 @@
 Options come from dataclasses (options.py): a YAML recipe via --config, then `--section.option=value` overrides.
 """
 
+import inspect
 import json
 import os
 import sys
@@ -10,28 +11,30 @@ from pathlib import Path
 
 from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
+from softprompt import __version__, checks
 from softprompt.errors import UserError
 from softprompt.files import human_size
 from softprompt.options import DataOptions, ModelOptions, PromptOptions, TrainOptions
 
 
-def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: TrainOptions) -> None:
+def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: TrainOptions, allow_other_model: bool = False) -> None:
     """Learn a soft prompt for a frozen model; the best prompt goes to TRAIN.OUTPUT_DIR/prompt.safetensors."""
-    from softprompt.model import SoftPromptModel
+    checks.check_training_command(prompt, data, train)
+    from softprompt.model import EMBEDDED_MODEL, SoftPromptModel
     from softprompt.tasks import make_task
     from softprompt.train import size_report, train_prompt
 
     report = os.environ.get("RANK", "0") == "0"  # one report under torchrun / accelerate launch
-    if not data.train:
-        raise UserError("data.train: give a training file")
     task = make_task(data)
     train_examples = task.load(data.train, data.limit_train)
     validation = task.load(data.validation, data.limit_validation) if data.validation else None
-    frozen = SoftPromptModel.load(model.name, model.family, model.dtype, model.readout_scale)
+    frozen = SoftPromptModel.load(model.name or EMBEDDED_MODEL, model.family, model.dtype, model.readout_scale)
     if report:
         print(f"model: {frozen.name} ({frozen.family}, {frozen.base_parameters():,} frozen parameters)")
         print(f"data: {len(train_examples):,} training rows" + (f", {len(validation):,} validation rows" if validation else ""))
-    result = train_prompt(frozen, task, train_examples, validation, prompt, train, train.output_dir)
+    # an initial prompt file made for another model is refused unless allowed (once train_prompt takes the flag)
+    allow = {"allow_other_model": allow_other_model} if "allow_other_model" in inspect.signature(train_prompt).parameters else {}
+    result = train_prompt(frozen, task, train_examples, validation, prompt, train, train.output_dir, **allow)
     if not report:
         return
     if result.metrics:
@@ -46,18 +49,19 @@ def evaluate(prompt_file: str | None, model: ModelOptions, data: DataOptions, tr
     """Score PROMPT_FILE on DATA.VALIDATION; without it, score the frozen model alone (prompt design).
 
     Takes the same recipe as train; only its model and data sections and train.eval_batch_size are used."""
+    checks.check_eval(data, train)
+    if not (data.validation or data.train):
+        raise UserError("--data.validation: give the data to evaluate on")
     from softprompt.loading import load_with_prompts, task_options
-    from softprompt.model import SoftPromptModel
+    from softprompt.model import EMBEDDED_MODEL, SoftPromptModel
     from softprompt.tasks import make_task
 
     if prompt_file:
-        frozen, files = load_with_prompts([prompt_file], _name_override(model), model.family, allow_other_model)
+        frozen, files = load_with_prompts([prompt_file], model.name, model.family, allow_other_model, model.dtype, model.readout_scale)
         data = task_options(files[0], data)
     else:
-        frozen = SoftPromptModel.load(model.name, model.family, model.dtype, model.readout_scale)
+        frozen = SoftPromptModel.load(model.name or EMBEDDED_MODEL, model.family, model.dtype, model.readout_scale)
     source = data.validation or data.train
-    if not source:
-        raise UserError("data.validation: give the data to evaluate on")
     task = make_task(data)
     examples = task.load(source, data.limit_validation)
     task.prepare(frozen)
@@ -67,22 +71,18 @@ def evaluate(prompt_file: str | None, model: ModelOptions, data: DataOptions, tr
     return scores
 
 
-def predict(prompt: str, texts: list[str], file: str | None = None, batch_size: int = 64, model_name: str | None = None, allow_other_model: bool = False) -> list[str]:
+def predict(prompt: str, texts: list[str], file: str | None = None, batch_size: int = 64, model: ModelOptions | None = None, allow_other_model: bool = False) -> list[str]:
     """Predict with a prompt file for TEXTS, or each line of --file, or each line of standard input."""
+    checks.check_predict(batch_size)
+    model = model or ModelOptions()
+    if not texts:
+        texts = [t for t in _input_text(file).splitlines() if t.strip()]
+    if not texts:
+        raise UserError("no texts to predict: give them as arguments, with --file, or on standard input")
     from softprompt.loading import load_with_prompts, task_options
     from softprompt.tasks import make_task
 
-    if not texts:
-        if file:
-            if not Path(file).is_file():
-                raise UserError(f"{file}: no such file")
-            texts = Path(file).read_text(encoding="utf-8").splitlines()
-        else:
-            texts = sys.stdin.read().splitlines()
-        texts = [t for t in texts if t.strip()]
-    if not texts:
-        raise UserError("no texts to predict: give them as arguments, with --file, or on standard input")
-    frozen, files = load_with_prompts([prompt], model_name, None, allow_other_model)
+    frozen, files = load_with_prompts([prompt], model.name, model.family, allow_other_model, model.dtype, model.readout_scale)
     task = make_task(task_options(files[0]))
     task.prepare(frozen)
     out = task.predict_all(frozen, task.fields_from_texts(texts), batch_size, progress=False)
@@ -91,30 +91,69 @@ def predict(prompt: str, texts: list[str], file: str | None = None, batch_size: 
     return out
 
 
-def info(prompt: str) -> dict:
+def _input_text(file: str | None) -> str:
+    """The text of --file, or of standard input without it; refuses anything that is not UTF-8 text."""
+    if file and not Path(file).is_file():
+        raise UserError(f"{file}: no such file")
+    try:
+        text = Path(file).read_text(encoding="utf-8") if file else sys.stdin.read()
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\0" in text:  # undecodable, or binary
+        raise UserError(f"{file or 'standard input'}: not a UTF-8 text file")
+    return text
+
+
+def info(prompt: str, json_output: bool = False) -> dict:
     """Show a prompt file's metadata."""
     from softprompt.prompt import load_prompt
 
     file = load_prompt(prompt)
-    print(f"{prompt}: {file.length} x {file.hidden} prompt, {human_size(Path(prompt).stat().st_size)}")
-    print(json.dumps(file.metadata, indent=2, sort_keys=True))
+    size = Path(prompt).stat().st_size
+    if json_output:
+        print(json.dumps({**file.metadata, "length": file.length, "hidden": file.hidden, "size": size}, indent=2, sort_keys=True))
+    else:
+        print(f"{prompt}: {file.length} x {file.hidden} prompt, {human_size(size)}")
+        print(json.dumps(file.metadata, indent=2, sort_keys=True))
     return file.metadata
 
 
 def quickstart(output: str = "runs/quickstart", steps: int = 150, seed: int = 42) -> dict:
     """Offline demo on the embedded all-MiniLM-L6-v2: prompt design vs prompt tuning on a shipped sentiment set."""
+    checks.check_quickstart(output, steps, seed)
     from softprompt.quickstart import run
 
     return run(output, steps, seed)
 
 
-def _name_override(model: ModelOptions) -> str | None:
-    return None if model.name == ModelOptions().name else model.name
+SECTION_FILES = (".yaml", ".yml", ".json")
+
+
+class Parser(ArgumentParser):
+    """The top-level parser: `eval --prompt P` (or --prompt=P) names the prompt file, the positional argument, unless
+    P ends in .yaml, .yml or .json: then, as jsonargparse has it, P holds the prompt section of a recipe."""
+
+    def parse_args(self, args=None, *rest, **kwargs):
+        return super().parse_args(_prompt_file_as_positional(list(sys.argv[1:] if args is None else args)), *rest, **kwargs)
+
+
+def _prompt_file_as_positional(argv: list[str]) -> list[str]:
+    start = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
+    if argv[start:start + 1] != ["eval"]:
+        return argv
+    out, rest = argv[:start + 1], iter(argv[start + 1:])
+    for a in rest:
+        if a == "--prompt":
+            a = f"--prompt={next(rest, '')}"
+        option, _, value = a.partition("=")
+        out.append(value if option == "--prompt" and value and not value.lower().endswith(SECTION_FILES) else a)
+    return out
 
 
 def build_parser() -> ArgumentParser:
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    parser = ArgumentParser(prog="softprompt", description="Prompt tuning for frozen Hugging Face models. Add --debug anywhere for tracebacks.")
+    parser = Parser(prog="softprompt", description="Prompt tuning for frozen Hugging Face models. Add --debug anywhere for tracebacks.")
+    parser.add_argument("--version", action="version", version=f"softprompt {__version__}")
     parser.add_argument("--debug", action="store_true", help="Show tracebacks on errors.")
     commands = parser.add_subcommands(dest="command")
 
@@ -128,26 +167,32 @@ def build_parser() -> ArgumentParser:
         commands.add_subcommand(name, p, help=fn.__doc__.splitlines()[0])
 
     recipe = (("model", ModelOptions), ("prompt", PromptOptions), ("data", DataOptions), ("train", TrainOptions))
-    command("train", train, *recipe)
+    allow = (("--allow_other_model",), dict(action="store_true", help="Use a prompt file whose model fingerprint differs from the model's."))
+    command("train", train, *recipe, arguments=[allow])
     command(
         "eval", evaluate, *recipe,
         arguments=[
-            (("prompt_file",), dict(nargs="?", type=str | None, default=None, help="Prompt file; without it the frozen model is scored alone.")),
-            (("--allow_other_model",), dict(action="store_true", help="Use a prompt whose model fingerprint differs.")),
+            (("prompt_file",), dict(nargs="?", type=str | None, default=None, help="Prompt file, also given as --prompt P; without it the frozen model is scored alone.")),
+            allow,
         ],
     )
     command(
-        "predict", predict,
+        "predict", predict, ("model", ModelOptions),
         arguments=[
             (("prompt",), dict(type=str, help="Prompt file.")),
             (("texts",), dict(nargs="*", type=str, help="Texts to predict; else --file, else standard input.")),
-            (("--file",), dict(type=str | None, default=None, help="A file with one text per line.")),
+            (("--file",), dict(type=str | None, default=None, help="A UTF-8 text file with one text per line.")),
             (("--batch_size",), dict(type=int, default=64, help="Rows per forward pass.")),
-            (("--model_name",), dict(type=str | None, default=None, help="Run on this model instead of the prompt's own.")),
-            (("--allow_other_model",), dict(action="store_true", help="Use a prompt whose model fingerprint differs.")),
+            allow,
         ],
     )
-    command("info", info, arguments=[(("prompt",), dict(type=str, help="Prompt file."))])
+    command(
+        "info", info,
+        arguments=[
+            (("prompt",), dict(type=str, help="Prompt file.")),
+            (("--json",), dict(dest="json_output", action="store_true", help="Print only JSON: the metadata with length, hidden and size (bytes).")),
+        ],
+    )
     command(
         "quickstart", quickstart,
         arguments=[
@@ -174,10 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _quiet_libraries()
         COMMANDS[name](**kwargs)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
     except UserError as e:
         if debug:
             raise
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # the reader went away (softprompt predict ... | head): as the Python docs advise for SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the flush at exit fails no more
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

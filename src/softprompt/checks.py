@@ -1,0 +1,89 @@
+"""Option checks run by each command before anything loads; a message names the option as typed on the command line."""
+
+import os
+from pathlib import Path
+
+from softprompt.errors import UserError
+from softprompt.options import DataOptions, PromptOptions, TrainOptions
+
+
+def at_least(option: str, value: float | None, low: float) -> None:
+    """Refuse `value` below `low`; None means unset and passes."""
+    if value is not None and value < low:
+        raise UserError(f"{option} must be at least {low} (got {value})")
+
+
+def not_negative(option: str, value: float | None) -> None:
+    if value is not None and value < 0:
+        raise UserError(f"{option} must not be negative (got {value})")
+
+
+def positive(option: str, value: float | None) -> None:
+    if value is not None and value <= 0:
+        raise UserError(f"{option} must be more than 0 (got {value})")
+
+
+def output_folder(option: str, folder: str) -> None:
+    """Refuse an output folder that is a file, lies under a file, or cannot be created or written."""
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{option}: {folder} is a file, not a folder")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{option}: {folder} lies under {existing}, which is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{option}: {existing} is not writable")
+
+
+def check_prompt(o: PromptOptions) -> None:
+    at_least("--prompt.length", o.length, 1)
+    at_least("--prompt.vocab_first_n", o.vocab_first_n, 1)
+
+
+def check_data(o: DataOptions) -> None:
+    at_least("--data.max_input_length", o.max_input_length, 1)
+    at_least("--data.max_target_length", o.max_target_length, 1)
+    at_least("--data.limit_train", o.limit_train, 1)
+    at_least("--data.limit_validation", o.limit_validation, 1)
+
+
+def check_train(o: TrainOptions) -> None:
+    for name in ("batch_size", "micro_batch_size", "eval_every", "eval_batch_size", "log_every", "patience"):
+        at_least(f"--train.{name}", getattr(o, name), 1)
+    for name in ("lr", "weight_decay", "warmup_steps", "seed"):  # lr may be None: an automatic default
+        not_negative(f"--train.{name}", getattr(o, name))
+    positive("--train.epochs", o.epochs)
+    if o.epochs is None:
+        at_least("--train.max_steps", o.max_steps, 1)
+    processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun and accelerate launch
+    per_step = min(o.micro_batch_size, o.batch_size) * processes
+    if o.batch_size % per_step:
+        raise UserError(f"--train.batch_size {o.batch_size} is not a multiple of --train.micro_batch_size x processes = {per_step}")
+    output_folder("--train.output_dir", o.output_dir)
+
+
+def check_training_command(prompt: PromptOptions, data: DataOptions, train: TrainOptions) -> None:
+    """softprompt train."""
+    check_prompt(prompt)
+    check_data(data)
+    check_train(train)
+    if not data.train:
+        raise UserError("--data.train: give a training file")
+
+
+def check_eval(data: DataOptions, train: TrainOptions) -> None:
+    """softprompt eval: the data section and the evaluation batch size; the rest of the recipe is unused."""
+    check_data(data)
+    at_least("--train.eval_batch_size", train.eval_batch_size, 1)
+
+
+def check_predict(batch_size: int) -> None:
+    at_least("--batch_size", batch_size, 1)
+
+
+def check_quickstart(output: str, steps: int, seed: int) -> None:
+    at_least("--steps", steps, 1)
+    not_negative("--seed", seed)
+    output_folder("--output", output)
