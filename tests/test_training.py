@@ -223,7 +223,7 @@ def test_a_loss_that_overflows_stops_training_with_a_clear_error(tmp_path):
     model = tiny_gpt2()
     task, examples = setup(model)
     huge = save_prompt(tmp_path / "huge.safetensors", torch.full((4, model.hidden), 1e30), model.identity())
-    with pytest.raises(UserError, match="the loss became nan at step 1: lower train.lr"):
+    with pytest.raises(UserError, match="the loss became nan at step 1: lower --train.lr"):
         run(model, task, examples, tmp_path / "out", prompt=PromptOptions(init=str(huge)))
     assert not (tmp_path / "out" / PROMPT_FILE).exists()
 

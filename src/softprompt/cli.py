@@ -3,7 +3,6 @@
 Options come from dataclasses (options.py): a YAML recipe via --config, then `--section.option=value` overrides.
 """
 
-import inspect
 import json
 import os
 import sys
@@ -32,9 +31,7 @@ def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: 
     if report:
         print(f"model: {frozen.name} ({frozen.family}, {frozen.base_parameters():,} frozen parameters)")
         print(f"data: {len(train_examples):,} training rows" + (f", {len(validation):,} validation rows" if validation else ""))
-    # an initial prompt file made for another model is refused unless allowed (once train_prompt takes the flag)
-    allow = {"allow_other_model": allow_other_model} if "allow_other_model" in inspect.signature(train_prompt).parameters else {}
-    result = train_prompt(frozen, task, train_examples, validation, prompt, train, train.output_dir, **allow)
+    result = train_prompt(frozen, task, train_examples, validation, prompt, train, train.output_dir, allow_other_model=allow_other_model)
     if not report:
         return
     if result.metrics:

@@ -19,7 +19,7 @@ def file_format(path: str, fmt: str = "auto") -> str:
         return fmt
     suffix = Path(path).suffix.lower()
     if suffix not in TABULAR:
-        raise UserError(f"{path}: cannot tell the format from the extension {suffix!r}: set data.format (jsonl, csv, tsv, squad)")
+        raise UserError(f"{path}: cannot tell the format from the extension {suffix!r}: set --data.format (jsonl, csv, tsv, squad)")
     if suffix == ".json":
         return "squad" if _looks_like_squad(path) else "jsonl"
     return TABULAR[suffix]
@@ -181,7 +181,7 @@ def _load_hub(name: str) -> list[dict]:
 def require_columns(rows: list[dict], columns: list[str], source: str) -> None:
     missing = [c for c in columns if c not in rows[0]]
     if missing:
-        raise UserError(f"{source}: missing column {missing[0]!r} (columns: {', '.join(rows[0])}); set data.{{input,target,text,label}}_column")
+        raise UserError(f"{source}: missing column {missing[0]!r} (columns: {', '.join(rows[0])}); set --data.{{input,target,text,label}}_column")
 
 
 def _first_line(e: Exception) -> str:

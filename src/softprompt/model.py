@@ -72,7 +72,7 @@ def detect_family(config) -> str:
         return ENCODER_ONLY
     if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         return DECODER_ONLY
-    raise UserError(f"cannot tell the family of model type {config.model_type!r}: set model.family to one of {', '.join(FAMILIES)}")
+    raise UserError(f"cannot tell the family of model type {config.model_type!r}: set --model.family to one of {', '.join(FAMILIES)}")
 
 
 def leading_special_tokens(tokenizer) -> int:
@@ -102,7 +102,7 @@ class SoftPromptModel(nn.Module):
         super().__init__()
         self.family = family or detect_family(base.config)
         if self.family not in FAMILIES:
-            raise UserError(f"model.family: {self.family!r} is not one of {', '.join(FAMILIES)}")
+            raise UserError(f"--model.family: {self.family!r} is not one of {', '.join(FAMILIES)}")
         self.base = base.requires_grad_(False)
         self.tokenizer = tokenizer
         if tokenizer.pad_token_id is None:  # GPT-2 and friends
@@ -186,13 +186,13 @@ class SoftPromptModel(nn.Module):
             return initialisers.sampled_vocab(weights, length, first_n, special, generator)
         if init == "labels":
             if not labels:
-                raise UserError("prompt.init=labels needs a classification task with verbalizers")
+                raise UserError("--prompt.init=labels needs a classification task with verbalizers")
             return initialisers.class_labels(weights, [self.token_ids(t) for t in labels], length, first_n, special, generator)
         if init == "text":
             if not text:
-                raise UserError("prompt.init=text needs prompt.text")
+                raise UserError("--prompt.init=text needs --prompt.text")
             return initialisers.from_token_ids(weights, self.token_ids(text), length)
-        raise UserError(f"prompt.init: unknown initialiser {init!r} (random, vocab, labels, text, or a prompt file)")
+        raise UserError(f"--prompt.init: unknown initialiser {init!r} (random, vocab, labels, text, or a prompt file)")
 
     # ----- tokenisation -------------------------------------------------------------------------------
     def input_budget(self, max_input_length: int, max_target_length: int) -> int:
@@ -203,7 +203,7 @@ class SoftPromptModel(nn.Module):
         room = self.max_positions - self.bank.length - target
         if room < 1:
             raise UserError(
-                f"prompt.length {self.bank.length}" + (f" and data.max_target_length {max_target_length}" if target else "")
+                f"--prompt.length {self.bank.length}" + (f" and --data.max_target_length {max_target_length}" if target else "")
                 + f" leave no room for the input: {self.name} has {self.max_positions} positions"
             )
         return min(max_input_length, room)

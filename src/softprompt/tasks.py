@@ -87,7 +87,7 @@ class Task:
     def prepare(self, model: SoftPromptModel) -> None:
         """Make the model ready for this task (encoder-only classification hands it the label texts)."""
         if model.family == ENCODER_ONLY:
-            raise UserError(f"an encoder-only model predicts labels, not text: data.task={self.name} needs an encoder-decoder or decoder-only model")
+            raise UserError(f"an encoder-only model predicts labels, not text: --data.task={self.name} needs an encoder-decoder or decoder-only model")
 
     # ----- training and prediction -------------------------------------------------------------------
     def batch(self, model: SoftPromptModel, examples: list[Example]) -> dict[str, torch.Tensor]:
@@ -129,7 +129,7 @@ class ClassificationTask(Task):
     def __init__(self, options: DataOptions):
         super().__init__(options)
         if not options.verbalizers:
-            raise UserError('data.verbalizers: a classification task needs label texts, e.g. {"0": "terrible", "1": "great"}')
+            raise UserError('--data.verbalizers: a classification task needs label texts, e.g. {"0": "terrible", "1": "great"}')
         self.label_values = [str(k) for k in options.verbalizers]
         self.label_texts = [str(v) for v in options.verbalizers.values()]
 

@@ -14,7 +14,7 @@ FIELD = re.compile(r"\{(\w*)\}")
 
 
 class Template:
-    def __init__(self, text: str, option: str = "data.template"):
+    def __init__(self, text: str, option: str = "--data.template"):
         self.text = text
         self.parts = FIELD.split(text)  # fixed words at even indices, field names at odd ones
         self.fields = list(dict.fromkeys(self.parts[1::2]))
@@ -46,7 +46,7 @@ class Template:
             if fits(lo):
                 return self.render(values)
         raise UserError(
-            f"data.template: {self.text!r} alone takes {count_tokens(self.render(values))} tokens, more than the "
+            f"--data.template: {self.text!r} alone takes {count_tokens(self.render(values))} tokens, more than the "
             f"{budget} the model leaves for the input beside the prompt: shorten the template or the prompt"
         )
 

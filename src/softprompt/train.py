@@ -90,7 +90,7 @@ def make_optimizer(params: list[torch.nn.Parameter], o: TrainOptions) -> torch.o
         )
     if o.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-    raise UserError(f"train.optimizer: unknown optimiser {o.optimizer!r} (adafactor, adamw)")
+    raise UserError(f"--train.optimizer: unknown optimiser {o.optimizer!r} (adafactor, adamw)")
 
 
 def resolve_precision(option: str, device_type: str) -> str:
@@ -104,15 +104,15 @@ def accumulation_steps(batch_size: int, micro_batch_size: int, processes: int) -
     micro = min(micro_batch_size, batch_size)
     per_step = micro * processes
     if batch_size % per_step:
-        raise UserError(f"train.batch_size {batch_size} is not a multiple of micro_batch_size x processes = {per_step}")
+        raise UserError(f"--train.batch_size {batch_size} is not a multiple of --train.micro_batch_size x processes = {per_step}")
     return batch_size // per_step
 
 
-def initial_prompt(model: SoftPromptModel, o: PromptOptions, task: Task, seed: int) -> torch.Tensor:
+def initial_prompt(model: SoftPromptModel, o: PromptOptions, task: Task, seed: int, allow_other_model: bool = False) -> torch.Tensor:
     """The starting (P, H) prompt: an initialiser by name, or a prompt file (whose length then wins)."""
     if o.init not in ("random", "vocab", "labels", "text"):
         file = load_prompt(o.init)
-        check_compatible(file, model.hidden, model.fingerprint(), o.init)
+        check_compatible(file, model.hidden, model.fingerprint(), o.init, allow_other_model)
         return file.prompt
     labels = getattr(task, "label_texts", [])
     return model.initial_prompt(o.init, o.length, text=o.text, labels=labels, first_n=o.vocab_first_n, scale=o.random_scale, seed=seed)
@@ -142,7 +142,7 @@ def backward_accumulated(wrapped, micro_batches: list[dict], accelerator: Accele
         with sync, autocast():
             out = wrapped(**batch)
             if not torch.isfinite(out.loss_sum):
-                raise UserError(f"the loss became {out.loss_sum.item()} at step {step}: lower train.lr, or use train.precision=fp32")
+                raise UserError(f"the loss became {out.loss_sum.item()} at step {step}: lower --train.lr, or use --train.precision=fp32")
             accelerator.backward(out.loss_sum * accelerator.num_processes)  # DDP averages over processes: undo it
         total_loss += out.loss_sum.detach().float()
         total_items += out.loss_items
@@ -163,6 +163,7 @@ def train_prompt(
     o: TrainOptions,
     output_dir: str | Path,
     progress: bool = True,
+    allow_other_model: bool = False,
 ) -> TrainResult:
     """Learn one prompt for `task`; the best one (by the task's metric on validation) is written to output_dir.
 
@@ -180,9 +181,9 @@ def train_prompt(
     accum = accumulation_steps(o.batch_size, o.micro_batch_size, accelerator.num_processes)
     max_steps = math.ceil(o.epochs * len(train_examples) / o.batch_size) if o.epochs else o.max_steps
     if max_steps < 1:
-        raise UserError("train.max_steps must be at least 1")
+        raise UserError("--train.max_steps must be at least 1")
 
-    model.bank = PromptBank(initial_prompt(model, prompt_options, task, o.seed), [task.name])
+    model.bank = PromptBank(initial_prompt(model, prompt_options, task, o.seed, allow_other_model), [task.name])
     model.input_budget(task.options.max_input_length, task.options.max_target_length)  # the prompt leaves room for inputs
     model.to(accelerator.device)
     loader = DataLoader(
