@@ -123,6 +123,18 @@ def quickstart(output: str = "runs/quickstart", steps: int = 150, seed: int = 42
     return run(output, steps, seed)
 
 
+def tasks() -> list[dict]:
+    """List the tasks that --data.task names: the data each reads, its input template, targets and metric."""
+    from softprompt.tasks import TASKS
+
+    rows = [t.summary() for t in TASKS.values()]
+    width = max(len(r["task"]) for r in rows) + 2
+    for r in rows:
+        print(f"{r['task']:<{width}}{r['data']}; metric: {r['metric']}")
+        print(f"{'':<{width}}{r['template']}  ->  {r['targets']}")
+    return rows
+
+
 SECTION_FILES = (".yaml", ".yml", ".json")
 
 
@@ -198,10 +210,11 @@ def build_parser() -> ArgumentParser:
             (("--seed",), dict(type=int, default=42, help="Random seed.")),
         ],
     )
+    command("tasks", tasks)
     return parser
 
 
-COMMANDS = {"train": train, "eval": evaluate, "predict": predict, "info": info, "quickstart": quickstart}
+COMMANDS = {"train": train, "eval": evaluate, "predict": predict, "info": info, "quickstart": quickstart, "tasks": tasks}
 
 
 def main(argv: list[str] | None = None) -> int:
