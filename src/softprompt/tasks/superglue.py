@@ -102,11 +102,10 @@ def mark_spans(text: str, spans: list[tuple[int, str, str]]) -> str:
     for index, span, mark in sorted(spans, key=lambda s: s[0], reverse=True):  # the later span first: indices hold
         span = " ".join(span.split())
         size = len(span.split())
-        starts = lambda i: " ".join(words[i : i + size]).lower().startswith(span.lower())  # noqa: E731
-        found = [i for i in range(len(words)) if starts(i)]
+        found = [i for i in range(len(words)) if " ".join(words[i : i + size]).lower().startswith(span.lower())]
         i = min(found, key=lambda i: abs(i - index)) if found else min(max(index, 0), len(words) - 1)
         piece = " ".join(words[i : i + size])
-        cut = len(span) if starts(i) else len(piece)
+        cut = len(span) if i in found else len(piece)
         words[i : i + size] = [f"{mark} {piece[:cut]} {mark}{piece[cut:]}"]
     return " ".join(words)
 
