@@ -82,6 +82,7 @@ def test_train_refuses_an_output_folder_that_is_or_lies_under_a_file(config, a_f
     ("--train.eval_batch_size=0", "--train.eval_batch_size must be at least 1 (got 0)"),
     ("--data.limit_validation=0", "--data.limit_validation must be at least 1 (got 0)"),
     ("--data.max_target_length=0", "--data.max_target_length must be at least 1 (got 0)"),
+    ("--data.task=boolk", "--data.task: 'boolk' is not a task; the tasks are classification, text2text, squad, mrqa, boolq, cb, copa, multirc, record, rte, wic, wsc, trec, sst5, sst5-binary, mr, sst2"),
 ])
 def test_eval_refuses_bad_options_before_loading(config, capsys, option, message):
     fails_with(capsys, ["eval", MISSING_PROMPT, "--config", config, option], message)

@@ -43,6 +43,9 @@ def check_prompt(o: PromptOptions) -> None:
 
 
 def check_data(o: DataOptions) -> None:
+    from softprompt.tasks import check_name
+
+    check_name(o.task)
     at_least("--data.max_input_length", o.max_input_length, 1)
     at_least("--data.max_target_length", o.max_target_length, 1)
     at_least("--data.limit_train", o.limit_train, 1)

@@ -130,6 +130,17 @@ def models(json_output: bool = False) -> list[dict]:
     root = embedded.cache_root()
     rows = [embedded.describe(model, root) for model in embedded.MODELS.values()]
     print(json.dumps(rows, indent=2) if json_output else embedded.listing(rows, root))
+
+
+def tasks() -> list[dict]:
+    """List the tasks that --data.task names: the data each reads, its input template, targets and metric."""
+    from softprompt.tasks import TASKS
+
+    rows = [t.summary() for t in TASKS.values()]
+    width = max(len(r["task"]) for r in rows) + 2
+    for r in rows:
+        print(f"{r['task']:<{width}}{r['data']}; metric: {r['metric']}")
+        print(f"{'':<{width}}{r['template']}  ->  {r['targets']}")
     return rows
 
 
@@ -212,10 +223,11 @@ def build_parser() -> ArgumentParser:
         "models", models,
         arguments=[(("--json",), dict(dest="json_output", action="store_true", help="Print only JSON: one object per embedded model."))],
     )
+    command("tasks", tasks)
     return parser
 
 
-COMMANDS = {"train": train, "eval": evaluate, "predict": predict, "info": info, "quickstart": quickstart, "models": models}
+COMMANDS = {"train": train, "eval": evaluate, "predict": predict, "info": info, "quickstart": quickstart, "models": models, "tasks": tasks}
 
 
 def main(argv: list[str] | None = None) -> int:

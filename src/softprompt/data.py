@@ -1,9 +1,11 @@
-"""Reading data sets: local JSONL/CSV/TSV through the `datasets` library, SQuAD v1.1 JSON, hub names where reachable.
+"""Reading data sets: local JSONL/CSV/TSV through the `datasets` library, SQuAD v1.1 JSON, MRQA 2019 JSONL, `LABEL TEXT`
+lines (SST-5, TREC, MR as SentEval ships them), hub names where reachable.
 
 Errors name the file and, for a malformed line, the line.
 """
 
 import csv
+import gzip
 import json
 import logging
 import os
@@ -162,6 +164,68 @@ def load_squad(path: str) -> list[dict]:
     if not rows:
         raise UserError(f"{path}: the data set is empty")
     return rows
+
+
+def load_mrqa(path: str) -> tuple[list[dict], list[int]]:
+    """MRQA 2019 JSONL (optionally gzipped; a first {"header": ...} line is skipped) -> rows {id, question, context,
+    answers}, one per question, and the line of each row's context."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such file")
+    opener = gzip.open if path.endswith(".gz") else open
+    rows, lines = [], []
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            text = f.read()
+    except (UnicodeDecodeError, OSError) as e:
+        raise UserError(f"{path}: cannot read it as MRQA JSONL ({_first_line(e)})") from None
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{n}: malformed JSON ({e.msg})") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{path}:{n}: expected a JSON object, got {type(record).__name__}")
+        if "header" in record:
+            continue
+        try:
+            for qa in record["qas"]:
+                rows.append({"id": qa.get("qid", qa.get("id")), "question": qa["question"], "context": record["context"], "answers": list(qa["answers"])})
+                lines.append(n)
+        except (KeyError, TypeError, AttributeError) as e:
+            raise UserError(f"{path}:{n}: not MRQA JSONL (missing field {e})") from None
+    if not rows:
+        raise UserError(f"{path}: the data set is empty")
+    return rows, lines
+
+
+def load_labelled_lines(path: str) -> tuple[list[dict], list[int]]:
+    """`LABEL TEXT` lines (label, one space, text) -> rows {label, text} and their lines; blank lines are skipped.
+
+    UTF-8, or Latin-1 when the file is not UTF-8 (MR, the TREC training set). Lines end at "\n" only: Latin-1 text
+    holds U+0085, which Python's splitlines would also take for a line end."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    rows, lines = [], []
+    for n, line in enumerate(text.split("\n"), 1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            continue
+        label, _, sentence = line.partition(" ")
+        if not label or not sentence.strip():
+            raise UserError(f"{path}:{n}: expected a label, a space and a text")
+        rows.append({"label": label, "text": sentence.strip()})
+        lines.append(n)
+    if not rows:
+        raise UserError(f"{path}: the data set is empty")
+    return rows, lines
 
 
 def _load_hub(name: str) -> list[dict]:

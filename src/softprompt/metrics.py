@@ -1,4 +1,5 @@
-"""Metrics: accuracy, macro-F1, and SQuAD v1.1 exact match and F1 with the official answer normalisation."""
+"""Metrics: accuracy, macro-F1, binary F1, exact match over groups (MultiRC), and SQuAD v1.1 exact match and F1 with the
+official answer normalisation (also ReCoRD's and MRQA's)."""
 
 import collections
 import re
@@ -19,6 +20,22 @@ def macro_f1(predictions: list, references: list) -> float:
         fn = sum(p != c and r == c for p, r in zip(predictions, references, strict=True))
         scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
     return sum(scores) / max(len(scores), 1)
+
+
+def binary_f1(predictions: list, references: list, positive) -> float:
+    """F1 of the class `positive` (MultiRC's F1a over all answers)."""
+    tp = sum(p == positive and r == positive for p, r in zip(predictions, references, strict=True))
+    fp = sum(p == positive and r != positive for p, r in zip(predictions, references, strict=True))
+    fn = sum(p != positive and r == positive for p, r in zip(predictions, references, strict=True))
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def grouped_exact_match(predictions: list, references: list, groups: list) -> float:
+    """The share of groups whose every prediction is right (MultiRC's exact match: all answers of a question)."""
+    right: dict = {}
+    for p, r, g in zip(predictions, references, groups, strict=True):
+        right[g] = right.get(g, True) and p == r
+    return sum(right.values()) / max(len(right), 1)
 
 
 def normalize_answer(text: str) -> str:

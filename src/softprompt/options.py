@@ -36,8 +36,12 @@ class PromptOptions:
 
 @dataclass
 class DataOptions:
-    task: Literal["classification", "text2text", "squad"] = "classification"
-    """Task type: classification (text, label, verbalizers), text2text (input -> target text) or squad (SQuAD v1.1 JSON)."""
+    task: str = "classification"
+    """Task (`softprompt tasks` lists them): classification (text, label, verbalizers), text2text (input -> target
+    text), squad (SQuAD v1.1 JSON), mrqa (MRQA 2019 JSONL); SuperGLUE JSONL: boolq, cb, copa, multirc, record, rte,
+    wic, wsc; trec, sst5, sst5-binary (SST-5 as SST-2's labels), mr, sst2 (GLUE TSV). A named task knows its columns,
+    template, label words and metric; --data.template and --data.verbalizers may still override them. A local
+    FILE@train or FILE@validation splits a file without one (MR): every 10th row is validation."""
     train: str | None = None
     """Training data: a JSONL/CSV/TSV/SQuAD JSON file, or a hub data set where the hub is reachable (glue:sst2@train)."""
     validation: str | None = None

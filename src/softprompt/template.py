@@ -3,6 +3,7 @@
 `"sentence: {}"` has one field, written `{}`, that holds the task's input column; `"question: {question} context:
 {context}"` names its columns. When a rendered input is too long, the longest field is cut at a word boundary (then
 the next longest, if need be): the template's fixed words, the other fields and the tokenizer's special tokens stay.
+A task may name fields to cut first whatever their length (a passage before its question); the rest follow longest first.
 """
 
 import re
@@ -14,12 +15,13 @@ FIELD = re.compile(r"\{(\w*)\}")
 
 
 class Template:
-    def __init__(self, text: str, option: str = "--data.template"):
+    def __init__(self, text: str, option: str = "--data.template", cut_first: tuple[str, ...] = ()):
         self.text = text
         self.parts = FIELD.split(text)  # fixed words at even indices, field names at odd ones
         self.fields = list(dict.fromkeys(self.parts[1::2]))
         if not self.fields:
             raise UserError(f"{option}: {text!r} uses no input field; write {{}} where the input goes (or {{column}} for a named column)")
+        self.cut_first = [f for f in cut_first if f in self.fields]
 
     @property
     def single(self) -> bool:
@@ -30,11 +32,13 @@ class Template:
         return "".join(values[p] if i % 2 else p for i, p in enumerate(self.parts))
 
     def fit(self, values: dict[str, str], count_tokens: Callable[[str], int], budget: int) -> str:
-        """The rendered text, with the longest fields cut until `count_tokens` of it is at most `budget`."""
+        """The rendered text, with fields cut until `count_tokens` of it is at most `budget`: those of `cut_first` in
+        their order, then the longest."""
         values = dict(values)
         if count_tokens(self.render(values)) <= budget:
             return self.render(values)
-        for field in sorted(self.fields, key=lambda f: len(values[f]), reverse=True):
+        rest = sorted((f for f in self.fields if f not in self.cut_first), key=lambda f: len(values[f]), reverse=True)
+        for field in [*self.cut_first, *rest]:
             text = values[field]
             cuts = _cut_points(text)
             fits = lambda n: count_tokens(self.render({**values, field: text[: cuts[n]]})) <= budget  # noqa: E731

@@ -1,17 +1,19 @@
-"""Tasks: how rows become examples, batches and predictions, and which metric picks the best prompt."""
+"""What every task shares: how rows become examples, batches and predictions, and which metric picks the best prompt."""
 
 import json
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 
 import torch
 from tqdm.auto import tqdm
 
-from softprompt import metrics
-from softprompt.data import load_rows, require_columns, where as row_where
+from softprompt.data import is_local, load_rows
 from softprompt.errors import UserError
 from softprompt.model import ENCODER_ONLY, SoftPromptModel
 from softprompt.options import DataOptions
 from softprompt.template import Template
+
+SPLITS = ("train", "validation")  # FILE@train, FILE@validation: every 10th row (the 10th, 20th, ...) is validation
 
 
 @dataclass
@@ -21,26 +23,47 @@ class Example:
     target: str = ""  # the text a generative model learns to produce
     class_id: int = -1  # classification
     answers: list[str] = field(default_factory=list)  # squad: all gold answers
+    group: str = ""  # examples scored together (MultiRC: the answers of one question)
 
 
 class Task:
     name = ""
+    description = ""  # one line for `softprompt tasks`
     metric = ""  # the metric that picks the best prompt (higher is better)
+    reported: tuple[str, ...] = ()  # every metric the task reports
     default_template = "{}"
+    fields_provided: tuple[str, ...] = ()  # a registered task's template fields; empty: any data column
+    cut_first: tuple[str, ...] = ()  # fields cut before the longest-first rule when an input is too long
+    default_max_target_length: int | None = None  # instead of DataOptions' 8 when that is left unset
+    targets = ""  # what the model produces, for `softprompt tasks`
 
     def __init__(self, options: DataOptions):
+        if self.default_max_target_length and options.max_target_length == DataOptions.max_target_length:
+            options = replace(options, max_target_length=self.default_max_target_length)
         self.options = options
         text = options.template if options.template != DataOptions.template else self.default_template
-        self.template = Template(text)
+        self.template = Template(text, cut_first=self.cut_first)
+        unknown = [f for f in self.template.fields if self.fields_provided and f not in self.fields_provided]
+        if unknown:
+            raise UserError(f"--data.template: {{{unknown[0]}}} is not a field of {self.name} ({', '.join(self.fields_provided)})")
 
     # ----- data -------------------------------------------------------------------------------------
     def load(self, source: str, limit: int | None = None) -> list[Example]:
-        rows, lines = load_rows(source, self.options.format)
+        """Examples from a data source; a local FILE@train or FILE@validation takes a fixed part of the file (SPLITS)."""
+        path, split = local_split(source)
+        rows, lines = self.read(path)
+        if split:
+            keep = [n for n in range(len(rows)) if (n % 10 == 9) == (split == "validation")]
+            rows, lines = [rows[n] for n in keep], [lines[n] for n in keep] if lines is not None else None
         rows = rows[:limit] if limit else rows
-        examples = self.examples(rows, source, lines)
+        examples = self.examples(rows, path, lines) if rows else []
         if not examples:
             raise UserError(f"{source}: the data set is empty")
         return examples
+
+    def read(self, source: str) -> tuple[list[dict], list[int] | None]:
+        """The data rows of a source and the line of each (None when unknown)."""
+        return load_rows(source, self.options.format)
 
     def examples(self, rows: list[dict], source: str, lines: list[int] | None) -> list[Example]:
         """Examples from data rows; `lines` gives each row's line in the file (None when not from a file)."""
@@ -121,95 +144,27 @@ class Task:
         """What a prompt file records about its task."""
         return {"type": self.name, "template": self.template.text, "max_input_length": self.options.max_input_length, "max_target_length": self.options.max_target_length}
 
-
-class ClassificationTask(Task):
-    name = "classification"
-    metric = "accuracy"
-
-    def __init__(self, options: DataOptions):
-        super().__init__(options)
-        if not options.verbalizers:
-            raise UserError('--data.verbalizers: a classification task needs label texts, e.g. {"0": "terrible", "1": "great"}')
-        self.label_values = [str(k) for k in options.verbalizers]
-        self.label_texts = [str(v) for v in options.verbalizers.values()]
-
-    @property
-    def input_column(self) -> str:
-        return self.options.text_column
-
-    def examples(self, rows, source, lines):
-        o = self.options
-        require_columns(rows, [*self.columns().values(), o.label_column], source)
-        out = []
-        for n, row in enumerate(rows):
-            where = row_where(source, lines, n)
-            value = str(row[o.label_column])
-            if value not in self.label_values:
-                raise UserError(f"{where}: label {value!r} is not one of the verbalizers ({', '.join(self.label_values)})")
-            k = self.label_values.index(value)
-            out.append(self.example(self.fields(row, where), target=self.label_texts[k], class_id=k))
-        return out
-
-    def batch(self, model, examples):
-        if model.family != ENCODER_ONLY:
-            return super().batch(model, examples)
-        batch = model.tokenize([e.fields for e in examples], template=self.template, max_input_length=self.options.max_input_length)
-        batch["class_ids"] = torch.tensor([e.class_id for e in examples])
-        return batch
-
-    def prepare(self, model: SoftPromptModel) -> None:
-        model.set_labels(self.label_texts)
-
-    def predict(self, model, inputs, prompt_ids=None):
-        scores = model.class_scores(inputs, self.label_texts, prompt_ids, template=self.template, max_input_length=self.options.max_input_length)
-        return [self.label_values[i] for i in scores.argmax(-1).tolist()]
-
-    def score(self, predictions, examples):
-        gold = [self.label_values[e.class_id] for e in examples]
-        return {"accuracy": 100 * metrics.accuracy(predictions, gold), "macro_f1": 100 * metrics.macro_f1(predictions, gold)}
-
-    def describe(self):
-        return {**super().describe(), "verbalizers": dict(zip(self.label_values, self.label_texts))}
+    @classmethod
+    def summary(cls) -> dict[str, str]:
+        """The task's row in `softprompt tasks`."""
+        others = [m for m in cls.reported if m != cls.metric]
+        if cls.metric == "average":
+            metric = f"average of {' and '.join(others)}"
+        else:
+            metric = cls.metric + (f" (also {', '.join(others)})" if others else "")
+        return {"task": cls.name, "template": cls.default_template, "targets": cls.targets, "metric": metric, "data": cls.description}
 
 
-class TextToTextTask(Task):
-    name = "text2text"
-    metric = "exact_match"
-
-    def examples(self, rows, source, lines):
-        o = self.options
-        require_columns(rows, [*self.columns().values(), o.target_column], source)
-        out = []
-        for n, row in enumerate(rows):
-            where = row_where(source, lines, n)
-            values, target = self.fields(row, where), row.get(o.target_column)
-            if target is None:
-                raise UserError(f"{where}: column {o.target_column!r} is empty (null)")
-            out.append(self.example(values, target=str(target), answers=[str(target)]))
-        return out
-
-    def score(self, predictions, examples):
-        return metrics.squad(predictions, [e.answers for e in examples])
+def local_split(source: str) -> tuple[str, str | None]:
+    """FILE@train or FILE@validation -> (FILE, split) for a local file; any other source -> (source, None)."""
+    path, at, split = source.rpartition("@")
+    if not at or os.path.exists(os.path.expanduser(source)) or not is_local(path):
+        return source, None
+    if split not in SPLITS:
+        raise UserError(f"{source}: a local file splits into {path}@train and {path}@validation only")
+    return path, split
 
 
-class SquadTask(TextToTextTask):
-    """SQuAD v1.1: the context is cut first when an input is too long, never the question."""
-
-    name = "squad"
-    metric = "f1"
-    default_template = "question: {question} context: {context}"
-
-    def examples(self, rows, source, lines):
-        require_columns(rows, [*self.columns().values(), "answers"], source)
-        out = []
-        for n, row in enumerate(rows):
-            answers = list(row["answers"]) or [""]
-            out.append(self.example(self.fields(row, f"{source} question {row.get('id', n)}"), target=answers[0], answers=answers))
-        return out
-
-
-TASKS = {"classification": ClassificationTask, "text2text": TextToTextTask, "squad": SquadTask}
-
-
-def make_task(options: DataOptions) -> Task:
-    return TASKS[options.task](options)
+def score_with_average(scores: dict[str, float]) -> dict[str, float]:
+    """SuperGLUE's score for a task with two metrics: their plain mean, beside them."""
+    return {**scores, "average": sum(scores.values()) / len(scores)}

@@ -1,0 +1,35 @@
+"""Extractive question answering written out as text: SQuAD v1.1 JSON and MRQA 2019 JSONL (the paper's
+out-of-domain transfer sets). The context is cut first when an input is too long, never the question."""
+
+import os
+
+from softprompt.data import load_mrqa, require_columns
+from softprompt.tasks.text2text import TextToTextTask
+
+
+class SquadTask(TextToTextTask):
+    name = "squad"
+    description = "SQuAD v1.1 JSON"
+    metric = "f1"
+    default_template = "question: {question} context: {context}"
+    cut_first = ("context",)
+    targets = "an answer (scored by the best-matching gold answer)"
+
+    def examples(self, rows, source, lines):
+        require_columns(rows, [*self.columns().values(), "answers"], source)
+        out = []
+        for n, row in enumerate(rows):
+            answers = list(row["answers"]) or [""]
+            out.append(self.example(self.fields(row, f"{source} question {row.get('id', n)}"), target=answers[0], answers=answers))
+        return out
+
+
+class MrqaTask(SquadTask):
+    """MRQA 2019 shared-task JSONL: one context per line with its questions; `answers` are the gold texts."""
+
+    name = "mrqa"
+    description = "MRQA 2019 JSONL (.jsonl or .jsonl.gz)"
+    default_max_target_length = 32
+
+    def read(self, source):
+        return load_mrqa(os.path.expanduser(source))
