@@ -34,7 +34,29 @@ def test_zero_length_prompt_leaves_inputs_unchanged():
 
 def test_bank_selects_a_prompt_per_row():
     bank = PromptBank(torch.stack([torch.full((2, 3), float(i)) for i in range(3)]), ["a", "b", "c"])
-    rows = bank(torch.tensor([2, 0, 2]))
-    assert rows.shape == (3, 2, 3)
+    rows, lengths = bank(torch.tensor([2, 0, 2]))
+    assert rows.shape == (3, 2, 3) and lengths.tolist() == [2, 2, 2]
     assert rows[:, 0, 0].tolist() == [2.0, 0.0, 2.0]
     assert bank.index("b") == 1
+
+
+def test_bank_holds_prompts_of_different_lengths():
+    bank = PromptBank([torch.ones(3, 2), torch.full((1, 2), 2.0)], ["long", "short"])
+    assert bank.length == 3 and bank.lengths.tolist() == [3, 1]
+    assert torch.equal(bank.prompt("short"), torch.full((1, 2), 2.0))
+    rows, lengths = bank(torch.tensor([1, 0]))
+    assert lengths.tolist() == [1, 3] and rows[0, 1:].abs().sum() == 0  # zero-padded to the longest
+
+
+def test_shorter_prompts_are_padded_where_the_family_pads():
+    tokens = torch.arange(2 * 3).float().view(2, 3, 1)  # (B=2, T=3, H=1): values 0..5
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    prompts = torch.tensor([[[10.0], [11.0]], [[20.0], [0.0]]])  # row 1's prompt has length 1
+    lengths = torch.tensor([2, 1])
+    left = join(tokens, mask, prompts, insertion_offsets(mask, 0), lengths=lengths, pad_left=True)
+    assert left.inputs_embeds.squeeze(-1).tolist() == [[0, 10, 11, 1, 2], [3, 20, 3, 4, 5]]
+    assert left.attention_mask.tolist() == [[0, 1, 1, 1, 1], [0, 1, 1, 1, 1]]  # the extra slot is left padding
+    right = join(tokens, mask, prompts, insertion_offsets(mask, 0), lengths=lengths)
+    assert right.attention_mask.tolist() == [[0, 1, 1, 1, 1], [1, 1, 1, 1, 0]]  # ... or trailing padding
+    assert right.inputs_embeds.squeeze(-1)[1, :4].tolist() == [20, 3, 4, 5]
+    assert right.prompt_mask.sum(1).tolist() == [2, 1]

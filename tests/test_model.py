@@ -116,3 +116,17 @@ def test_mixed_prompt_batch_equals_each_prompt_alone(tiny):
         alone = tiny.class_scores([text], labels, prompt_ids=[[0, 1, 1, 0][i]])
         torch.testing.assert_close(mixed[i], alone[0], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(mixed[0], tiny.class_scores([texts[0]], labels, prompt_ids=[1])[0])
+
+
+def test_prompts_of_different_lengths_in_one_batch_equal_each_alone(tiny, family):
+    prompts = {"long": tiny.initial_prompt("random", 5, seed=1), "short": tiny.initial_prompt("random", 2, seed=2)}
+    texts, labels, names = ["the movie was great", "bad", "i hated it", "fun"], ["no", "yes"], ["long", "short", "short", "long"]
+    tiny.bank = PromptBank(list(prompts.values()), list(prompts))
+    ids = [tiny.bank.index(n) for n in names]
+    mixed = tiny.class_scores(texts, labels, prompt_ids=ids)
+    generated = None if family == ENCODER_ONLY else tiny.generate(texts, prompt_ids=ids, max_new_tokens=3)
+    for i, (text, name) in enumerate(zip(texts, names)):
+        tiny.bank = PromptBank(prompts[name])
+        torch.testing.assert_close(mixed[i], tiny.class_scores([text], labels)[0], rtol=1e-5, atol=1e-5)
+        if generated is not None:
+            assert generated[i] == tiny.generate([text], max_new_tokens=3)[0]

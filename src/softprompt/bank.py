@@ -1,7 +1,8 @@
-"""A bank of soft prompts (N, P, H), looked up per batch row.
+"""A bank of soft prompts (N, P_max, H) with per-prompt lengths, looked up per batch row.
 
 Training one prompt, a batch that mixes tasks, and an ensemble of prompts are all the same lookup:
-each row of a batch names the prompt it runs with.
+each row of a batch names the prompt it runs with. Prompts shorter than the longest are zero-padded here and
+masked by the join, so each row equals its prompt run alone.
 """
 
 import torch
@@ -9,18 +10,26 @@ from torch import nn
 
 
 class PromptBank(nn.Module):
-    """N named prompts of one length P and width H, kept in float32 whatever the model's dtype."""
+    """N named prompts of width H, kept in float32 whatever the model's dtype.
 
-    def __init__(self, prompts: torch.Tensor, names: list[str] | None = None):
+    `prompts` is a (N, P, H) tensor (all of length P), a (P, H) tensor (one prompt), or a list of (P_i, H) tensors.
+    """
+
+    def __init__(self, prompts: torch.Tensor | list[torch.Tensor], names: list[str] | None = None):
         super().__init__()
-        if prompts.dim() == 2:
-            prompts = prompts.unsqueeze(0)
-        if prompts.dim() != 3:
-            raise ValueError(f"prompts must be (N, P, H), got shape {tuple(prompts.shape)}")
-        names = names if names is not None else [str(i) for i in range(prompts.shape[0])]
-        if len(names) != prompts.shape[0] or len(set(names)) != len(names):
-            raise ValueError(f"need {prompts.shape[0]} distinct prompt names, got {names}")
-        self.weight = nn.Parameter(prompts.detach().float().clone())  # (N, P, H)
+        if isinstance(prompts, torch.Tensor):
+            prompts = [prompts] if prompts.dim() == 2 else list(prompts)
+        if not prompts or any(p.dim() != 2 for p in prompts) or len({p.shape[1] for p in prompts}) != 1:
+            raise ValueError(f"prompts must be (P, H) tensors of one width H, got shapes {[tuple(p.shape) for p in prompts]}")
+        names = names if names is not None else [str(i) for i in range(len(prompts))]
+        if len(names) != len(prompts) or len(set(names)) != len(names):
+            raise ValueError(f"need {len(prompts)} distinct prompt names, got {names}")
+        longest = max(p.shape[0] for p in prompts)
+        padded = torch.zeros(len(prompts), longest, prompts[0].shape[1])
+        for i, p in enumerate(prompts):
+            padded[i, : p.shape[0]] = p.detach().float()
+        self.weight = nn.Parameter(padded)  # (N, P_max, H)
+        self.register_buffer("lengths", torch.tensor([p.shape[0] for p in prompts]), persistent=False)  # (N,)
         self.names = list(names)
 
     @classmethod
@@ -30,6 +39,7 @@ class PromptBank(nn.Module):
 
     @property
     def length(self) -> int:
+        """The longest prompt's length, P_max."""
         return self.weight.shape[1]
 
     @property
@@ -46,10 +56,10 @@ class PromptBank(nn.Module):
             raise KeyError(f"no prompt named {name!r} in the bank (has: {', '.join(self.names)})") from None
 
     def prompt(self, name_or_index: str | int = 0) -> torch.Tensor:
-        """One prompt, (P, H), detached."""
+        """One prompt, (P_i, H), detached."""
         i = self.index(name_or_index) if isinstance(name_or_index, str) else name_or_index
-        return self.weight[i].detach()
+        return self.weight[i, : int(self.lengths[i])].detach()
 
-    def forward(self, prompt_ids: torch.Tensor) -> torch.Tensor:
-        """(B,) prompt indices -> (B, P, H) prompts."""
-        return self.weight[prompt_ids]
+    def forward(self, prompt_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,) prompt indices -> (B, P_max, H) prompts, zero-padded, and their (B,) lengths."""
+        return self.weight[prompt_ids], self.lengths.to(prompt_ids.device)[prompt_ids]

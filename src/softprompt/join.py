@@ -3,6 +3,10 @@
 Each row's prompt is inserted at that row's own offset: after its left padding (decoder-only batches) and after
 the leading special token when the tokenizer adds one ([CLS] for BERT, <s> for Llama). So left padding never
 sits between prompt and text, and right-padded encoders keep [CLS] first.
+
+Rows may carry prompts of different lengths (a batch that mixes tasks): a row whose prompt is shorter than the
+longest gets the difference as extra padding, on the side the family pads (left for decoder-only, right for the
+others), so every row reads exactly as its prompt run alone.
 """
 
 from dataclasses import dataclass
@@ -32,18 +36,26 @@ def join(
     prompts: torch.Tensor,
     offsets: torch.Tensor,
     labels: torch.Tensor | None = None,
+    lengths: torch.Tensor | None = None,
+    pad_left: bool = False,
 ) -> Joined:
     """Insert prompts (B, P, H) into token embeddings (B, T, H) at per-row `offsets` (B,).
 
-    `labels`, when given, are aligned with the tokens (decoder-only training): prompt positions get IGNORE_INDEX.
+    `lengths` (B,) gives each row's prompt length (at most P; all P when None); the P - length unused slots become
+    padding on the left (`pad_left`, for left-padded batches) or at the end of the row.
+    `labels`, when given, are aligned with the tokens (decoder-only training): prompt and padding get IGNORE_INDEX.
     """
     B, T, _ = token_embeds.shape
     P = prompts.shape[1]
+    lengths = torch.full((B,), P, device=token_embeds.device) if lengths is None else lengths.to(token_embeds.device)
     pos = torch.arange(T + P, device=token_embeds.device).unsqueeze(0)  # (1, P + T)
-    start = offsets.unsqueeze(1)  # (B, 1)
-    is_prompt = (pos >= start) & (pos < start + P)  # (B, P + T)
-    token_index = torch.where(pos < start, pos, pos - P).clamp(0, max(T - 1, 0))  # (B, P + T)
-    prompt_index = (pos - start).clamp(0, max(P - 1, 0))  # (B, P + T)
+    shift = (P - lengths).unsqueeze(1) if pad_left else torch.zeros_like(lengths).unsqueeze(1)  # (B, 1) extra left pads
+    q = pos - shift  # position in the row as it reads alone, (B, P + T): negative or past its end = extra padding
+    start, length = offsets.unsqueeze(1), lengths.unsqueeze(1)  # (B, 1)
+    is_prompt = (q >= start) & (q < start + length)  # (B, P + T)
+    is_pad = (q < 0) | (q >= T + length)
+    token_index = torch.where(q < start, q, q - length).clamp(0, max(T - 1, 0))  # (B, P + T)
+    prompt_index = (q - start).clamp(0, max(P - 1, 0))  # (B, P + T)
 
     def take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # x (B, L, H), index (B, P + T)
         return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
@@ -53,8 +65,8 @@ def join(
         embeds = torch.where(is_prompt.unsqueeze(-1), take(prompts.to(token_embeds.dtype), prompt_index), tokens)
     else:
         embeds = tokens
-    mask = attention_mask.gather(1, token_index).masked_fill(is_prompt, 1)
+    mask = attention_mask.gather(1, token_index).masked_fill(is_prompt, 1).masked_fill(is_pad, 0)
     joined_labels = None
     if labels is not None:
-        joined_labels = labels.gather(1, token_index).masked_fill(is_prompt, IGNORE_INDEX)
+        joined_labels = labels.gather(1, token_index).masked_fill(is_prompt | is_pad, IGNORE_INDEX)
     return Joined(embeds, mask, joined_labels, is_prompt)

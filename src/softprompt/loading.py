@@ -2,8 +2,6 @@
 
 from pathlib import Path
 
-import torch
-
 from softprompt.bank import PromptBank
 from softprompt.errors import UserError
 from softprompt.model import SoftPromptModel
@@ -22,11 +20,8 @@ def load_with_prompts(paths: list[str], model_name: str | None = None, family: s
     model = SoftPromptModel.load(name, family or files[0].metadata.get("family"), dtype, readout_scale)
     for path, file in zip(paths, files):
         check_compatible(file, model.hidden, model.fingerprint(), path, allow_other_model)
-    lengths = {f.length for f in files}
-    if len(lengths) > 1:
-        raise UserError(f"prompts of different lengths ({sorted(lengths)}) cannot share one bank")
     names = _unique_names([Path(p).stem if Path(p).stem != "prompt" else Path(p).parent.name for p in paths])
-    model.bank = PromptBank(torch.stack([f.prompt for f in files]), names)
+    model.bank = PromptBank([f.prompt for f in files], names)
     return model, files
 
 

@@ -243,8 +243,9 @@ class SoftPromptModel(nn.Module):
         """Embed the tokens and insert each row's prompt: (B, T) -> (B, P + T, H)."""
         token_embeds = self.input_embeddings()(input_ids)  # (B, T, H)
         offsets = insertion_offsets(attention_mask, self.after_special)
-        aligned = labels if self.family == DECODER_ONLY else None
-        return join(token_embeds, attention_mask, self.bank(prompt_ids), offsets, aligned)
+        prompts, lengths = self.bank(prompt_ids)  # (B, P_max, H), (B,)
+        left = self.family == DECODER_ONLY
+        return join(token_embeds, attention_mask, prompts, offsets, labels if left else None, lengths, pad_left=left)
 
     def _run(self, j: Joined, labels: torch.Tensor | None = None):
         """The base model on joined embeddings; its logits only (the loss is ours, see `target_losses`)."""
