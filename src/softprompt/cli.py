@@ -115,6 +115,29 @@ def info(prompt: str, json_output: bool = False) -> dict:
     return file.metadata
 
 
+def ensemble(prompts: list[str], model: ModelOptions, data: DataOptions, batch_size: int = 64, json_output: bool = False, allow_other_model: bool = False) -> dict:
+    """Score prompts of one task alone and as an ensemble, run together in one batched pass (paper section 7)."""
+    checks.check_data(data)
+    checks.check_predict(batch_size)
+    if len(prompts) < 2:
+        raise UserError("--prompts: an ensemble needs at least two prompt files")
+    if not (data.validation or data.train):
+        raise UserError("--data.validation: give the data to evaluate on")
+    from softprompt.ensemble import evaluate_ensemble
+    from softprompt.loading import load_with_prompts, same_task, task_options
+    from softprompt.tasks import make_task
+
+    frozen, files = load_with_prompts(prompts, model.name, model.family, allow_other_model, model.dtype, model.readout_scale)
+    same_task(prompts, files)
+    data = task_options(files[0], data)
+    task = make_task(data)
+    examples = task.load(data.validation or data.train, data.limit_validation)
+    task.prepare(frozen)
+    report = evaluate_ensemble(frozen, task, examples, batch_size, progress=not json_output)
+    print(json.dumps(report.as_dict(), indent=2) if json_output else report.table())
+    return report.as_dict()
+
+
 def quickstart(output: str = "runs/quickstart", steps: int = 150, seed: int = 42) -> dict:
     """Offline demo on the embedded all-MiniLM-L6-v2: prompt design vs prompt tuning on a shipped sentiment set."""
     checks.check_quickstart(output, steps, seed)
@@ -224,10 +247,19 @@ def build_parser() -> ArgumentParser:
         arguments=[(("--json",), dict(dest="json_output", action="store_true", help="Print only JSON: one object per embedded model."))],
     )
     command("tasks", tasks)
+    command(
+        "ensemble", ensemble, ("model", ModelOptions), ("data", DataOptions),
+        arguments=[
+            (("--prompts",), dict(nargs="+", type=str, required=True, help="Two or more prompt files of one task.")),
+            (("--batch_size",), dict(type=int, default=64, help="Rows per forward pass (each input counts once per prompt).")),
+            (("--json",), dict(dest="json_output", action="store_true", help="Print only JSON.")),
+            allow,
+        ],
+    )
     return parser
 
 
-COMMANDS = {"train": train, "eval": evaluate, "predict": predict, "info": info, "quickstart": quickstart, "models": models, "tasks": tasks}
+COMMANDS = {"train": train, "eval": evaluate, "predict": predict, "info": info, "quickstart": quickstart, "models": models, "tasks": tasks, "ensemble": ensemble}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,17 @@ def load_with_prompts(paths: list[str], model_name: str | None = None, family: s
     return model, files
 
 
+def same_task(paths: list[str], files: list[PromptFile]) -> None:
+    """Refuse prompts that were trained for different tasks (type, template or labels differ)."""
+    first = files[0].metadata.get("task", {})
+    keys = ("type", "template", "verbalizers")
+    for path, file in zip(paths[1:], files[1:]):
+        task = file.metadata.get("task", {})
+        differ = [k for k in keys if task.get(k) != first.get(k)]
+        if differ:
+            raise UserError(f"{path}: its task differs from {paths[0]}'s ({', '.join(differ)}): an ensemble takes prompts of one task")
+
+
 def task_options(file: PromptFile, overrides: DataOptions | None = None) -> DataOptions:
     """The task settings recorded in a prompt file, with any option that differs from the default taken from `overrides`."""
     task = file.metadata.get("task", {})

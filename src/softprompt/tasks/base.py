@@ -122,6 +122,14 @@ class Task:
         o = self.options
         return model.generate(inputs, prompt_ids, template=self.template, max_new_tokens=o.max_target_length, max_input_length=o.max_input_length)
 
+    def predict_members(self, model: SoftPromptModel, inputs: list[dict[str, str]], prompt_ids: list[int]) -> tuple[list[list[str]], list[str]]:
+        """Each input run with every prompt of `prompt_ids` in one batched pass (inputs repeated, one row per
+        prompt): each member's predictions, and the ensemble's by majority vote (ties: the earliest member's)."""
+        K = len(prompt_ids)
+        flat = self.predict(model, [x for x in inputs for _ in range(K)], prompt_ids * len(inputs))  # (B * K,)
+        rows = [flat[i * K : (i + 1) * K] for i in range(len(inputs))]
+        return [flat[k::K] for k in range(K)], [max(row, key=row.count) for row in rows]
+
     def score(self, predictions: list[str], examples: list[Example]) -> dict[str, float]:
         raise NotImplementedError
 

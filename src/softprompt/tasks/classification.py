@@ -67,6 +67,15 @@ class ClassificationTask(Task):
         scores = model.class_scores(inputs, self.label_texts, prompt_ids, template=self.template, max_input_length=self.options.max_input_length)
         return [self.label_values[i] for i in scores.argmax(-1).tolist()]
 
+    def predict_members(self, model, inputs, prompt_ids):
+        """Each member's labels, and the ensemble's by the mean of the members' label probabilities."""
+        K = len(prompt_ids)
+        repeated = [x for x in inputs for _ in range(K)]
+        scores = model.class_scores(repeated, self.label_texts, prompt_ids * len(inputs), template=self.template, max_input_length=self.options.max_input_length)
+        probabilities = scores.view(len(inputs), K, -1).softmax(-1)  # (B, K, L)
+        label = lambda index: [self.label_values[i] for i in index.tolist()]  # noqa: E731
+        return [label(probabilities[:, k].argmax(-1)) for k in range(K)], label(probabilities.mean(1).argmax(-1))
+
     def score(self, predictions, examples):
         gold = [self.label_values[e.class_id] for e in examples]
         return {"accuracy": 100 * metrics.accuracy(predictions, gold), "macro_f1": 100 * metrics.macro_f1(predictions, gold)}
