@@ -202,10 +202,11 @@ class SoftPromptModel(nn.Module):
         lengths = [len(ids) for ids in self.tokenizer(texts)["input_ids"]]
         return [text if n <= budget else template.fit(values, self.count_input_tokens, budget) for text, n, values in zip(texts, lengths, inputs)]
 
-    def tokenize(self, inputs: list, targets: list[str] | None = None, *, template: Template | None = None, max_input_length: int = 512, max_target_length: int = 8) -> dict[str, torch.Tensor]:
+    def tokenize(self, inputs: list, targets: list[str] | None = None, *, template: Template | None = None, max_input_length: int = 512, max_target_length: int = 8, fit: bool = True) -> dict[str, torch.Tensor]:
         """Inputs (texts, or dicts of fields for `template`) -> padded tensors for this family: input_ids,
-        attention_mask and, with targets, labels. Long inputs are cut by the template (never special tokens)."""
-        texts = self.fit_inputs(inputs, template, self.input_budget(max_input_length, max_target_length))
+        attention_mask and, with targets, labels. Long inputs are cut by the template (never special tokens);
+        `fit=False` takes texts already fitted."""
+        texts = self.fit_inputs(inputs, template, self.input_budget(max_input_length, max_target_length)) if fit else list(inputs)
         tok = self.tokenizer
         if self.family == DECODER_ONLY:
             return self._tokenize_decoder_only(texts, targets, max_target_length)
@@ -304,10 +305,13 @@ class SoftPromptModel(nn.Module):
         label_ids = self.label_batch["input_ids"].to(self.device)  # (L, T)
         label_mask = self.label_batch["attention_mask"].to(self.device)
         L = label_ids.shape[0]
-        j = self.joined(label_ids.repeat(len(ids), 1), label_mask.repeat(len(ids), 1), ids.repeat_interleave(L))
-        hidden = self.base(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask).last_hidden_state
-        anchors = mean_pool(hidden, j.attention_mask).view(len(ids), L, -1)  # (U, L, H)
-        return anchors[rows]
+        anchors = self.pooled(label_ids.repeat(len(ids), 1), label_mask.repeat(len(ids), 1), ids.repeat_interleave(L))
+        return anchors.view(len(ids), L, -1)[rows]  # (B, L, H)
+
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_ids: torch.Tensor) -> torch.Tensor:
+        """Encoder-only: (B, T) tokens, each row under its prompt -> (B, H) mean-pooled embeddings, prompt included."""
+        j = self.joined(input_ids, attention_mask, prompt_ids)
+        return mean_pool(self._run(j).last_hidden_state, j.attention_mask)
 
     # ----- prediction ---------------------------------------------------------------------------------
     def _prompt_ids(self, n: int, prompt_ids) -> torch.Tensor:
@@ -320,17 +324,35 @@ class SoftPromptModel(nn.Module):
         """(B, L) scores of each label for each input: cosine (encoder-only) or target log-likelihood (rank classification).
 
         Inputs are texts, or dicts of fields for `template`."""
-        ids = self._prompt_ids(len(inputs), prompt_ids)
+        texts = self.fit_inputs(inputs, template, self.input_budget(max_input_length, self.label_target_length(label_texts)))
+        return torch.stack(self.score_labels(texts, [label_texts] * len(texts), prompt_ids))
+
+    def label_target_length(self, label_texts: list[str]) -> int:
+        """Target tokens to hold for scoring these labels (with room for EOS)."""
+        return max(len(self.token_ids(t)) for t in label_texts) + 2
+
+    @torch.no_grad()
+    def score_labels(self, texts: list[str], label_sets: list[list[str]], prompt_ids=None) -> list[torch.Tensor]:
+        """Rows of different tasks in one pass: each text (already fitted to the model, see `fit_inputs`) scored
+        against its own label texts under its own prompt -> one (L_b,) tensor of scores per row."""
+        ids = self._prompt_ids(len(texts), prompt_ids)
+        sizes = [len(labels) for labels in label_sets]
         if self.family == ENCODER_ONLY:
-            self.set_labels(label_texts)
-            batch = self.tokenize(inputs, template=template, max_input_length=max_input_length)
-            return self(**_to(batch, self.device), prompt_ids=ids).logits.float()
-        L = len(label_texts)
-        repeated = [x for x in inputs for _ in range(L)]
-        targets = list(label_texts) * len(inputs)
-        target_length = max(len(self.token_ids(t)) for t in label_texts) + 2
-        batch = self.tokenize(repeated, targets, template=template, max_input_length=max_input_length, max_target_length=target_length)
-        return self.target_logprob(_to(batch, self.device), ids.repeat_interleave(L)).view(len(inputs), L)
+            batch = _to(self.tokenize(texts, fit=False), self.device)
+            sentences = self.pooled(batch["input_ids"], batch["attention_mask"], ids)  # (B, H)
+            pairs = list(dict.fromkeys((int(i), t) for i, labels in zip(ids, label_sets) for t in labels))  # distinct (prompt, label)
+            label_batch = _to(dict(self.tokenizer([t for _, t in pairs], padding=True, return_tensors="pt")), self.device)
+            anchors = self.pooled(label_batch["input_ids"], label_batch["attention_mask"], torch.tensor([i for i, _ in pairs], device=self.device))
+            index = {pair: k for k, pair in enumerate(pairs)}
+            return [
+                self.readout_scale * cosine(sentences[b : b + 1], anchors[[index[(int(ids[b]), t)] for t in labels]].unsqueeze(0))[0].float()
+                for b, labels in enumerate(label_sets)
+            ]
+        repeated = [text for text, labels in zip(texts, label_sets) for _ in labels]
+        targets = [t for labels in label_sets for t in labels]
+        batch = self.tokenize(repeated, targets, max_target_length=max(self.label_target_length(labels) for labels in label_sets), fit=False)
+        flat = self.target_logprob(_to(batch, self.device), ids.repeat_interleave(torch.tensor(sizes, device=self.device)))
+        return list(flat.split(sizes))
 
     def target_logprob(self, batch: dict, prompt_ids: torch.Tensor) -> torch.Tensor:
         """(B,) summed log-probability of each row's target tokens."""

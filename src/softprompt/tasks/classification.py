@@ -67,6 +67,12 @@ class ClassificationTask(Task):
         scores = model.class_scores(inputs, self.label_texts, prompt_ids, template=self.template, max_input_length=self.options.max_input_length)
         return [self.label_values[i] for i in scores.argmax(-1).tolist()]
 
+    def render(self, model: SoftPromptModel, inputs: list[dict[str, str]]) -> list[str]:
+        """Inputs as scoring sees them: rendered, and cut to fit beside the prompt and the longest label; ready
+        for `model.score_labels`, where rows of other tasks may join them."""
+        budget = model.input_budget(self.options.max_input_length, model.label_target_length(self.label_texts))
+        return model.fit_inputs(inputs, self.template, budget)
+
     def predict_members(self, model, inputs, prompt_ids):
         """Each member's labels, and the ensemble's by the mean of the members' label probabilities."""
         K = len(prompt_ids)
