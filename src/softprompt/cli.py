@@ -144,6 +144,27 @@ def tasks() -> list[dict]:
     return rows
 
 
+def neighbors(prompt: str, k: int = 5, json_output: bool = False, model: ModelOptions | None = None, allow_other_model: bool = False) -> dict:
+    """List each prompt position's nearest vocabulary tokens (cosine similarity) and the label words among them."""
+    if k < 1:
+        raise UserError(f"-k must be at least 1 (got {k})")
+    model = model or ModelOptions()
+    from softprompt.interpret import label_hits, nearest_tokens, report, table
+    from softprompt.loading import load_with_prompts
+
+    frozen, files = load_with_prompts([prompt], model.name, model.family, allow_other_model, model.dtype, model.readout_scale)
+    nearest = nearest_tokens(frozen, files[0].prompt, k)
+    words = list(dict.fromkeys(files[0].metadata.get("task", {}).get("verbalizers", {}).values()))
+    hits = label_hits(frozen, nearest, words) if words else None
+    result = {"prompt": prompt, "model": frozen.name, **report(nearest, hits)}
+    if json_output:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{prompt}: {files[0].length} positions, nearest of {frozen.name}'s {len(frozen.tokenizer):,} tokens")
+        print(table(nearest, hits))
+    return result
+
+
 SECTION_FILES = (".yaml", ".yml", ".json")
 
 
@@ -224,10 +245,19 @@ def build_parser() -> ArgumentParser:
         arguments=[(("--json",), dict(dest="json_output", action="store_true", help="Print only JSON: one object per embedded model."))],
     )
     command("tasks", tasks)
+    command(
+        "neighbors", neighbors, ("model", ModelOptions),
+        arguments=[
+            (("prompt",), dict(type=str, help="Prompt file.")),
+            (("-k", "--k"), dict(type=int, default=5, help="Nearest tokens to list per prompt position.")),
+            (("--json",), dict(dest="json_output", action="store_true", help="Print only JSON: each position's tokens, ids and similarities, and the label-word counts.")),
+            allow,
+        ],
+    )
     return parser
 
 
-COMMANDS = {"train": train, "eval": evaluate, "predict": predict, "info": info, "quickstart": quickstart, "models": models, "tasks": tasks}
+COMMANDS = {"train": train, "eval": evaluate, "predict": predict, "info": info, "quickstart": quickstart, "models": models, "tasks": tasks, "neighbors": neighbors}
 
 
 def main(argv: list[str] | None = None) -> int:
