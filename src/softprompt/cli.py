@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Literal
 
 from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
@@ -165,6 +166,28 @@ def neighbors(prompt: str, k: int = 5, json_output: bool = False, model: ModelOp
     return result
 
 
+def export(prompt: str, output: str, to: str = "peft", family: str | None = None) -> Path:
+    """Write a prompt file as a PEFT prompt-tuning adapter folder (adapter_config.json, adapter_model.safetensors)."""
+    from softprompt.interop.peft import export_adapter
+
+    for note in export_adapter(prompt, output, family):
+        print(note, file=sys.stderr)
+    print(f"saved: {output} (PEFT prompt tuning: adapter_config.json, adapter_model.safetensors)")
+    return Path(output)
+
+
+def import_(source: str, output: str, model: ModelOptions | None = None) -> Path:
+    """Make a prompt file from a PEFT prompt-tuning adapter folder or an official prompt-tuning .npy file."""
+    from softprompt.interop import import_prompt
+
+    model = model or ModelOptions()
+    path, note = import_prompt(source, output, model.name, model.family, model.dtype)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"saved: {path}")
+    return path
+
+
 SECTION_FILES = (".yaml", ".yml", ".json")
 
 
@@ -254,10 +277,26 @@ def build_parser() -> ArgumentParser:
             allow,
         ],
     )
+    command(
+        "export", export,
+        arguments=[
+            (("prompt",), dict(type=str, help="Prompt file.")),
+            (("--to",), dict(type=Literal["peft"], default="peft", help="Format: peft (a PEFT prompt-tuning adapter folder).")),
+            (("--output",), dict(type=str, required=True, help="Folder to write (new, empty, or an earlier adapter, which is replaced).")),
+            (("--family",), dict(type=Literal["encoder-decoder", "decoder-only", "encoder-only"] | None, default=None, help="Model family, when the prompt file does not record it.")),
+        ],
+    )
+    command(
+        "import", import_, ("model", ModelOptions),
+        arguments=[
+            (("source",), dict(type=str, help="A PEFT prompt-tuning adapter folder, or a .npy file of shape (length, hidden).")),
+            (("--output",), dict(type=str, required=True, help="Prompt file to write.")),
+        ],
+    )
     return parser
 
 
-COMMANDS = {"train": train, "eval": evaluate, "predict": predict, "info": info, "quickstart": quickstart, "models": models, "tasks": tasks, "neighbors": neighbors}
+COMMANDS = {"train": train, "eval": evaluate, "predict": predict, "info": info, "quickstart": quickstart, "models": models, "tasks": tasks, "neighbors": neighbors, "export": export, "import": import_}
 
 
 def main(argv: list[str] | None = None) -> int:
