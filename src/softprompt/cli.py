@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Literal
 
 from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
@@ -167,6 +168,49 @@ def tasks() -> list[dict]:
     return rows
 
 
+def neighbors(prompt: str, k: int = 5, json_output: bool = False, model: ModelOptions | None = None, allow_other_model: bool = False) -> dict:
+    """List each prompt position's nearest vocabulary tokens (cosine similarity) and the label words among them."""
+    if k < 1:
+        raise UserError(f"-k must be at least 1 (got {k})")
+    model = model or ModelOptions()
+    from softprompt.interpret import label_hits, nearest_tokens, report, table
+    from softprompt.loading import load_with_prompts
+
+    frozen, files = load_with_prompts([prompt], model.name, model.family, allow_other_model, model.dtype, model.readout_scale)
+    nearest = nearest_tokens(frozen, files[0].prompt, k)
+    words = list(dict.fromkeys(files[0].metadata.get("task", {}).get("verbalizers", {}).values()))
+    hits = label_hits(frozen, nearest, words) if words else None
+    result = {"prompt": prompt, "model": frozen.name, **report(nearest, hits)}
+    if json_output:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{prompt}: {files[0].length} positions, nearest of {frozen.name}'s {len(frozen.tokenizer):,} tokens")
+        print(table(nearest, hits))
+    return result
+
+
+def export(prompt: str, output: str, to: str = "peft", family: str | None = None) -> Path:
+    """Write a prompt file as a PEFT prompt-tuning adapter folder (adapter_config.json, adapter_model.safetensors)."""
+    from softprompt.interop.peft import export_adapter
+
+    for note in export_adapter(prompt, output, family):
+        print(note, file=sys.stderr)
+    print(f"saved: {output} (PEFT prompt tuning: adapter_config.json, adapter_model.safetensors)")
+    return Path(output)
+
+
+def import_(source: str, output: str, model: ModelOptions | None = None) -> Path:
+    """Make a prompt file from a PEFT prompt-tuning adapter folder or an official prompt-tuning .npy file."""
+    from softprompt.interop import import_prompt
+
+    model = model or ModelOptions()
+    path, note = import_prompt(source, output, model.name, model.family, model.dtype)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"saved: {path}")
+    return path
+
+
 SECTION_FILES = (".yaml", ".yml", ".json")
 
 
@@ -256,10 +300,38 @@ def build_parser() -> ArgumentParser:
             allow,
         ],
     )
+    command(
+        "neighbors", neighbors, ("model", ModelOptions),
+        arguments=[
+            (("prompt",), dict(type=str, help="Prompt file.")),
+            (("-k", "--k"), dict(type=int, default=5, help="Nearest tokens to list per prompt position.")),
+            (("--json",), dict(dest="json_output", action="store_true", help="Print only JSON: each position's tokens, ids and similarities, and the label-word counts.")),
+            allow,
+        ],
+    )
+    command(
+        "export", export,
+        arguments=[
+            (("prompt",), dict(type=str, help="Prompt file.")),
+            (("--to",), dict(type=Literal["peft"], default="peft", help="Format: peft (a PEFT prompt-tuning adapter folder).")),
+            (("--output",), dict(type=str, required=True, help="Folder to write (new, empty, or an earlier adapter, which is replaced).")),
+            (("--family",), dict(type=Literal["encoder-decoder", "decoder-only", "encoder-only"] | None, default=None, help="Model family, when the prompt file does not record it.")),
+        ],
+    )
+    command(
+        "import", import_, ("model", ModelOptions),
+        arguments=[
+            (("source",), dict(type=str, help="A PEFT prompt-tuning adapter folder, or a .npy file of shape (length, hidden).")),
+            (("--output",), dict(type=str, required=True, help="Prompt file to write.")),
+        ],
+    )
     return parser
 
 
-COMMANDS = {"train": train, "eval": evaluate, "predict": predict, "info": info, "quickstart": quickstart, "models": models, "tasks": tasks, "ensemble": ensemble}
+COMMANDS = {
+    "train": train, "eval": evaluate, "predict": predict, "info": info, "quickstart": quickstart, "models": models,
+    "tasks": tasks, "ensemble": ensemble, "neighbors": neighbors, "export": export, "import": import_,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,173 @@
+"""PEFT prompt-tuning adapters: a folder with adapter_config.json and adapter_model.safetensors.
+
+As PEFT 0.21 writes them (peft/tuners/prompt_tuning, peft/utils/save_and_load.py): one tensor `prompt_embeddings` of
+shape (S * P, H), where S is `num_transformer_submodules`, 2 for encoder-decoder models (SEQ_2_SEQ_LM) and 1
+otherwise. PEFT prepends only the first P rows, before the encoder input or the decoder-only input; the second P
+rows of an encoder-decoder adapter are never used. Exported adapters hold the prompt in both halves; imports read the
+first.
+
+Placements: PEFT puts the prompt before the whole input. For encoder-decoder models that is where softprompt puts it;
+for decoder-only models too, as long as a row has no left padding and the tokenizer adds no leading BOS; for
+encoder-only models PEFT puts it before [CLS], softprompt after it, so their outputs differ.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from softprompt.embedded import sha256_of
+from softprompt.errors import UserError
+from softprompt.interop import Imported
+from softprompt.prompt import load_prompt
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+PICKLE_FILE = "adapter_model.bin"
+TENSOR_NAME = "prompt_embeddings"
+ADAPTER_FILES = {CONFIG_FILE, WEIGHTS_FILE, PICKLE_FILE, "README.md"}  # what an export may replace
+
+TASK_TYPES = {"encoder-decoder": "SEQ_2_SEQ_LM", "decoder-only": "CAUSAL_LM", "encoder-only": "FEATURE_EXTRACTION"}
+FAMILIES = {task: family for family, task in TASK_TYPES.items()}
+
+PLACEMENT_NOTES = {  # where PEFT's placement differs from softprompt's, as export reports it
+    "encoder-only": "warning: PEFT puts the prompt before [CLS], softprompt after it, so PEFT's outputs with this prompt differ from softprompt's",
+    "decoder-only": "note: PEFT puts the prompt before the whole input, as softprompt does only for rows without left padding "
+    "and tokenizers that add no leading BOS (GPT-2); with left padding or a leading BOS (Llama) their outputs differ",
+}
+
+
+def submodules(task_type: str | None) -> int:
+    """PEFT's default num_transformer_submodules for a task type."""
+    return 2 if task_type == "SEQ_2_SEQ_LM" else 1
+
+
+# ----- export -------------------------------------------------------------------------------------------------
+def adapter_config(base_model: str | None, family: str, length: int, hidden: int) -> dict:
+    """adapter_config.json for a prompt of P = `length` vectors; PEFT fills num_layers and num_attention_heads in
+    from the base model when it loads the adapter (they play no part in prompt tuning)."""
+    task_type = TASK_TYPES[family]
+    return {
+        "peft_type": "PROMPT_TUNING",
+        "task_type": task_type,
+        "num_virtual_tokens": length,
+        "token_dim": hidden,
+        "num_transformer_submodules": submodules(task_type),
+        "num_attention_heads": None,
+        "num_layers": None,
+        "base_model_name_or_path": base_model,
+        "inference_mode": True,
+        "prompt_tuning_init": "RANDOM",
+        "prompt_tuning_init_text": None,
+        "tokenizer_name_or_path": None,
+        "tokenizer_kwargs": None,
+        "revision": None,
+        "auto_mapping": None,
+        "modules_to_save": None,
+    }
+
+
+def export_adapter(prompt_path: str, output: str, family: str | None = None) -> list[str]:
+    """Write the prompt file `prompt_path` as a PEFT adapter folder `output`; returns notes on where PEFT's placement
+    differs from softprompt's."""
+    file = load_prompt(prompt_path)
+    family = family or file.metadata.get("family")
+    if family not in TASK_TYPES:
+        raise UserError(f"{prompt_path}: the prompt file does not record its model family; pass --family ({', '.join(TASK_TYPES)})")
+    config = adapter_config(file.metadata.get("base_model"), family, file.length, file.hidden)
+    weights = file.prompt.repeat(config["num_transformer_submodules"], 1).contiguous()  # (S * P, H)
+    with staged_folder(output) as folder:
+        (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        save_file({TENSOR_NAME: weights}, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    return [PLACEMENT_NOTES[family]] if family in PLACEMENT_NOTES else []
+
+
+@contextlib.contextmanager
+def staged_folder(path: str | os.PathLike):
+    """Yield a temporary folder beside `path`, put in its place only if the block succeeds.
+
+    `path` may be missing, empty, or an earlier adapter (nothing but adapter files); anything else is refused."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--output {path}: exists and is not a folder")
+    others = sorted(set(os.listdir(path)) - ADAPTER_FILES) if path.is_dir() else []
+    if others:
+        raise UserError(f"--output {path}: the folder holds other files ({', '.join(others[:3])}); give a new or empty folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    retired = staging.with_name(staging.name + ".old")
+    try:
+        yield staging
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 -> the mode of any newly made folder
+        if path.exists():
+            os.rename(path, retired)
+        os.rename(staging, path)
+    finally:
+        for leftover in (staging, retired):
+            if leftover.exists():
+                shutil.rmtree(leftover)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# ----- import -------------------------------------------------------------------------------------------------
+def read_adapter(folder: Path) -> Imported:
+    """The prompt of a PEFT prompt-tuning adapter folder: the first P rows of its prompt_embeddings."""
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise UserError(f"{folder}: not a PEFT adapter folder (no {CONFIG_FILE})")
+    config = _read_config(config_path)
+    length = config["num_virtual_tokens"]
+    copies = config.get("num_transformer_submodules") or submodules(config.get("task_type"))
+    weights_path = folder / WEIGHTS_FILE
+    weights = _read_weights(weights_path, folder)
+    hidden = config.get("token_dim") or weights.shape[-1]
+    if weights.dim() != 2 or tuple(weights.shape) != (copies * length, hidden):
+        raise UserError(
+            f"{weights_path}: {TENSOR_NAME} has shape {tuple(weights.shape)}, expected ({copies * length}, {hidden}) "
+            f"for {length} virtual tokens x {copies} submodules"
+        )
+    prompt = weights[:length].float().contiguous()  # (P, H): the rows PEFT prepends
+    if not torch.isfinite(prompt).all():
+        raise UserError(f"{weights_path}: the prompt holds NaN or infinite values")
+    source = {"path": str(folder.resolve()), "format": "peft", "file": WEIGHTS_FILE, "sha256": sha256_of(weights_path), "task_type": config.get("task_type")}
+    return Imported(prompt, source, config.get("base_model_name_or_path"), FAMILIES.get(config.get("task_type")))
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({getattr(e, 'msg', e)})") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path}: not a JSON object")
+    if config.get("peft_type") != "PROMPT_TUNING":
+        raise UserError(f"{path}: peft_type {config.get('peft_type')!r} is not prompt tuning (PROMPT_TUNING)")
+    length = config.get("num_virtual_tokens")
+    if not isinstance(length, int) or isinstance(length, bool) or length < 1:
+        raise UserError(f"{path}: num_virtual_tokens must be a positive integer (got {length!r})")
+    return config
+
+
+def _read_weights(path: Path, folder: Path) -> torch.Tensor:
+    if not path.is_file():
+        if (folder / PICKLE_FILE).is_file():
+            raise UserError(f"{folder / PICKLE_FILE}: a pickle file, which softprompt never loads; save the adapter as safetensors")
+        raise UserError(f"{folder}: no {WEIGHTS_FILE}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if TENSOR_NAME not in f.keys():
+                raise UserError(f"{path}: no '{TENSOR_NAME}' tensor (not a prompt-tuning adapter)")
+            return f.get_tensor(TENSOR_NAME)
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{path}: not a readable safetensors file ({e})") from None

@@ -1,0 +1,99 @@
+"""Nearest vocabulary tokens of prompt vectors and the label words among them (interpret.py, `softprompt neighbors`)."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import BUILDERS, save_model
+from softprompt.cli import main
+from softprompt.interpret import label_hits, nearest_tokens
+from softprompt.model import SoftPromptModel
+from softprompt.prompt import save_prompt
+
+TEXT = "the movie was great fun"
+
+
+def test_a_text_initialised_prompt_has_that_text_as_nearest_tokens(tiny):
+    ids = tiny.token_ids(TEXT)
+    prompt = tiny.initial_prompt("text", 7, text=TEXT)  # the text's 5 tokens, then its first 2 again
+    nearest = nearest_tokens(tiny, prompt, k=3)
+    expected = [ids[i % len(ids)] for i in range(7)]
+    assert nearest.ids.shape == (7, 3) and nearest.ids[:, 0].tolist() == expected
+    assert [row[0] for row in nearest.tokens] == tiny.tokenizer.convert_ids_to_tokens(expected)
+    assert torch.allclose(nearest.similarities[:, 0], torch.ones(7), atol=1e-5)
+    assert (nearest.similarities[:, :-1] >= nearest.similarities[:, 1:]).all()  # nearest first
+
+
+def label_prompt(model: SoftPromptModel, words: list[str]) -> torch.Tensor:
+    """(P, H): the embedding of each word in turn."""
+    weights = model.input_embeddings().weight
+    return weights[torch.tensor([model.token_ids(w)[0] for w in words])].detach().float()
+
+
+@pytest.mark.parametrize("family", ["decoder-only"])
+def test_label_words_are_counted_per_position_and_overall(tiny):
+    prompt = label_prompt(tiny, ["great", "cat", "terrible", "dog", "great"])
+    hits = label_hits(tiny, nearest_tokens(tiny, prompt, k=1), ["terrible", "great"])
+    assert hits.per_position == [["great"], [], ["terrible"], [], ["great"]]
+    assert hits.positions == {"terrible": 1, "great": 2}
+    assert (hits.total, hits.positions_with_any) == (3, 3)
+
+    everything = label_hits(tiny, nearest_tokens(tiny, prompt, k=len(tiny.tokenizer)), ["terrible", "great"])
+    assert everything.positions == {"terrible": 5, "great": 5} and everything.total == 10
+
+
+def test_label_words_count_the_class_label_initialiser(tiny):
+    prompt = tiny.initial_prompt("labels", 6, labels=["terrible", "great"], first_n=len(tiny.tokenizer))
+    hits = label_hits(tiny, nearest_tokens(tiny, prompt, k=1), ["terrible", "great"])
+    assert hits.per_position[:2] == [["terrible"], ["great"]]  # one row per label, the rest sampled vocabulary
+
+
+def test_k_is_checked(tiny):
+    prompt = tiny.initial_prompt("text", 2, text=TEXT)
+    with pytest.raises(Exception, match="-k must be between 1 and the vocabulary size"):
+        nearest_tokens(tiny, prompt, k=len(tiny.tokenizer) + 1)
+
+
+def labelled_prompt_file(tmp_path, family) -> tuple:
+    folder = save_model(BUILDERS[family](), tmp_path / "model")
+    model = SoftPromptModel.load(folder)
+    path = tmp_path / "prompt.safetensors"
+    task = {"type": "classification", "verbalizers": {"0": "terrible", "1": "great"}}
+    save_prompt(path, label_prompt(model, ["great", "cat", "terrible", "dog"]), {**model.identity(), "task": task})
+    return str(path), folder
+
+
+@pytest.mark.parametrize("family", ["encoder-only"])
+def test_neighbors_prints_a_table_and_json(tmp_path, family, capsys):
+    path, folder = labelled_prompt_file(tmp_path, family)
+    assert main(["neighbors", path, "-k", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 + 1 + 4 + 1  # title, header, 4 positions, summary
+    assert lines[2].split()[:3] == ["0", "great", "1.00"] and lines[2].endswith("great")
+    assert lines[-1] == "label words among the 2 nearest tokens: terrible at 1 of 4, great at 1 of 4 positions; 2 of 4 positions have one"
+
+    assert main(["neighbors", path, "--k=2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["k"] == 2 and report["model"] == folder and len(report["positions"]) == 4
+    first = report["positions"][0]
+    assert first["tokens"][0] == "great" and first["similarities"][0] == pytest.approx(1.0) and first["label_words"] == ["great"]
+    assert report["label_words"] == {"positions": {"terrible": 1, "great": 1}, "positions_with_any": 2, "total": 2}
+
+
+@pytest.mark.parametrize("family", ["encoder-decoder"])
+def test_neighbors_takes_another_model_and_checks_k(tmp_path, family, capsys):
+    path, folder = labelled_prompt_file(tmp_path, family)
+    assert main(["neighbors", path, "--json", "--model.name", folder]) == 0
+    assert json.loads(capsys.readouterr().out)["k"] == 5
+    assert main(["neighbors", path, "-k", "0"]) == 1
+    assert capsys.readouterr().err == "error: -k must be at least 1 (got 0)\n"
+
+
+def test_the_embedded_minilm_finds_the_text_of_a_text_initialised_prompt():
+    model = SoftPromptModel.load("sentence-transformers/all-MiniLM-L6-v2")
+    text = "a gorgeous, moving film about friendship"
+    ids = model.token_ids(text)
+    nearest = nearest_tokens(model, model.initial_prompt("text", len(ids), text=text), k=5)
+    assert nearest.ids[:, 0].tolist() == ids
+    assert [row[0] for row in nearest.tokens] == ["a", "gorgeous", ",", "moving", "film", "about", "friendship"]
