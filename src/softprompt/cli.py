@@ -211,6 +211,13 @@ def import_(source: str, output: str, model: ModelOptions | None = None) -> Path
     return path
 
 
+def serve(prompts: str, model: str | None = None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, max_batch_size: int = 32, max_wait_ms: float = 5.0, max_inputs: int = 64, max_input_chars: int = 20_000, max_body_bytes: int = 1_000_000, rescan_seconds: float = 0.0, device: str = "auto", dtype: str = "auto", allow_other_model: bool = False) -> None:
+    """Serve every prompt of a folder over HTTP from one frozen model: rows of all tasks run in shared batches."""
+    from softprompt.serve.server import run
+
+    run(prompts, model, host, port, token, max_batch_size, max_wait_ms, max_inputs, max_input_chars, max_body_bytes, rescan_seconds, device, dtype, allow_other_model)
+
+
 SECTION_FILES = (".yaml", ".yml", ".json")
 
 
@@ -325,12 +332,31 @@ def build_parser() -> ArgumentParser:
             (("--output",), dict(type=str, required=True, help="Prompt file to write.")),
         ],
     )
+    command(
+        "serve", serve,
+        arguments=[
+            (("--prompts",), dict(type=str, required=True, help="Folder of prompt files: NAME.safetensors or NAME/prompt.safetensors serves task NAME; rescanned on POST /v1/tasks.")),
+            (("--model",), dict(type=str | None, default=None, help="Hub name or local folder of the model; default: the model the prompt files name (they must agree).")),
+            (("--host",), dict(type=str, default="127.0.0.1", help="Address to listen on (loopback by default).")),
+            (("--port",), dict(type=int, default=8000, help="Port to listen on.")),
+            (("--token",), dict(type=str | None, default=None, help="Bearer token every endpoint but /healthz requires; default: $SOFTPROMPT_TOKEN, else none.")),
+            (("--max_batch_size",), dict(type=int, default=32, help="Rows per model pass.")),
+            (("--max_wait_ms",), dict(type=float, default=5.0, help="How long a batch waits for more requests to fill it (0: run at once).")),
+            (("--max_inputs",), dict(type=int, default=64, help="Inputs a request may hold (413 beyond).")),
+            (("--max_input_chars",), dict(type=int, default=20_000, help="Characters an input may hold, all its fields together (413 beyond).")),
+            (("--max_body_bytes",), dict(type=int, default=1_000_000, help="Bytes a request body may hold (413 beyond), checked before parsing.")),
+            (("--rescan_seconds",), dict(type=float, default=0.0, help="Rescan the prompt folder this often (0: only on POST /v1/tasks).")),
+            (("--device",), dict(type=str, default="auto", help="auto (CUDA when available), cpu, or cuda[:N].")),
+            (("--dtype",), dict(type=str, default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="Dtype of the frozen weights.")),
+            allow,
+        ],
+    )
     return parser
 
 
 COMMANDS = {
     "train": train, "eval": evaluate, "predict": predict, "info": info, "quickstart": quickstart, "models": models,
-    "tasks": tasks, "ensemble": ensemble, "neighbors": neighbors, "export": export, "import": import_,
+    "tasks": tasks, "ensemble": ensemble, "neighbors": neighbors, "export": export, "import": import_, "serve": serve,
 }
 
 

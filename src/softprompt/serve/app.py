@@ -1,0 +1,218 @@
+"""The HTTP app: predictions for any mix of served tasks, the task list, a rescan, a health check; OpenAPI at /docs.
+
+Every error is JSON, {"error": "..."}. With a token, every endpoint but /healthz needs `Authorization: Bearer TOKEN`.
+Request bodies are bounded before they are parsed; CORS is off.
+"""
+
+import asyncio
+import hmac
+import logging
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+
+from softprompt import __version__
+from softprompt.errors import UserError
+from softprompt.serve.batching import Scheduler
+from softprompt.serve.engine import Engine, UnknownTask
+
+log = logging.getLogger("softprompt.serve")
+
+OPEN_PATHS = ("/healthz",)
+
+
+@dataclass
+class Settings:
+    token: str | None = None  # bearer token; None: no authentication
+    max_inputs: int = 64  # per request
+    max_input_chars: int = 20_000  # per input (all its fields together)
+    max_body_bytes: int = 1_000_000
+    max_batch_size: int = 32  # rows per model pass
+    max_wait_ms: float = 5.0  # how long a batch waits to fill
+    rescan_seconds: float = 0.0  # periodic rescans of the prompt folder; 0: only on POST /v1/tasks
+
+
+Input = str | dict[str, str]
+
+
+class Item(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    task: str
+    input: Input
+
+
+class PredictRequest(BaseModel):
+    """Either `task` and `inputs`, or `items` mixing tasks."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [
+            {"task": "sentiment", "inputs": ["A gorgeous, moving film.", "The plot was a mess."]},
+            {"items": [{"task": "sentiment", "input": "A gorgeous film."}, {"task": "squad", "input": {"question": "Where?", "context": "In Paris."}}]},
+        ]},
+    )
+    task: str | None = None
+    inputs: list[Input] | None = None
+    items: list[Item] | None = None
+
+    @model_validator(mode="after")
+    def one_form(self):
+        if not ((self.task is not None and self.inputs is not None and self.items is None) or (self.items is not None and self.task is None and self.inputs is None)):
+            raise ValueError('give either "task" and "inputs", or "items"')
+        return self
+
+    def pairs(self) -> list[tuple[str, str | dict]]:
+        if self.items is not None:
+            return [(item.task, item.input) for item in self.items]
+        return [(self.task, value) for value in self.inputs]
+
+
+class PredictResponse(BaseModel):
+    predictions: list[str] = Field(description="One per input, in order: a label value, or a generated text.")
+
+
+class TooLarge(Exception):
+    pass
+
+
+def error(status: int, message: str, **headers) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+
+def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.scheduler = Scheduler(engine.run, settings.max_batch_size, settings.max_wait_ms)
+        watcher = engine.watch(settings.rescan_seconds) if settings.rescan_seconds > 0 else None
+        try:
+            yield
+        finally:
+            if watcher:
+                watcher.stop()
+            app.state.scheduler.close()
+
+    app = FastAPI(title="softprompt", version=__version__, lifespan=lifespan, description="One frozen model serving a soft prompt per task; rows of different tasks run in one batch.")
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/tasks")
+    def tasks() -> dict:
+        """The served tasks (name, prompt length, type, template, labels, recorded metrics) and the refused files."""
+        return {"model": engine.model.name, "family": engine.model.family, "tasks": engine.tasks(), "refused": engine.refused()}
+
+    @app.post("/v1/tasks")
+    async def rescan() -> dict:
+        """Rescan the prompt folder now: load new and changed files, drop deleted ones."""
+        report = await run_in_threadpool(engine.rescan)
+        return {"added": report.added, "changed": report.changed, "dropped": report.dropped, "refused": report.refused, "tasks": engine.tasks()}
+
+    @app.post("/v1/predict", response_model=PredictResponse)
+    async def predict(body: PredictRequest, request: Request) -> dict:
+        """Predict for inputs of one task, or for items mixing tasks; all run in shared batches."""
+        pairs = body.pairs()
+        if len(pairs) > settings.max_inputs:
+            raise TooLarge(f"{len(pairs)} inputs, more than the {settings.max_inputs} a request may hold")
+        for n, (_, value) in enumerate(pairs, 1):
+            size = len(value) if isinstance(value, str) else sum(len(v) for v in value.values())
+            if size > settings.max_input_chars:
+                raise TooLarge(f"input {n} has {size} characters, more than the {settings.max_input_chars} allowed")
+        rows = engine.prepare(pairs)
+        return {"predictions": await asyncio.wrap_future(request.app.state.scheduler.submit(rows))}
+
+    @app.exception_handler(UnknownTask)
+    async def unknown_task(request, e):
+        return error(404, str(e))
+
+    @app.exception_handler(UserError)
+    async def bad_input(request, e):
+        return error(422, str(e))
+
+    @app.exception_handler(TooLarge)
+    async def too_large(request, e):
+        return error(413, str(e))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, e):
+        if "json" not in request.headers.get("content-type", ""):
+            return error(422, "send the request body as JSON (Content-Type: application/json)")
+        first = e.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        return error(422, f"{where or 'body'}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, e):
+        return error(e.status_code, str(e.detail), **(e.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def internal(request, e):
+        log.exception("request failed")
+        return error(500, "internal error")
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.token:
+        app.add_middleware(BearerAuth, token=settings.token)  # added last: runs first
+    return app
+
+
+class BearerAuth:
+    """Refuse every request but those to OPEN_PATHS without `Authorization: Bearer TOKEN` (constant-time compare)."""
+
+    def __init__(self, app, token: str):
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            scheme, _, given = Headers(scope=scope).get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token):
+                response = error(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
+                return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """Read at most `max_bytes` of a request body before anything parses it; 413 beyond that."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_large = error(413, f"the request body is larger than {self.max_bytes} bytes")
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await too_large(scope, receive, send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                return await too_large(scope, receive, send)
+            if not message.get("more_body", False):
+                break
+        body, sent = b"".join(chunks), False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

@@ -1,0 +1,136 @@
+"""Micro-batching: concurrent requests are queued and run together by one worker thread.
+
+A batch starts when it holds `max_batch_size` rows or when the oldest queued request has waited `max_wait_ms`. A
+request larger than a batch is split over several and answered when all its rows are done. With max_wait_ms 0 and
+max_batch_size 1 the model runs one row at a time.
+"""
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+
+
+class _Request:
+    def __init__(self, rows: list):
+        self.rows = rows
+        self.future: Future = Future()
+        self.results: list = [None] * len(rows)
+        self.taken = 0  # rows handed to a batch
+        self.done = 0  # rows answered
+        self.arrival = time.monotonic()
+
+
+class Scheduler:
+    """Runs `run(rows) -> results` (one result per row) on batches of rows gathered from concurrent `submit` calls."""
+
+    def __init__(self, run: Callable[[list], list], max_batch_size: int = 32, max_wait_ms: float = 5.0):
+        if max_batch_size < 1 or max_wait_ms < 0:
+            raise ValueError("max_batch_size must be at least 1 and max_wait_ms not negative")
+        self.run = run
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000
+        self.batches = 0  # batches run so far
+        self._queue: deque[_Request] = deque()
+        self._queued_rows = 0
+        self._closed = False
+        self._cond = threading.Condition()
+        self._worker = threading.Thread(target=self._loop, name="softprompt-batcher", daemon=True)
+        self._worker.start()
+
+    def submit(self, rows: list) -> Future:
+        """Queue rows; the future gives their results in order (or the exception their batch raised)."""
+        request = _Request(list(rows))
+        if not request.rows:
+            request.future.set_result([])
+            return request.future
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the scheduler is closed")
+            self._queue.append(request)
+            self._queued_rows += len(request.rows)
+            self._cond.notify()
+        return request.future
+
+    def close(self, timeout: float | None = 30) -> None:
+        """Answer what is queued, then stop the worker."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._worker.join(timeout)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ----- the worker -------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while (parts := self._next_batch()) is not None:
+            if parts:
+                self._execute(parts)
+
+    def _next_batch(self) -> list[tuple[_Request, int, int]] | None:
+        """Wait for a batch to fill or its wait to end; returns (request, first row, end) parts, None when closed."""
+        with self._cond:
+            while True:
+                if not self._queue:
+                    if self._closed:
+                        return None
+                    self._cond.wait()
+                    continue
+                left = self._queue[0].arrival + self.max_wait - time.monotonic()
+                if self._queued_rows >= self.max_batch_size or left <= 0 or self._closed:
+                    break
+                self._cond.wait(left)
+            parts, room = [], self.max_batch_size
+            while self._queue and room:
+                request = self._queue[0]
+                if request.taken == 0 and not request.future.set_running_or_notify_cancel():
+                    self._queue.popleft()  # cancelled while queued
+                    self._queued_rows -= len(request.rows)
+                    continue
+                n = min(room, len(request.rows) - request.taken)
+                parts.append((request, request.taken, request.taken + n))
+                request.taken += n
+                self._queued_rows -= n
+                room -= n
+                if request.taken == len(request.rows):
+                    self._queue.popleft()
+            return parts
+
+    def _execute(self, parts: list[tuple[_Request, int, int]]) -> None:
+        self.batches += 1
+        try:
+            self._answer(parts)
+        except Exception as e:  # noqa: BLE001  one bad request must not fail the others of its batch
+            if len({id(request) for request, _, _ in parts}) == 1:
+                self._fail(parts[0][0], e)
+                return
+            for part in parts:  # run each request's part alone, so that only the culprit fails
+                try:
+                    self._answer([part])
+                except Exception as e:  # noqa: BLE001
+                    self._fail(part[0], e)
+
+    def _answer(self, parts: list[tuple[_Request, int, int]]) -> None:
+        live = [(r, lo, hi) for r, lo, hi in parts if not r.future.done()]
+        if not live:
+            return
+        results = self.run([row for r, lo, hi in live for row in r.rows[lo:hi]])
+        if len(results) != sum(hi - lo for _, lo, hi in live):
+            raise RuntimeError(f"the batch function returned {len(results)} results for {sum(hi - lo for _, lo, hi in live)} rows")
+        k = 0
+        for request, lo, hi in live:
+            request.results[lo:hi] = results[k : k + hi - lo]
+            k += hi - lo
+            request.done += hi - lo
+            if request.done == len(request.rows):
+                request.future.set_result(request.results)
+
+    @staticmethod
+    def _fail(request: _Request, error: Exception) -> None:
+        if not request.future.done():
+            request.future.set_exception(error)

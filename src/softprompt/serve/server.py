@@ -1,0 +1,114 @@
+"""`softprompt serve`: check the options, load the model the prompts name, and run the app under uvicorn."""
+
+import ipaddress
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+from softprompt.checks import at_least, not_negative
+from softprompt.errors import UserError
+from softprompt.prompt import load_prompt
+from softprompt.serve.engine import discover
+
+log = logging.getLogger("softprompt.serve")
+
+
+def check_options(prompts: str, host: str, port: int, token: str | None, max_batch_size: int, max_wait_ms: float, max_inputs: int, max_input_chars: int, max_body_bytes: int, rescan_seconds: float, device: str) -> None:
+    if not Path(prompts).is_dir():
+        raise UserError(f"--prompts: {prompts} is not a folder" if Path(prompts).exists() else f"--prompts: no such folder {prompts}")
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port must be between 0 and 65535 (got {port})")
+    if token is not None and not token.strip():
+        raise UserError("--token: the token is empty")
+    at_least("--max_batch_size", max_batch_size, 1)
+    not_negative("--max_wait_ms", max_wait_ms)
+    at_least("--max_inputs", max_inputs, 1)
+    at_least("--max_input_chars", max_input_chars, 1)
+    at_least("--max_body_bytes", max_body_bytes, 1)
+    not_negative("--rescan_seconds", rescan_seconds)
+    if device not in ("auto", "cpu") and not device.startswith("cuda"):
+        raise UserError(f"--device: {device!r} is not auto, cpu or cuda[:N]")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: CUDA is not available here")
+
+
+def check_address(host: str, port: int) -> None:
+    """Refuse a host that does not resolve or an address already in use, before the model loads."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as e:
+        raise UserError(f"--host {host}: cannot resolve it ({e.strerror})") from None
+    with socket.socket(family, kind) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind(address)
+        except OSError as e:
+            raise UserError(f"--host {host} --port {port}: cannot listen there ({e.strerror})") from None
+
+
+def served_model(prompts: str, model: str | None) -> tuple[str, str | None]:
+    """The model to serve and its family: `model`, or the one every prompt file in the folder names."""
+    named: dict[tuple[str, str | None], list[str]] = {}
+    for _, path in discover(prompts):
+        try:
+            metadata = load_prompt(path).metadata
+        except UserError:
+            continue  # refused, with its reason, when the engine scans the folder
+        if metadata.get("base_model"):
+            named.setdefault((metadata["base_model"], metadata.get("family")), []).append(path.name)
+    if model:
+        families = {family for name, family in named if name == model}
+        return model, families.pop() if len(families) == 1 else None
+    names = {name for name, _ in named}
+    if not names:
+        raise UserError(f"--prompts: no prompt file in {prompts} names its model; give --model")
+    if len(names) > 1:
+        shown = "; ".join(f"{name} ({', '.join(files)})" for (name, _), files in named.items())
+        raise UserError(f"--prompts: the prompt files name different models: {shown}; choose one with --model")
+    families = {family for _, family in named}
+    return names.pop(), families.pop() if len(families) == 1 else None
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def run(prompts: str, model: str | None = None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, max_batch_size: int = 32, max_wait_ms: float = 5.0, max_inputs: int = 64, max_input_chars: int = 20_000, max_body_bytes: int = 1_000_000, rescan_seconds: float = 0.0, device: str = "auto", dtype: str = "auto", allow_other_model: bool = False) -> None:
+    token = token or os.environ.get("SOFTPROMPT_TOKEN") or None
+    check_options(prompts, host, port, token, max_batch_size, max_wait_ms, max_inputs, max_input_chars, max_body_bytes, rescan_seconds, device)
+    name, family = served_model(prompts, model)
+    check_address(host, port)
+    import torch
+    import uvicorn
+
+    from softprompt.model import SoftPromptModel
+    from softprompt.serve.app import Settings, create_app
+    from softprompt.serve.engine import Engine
+
+    _log_to_stderr()
+    if not token and not is_loopback(host):
+        log.warning("serving on %s without a token: anyone who reaches it can use it (give --token or SOFTPROMPT_TOKEN)", host)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    frozen = SoftPromptModel.load(name, family, dtype).to(device)
+    log.info("model %s (%s) on %s", frozen.name, frozen.family, device)
+    engine = Engine(frozen, prompts, allow_other_model)
+    log.info("serving %d tasks from %s: %s", len(engine.snapshot().tasks), prompts, ", ".join(engine.snapshot().tasks) or "none yet")
+    settings = Settings(token, max_inputs, max_input_chars, max_body_bytes, max_batch_size, max_wait_ms, rescan_seconds)
+    uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="info", workers=1)
+
+
+def _log_to_stderr() -> None:
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
