@@ -4,6 +4,7 @@ import json
 import os
 
 import numpy as np
+import peft
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -14,8 +15,6 @@ from softprompt.cli import main
 from softprompt.embedded import sha256_of
 from softprompt.model import SoftPromptModel
 from softprompt.prompt import load_prompt, save_prompt
-
-peft = pytest.importorskip("peft")
 
 TEXTS = ["the movie was great", "a film is bad"]  # as many tokens each: no padding
 
