@@ -14,33 +14,44 @@ from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 from softprompt import __version__, checks
 from softprompt.errors import UserError
 from softprompt.files import human_size
-from softprompt.options import DataOptions, ModelOptions, PromptOptions, TrainOptions
+from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, TrainOptions
 
 
-def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: TrainOptions, allow_other_model: bool = False) -> None:
-    """Learn a soft prompt for a frozen model; the best prompt goes to TRAIN.OUTPUT_DIR/prompt.safetensors."""
+def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: TrainOptions, method: MethodOptions | None = None, allow_other_model: bool = False) -> dict:
+    """Adapt a frozen model to a task: a soft prompt (TRAIN.OUTPUT_DIR/prompt.safetensors) or, with --method NAME,
+    one of the paper's comparison methods; every run appends its report to TRAIN.OUTPUT_DIR/results.jsonl."""
     checks.check_training_command(prompt, data, train)
+    from softprompt.methods import make_method
     from softprompt.model import EMBEDDED_MODEL, SoftPromptModel
     from softprompt.tasks import make_task
-    from softprompt.train import size_report, train_prompt
+    from softprompt.train import RESULTS_FILE, run_summary
+    from softprompt.train import train as train_with
 
+    chosen = make_method(method or MethodOptions(), prompt, allow_other_model)
     report = os.environ.get("RANK", "0") == "0"  # one report under torchrun / accelerate launch
     task = make_task(data)
     train_examples = task.load(data.train, data.limit_train)
     validation = task.load(data.validation, data.limit_validation) if data.validation else None
     frozen = SoftPromptModel.load(model.name or EMBEDDED_MODEL, model.family, model.dtype, model.readout_scale)
+    model_bytes = sum(p.numel() * p.element_size() for p in frozen.base.parameters())
     if report:
-        print(f"model: {frozen.name} ({frozen.family}, {frozen.base_parameters():,} frozen parameters)")
+        state = "trainable" if chosen.name == "model" else "frozen"
+        print(f"model: {frozen.name} ({frozen.family}, {frozen.base_parameters():,} {state} parameters)")
         print(f"data: {len(train_examples):,} training rows" + (f", {len(validation):,} validation rows" if validation else ""))
-    result = train_prompt(frozen, task, train_examples, validation, prompt, train, train.output_dir, allow_other_model=allow_other_model)
+        if chosen.name != "prompt":
+            print(f"method: {chosen.name}")
+    result = train_with(frozen, chosen, task, train_examples, validation, train, train.output_dir)
     if not report:
-        return
+        return {}
     if result.metrics:
         shown = ", ".join(f"{k} {v:.2f}" for k, v in result.metrics.items())
-        print(f"best at step {result.best_step}: {shown}")
-    print(size_report(frozen, result.prompt_path))
+        print(f"best at step {result.best_step}: {shown}" if chosen.trains else shown)
+    print(run_summary(result.report, model_bytes))
     print(f"saved: {result.prompt_path}")
-    print(f'predict with: softprompt predict {result.prompt_path} "some text"')
+    print(f"report: {Path(train.output_dir) / RESULTS_FILE}")
+    if chosen.name == "prompt":
+        print(f'predict with: softprompt predict {result.prompt_path} "some text"')
+    return result.report
 
 
 def evaluate(prompt_file: str | None, model: ModelOptions, data: DataOptions, train: TrainOptions, prompt: PromptOptions | None = None, allow_other_model: bool = False) -> dict:
@@ -226,7 +237,8 @@ class Parser(ArgumentParser):
     P ends in .yaml, .yml or .json: then, as jsonargparse has it, P holds the prompt section of a recipe."""
 
     def parse_args(self, args=None, *rest, **kwargs):
-        return super().parse_args(_prompt_file_as_positional(list(sys.argv[1:] if args is None else args)), *rest, **kwargs)
+        argv = _method_name_option(_prompt_file_as_positional(list(sys.argv[1:] if args is None else args)))
+        return super().parse_args(argv, *rest, **kwargs)
 
 
 def _prompt_file_as_positional(argv: list[str]) -> list[str]:
@@ -239,6 +251,22 @@ def _prompt_file_as_positional(argv: list[str]) -> list[str]:
             a = f"--prompt={next(rest, '')}"
         option, _, value = a.partition("=")
         out.append(value if option == "--prompt" and value and not value.lower().endswith(SECTION_FILES) else a)
+    return out
+
+
+def _method_name_option(argv: list[str]) -> list[str]:
+    """`train --method NAME` (or --method=NAME) names the method: --method.name=NAME. A recipe file or a JSON object
+    given to --method stays the method section, as jsonargparse has it."""
+    start = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
+    if argv[start:start + 1] != ["train"]:
+        return argv
+    out, rest = argv[:start + 1], iter(argv[start + 1:])
+    for a in rest:
+        if a == "--method":
+            a = f"--method={next(rest, '')}"
+        option, _, value = a.partition("=")
+        section = value.lower().endswith(SECTION_FILES) or value.lstrip().startswith("{")
+        out.append(f"--method.name={value}" if option == "--method" and value and not section else a)
     return out
 
 
@@ -260,7 +288,7 @@ def build_parser() -> ArgumentParser:
 
     recipe = (("model", ModelOptions), ("prompt", PromptOptions), ("data", DataOptions), ("train", TrainOptions))
     allow = (("--allow_other_model",), dict(action="store_true", help="Use a prompt file whose model fingerprint differs from the model's."))
-    command("train", train, *recipe, arguments=[allow])
+    command("train", train, *recipe, ("method", MethodOptions), arguments=[allow])
     command(
         "eval", evaluate, *recipe,
         arguments=[

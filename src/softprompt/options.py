@@ -113,3 +113,25 @@ class TrainOptions:
     """Write loss to the metrics log every N steps."""
     output_dir: str = "runs/prompt"
     """Folder for prompt.safetensors, metrics.jsonl and the TensorBoard logs."""
+
+
+@dataclass
+class MethodOptions:
+    name: Literal["prompt", "model", "prompt-design", "prefix", "lora", "adapter"] = "prompt"
+    """How the model is adapted (README, "Methods"): prompt (prompt tuning), model (model tuning), prompt-design
+    (no training: instruction and in-context examples), prefix (prefix tuning, peft), lora (LoRA, peft) or adapter
+    (Houlsby adapters). Methods other than prompt take their own optimiser, learning rate and weight decay (AdamW, no
+    decay) wherever train.optimizer, train.lr and train.weight_decay are left at their defaults."""
+    instruction: str = ""
+    """prompt-design: a text put before the in-context examples and the input."""
+    shots: int = 0
+    """prompt-design: in-context examples drawn from the training data with train.seed and put before each input, each
+    formatted with the template and followed by its target; those that do not fit the model's positions are dropped."""
+    lora_rank: int = 8
+    """lora: the rank r of the update matrices."""
+    lora_alpha: float = 16
+    """lora: the scaling numerator (updates are scaled by alpha / r)."""
+    prefix_length: int = 20
+    """prefix: the number of prefix positions, whose keys and values are learned in every layer."""
+    adapter_size: int = 64
+    """adapter: the bottleneck width of each adapter."""

@@ -1,6 +1,7 @@
 """The training loop, on accelerate: the same code on one CPU, one GPU, or many under `accelerate launch`/`torchrun`.
 
-Only the prompt bank is handed to the optimiser; the frozen model's weights never change.
+The optimiser gets the parameters the method names (methods/): for prompt tuning the prompt bank alone, so the frozen
+model's weights never change. Every run appends its report to OUTPUT/results.jsonl.
 """
 
 import contextlib
@@ -9,7 +10,8 @@ import json
 import math
 import shutil
 import sys
-from dataclasses import asdict, dataclass, field, replace
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,21 +21,21 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers.optimization import Adafactor
 
-from softprompt.bank import PromptBank
 from softprompt.errors import UserError
 from softprompt.files import human_size
+from softprompt.methods import METHODS, Method, make_method
+from softprompt.methods.prompt import PAPER_LR, PROMPT_FILE, T5_EMBEDDING_RMS, T5_TYPES, default_lr, initial_prompt  # noqa: F401  re-exported
 from softprompt.model import SoftPromptModel
-from softprompt.options import PromptOptions, TrainOptions
-from softprompt.prompt import check_compatible, load_prompt, save_prompt
+from softprompt.options import MethodOptions, PromptOptions, TrainOptions
 from softprompt.tasks import Example, Task
 
-PROMPT_FILE = "prompt.safetensors"
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None
+
 LOG_FILE = "metrics.jsonl"
-
-
-PAPER_LR = 0.3  # Adafactor on T5, the paper's setting
-T5_EMBEDDING_RMS = 11.6  # root mean square of T5 1.1's input-embedding entries (google/t5-v1_1-small: 11.64)
-T5_TYPES = ("t5", "mt5", "umt5")
+RESULTS_FILE = "results.jsonl"
 
 
 class PromptAdafactor(Adafactor):
@@ -61,17 +63,6 @@ class PromptAdafactor(Adafactor):
                     if p.grad is not None:
                         p.mul_(1 - group["t5x_weight_decay"])
         return super().step(closure)
-
-
-def default_lr(model: SoftPromptModel) -> float:
-    """The learning rate when train.lr is unset: the paper's 0.3 on T5, and on other models 0.3 scaled by the
-    size of their embedding entries relative to T5's. Adafactor's (and Adam's) step moves each entry by about lr
-    whatever the gradient's scale, so a rate that suits T5's entries (RMS 11.6) is 200 times too large for
-    MiniLM's (RMS 0.056)."""
-    if model.base.config.model_type in T5_TYPES:
-        return PAPER_LR
-    rms = model.input_embeddings().weight.detach().float().pow(2).mean().sqrt().item()
-    return float(f"{PAPER_LR * rms / T5_EMBEDDING_RMS:.2g}")
 
 
 def make_optimizer(params: list[torch.nn.Parameter], o: TrainOptions) -> torch.optim.Optimizer:
@@ -108,31 +99,23 @@ def accumulation_steps(batch_size: int, micro_batch_size: int, processes: int) -
     return batch_size // per_step
 
 
-def initial_prompt(model: SoftPromptModel, o: PromptOptions, task: Task, seed: int, allow_other_model: bool = False) -> torch.Tensor:
-    """The starting (P, H) prompt: an initialiser by name, or a prompt file (whose length then wins)."""
-    if o.init not in ("random", "vocab", "labels", "text"):
-        file = load_prompt(o.init)
-        check_compatible(file, model.hidden, model.fingerprint(), o.init, allow_other_model)
-        return file.prompt
-    labels = getattr(task, "label_texts", [])
-    return model.initial_prompt(o.init, o.length, text=o.text, labels=labels, first_n=o.vocab_first_n, scale=o.random_scale, seed=seed)
-
-
 @dataclass
 class TrainResult:
-    prompt_path: Path
+    prompt_path: Path  # what was saved: the prompt file, or the method's own file or folder (methods/)
     metrics: dict[str, float] = field(default_factory=dict)  # at the best evaluation
     best_step: int = 0
     steps: int = 0
     lr: float = 0.0  # the learning rate used (train.lr, or its default for the model)
     stopped_early: bool = False
     history: list[dict] = field(default_factory=list)
+    report: dict = field(default_factory=dict)  # the run's row of results.jsonl (on the main process)
 
 
-def backward_accumulated(wrapped, micro_batches: list[dict], accelerator: Accelerator, autocast, step: int) -> float:
-    """Backpropagate micro-batches so that the prompt's gradient is that of one batch holding them all, on every
-    process together: each micro-batch's summed loss is divided by the number of loss items (target tokens, or rows
-    for encoder-only classification) in the whole effective batch. Returns that batch's mean loss.
+def backward_accumulated(wrapped, micro_batches: list[dict], accelerator: Accelerator, autocast, step: int, params: list | None = None) -> float:
+    """Backpropagate micro-batches so that the trained parameters' gradient (`params`; the prompt bank's when None) is
+    that of one batch holding them all, on every process together: each micro-batch's summed loss is divided by the
+    number of loss items (target tokens, or rows for encoder-only classification) in the whole effective batch.
+    Returns that batch's mean loss.
 
     A mean per micro-batch would weigh a token of a short-target micro-batch more than one of a long-target one."""
     total_loss = torch.zeros((), device=accelerator.device)
@@ -148,7 +131,7 @@ def backward_accumulated(wrapped, micro_batches: list[dict], accelerator: Accele
         total_items += out.loss_items
     totals = accelerator.reduce(torch.stack([total_loss, total_items]), reduction="sum")  # over processes
     items = totals[1].clamp(min=1)
-    for p in accelerator.unwrap_model(wrapped).bank.parameters():
+    for p in accelerator.unwrap_model(wrapped).bank.parameters() if params is None else params:
         if p.grad is not None:
             p.grad /= items
     return (totals[0] / items).item()
@@ -168,9 +151,30 @@ def train_prompt(
     """Learn one prompt for `task`; the best one (by the task's metric on validation) is written to output_dir.
 
     Nothing is written until training starts; from then on the run replaces any earlier run in output_dir."""
+    method = make_method(MethodOptions(), prompt_options, allow_other_model)
+    return train(model, method, task, train_examples, validation_examples, o, output_dir, progress)
+
+
+def train(
+    model: SoftPromptModel,
+    method: Method,
+    task: Task,
+    train_examples: list[Example],
+    validation_examples: list[Example] | None,
+    o: TrainOptions,
+    output_dir: str | Path,
+    progress: bool = True,
+) -> TrainResult:
+    """Adapt `model` to `task` with `method` (methods.make_method); its best result (by the task's metric on
+    validation) is saved in output_dir, and the run's report is appended to output_dir/results.jsonl.
+
+    Nothing is written until training starts; from then on the run replaces any earlier run in output_dir, except
+    results.jsonl, which keeps a row for every run."""
     output_dir = Path(output_dir)
     task.prepare(model)  # refuses a task the model cannot do, before anything is written
-    o = replace(o, lr=default_lr(model) if o.lr is None else o.lr)
+    if not method.trains and not validation_examples:
+        raise UserError(f"--data.validation: {method.name} trains nothing and is scored on validation data; give it")
+    o = method.training_options(model, o)
     set_seed(o.seed)
     accelerator = Accelerator(log_with="tensorboard", project_dir=str(output_dir))
     bf16 = resolve_precision(o.precision, accelerator.device.type) == "bf16"
@@ -183,9 +187,52 @@ def train_prompt(
     if max_steps < 1:
         raise UserError("--train.max_steps must be at least 1")
 
-    model.bank = PromptBank(initial_prompt(model, prompt_options, task, o.seed, allow_other_model), [task.name])
+    base_parameters = model.base_parameters()
+    memory = PeakMemory(accelerator.device)
+    started = time.perf_counter()
+    method.prepare(model, task, train_examples, o.seed)
     model.input_budget(task.options.max_input_length, task.options.max_target_length)  # the prompt leaves room for inputs
     model.to(accelerator.device)
+    params = method.parameters(model)
+    metadata = {
+        **model.identity(),
+        **method.metadata(),
+        "task": task.describe(),
+        "training": asdict(o),
+    }
+    log_path = output_dir / LOG_FILE
+    result = TrainResult(method.path(output_dir), lr=o.lr)
+    eval_seconds = 0.0
+
+    def save(scores: dict, step: int, **extra) -> None:
+        if accelerator.is_main_process:
+            method.save(model, output_dir, {**metadata, "metrics": scores, "step": step, **extra})
+
+    def score(step: int) -> dict[str, float]:
+        nonlocal eval_seconds
+        begun = time.perf_counter()
+        with autocast():
+            scores = method.evaluate(model, task, validation_examples, o.eval_batch_size, progress)
+        eval_seconds += time.perf_counter() - begun
+        record = {"step": step, **{f"eval/{k}": v for k, v in scores.items()}}
+        result.history.append(record)
+        _log(log_path, record, accelerator)
+        return scores
+
+    def finish() -> TrainResult:
+        if accelerator.is_main_process:
+            seconds = time.perf_counter() - started
+            result.report = run_report(method, model, task, o, params, base_parameters, result, seconds - eval_seconds, eval_seconds, memory)
+            _log(output_dir / RESULTS_FILE, result.report, accelerator)
+        return result
+
+    if not method.trains:  # prompt design: one evaluation, and the design is saved
+        if accelerator.is_main_process:
+            _clear_previous_run(output_dir)
+        result.metrics = score(0)
+        save(result.metrics, 0)
+        return finish()
+
     loader = DataLoader(
         train_examples,
         batch_size=min(o.micro_batch_size, o.batch_size),
@@ -194,45 +241,30 @@ def train_prompt(
         collate_fn=lambda rows: {**task.batch(model, rows), "prompt_ids": torch.zeros(len(rows), dtype=torch.long)},
         generator=torch.Generator().manual_seed(o.seed),
     )
-    optimizer = make_optimizer([model.bank.weight], o)
+    optimizer = make_optimizer(params, o)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps else 1.0)
     wrapped, optimizer, loader = accelerator.prepare(model, optimizer, loader)
 
-    metadata = {
-        **model.identity(),
-        "init": prompt_options.init,
-        "task": task.describe(),
-        "training": asdict(o),
-    }
-    prompt_path = output_dir / PROMPT_FILE
-    log_path = output_dir / LOG_FILE
     if accelerator.is_main_process:
         _clear_previous_run(output_dir)
     accelerator.init_trackers("tensorboard")
-    result = TrainResult(prompt_path, lr=o.lr)
     best, stale = -math.inf, 0
-    best_prompt = None
+    saved_best = False  # an evaluated result has been saved
+    best_state = None  # the trained parameters at the best evaluation, kept when training went on after it
     bar = tqdm(total=max_steps, desc="training", disable=not progress or not accelerator.is_main_process, dynamic_ncols=True)
     running = 0.0  # smoothed training loss for the progress bar
 
-    def save(prompt: torch.Tensor, scores: dict, step: int, **extra) -> None:
-        if accelerator.is_main_process:
-            save_prompt(prompt_path, prompt, {**metadata, "metrics": scores, "step": step, **extra})
-
     def evaluate(step: int) -> bool:
-        """Evaluate, keep the prompt if it is the best so far; True when patience has run out."""
-        nonlocal best, stale, best_prompt
-        with autocast():
-            scores = task.evaluate(model, validation_examples, o.eval_batch_size, progress=progress)
-        record = {"step": step, **{f"eval/{k}": v for k, v in scores.items()}}
-        result.history.append(record)
-        _log(log_path, record, accelerator)
-        accelerator.log(record, step=step)
+        """Evaluate, keep the result if it is the best so far; True when patience has run out."""
+        nonlocal best, stale, saved_best, best_state
+        scores = score(step)
+        accelerator.log(result.history[-1], step=step)
         if scores[task.metric] > best:
             best, stale = scores[task.metric], 0
             result.metrics, result.best_step = scores, step
-            best_prompt = model.bank.prompt(0).clone()
-            save(best_prompt, scores, step)
+            best_state = [p.detach().to("cpu", copy=True) for p in params] if step < max_steps else None
+            saved_best = True
+            save(scores, step)
         else:
             stale += 1
         bar.set_postfix({"loss": f"{running:.4f}", task.metric: f"{scores[task.metric]:.1f}", "best": f"{best:.1f}"})
@@ -243,9 +275,9 @@ def train_prompt(
     step = 0
     try:
         for step in range(1, max_steps + 1):
-            step_loss = backward_accumulated(wrapped, [next(batches) for _ in range(accum)], accelerator, autocast, step)
+            step_loss = backward_accumulated(wrapped, [next(batches) for _ in range(accum)], accelerator, autocast, step, params)
             if o.max_grad_norm:
-                accelerator.clip_grad_norm_([model.bank.weight], o.max_grad_norm)
+                accelerator.clip_grad_norm_(params, o.max_grad_norm)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
@@ -263,23 +295,89 @@ def train_prompt(
     except KeyboardInterrupt:
         bar.close()
         done = step - 1  # the step under way is lost
-        if best_prompt is None:
-            save(model.bank.prompt(0), {}, done, interrupted=True)
-            _say(f"interrupted after step {done}: saved the prompt as it stood (not evaluated) to {prompt_path}", accelerator)
+        path = result.prompt_path
+        if not saved_best:
+            save({}, done, interrupted=True)
+            _say(f"interrupted after step {done}: saved the {method.result} as it stood (not evaluated) to {path}", accelerator)
         else:
-            _say(f"interrupted after step {done}: {prompt_path} holds the best prompt so far ({task.metric} {best:.2f} at step {result.best_step})", accelerator)
+            _say(f"interrupted after step {done}: {path} holds the best {method.result} so far ({task.metric} {best:.2f} at step {result.best_step})", accelerator)
         raise
     finally:
         bar.close()
         accelerator.end_training()
     result.steps = step
     model.eval()
-    if best_prompt is not None:
-        model.bank.weight.data[0] = best_prompt  # the model leaves training holding the prompt that was saved
+    if best_state is not None and result.best_step != step:
+        with torch.no_grad():  # the model leaves training holding the result that was saved
+            for p, kept in zip(params, best_state):
+                p.copy_(kept)
     if not validation_examples:
-        save(model.bank.prompt(0), {}, step)
+        save({}, step)
         result.best_step = step
-    return result
+    return finish()
+
+
+class PeakMemory:
+    """Memory used above the process as it stood when measuring began: allocated memory on CUDA, else the resident set
+    (RSS), whose high-water mark is first reset where Linux allows (/proc/self/clear_refs); elsewhere its growth."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.kind = "cuda" if device.type == "cuda" else "rss"
+        if self.kind == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            self.start = torch.cuda.memory_allocated(device)
+        else:
+            with contextlib.suppress(OSError):
+                Path("/proc/self/clear_refs").write_text("5")
+            self.start = _max_rss()
+
+    def peak(self) -> int | None:
+        if self.kind == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) - self.start
+        return None if self.start is None else _max_rss() - self.start
+
+
+def _max_rss() -> int | None:
+    """The process's resident-set high-water mark in bytes (getrusage counts kilobytes, on macOS bytes)."""
+    if resource is None:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def run_report(method: Method, model: SoftPromptModel, task: Task, o: TrainOptions, params: list, base_parameters: int, result: TrainResult, train_seconds: float, eval_seconds: float, memory: PeakMemory) -> dict:
+    """One run's row of results.jsonl."""
+    trainable = sum(p.numel() for p in params)
+    dtype = next(model.base.parameters()).dtype
+    return {
+        "time": datetime.datetime.now().isoformat(timespec="seconds"),
+        "method": method.name,
+        "model": model.name,
+        "family": model.family,
+        "task": task.name,
+        "trainable_parameters": trainable,
+        "base_parameters": base_parameters,
+        "trainable_percent": 100 * trainable / base_parameters,
+        "bytes_per_task": method.stored_bytes(result.prompt_path.parent),
+        "saved": str(result.prompt_path),
+        "train_seconds": round(train_seconds, 3),
+        "eval_seconds": round(eval_seconds, 3),
+        "peak_memory_bytes": memory.peak(),
+        "peak_memory_of": memory.kind,
+        "metrics": result.metrics,
+        "best_step": result.best_step,
+        "steps": result.steps,
+        "stopped_early": result.stopped_early,
+        **method.report(),
+        "config": {
+            "model": {"name": model.name, "family": model.family, "dtype": str(dtype).removeprefix("torch."), "readout_scale": model.readout_scale},
+            "method": asdict(method.options),
+            "prompt": asdict(method.prompt_options),
+            "data": asdict(task.options),
+            "train": asdict(o),
+        },
+    }
 
 
 def _forever(loader):
@@ -288,8 +386,11 @@ def _forever(loader):
 
 
 def _clear_previous_run(output_dir: Path) -> None:
-    """A new run replaces an earlier one in the same folder: never one run's prompt beside another's log."""
-    (output_dir / PROMPT_FILE).unlink(missing_ok=True)
+    """A new run replaces an earlier one in the same folder, whatever its method: never one run's result beside
+    another's log. results.jsonl stays: it keeps every run's row."""
+    for method in METHODS.values():
+        path = output_dir / method.output
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     (output_dir / LOG_FILE).unlink(missing_ok=True)
     shutil.rmtree(output_dir / "tensorboard", ignore_errors=True)
 
@@ -314,4 +415,16 @@ def size_report(frozen, prompt_path: Path) -> str:
     return (
         f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)\n"
         f"prompt file: {human_size(prompt_path.stat().st_size)} (model: {human_size(model_bytes)})"
+    )
+
+
+def run_summary(report: dict, model_bytes: int) -> str:
+    """A run's report as the command prints it: what trained, what one task stores, time and memory."""
+    stored = "prompt file" if report["method"] == "prompt" else "stored per task"
+    peak = report["peak_memory_bytes"]
+    memory = "unknown" if peak is None else f"{human_size(peak)} above the idle process ({'CUDA, allocated' if report['peak_memory_of'] == 'cuda' else 'RSS'})"
+    return (
+        f"trainable parameters: {report['trainable_parameters']:,} of {report['base_parameters']:,} ({report['trainable_percent']:.3f}%)\n"
+        f"{stored}: {human_size(report['bytes_per_task'])} (model: {human_size(model_bytes)})\n"
+        f"time: {report['train_seconds']:.1f} s training, {report['eval_seconds']:.1f} s evaluating; peak memory: {memory}"
     )

@@ -1,0 +1,117 @@
+"""What every method tells the training loop: how it prepares the model, what it trains, with which optimiser, how it
+saves its result, and how many bytes that result takes for one task."""
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from torch import nn
+
+from softprompt.bank import PromptBank
+from softprompt.files import write_text_atomic
+from softprompt.model import SoftPromptModel
+from softprompt.options import MethodOptions, PromptOptions, TrainOptions
+
+METHOD_FILE = "method.json"  # beside a saved model or peft adapter: what it was trained on and how
+
+
+class Method:
+    """One way of adapting a frozen model to a task. Subclasses set the class attributes and override what differs."""
+
+    name = ""
+    trains = True  # False: nothing is trained (prompt design), the model is only evaluated
+    optimizer = "adamw"  # default optimiser, learning rate and weight decay
+    lr = 1e-3
+    weight_decay = 0.0
+    result = ""  # what the method saves, in messages ("the best prompt so far")
+    output = ""  # its file or folder in the output folder
+
+    def __init__(self, options: MethodOptions | None = None, prompt: PromptOptions | None = None, allow_other_model: bool = False):
+        self.options = options or MethodOptions(name=self.name)
+        self.prompt_options = prompt or PromptOptions()
+        self.allow_other_model = allow_other_model
+
+    # ----- training -----------------------------------------------------------------------------------
+    def training_options(self, model: SoftPromptModel, o: TrainOptions) -> TrainOptions:
+        """`o` with the method's defaults where the optimiser, learning rate and weight decay are left at theirs."""
+        default = TrainOptions()
+        return replace(
+            o,
+            optimizer=self.optimizer if o.optimizer == default.optimizer else o.optimizer,
+            lr=self.lr if o.lr is None else o.lr,
+            weight_decay=self.weight_decay if o.weight_decay == default.weight_decay else o.weight_decay,
+        )
+
+    def prepare(self, model: SoftPromptModel, task, train_examples: list, seed: int) -> None:
+        """Make `model` ready to train: add what the method trains, and leave every other weight frozen. Methods
+        other than prompt tuning run with an empty prompt bank."""
+        model.bank = PromptBank.empty(model.hidden).requires_grad_(False)
+
+    def parameters(self, model: SoftPromptModel) -> list[nn.Parameter]:
+        """The parameters the optimiser updates."""
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def evaluate(self, model: SoftPromptModel, task, examples: list, batch_size: int, progress: bool) -> dict[str, float]:
+        return task.evaluate(model, examples, batch_size, progress=progress)
+
+    def metadata(self) -> dict:
+        """What the method records beside its result."""
+        return {"method": self.name, "options": {k: v for k, v in vars(self.options).items() if k != "name"}}
+
+    def report(self) -> dict:
+        """Anything more the method adds to its row of results.jsonl."""
+        return {}
+
+    # ----- the result ---------------------------------------------------------------------------------
+    def path(self, folder: str | os.PathLike) -> Path:
+        return Path(folder) / self.output
+
+    def save(self, model: SoftPromptModel, folder: Path, metadata: dict) -> Path:
+        """Write the result as the model holds it now, replacing any earlier one; returns its path."""
+        raise NotImplementedError
+
+    def load(self, model: SoftPromptModel, folder: str | os.PathLike) -> SoftPromptModel:
+        """The frozen `model` with the result saved in `folder` (by `save`) applied to it."""
+        raise NotImplementedError
+
+    def stored_bytes(self, folder: str | os.PathLike) -> int:
+        """The size of what is stored for one task: the saved file, or every file in the saved folder."""
+        return path_bytes(self.path(folder))
+
+
+def path_bytes(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@contextlib.contextmanager
+def atomic_folder(path: Path):
+    """Yield a temporary folder beside `path`; it replaces `path` only if the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    old = path.with_name(f".{path.name}.old")
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 -> the mode of any newly created folder
+        shutil.rmtree(old, ignore_errors=True)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_metadata(folder: Path, metadata: dict) -> None:
+    write_text_atomic(folder / METHOD_FILE, json.dumps(metadata, indent=2, sort_keys=True) + "\n")
