@@ -29,6 +29,9 @@ class PromptDesign(Method):
         self.shots = []  # Examples
         self.fewer = 0  # inputs that met fewer than all the shots, at the last evaluation
 
+    def training_options(self, model, o):
+        return o  # nothing trains
+
     def prepare(self, model, task, train_examples, seed):
         super().prepare(model, task, train_examples, seed)
         k = self.options.shots
