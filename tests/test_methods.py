@@ -139,6 +139,25 @@ def test_lora_micro_batches_give_the_full_batchs_gradient(tmp_path):
         assert (gradient(micro) - full).norm() / full.norm() < 1e-5
 
 
+def test_ctrl_c_keeps_the_method_result_as_it_stood(tmp_path, capsys):
+    model = BUILDERS["decoder-only"]()
+    task, examples = setup(model)
+    calls = []
+
+    def interrupt_in_step_3(module, args, out):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    model.base.register_forward_hook(interrupt_in_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        run(model, method_named("lora"), task, examples, tmp_path, max_steps=10)
+    saved = json.loads((tmp_path / "lora" / "method.json").read_text())
+    assert saved["step"] == 2 and saved["interrupted"] is True and saved["method"] == "lora"
+    assert (tmp_path / "lora" / "adapter_model.safetensors").is_file() and not (tmp_path / RESULTS_FILE).exists()
+    assert f"interrupted after step 2: saved the LoRA adapter as it stood (not evaluated) to {tmp_path / 'lora'}" in capsys.readouterr().err
+
+
 # ----- prompt design ------------------------------------------------------------------------------------
 
 
