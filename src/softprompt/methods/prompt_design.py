@@ -49,8 +49,8 @@ class PromptDesign(Method):
         """For each input (the template's fields), the instruction and as many shots as fit beside it."""
         template = designed_template(task)
         o = task.options
-        room = max(o.max_target_length, max((len(model.token_ids(t)) + 2 for t in getattr(task, "label_texts", [])), default=0))
-        budget = model.input_budget(o.max_input_length, room)  # as much as tokenisation will leave the input
+        labels = [len(model.token_ids(t)) + 2 for t in getattr(task, "label_texts", [])]  # as rank classification scores them
+        budget = model.input_budget(o.max_input_length, max([o.max_target_length, *labels]))  # what tokenisation leaves the input
         shots = self.shot_texts(task)
         out, self.fewer = [], 0
         for fields in inputs:
