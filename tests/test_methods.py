@@ -3,13 +3,15 @@ predictions; prompt design's shots; combinations that cannot work stop with one 
 
 import contextlib
 import json
+import os
+import subprocess
 
 import pytest
 import torch
 from accelerate import Accelerator
 from transformers import BloomConfig, BloomForCausalLM
 
-from conftest import BUILDERS, WORDS, gpt2_tokenizer, sentiment_rows
+from conftest import BUILDERS, WORDS, gpt2_tokenizer, save_model, sentiment_rows, tiny_gpt2
 from softprompt.cli import _method_name_option, main
 from softprompt.errors import UserError
 from softprompt.methods import METHODS, make_method
@@ -139,6 +141,25 @@ def test_lora_micro_batches_give_the_full_batchs_gradient(tmp_path):
         assert (gradient(micro) - full).norm() / full.norm() < 1e-5
 
 
+def test_ctrl_c_keeps_the_method_result_as_it_stood(tmp_path, capsys):
+    model = BUILDERS["decoder-only"]()
+    task, examples = setup(model)
+    calls = []
+
+    def interrupt_in_step_3(module, args, out):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    model.base.register_forward_hook(interrupt_in_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        run(model, method_named("lora"), task, examples, tmp_path, max_steps=10)
+    saved = json.loads((tmp_path / "lora" / "method.json").read_text())
+    assert saved["step"] == 2 and saved["interrupted"] is True and saved["method"] == "lora"
+    assert (tmp_path / "lora" / "adapter_model.safetensors").is_file() and not (tmp_path / RESULTS_FILE).exists()
+    assert f"interrupted after step 2: saved the LoRA adapter as it stood (not evaluated) to {tmp_path / 'lora'}" in capsys.readouterr().err
+
+
 # ----- prompt design ------------------------------------------------------------------------------------
 
 
@@ -250,3 +271,19 @@ def test_train_command_with_a_method(tmp_path, model_folder, capsys):
 def test_every_method_is_registered_under_its_own_output():
     assert list(METHODS) == ["prompt", "model", "prompt-design", "prefix", "lora", "adapter"]
     assert len({m.output for m in METHODS.values()}) == len(METHODS)
+
+
+@pytest.mark.parametrize("name", ["model", "adapter"])
+def test_two_processes_train_with_a_method(name, tmp_path):
+    """Under torchrun (gloo): every trained parameter gets a gradient on every process, one report is written."""
+    folder = save_model(tiny_gpt2(), tmp_path / "model")
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows() * 4))
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [
+        "torchrun", "--nproc_per_node", "2", "-m", "softprompt.cli", "train", "--method", name,
+        "--model.name", folder, "--data.train", "train.jsonl", "--data.validation", "train.jsonl", "--data.verbalizers", '{"0": "no", "1": "yes"}',
+        "--train.max_steps", "4", "--train.batch_size", "16", "--train.micro_batch_size", "4", "--train.output_dir", "run",
+    ]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("saved: ") == 1 and [r["steps"] for r in rows(tmp_path / "run")] == [4]

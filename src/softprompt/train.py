@@ -188,7 +188,8 @@ def train(
         raise UserError("--train.max_steps must be at least 1")
 
     base_parameters = model.base_parameters()
-    memory = PeakMemory(accelerator.device)
+    model.to(accelerator.device)
+    memory = PeakMemory(accelerator.device)  # above the process holding the model on its device
     started = time.perf_counter()
     method.prepare(model, task, train_examples, o.seed)
     model.input_budget(task.options.max_input_length, task.options.max_target_length)  # the prompt leaves room for inputs

@@ -97,7 +97,9 @@ def atomic_folder(path: Path):
     old = path.with_name(f".{path.name}.old")
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 -> the mode of any newly created folder
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 (and some writers' 0600) -> the modes of new files
+        for f in tmp.rglob("*"):
+            os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~_umask())
         shutil.rmtree(old, ignore_errors=True)
         if path.exists():
             os.replace(path, old)

@@ -29,6 +29,9 @@ class PromptDesign(Method):
         self.shots = []  # Examples
         self.fewer = 0  # inputs that met fewer than all the shots, at the last evaluation
 
+    def training_options(self, model, o):
+        return o  # nothing trains
+
     def prepare(self, model, task, train_examples, seed):
         super().prepare(model, task, train_examples, seed)
         k = self.options.shots
@@ -46,8 +49,8 @@ class PromptDesign(Method):
         """For each input (the template's fields), the instruction and as many shots as fit beside it."""
         template = designed_template(task)
         o = task.options
-        room = max(o.max_target_length, max((len(model.token_ids(t)) + 2 for t in getattr(task, "label_texts", [])), default=0))
-        budget = model.input_budget(o.max_input_length, room)  # as much as tokenisation will leave the input
+        labels = [len(model.token_ids(t)) + 2 for t in getattr(task, "label_texts", [])]  # as rank classification scores them
+        budget = model.input_budget(o.max_input_length, max([o.max_target_length, *labels]))  # what tokenisation leaves the input
         shots = self.shot_texts(task)
         out, self.fewer = [], 0
         for fields in inputs:
