@@ -241,33 +241,34 @@ class Parser(ArgumentParser):
         return super().parse_args(argv, *rest, **kwargs)
 
 
-def _prompt_file_as_positional(argv: list[str]) -> list[str]:
+def _rewrite_option(argv: list[str], command: str, option: str, rewrite) -> list[str]:
+    """In `command`'s arguments, replace `option VALUE` / `option=VALUE` by `rewrite(VALUE)`; None keeps it as given."""
     start = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
-    if argv[start:start + 1] != ["eval"]:
+    if argv[start:start + 1] != [command]:
         return argv
     out, rest = argv[:start + 1], iter(argv[start + 1:])
     for a in rest:
-        if a == "--prompt":
-            a = f"--prompt={next(rest, '')}"
-        option, _, value = a.partition("=")
-        out.append(value if option == "--prompt" and value and not value.lower().endswith(SECTION_FILES) else a)
+        if a == option:
+            a = f"{option}={next(rest, '')}"
+        given, _, value = a.partition("=")
+        replaced = rewrite(value) if given == option and value else None
+        out.append(a if replaced is None else replaced)
     return out
+
+
+def _is_section(value: str) -> bool:
+    """A recipe file or a JSON object: what jsonargparse reads as an option section."""
+    return value.lower().endswith(SECTION_FILES) or value.lstrip().startswith("{")
+
+
+def _prompt_file_as_positional(argv: list[str]) -> list[str]:
+    return _rewrite_option(argv, "eval", "--prompt", lambda value: None if value.lower().endswith(SECTION_FILES) else value)
 
 
 def _method_name_option(argv: list[str]) -> list[str]:
     """`train --method NAME` (or --method=NAME) names the method: --method.name=NAME. A recipe file or a JSON object
     given to --method stays the method section, as jsonargparse has it."""
-    start = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
-    if argv[start:start + 1] != ["train"]:
-        return argv
-    out, rest = argv[:start + 1], iter(argv[start + 1:])
-    for a in rest:
-        if a == "--method":
-            a = f"--method={next(rest, '')}"
-        option, _, value = a.partition("=")
-        section = value.lower().endswith(SECTION_FILES) or value.lstrip().startswith("{")
-        out.append(f"--method.name={value}" if option == "--method" and value and not section else a)
-    return out
+    return _rewrite_option(argv, "train", "--method", lambda value: None if _is_section(value) else f"--method.name={value}")
 
 
 def build_parser() -> ArgumentParser:

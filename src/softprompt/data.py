@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from softprompt.errors import UserError
+from softprompt.errors import UserError, first_line
 
 TABULAR = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv"}
 
@@ -110,7 +110,7 @@ def _load_tabular(path: str, fmt: str) -> list[dict]:
     except Exception as e:  # datasets/arrow/pandas errors: find the line ourselves
         while e.__cause__ is not None:  # the datasets library wraps the reader's own error
             e = e.__cause__
-        raise UserError(_diagnose(path, fmt) or f"{path}: cannot read it as {fmt} ({_first_line(e)})") from None
+        raise UserError(_diagnose(path, fmt) or f"{path}: cannot read it as {fmt} ({first_line(e)})") from None
     return ds.to_list()
 
 
@@ -177,7 +177,7 @@ def load_mrqa(path: str) -> tuple[list[dict], list[int]]:
         with opener(path, "rt", encoding="utf-8") as f:
             text = f.read()
     except (UnicodeDecodeError, OSError) as e:
-        raise UserError(f"{path}: cannot read it as MRQA JSONL ({_first_line(e)})") from None
+        raise UserError(f"{path}: cannot read it as MRQA JSONL ({first_line(e)})") from None
     for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
@@ -238,7 +238,7 @@ def _load_hub(name: str) -> list[dict]:
     try:
         ds = datasets.load_dataset(path, config or None, split=split)
     except Exception as e:
-        raise UserError(f"{name}: no such file, and the hub data set cannot be loaded ({_first_line(e)})") from None
+        raise UserError(f"{name}: no such file, and the hub data set cannot be loaded ({first_line(e)})") from None
     return ds.to_list()
 
 
@@ -247,7 +247,3 @@ def require_columns(rows: list[dict], columns: list[str], source: str) -> None:
     if missing:
         raise UserError(f"{source}: missing column {missing[0]!r} (columns: {', '.join(rows[0])}); set --data.{{input,target,text,label}}_column")
 
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from softprompt.errors import UserError
-from softprompt.files import human_size
+from softprompt.errors import UserError, first_line
+from softprompt.files import human_size, new_file_modes
 
 MARKER = "softprompt-embedded.json"  # written last into a cache folder: what it was built from
 LOCAL_COPY_HINT = "a copy downloaded from the hub loads with --model.name=/path/to/folder"
@@ -255,9 +255,7 @@ def building(folder: Path):
     try:
         yield work
         built = work / "model"
-        os.chmod(built, 0o777 & ~_umask())  # the modes of a newly created folder and files, not mkdtemp's 0700
-        for file in built.iterdir():
-            os.chmod(file, 0o666 & ~_umask())
+        new_file_modes(built)  # not mkdtemp's 0700
         if folder.exists():  # without its marker: not one of ours, or tampered with
             shutil.rmtree(folder)
         os.rename(built, folder)
@@ -284,16 +282,6 @@ def model_lock(folder: Path):
     finally:
         lock.release()
 
-
-def first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # reading the umask means setting it
-    os.umask(mask)
-    return mask
 
 
 # ----- the registry -------------------------------------------------------------------------------------------

@@ -15,17 +15,21 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 -> the mode of any newly created file
+        new_file_modes(tmp)  # mkstemp's 0600 -> the mode of any newly created file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def _umask() -> int:
+def new_file_modes(path: str | os.PathLike) -> None:
+    """Give a file, or a folder and everything in it, the modes newly created ones have (0666 for files and 0777
+    for folders, less the umask) in place of the 0600/0700 that mkstemp and mkdtemp use."""
+    path = Path(path)
     mask = os.umask(0)  # reading the umask means setting it
     os.umask(mask)
-    return mask
+    for p in [path, *(path.rglob("*") if path.is_dir() else [])]:
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

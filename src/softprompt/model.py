@@ -17,7 +17,7 @@ from softprompt import embedded
 from softprompt import init as initialisers
 from softprompt.bank import PromptBank
 from softprompt.embedded import EMBEDDED_MODEL  # noqa: F401  re-exported: the default model
-from softprompt.errors import UserError
+from softprompt.errors import UserError, first_line
 from softprompt.join import IGNORE_INDEX, Joined, insertion_offsets, join
 from softprompt.prompt import embedding_fingerprint
 from softprompt.template import PLAIN, Template
@@ -117,10 +117,10 @@ class SoftPromptModel(nn.Module):
             base = auto.from_pretrained(path, dtype=torch_dtype, local_files_only=local)
             tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=local)
         except (OSError, ValueError) as e:
-            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reason = first_line(e)
             if local:
-                raise UserError(f"model folder {name}: cannot load it ({first_line})") from None
-            raise UserError(f"model {name!r}: cannot load it ({first_line}); offline, give a local folder") from None
+                raise UserError(f"model folder {name}: cannot load it ({reason})") from None
+            raise UserError(f"model {name!r}: cannot load it ({reason}); offline, give a local folder") from None
         # prompt files record a local folder as an absolute path, so that they work from any directory
         recorded = path if local and name not in embedded.MODELS else name
         return cls(base.eval(), tokenizer, family, recorded, readout_scale=readout_scale)

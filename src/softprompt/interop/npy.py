@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from softprompt.embedded import sha256_of
-from softprompt.errors import UserError
+from softprompt.errors import UserError, first_line
 from softprompt.interop import Imported
 
 MAGIC = b"\x93NUMPY"
@@ -38,11 +38,7 @@ def _load(path: Path) -> np.ndarray:
         except ValueError as e:
             if "allow_pickle" in str(e):
                 raise UserError(f"{path}: holds Python objects (a pickle), which softprompt never loads") from None
-            raise UserError(f"{path}: not a readable .npy file ({_first_line(e)})") from None
+            raise UserError(f"{path}: not a readable .npy file ({first_line(e)})") from None
         except (OSError, EOFError) as e:
-            raise UserError(f"{path}: not a readable .npy file ({_first_line(e)})") from None
+            raise UserError(f"{path}: not a readable .npy file ({first_line(e)})") from None
 
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

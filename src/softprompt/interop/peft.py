@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 
 from softprompt.embedded import sha256_of
 from softprompt.errors import UserError
+from softprompt.files import new_file_modes
 from softprompt.interop import Imported
 from softprompt.prompt import load_prompt
 
@@ -104,7 +105,7 @@ def staged_folder(path: str | os.PathLike):
     retired = staging.with_name(staging.name + ".old")
     try:
         yield staging
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's 0700 -> the mode of any newly made folder
+        new_file_modes(staging)  # mkdtemp's 0700 -> the mode of any newly made folder
         if path.exists():
             os.rename(path, retired)
         os.rename(staging, path)
@@ -112,12 +113,6 @@ def staged_folder(path: str | os.PathLike):
         for leftover in (staging, retired):
             if leftover.exists():
                 shutil.rmtree(leftover)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # ----- import -------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 from torch import nn
 
 from softprompt.bank import PromptBank
-from softprompt.files import write_text_atomic
+from softprompt.files import new_file_modes, write_text_atomic
 from softprompt.model import SoftPromptModel
 from softprompt.options import MethodOptions, PromptOptions, TrainOptions
 
@@ -97,9 +97,7 @@ def atomic_folder(path: Path):
     old = path.with_name(f".{path.name}.old")
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 (and some writers' 0600) -> the modes of new files
-        for f in tmp.rglob("*"):
-            os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~_umask())
+        new_file_modes(tmp)  # mkdtemp's 0700 (and some writers' 0600) -> the modes of new files
         shutil.rmtree(old, ignore_errors=True)
         if path.exists():
             os.replace(path, old)
@@ -107,12 +105,6 @@ def atomic_folder(path: Path):
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_metadata(folder: Path, metadata: dict) -> None:
