@@ -38,6 +38,8 @@ def make_method(options: MethodOptions | None = None, prompt: PromptOptions | No
     """The method that `options.name` names, holding its options (and, for prompt tuning, the prompt's)."""
     options = options or MethodOptions()
     check_method(options)
+    if prompt is not None and prompt.reparam != "none" and options.name != PromptTuning.name:
+        raise UserError(f"--prompt.reparam: {prompt.reparam} reparameterises a soft prompt; --method {options.name} trains none")
     return METHODS[options.name](options, prompt, allow_other_model)
 
 
