@@ -102,7 +102,7 @@ def test_only_the_reparameterisation_trains_and_the_saved_file_is_what_it_made(n
     count = sum(p.numel() for p in trained.values())
     recorded = file.metadata["reparam"]
     assert recorded["name"] == name and recorded["trainable_parameters"] == count == result.report["trainable_parameters"]
-    assert {k: recorded[k] for k in ("bottleneck",) if name == "residual"} == ({"bottleneck": 6} if name == "residual" else {})
+    assert recorded["bottleneck"] == 6 if name == "residual" else (recorded["rank"], recorded["projection_seed"]) == (4, 42)
     assert file.metadata["training"]["max_steps"] == 15 and file.metadata["init"] == "vocab"
     row = json.loads((tmp_path / RESULTS_FILE).read_text().splitlines()[-1])
     assert row["trainable_parameters"] == count and row["config"]["prompt"]["reparam"] == name
