@@ -195,3 +195,23 @@ def test_bad_reparam_on_the_command_line_is_one_line(tmp_path, capsys):
     code = main(["train", "--prompt.rank=0", "--prompt.reparam=ulpt", "--data.train=x.jsonl", f"--train.output_dir={tmp_path}"])
     err = capsys.readouterr().err
     assert code == 1 and err == "error: --prompt.rank must be at least 1 (got 0)\n"
+
+
+@pytest.mark.parametrize("family", ["decoder-only"])
+def test_train_info_predict_eval_with_a_reparameterised_prompt(tmp_path, model_folder, capsys):
+    from test_cli import recipe
+
+    config = recipe(tmp_path, model_folder)
+    assert main(["train", "--config", str(config), "--prompt.reparam=ulpt", "--prompt.rank=2"]) == 0
+    out = capsys.readouterr().out
+    assert f"trainable parameters: {4 * 2 + 2 * 32} of" in out  # P r + 2H, with P = 4 and H = 32
+    prompt = tmp_path / "run" / PROMPT_FILE
+    assert main(["info", str(prompt), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["reparam"] == {"name": "ulpt", "rank": 2, "projection_seed": 42, "unit": info["reparam"]["unit"], "trainable_parameters": 72}
+    assert (info["length"], info["hidden"]) == (4, 32)
+    assert main(["predict", str(prompt), "great", "awful"]) == 0
+    assert set(capsys.readouterr().out.split()) <= {"0", "1"}
+    assert main(["eval", str(prompt), "--data.validation", str(tmp_path / "train.jsonl")]) == 0
+    scores = dict(line.split(": ") for line in capsys.readouterr().out.strip().splitlines())
+    assert float(scores["accuracy"]) == pytest.approx(load_prompt(prompt).metadata["metrics"]["accuracy"], abs=0.01)
