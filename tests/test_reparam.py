@@ -131,6 +131,14 @@ def test_residual_is_the_papers_module_and_counts_its_mlp():
     assert torch.equal(Residual(initial, 3, gain=0.25).mlp[-1].weight, torch.full((16,), 0.25))
 
 
+@pytest.mark.parametrize("name", list(REPARAMS))
+def test_the_prompt_stays_float32_under_bf16_autocast(name):
+    bank = ReparamBank(trained_like(make_reparam(prompt_options(name), torch.randn(8, 32), seed=0)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        prompts, lengths = bank(torch.zeros(2, dtype=torch.long))  # (2, P, H)
+    assert prompts.dtype == torch.float32 and torch.equal(prompts[1], bank.prompt(0)) and lengths.tolist() == [8, 8]
+
+
 def test_residual_dropout_acts_only_while_training():
     residual = Residual(torch.randn(5, 16), bottleneck=3, dropout=0.5).train()
     assert not torch.equal(residual(), residual.fold())

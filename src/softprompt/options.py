@@ -39,7 +39,7 @@ class PromptOptions:
     bottleneck: int = 400
     """residual: the MLP's bottleneck width (the paper's 400 for T5-base)."""
     reparam_dropout: float = 0.0
-    """residual: dropout on the MLP's output while training."""
+    """residual: dropout on the MLP's output while training (with train.dropout on, which puts the model in train mode)."""
     rank: int = 64
     """ulpt: the dimension r the prompt lives in (the paper's r=64 stores 7.9K numbers on T5-base)."""
     projection_seed: int | None = None

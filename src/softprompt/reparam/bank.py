@@ -22,7 +22,8 @@ class ReparamBank(PromptBank):
 
     @property
     def weight(self) -> torch.Tensor:
-        return self.reparam().unsqueeze(0)  # (1, P, H)
+        with torch.autocast(self.lengths.device.type, enabled=False):  # float32 under bf16 autocast too, as folded
+            return self.reparam().unsqueeze(0)  # (1, P, H)
 
     def prompt(self, name_or_index: str | int = 0) -> torch.Tensor:
         if isinstance(name_or_index, str):
