@@ -4,7 +4,8 @@ Linear -> dropout -> LayerNorm, then the skip). Only during training: the traine
 
 The LayerNorm's gain starts at `gain`. The paper's unit gain suits T5, whose embedding entries have RMS 11.6; on a
 model with entries of RMS 0.05 (MiniLM) a unit gain would start the MLP branch 20 times larger than the prompt
-itself, so the method scales it like the learning rate (methods/prompt.py, embedding_scale): 1 on T5.
+itself, so the method scales it like the learning rate (methods/prompt.py, embedding_scale): 1 on T5, and on
+every model the branch starts at about a twelfth of the prompt, as on T5.
 """
 
 import torch
