@@ -3,6 +3,7 @@
 | name          | what trains                                   | default optimiser          | saved (per task)              |
 |---------------|-----------------------------------------------|----------------------------|-------------------------------|
 | prompt        | the soft prompt (P x H)                       | Adafactor, the paper's     | prompt.safetensors            |
+|               | or its reparameterisation (softprompt.reparam)|                            | (folded to a plain prompt)    |
 | model         | every weight of the model                     | AdamW 5e-5                 | model/ (save_pretrained)      |
 | prompt-design | nothing: instruction and in-context examples  | -                          | design.json                   |
 | prefix        | keys and values of a prefix in every layer    | AdamW 1e-2 (peft)          | prefix/ (peft save_pretrained)|
