@@ -2,6 +2,7 @@
 
 import os
 from pathlib import Path
+from typing import get_args
 
 from softprompt.errors import UserError
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
@@ -40,6 +41,14 @@ def output_folder(option: str, folder: str) -> None:
 def check_prompt(o: PromptOptions) -> None:
     at_least("--prompt.length", o.length, 1)
     at_least("--prompt.vocab_first_n", o.vocab_first_n, 1)
+    names = get_args(PromptOptions.__annotations__["reparam"])
+    if o.reparam not in names:
+        raise UserError(f"--prompt.reparam: unknown reparameterisation {o.reparam!r} ({', '.join(names)})")
+    at_least("--prompt.bottleneck", o.bottleneck, 1)
+    at_least("--prompt.rank", o.rank, 1)
+    not_negative("--prompt.projection_seed", o.projection_seed)
+    if not 0 <= o.reparam_dropout < 1:
+        raise UserError(f"--prompt.reparam_dropout must be in [0, 1) (got {o.reparam_dropout})")
 
 
 def check_data(o: DataOptions) -> None:

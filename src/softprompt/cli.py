@@ -200,6 +200,26 @@ def neighbors(prompt: str, k: int = 5, json_output: bool = False, model: ModelOp
     return result
 
 
+def similar(prompt: str, bank: str, k: int = 10, json_output: bool = False) -> dict:
+    """Rank the prompt files under BANK by cosine similarity of their mean vectors to PROMPT's (SPoT's retrieval of a
+    source prompt: the best one can initialise training with --prompt.init FILE)."""
+    if k < 1:
+        raise UserError(f"-k must be at least 1 (got {k})")
+    from softprompt.prompt import load_prompt
+    from softprompt.similar import rank, table
+
+    target = load_prompt(prompt)
+    ranking = rank(target, prompt, bank, k)
+    result = {"prompt": prompt, "bank": bank, "hidden": target.hidden, **ranking.as_dict()}
+    if json_output:
+        print(json.dumps(result, indent=2))
+    else:
+        shown = f"the {len(ranking.matches)} most similar" if len(ranking.matches) < ranking.compared else f"all {ranking.compared}"
+        print(f"{prompt}: {shown} of {ranking.compared} prompts under {bank}, by cosine similarity of mean prompt vectors")
+        print(table(ranking))
+    return result
+
+
 def export(prompt: str, output: str, to: str = "peft", family: str | None = None) -> Path:
     """Write a prompt file as a PEFT prompt-tuning adapter folder (adapter_config.json, adapter_model.safetensors)."""
     from softprompt.interop.peft import export_adapter
@@ -346,6 +366,15 @@ def build_parser() -> ArgumentParser:
         ],
     )
     command(
+        "similar", similar,
+        arguments=[
+            (("prompt",), dict(type=str, help="Prompt file to find neighbours of.")),
+            (("--bank",), dict(type=str, required=True, help="Folder searched for prompt files (.safetensors, at any depth).")),
+            (("-k", "--k"), dict(type=int, default=10, help="How many of the most similar to list.")),
+            (("--json",), dict(dest="json_output", action="store_true", help="Print only JSON: the ranked files with similarities, and the skipped files with why.")),
+        ],
+    )
+    command(
         "export", export,
         arguments=[
             (("prompt",), dict(type=str, help="Prompt file.")),
@@ -386,6 +415,7 @@ def build_parser() -> ArgumentParser:
 COMMANDS = {
     "train": train, "eval": evaluate, "predict": predict, "info": info, "quickstart": quickstart, "models": models,
     "tasks": tasks, "ensemble": ensemble, "neighbors": neighbors, "export": export, "import": import_, "serve": serve,
+    "similar": similar,
 }
 
 

@@ -32,6 +32,18 @@ class PromptOptions:
     """With init=vocab or labels: sample from the first N token ids."""
     random_scale: float = 0.5
     """With init=random: uniform in [-scale, scale]."""
+    reparam: Literal["none", "residual", "ulpt"] = "none"
+    """How the prompt is parameterised while it trains (README, "Beyond vanilla prompt tuning"): none (the prompt
+    itself), residual (a shared bottleneck MLP with a skip, Razdaibiedina et al. 2023) or ulpt (r dimensions, a frozen
+    random up-projection, a learned scale and shift; Wu et al. 2025). Either folds into a plain prompt when saved."""
+    bottleneck: int = 400
+    """residual: the MLP's bottleneck width (the paper's 400 for T5-base)."""
+    reparam_dropout: float = 0.0
+    """residual: dropout on the MLP's output while training (with train.dropout on, which puts the model in train mode)."""
+    rank: int = 64
+    """ulpt: the dimension r the prompt lives in (the paper's r=64 stores 7.9K numbers on T5-base)."""
+    projection_seed: int | None = None
+    """ulpt: seed of the frozen random up-projection; train.seed when unset."""
 
 
 @dataclass

@@ -3,6 +3,7 @@
 | name          | what trains                                   | default optimiser          | saved (per task)              |
 |---------------|-----------------------------------------------|----------------------------|-------------------------------|
 | prompt        | the soft prompt (P x H)                       | Adafactor, the paper's     | prompt.safetensors            |
+|               | or its reparameterisation (softprompt.reparam)|                            | (folded to a plain prompt)    |
 | model         | every weight of the model                     | AdamW 5e-5                 | model/ (save_pretrained)      |
 | prompt-design | nothing: instruction and in-context examples  | -                          | design.json                   |
 | prefix        | keys and values of a prefix in every layer    | AdamW 1e-2 (peft)          | prefix/ (peft save_pretrained)|
@@ -38,6 +39,8 @@ def make_method(options: MethodOptions | None = None, prompt: PromptOptions | No
     """The method that `options.name` names, holding its options (and, for prompt tuning, the prompt's)."""
     options = options or MethodOptions()
     check_method(options)
+    if prompt is not None and prompt.reparam != "none" and options.name != PromptTuning.name:
+        raise UserError(f"--prompt.reparam: {prompt.reparam} reparameterises a soft prompt; --method {options.name} trains none")
     return METHODS[options.name](options, prompt, allow_other_model)
 
 
