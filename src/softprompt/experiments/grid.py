@@ -64,8 +64,11 @@ class Cell:
     task: str = ""  # the `tasks:` name, else data.task
 
     def config(self) -> dict:
-        """Every option, as JSON holds them: what a finished cell is checked against when the sweep resumes."""
-        return json.loads(json.dumps({s: asdict(getattr(self, s)) for s in SECTIONS}))
+        """Every option but the output folder, as JSON holds them: what a finished cell is checked against when the
+        sweep resumes (a sweep's folder may move)."""
+        config = json.loads(json.dumps({s: asdict(getattr(self, s)) for s in SECTIONS}))
+        del config["train"]["output_dir"]
+        return config
 
 
 @dataclass
