@@ -82,6 +82,12 @@ def test_the_grid_expands_collapses_what_a_method_ignores_and_names_cells(tmp_pa
     assert [c.id for c in load_sweep(tmp_path / "sweep.yaml").cells] == ids  # stable
 
 
+def test_class_labels_that_do_not_fit_the_prompt_skip_their_cell_with_why(tmp_path, files):
+    sweep = load_sweep(sweep_file(tmp_path, files, {"prompt.length": [1, 5], "prompt.init": ["vocab", "labels"]}))
+    assert [c.id for c in sweep.cells] == ["length-1_init-vocab", "length-5_init-vocab", "length-5_init-labels"]
+    assert sweep.skipped == [("length-1_init-labels", "2 class labels do not fit in a prompt of length 1")]
+
+
 BAD = [
     ({"grid": {"prompt.lenght": [1, 2]}}, "grid.prompt.lenght: 'lenght' is not an option of prompt (length, init,"),
     ({"grid": {"promt.length": [1]}}, "grid.promt.length: an axis is section.option"),

@@ -240,6 +240,8 @@ def sweep(file: str, output: str | None = None, dry_run: bool = False) -> dict:
     plan = load_sweep(file, output)  # every cell checked before any model loads
     todo = check_finished(plan)
     print(f"sweep: {len(plan.cells)} cells, {len(plan.cells) - len(todo)} finished, {len(todo)} to run -> {plan.output}")
+    for cell_id, why in plan.skipped:
+        print(f"  skipped  {cell_id}: {why}")
     if dry_run:
         for cell in plan.cells:
             print(f"  {'to run' if cell in todo else 'done  '}  {cell.id}")

@@ -77,6 +77,7 @@ class Sweep:
     output: Path
     axes: dict[str, list] = field(default_factory=dict)  # in the file's order, the task axis first
     cells: list[Cell] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # cells that cannot run: (id, why)
 
 
 def load_sweep(path: str | Path, output: str | None = None) -> Sweep:
@@ -100,7 +101,9 @@ def load_sweep(path: str | Path, output: str | None = None) -> Sweep:
             parse_recipe(parser, with_option(base, axis, value), f"{where}: grid.{axis}: {value!r}: ")
     sweep = Sweep(path, Path(output or spec.get("output") or Path("runs/sweeps") / path.stem), axes)
     checks.output_folder("--output", str(sweep.output))
-    sweep.cells = expand(base, tasks, axes, parser, sweep.output, where)
+    cells = expand(base, tasks, axes, parser, sweep.output, where)
+    sweep.skipped = [(c.id, why) for c in cells if (why := cannot_run(c))]
+    sweep.cells = [c for c in cells if not cannot_run(c)]
     return sweep
 
 
@@ -139,6 +142,17 @@ def matters(axis: str, method: str) -> bool:
     if method == "prompt-design" and axis.startswith("train.") and axis not in UNTRAINED_KEEPS:
         return False
     return True
+
+
+def cannot_run(cell: Cell) -> str | None:
+    """Why a cell of a well-formed grid cannot run, or None: class-label initialisation with fewer prompt vectors
+    than labels (the paper's length 1 beside two labels)."""
+    from softprompt.tasks import make_task
+
+    labels = getattr(make_task(cell.data), "label_texts", [])
+    if cell.method.name == "prompt" and cell.prompt.init == "labels" and len(labels) > cell.prompt.length:
+        return f"{len(labels)} class labels do not fit in a prompt of length {cell.prompt.length}"
+    return None
 
 
 def check_cell(cell: Cell, where: str) -> None:

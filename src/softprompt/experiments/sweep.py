@@ -90,7 +90,8 @@ def examples(cell: Cell, task, cache: dict) -> tuple[list, list | None]:
 def write_results(sweep: Sweep, rows: list[dict]) -> list[Path]:
     """results.csv, results.md and the plots the grid allows, in the sweep's output folder."""
     title = f"{sweep.path.name}: {len(rows)} runs"
-    return write_tables(sweep.output, rows, list(sweep.axes), title) + write_plots(sweep.output, rows, sweep.axes)
+    notes = [f"not run: {cell_id} ({why})" for cell_id, why in sweep.skipped]
+    return write_tables(sweep.output, rows, list(sweep.axes), title, notes) + write_plots(sweep.output, rows, sweep.axes)
 
 
 def cell_row(cell: Cell, metric: str, report: dict) -> dict:

@@ -56,11 +56,12 @@ def markdown(rows: list[dict], axes: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(folder: Path, rows: list[dict], axes: list[str], title: str) -> list[Path]:
-    """results.csv and results.md in `folder`."""
+def write_tables(folder: Path, rows: list[dict], axes: list[str], title: str, notes: list[str] = ()) -> list[Path]:
+    """results.csv and results.md in `folder`; `notes` are listed under the table."""
     write_csv(folder / CSV_FILE, rows)
     note = f"mean ± sample standard deviation over {SEED_AXIS} (n runs)" if SEED_AXIS in axes else "one run each (no seed axis)"
-    write_text_atomic(folder / MARKDOWN_FILE, f"# {title}\n\n{markdown(rows, axes)}\n{note}; every row of {CSV_FILE} is one run.\n")
+    below = "".join(f"- {n}\n" for n in notes)
+    write_text_atomic(folder / MARKDOWN_FILE, f"# {title}\n\n{markdown(rows, axes)}\n{note}; every row of {CSV_FILE} is one run.\n" + (f"\n{below}" if below else ""))
     return [folder / CSV_FILE, folder / MARKDOWN_FILE]
 
 
