@@ -66,13 +66,13 @@ def copied(finished_sweep, tmp_path):
 
 
 def test_the_grid_expands_collapses_what_a_method_ignores_and_names_cells(tmp_path, files):
-    grid = {"method.name": ["prompt", "lora"], "prompt.length": [1, 5], "prompt.init": ["random", "labels"], "train.seed": [1, 2]}
+    grid = {"method.name": ["prompt", "lora"], "prompt.length": [2, 5], "prompt.init": ["random", "labels"], "train.seed": [1, 2]}
     tasks = {"a": {"train": files["data"]}, "b": {"train": files["data"], "limit_train": 4}}
     sweep = load_sweep(sweep_file(tmp_path, files, grid, tasks=tasks))
     assert list(sweep.axes) == ["task", *grid]
     assert len(sweep.cells) == 2 * (2 * 2 * 2 + 2)  # tasks x (lengths x inits x seeds for prompt + seeds for lora)
     ids = [c.id for c in sweep.cells]
-    assert len(set(ids)) == len(ids) and ids[0] == "task-a_method-prompt_length-1_init-random_seed-1"
+    assert len(set(ids)) == len(ids) and ids[0] == "task-a_method-prompt_length-2_init-random_seed-1"
     lora = [c for c in sweep.cells if c.method.name == "lora"]
     assert [c.id for c in lora] == ["task-a_method-lora_seed-1", "task-a_method-lora_seed-2", "task-b_method-lora_seed-1", "task-b_method-lora_seed-2"]
     assert all("prompt.length" not in c.axes for c in lora)
