@@ -82,6 +82,13 @@ def test_the_grid_expands_collapses_what_a_method_ignores_and_names_cells(tmp_pa
     assert [c.id for c in load_sweep(tmp_path / "sweep.yaml").cells] == ids  # stable
 
 
+def test_prompt_design_runs_once_per_seed_only_when_the_seed_draws_its_shots(tmp_path, files):
+    grid = {"method.name": ["prompt-design", "prompt"], "train.max_steps": [3, 6], "train.seed": [1, 2]}
+    ids = lambda **method: [c.id for c in load_sweep(sweep_file(tmp_path, files, grid, method=method)).cells]  # noqa: E731
+    assert ids()[:1] == ["method-prompt-design"] and len(ids()) == 1 + 4
+    assert ids(shots=2)[:2] == ["method-prompt-design_seed-1", "method-prompt-design_seed-2"] and len(ids(shots=2)) == 2 + 4
+
+
 def test_class_labels_that_do_not_fit_the_prompt_skip_their_cell_with_why(tmp_path, files):
     sweep = load_sweep(sweep_file(tmp_path, files, {"prompt.length": [1, 5], "prompt.init": ["vocab", "labels"]}))
     assert [c.id for c in sweep.cells] == ["length-1_init-vocab", "length-5_init-vocab", "length-5_init-labels"]

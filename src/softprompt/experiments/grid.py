@@ -113,7 +113,8 @@ def expand(base: dict, tasks: dict, axes: dict[str, list], parser, output: Path,
     for values in itertools.product(*axes.values()):
         assignment = dict(zip(axes, values))
         method = assignment.get("method.name", base["method"].get("name", MethodOptions.name))
-        kept = {a: v for a, v in assignment.items() if matters(a, method)}
+        shots = assignment.get("method.shots", base["method"].get("shots", MethodOptions.shots))
+        kept = {a: v for a, v in assignment.items() if matters(a, method, shots)}
         key = json.dumps(kept, sort_keys=True)
         if key not in seen:
             seen.add(key)
@@ -134,13 +135,13 @@ def expand(base: dict, tasks: dict, axes: dict[str, list], parser, output: Path,
     return cells
 
 
-def matters(axis: str, method: str) -> bool:
-    """Whether the option `axis` changes anything for `method`."""
+def matters(axis: str, method: str, shots: int = 0) -> bool:
+    """Whether the option `axis` changes anything for `method` (prompt design: the seed only draws its shots)."""
     for prefix, methods in ONLY_FOR.items():
         if axis == prefix or axis.startswith(prefix + "."):
             return method in methods
-    if method == "prompt-design" and axis.startswith("train.") and axis not in UNTRAINED_KEEPS:
-        return False
+    if method == "prompt-design" and axis.startswith("train."):
+        return axis in UNTRAINED_KEEPS and (axis != SEED_AXIS or shots > 0)
     return True
 
 
