@@ -105,6 +105,7 @@ BAD = [
     ({"grid": {"prompt.length": [0, 5]}}, "cell length-0: --prompt.length must be at least 1 (got 0)"),
     ({"train": {"batch_size": "many"}}, "train.batch_size: Expected a <class 'int'>"),
     ({"trian": {"seed": 1}}, "'trian' is not a section"),
+    ({"grid": {"model.name": ["./nowhere"]}}, "cell model-nowhere: model folder ./nowhere: no such folder"),
     ({"tasks": {"x": {"train": "missing.jsonl"}}}, "cell task-x_seed-1: data.train: missing.jsonl: no such file"),
     ({"tasks": {"x": {"txt_column": "s"}}}, "tasks.x: Group 'data' does not accept option 'txt_column'"),
 ]

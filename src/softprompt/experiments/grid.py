@@ -101,9 +101,9 @@ def load_sweep(path: str | Path, output: str | None = None) -> Sweep:
             parse_recipe(parser, with_option(base, axis, value), f"{where}: grid.{axis}: {value!r}: ")
     sweep = Sweep(path, Path(output or spec.get("output") or Path("runs/sweeps") / path.stem), axes)
     checks.output_folder("--output", str(sweep.output))
-    cells = expand(base, tasks, axes, parser, sweep.output, where)
-    sweep.skipped = [(c.id, why) for c in cells if (why := cannot_run(c))]
-    sweep.cells = [c for c in cells if not cannot_run(c)]
+    for cell in expand(base, tasks, axes, parser, sweep.output, where):
+        why = cannot_run(cell)
+        sweep.skipped.append((cell.id, why)) if why else sweep.cells.append(cell)
     return sweep
 
 
@@ -157,11 +157,15 @@ def cannot_run(cell: Cell) -> str | None:
 
 
 def check_cell(cell: Cell, where: str) -> None:
-    """The checks `softprompt train` makes, and that every local data file exists."""
+    """The checks `softprompt train` makes, and that every local data file and model folder exists."""
+    from softprompt.embedded import MODELS
     from softprompt.methods import check_method
+    from softprompt.model import resolve_model_path
     from softprompt.tasks import make_task
 
     try:
+        if cell.model.name and cell.model.name not in MODELS:
+            resolve_model_path(cell.model.name)  # a local folder must exist; a hub name is left to the hub
         checks.check_training_command(cell.prompt, cell.data, cell.train)
         check_method(cell.method)
         make_task(cell.data)
