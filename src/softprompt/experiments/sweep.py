@@ -5,6 +5,7 @@ cell's row of results.csv and every option it ran with. A sweep run again skips 
 without the marker (a run killed mid-cell) is wiped and run again.
 """
 
+import gc
 import json
 import shutil
 from pathlib import Path
@@ -43,7 +44,7 @@ def check_finished(sweep: Sweep) -> list[Cell]:
             todo.append(cell)
         elif done["config"] != cell.config():
             changed = _first_difference(done["config"], cell.config())
-            raise UserError(f"{sweep.output / CELLS / cell.id}: finished with other options ({changed}): give another --output, or remove that folder to run it again")
+            raise UserError(f"{sweep.output / CELLS / cell.id}: finished with other options ({changed}): use another output folder, or remove that cell's folder to run it again")
     return todo
 
 
@@ -56,6 +57,7 @@ def run_sweep(sweep: Sweep, progress: bool = True) -> list[dict]:
         for cell in todo:
             bar.set_postfix_str(cell.id)
             row = run_cell(cell, sweep.output / CELLS / cell.id, data)
+            gc.collect()  # the cell's model and optimiser state, before the next cell loads its own
             bar.update(1)
             if progress:
                 tqdm.write(f"{cell.id}: {row['metric']} {row['value']:.2f}")
