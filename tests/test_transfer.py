@@ -56,10 +56,11 @@ def test_transfer_trains_each_method_once_and_scores_it_on_every_target(tmp_path
     assert f"| first four | accuracy | {rows[2]['prompt']:.2f} | {rows[2]['model']:.2f} | {rows[2]['delta']:+.2f} |" in table
     assert table in capsys.readouterr().out
 
-    trained.clear()  # run again: the finished training runs are reused
-    assert main(["transfer", "--config", str(recipe(tmp_path)), "--methods", "[prompt, lora]"]) == 0
-    assert trained == ["lora"]
-    assert json.loads((out / "transfer.json").read_text())["rows"][0]["prompt"] == rows[0]["prompt"]
+    trained.clear()  # run again with the model tuning run reused: only the new method trains
+    assert main(["transfer", "--config", str(recipe(tmp_path)), "--methods", "[model, prompt-design]"]) == 0
+    assert trained == ["prompt-design"]
+    again = json.loads((out / "transfer.json").read_text())["rows"]
+    assert [r["model"] for r in again] == [r["model"] for r in rows] and again[0]["delta"] == again[0]["model"] - again[0]["prompt-design"]
 
 
 def test_targets_take_the_sources_options_they_leave_unset(tmp_path):
