@@ -78,6 +78,9 @@ def test_initialisers_shapes_and_ranges(tiny):
     ids = tiny.token_ids("very bad")
     torch.testing.assert_close(labels[1], emb[ids].mean(0))
     torch.testing.assert_close(labels[0], emb[tiny.token_ids("great")[0]])
+    shorter = tiny.initial_prompt("labels", length=1, labels=["great", "very bad"], first_n=30)  # the first label that fits
+    assert shorter.shape == (1, tiny.hidden)
+    torch.testing.assert_close(shorter[0], labels[0])
     with pytest.raises(UserError, match="unknown initialiser"):
         tiny.initial_prompt("zeros", length=2)
 

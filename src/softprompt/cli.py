@@ -249,6 +249,46 @@ def serve(prompts: str, model: str | None = None, host: str = "127.0.0.1", port:
     run(prompts, model, host, port, token, max_batch_size, max_wait_ms, max_inputs, max_input_chars, max_body_bytes, rescan_seconds, device, dtype, allow_other_model)
 
 
+def sweep(file: str, output: str | None = None, dry_run: bool = False) -> dict:
+    """Run a sweep file: training runs over a grid of options (method, prompt length, initialiser, model, task, seed,
+    ...), each in OUTPUT/cells/<cell>/; finished cells are not run again. Writes OUTPUT/results.csv, results.md and
+    PNG plots."""
+    from softprompt.experiments.grid import load_sweep
+    from softprompt.experiments.sweep import check_finished, run_sweep, write_results
+    from softprompt.experiments.table import MARKDOWN_FILE
+
+    plan = load_sweep(file, output)  # every cell checked before any model loads
+    todo = check_finished(plan)
+    print(f"sweep: {len(plan.cells)} cells, {len(plan.cells) - len(todo)} finished, {len(todo)} to run -> {plan.output}")
+    if dry_run:
+        for cell in plan.cells:
+            print(f"  {'to run' if cell in todo else 'done  '}  {cell.id}")
+        return {"cells": [c.id for c in plan.cells], "to_run": [c.id for c in todo]}
+    rows = run_sweep(plan)
+    written = write_results(plan, rows)
+    print((plan.output / MARKDOWN_FILE).read_text(encoding="utf-8"))
+    print("wrote: " + ", ".join(str(p) for p in written))
+    return {"rows": rows, "written": [str(p) for p in written]}
+
+
+def transfer(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: TrainOptions, method: MethodOptions | None = None, methods: list[str] | None = None, targets: list | None = None) -> dict:
+    """Train on one task with each of --methods (prompt and model tuning by default), then score each result on
+    --targets without training: the paper's domain-shift table, with the in-domain row and the delta
+    (TRAIN.OUTPUT_DIR/transfer.md, .csv and .json)."""
+    checks.check_training_command(prompt, data, train)
+    if not targets:
+        raise UserError("--targets: give one or more evaluation sets (TASK=FILE, or a data section)")
+    from softprompt.experiments.transfer import MARKDOWN_FILE, markdown, method_cells, run_transfer, targets_from
+
+    output = Path(train.output_dir)
+    cells = method_cells(model, prompt, data, train, method or MethodOptions(), methods or ["prompt", "model"], output)
+    chosen = targets_from(targets, data)
+    result = run_transfer(cells, chosen, output, train.eval_batch_size)
+    print(markdown(result["rows"], [c.id for c in cells]))
+    print(f"wrote: {output / MARKDOWN_FILE} (and .csv, .json)")
+    return result
+
+
 SECTION_FILES = (".yaml", ".yml", ".json")
 
 
@@ -409,6 +449,21 @@ def build_parser() -> ArgumentParser:
             allow,
         ],
     )
+    command(
+        "sweep", sweep,
+        arguments=[
+            (("file",), dict(type=str, help="The sweep file (YAML): a base recipe in train's sections, `grid:` axes and optional `tasks:`.")),
+            (("--output",), dict(type=str | None, default=None, help="Output folder; default: the file's `output:`, else runs/sweeps/<file name>.")),
+            (("--dry_run",), dict(action="store_true", help="Check the file and list the cells, finished or to run; train nothing.")),
+        ],
+    )
+    command(
+        "transfer", transfer, *recipe, ("method", MethodOptions),
+        arguments=[
+            (("--methods",), dict(type=list[str], default=["prompt", "model"], help="Methods to train on the source task and compare (the delta is the first minus the second).")),
+            (("--targets",), dict(type=list[str | dict], default=[], help="Evaluation sets: TASK=FILE, or a data section (name: its row); unset options are the source's.")),
+        ],
+    )
     return parser
 
 
@@ -416,6 +471,7 @@ COMMANDS = {
     "train": train, "eval": evaluate, "predict": predict, "info": info, "quickstart": quickstart, "models": models,
     "tasks": tasks, "ensemble": ensemble, "neighbors": neighbors, "export": export, "import": import_, "serve": serve,
     "similar": similar,
+    "sweep": sweep, "transfer": transfer,
 }
 
 

@@ -42,9 +42,8 @@ def class_labels(
     exclude: set[int] | frozenset[int] = frozenset(),
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """One row per class label (mean of its sub-token embeddings); the remaining rows are sampled vocabulary."""
-    if len(label_token_ids) > length:
-        raise ValueError(f"{len(label_token_ids)} class labels do not fit in a prompt of length {length}")
-    rows = [embeddings[torch.tensor(ids)].detach().float().mean(dim=0) for ids in label_token_ids]
+    """One row per class label (mean of its sub-token embeddings), as many labels as fit; the remaining rows are
+    sampled vocabulary. A prompt shorter than the label set (the paper's length 1 beside two labels) takes the first."""
+    rows = [embeddings[torch.tensor(ids)].detach().float().mean(dim=0) for ids in label_token_ids[:length]]
     rest = sampled_vocab(embeddings, length - len(rows), first_n, exclude, generator)
     return torch.cat([torch.stack(rows), rest]) if rows else rest

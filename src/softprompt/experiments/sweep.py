@@ -1,0 +1,123 @@
+"""Running a sweep's cells, each one training run (train.train) in OUTPUT/cells/<cell id>/.
+
+A cell is finished when its completion marker, done.json, exists: it is written atomically, last, and holds the
+cell's row of results.csv and every option it ran with. A sweep run again skips finished cells; a cell folder
+without the marker (a run killed mid-cell) is wiped and run again.
+"""
+
+import gc
+import json
+import shutil
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from softprompt.errors import UserError
+from softprompt.experiments.grid import CELLS, Cell, Sweep
+from softprompt.experiments.plots import write_plots
+from softprompt.experiments.table import write_tables
+from softprompt.files import write_text_atomic
+from softprompt.methods import make_method
+from softprompt.model import EMBEDDED_MODEL, SoftPromptModel
+from softprompt.tasks import make_task
+from softprompt.train import train
+
+DONE_FILE = "done.json"
+REPORTED = (  # the columns of results.csv taken from a run's report (train.run_report)
+    "trainable_parameters", "base_parameters", "trainable_percent", "bytes_per_task",
+    "train_seconds", "eval_seconds", "peak_memory_bytes", "best_step", "steps",
+)
+
+
+def finished(folder: Path) -> dict | None:
+    """A finished cell's done.json; None for a cell not run or not finished."""
+    path = folder / DONE_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def check_finished(sweep: Sweep) -> list[Cell]:
+    """Refuse finished cells that ran with other options than the sweep now gives them; returns the cells to run."""
+    todo = []
+    for cell in sweep.cells:
+        done = finished(sweep.output / CELLS / cell.id)
+        if done is None:
+            todo.append(cell)
+        elif done["config"] != cell.config():
+            changed = _first_difference(done["config"], cell.config())
+            raise UserError(f"{sweep.output / CELLS / cell.id}: finished with other options ({changed}): use another output folder, or remove that cell's folder to run it again")
+    return todo
+
+
+def run_sweep(sweep: Sweep, progress: bool = True) -> list[dict]:
+    """Run every unfinished cell, in the grid's order; returns every cell's row."""
+    todo = check_finished(sweep)
+    data: dict[str, tuple] = {}  # each data section's examples, loaded once
+    bar = tqdm(total=len(sweep.cells), initial=len(sweep.cells) - len(todo), desc="sweep", unit="cell", disable=not progress, dynamic_ncols=True)
+    try:
+        for cell in todo:
+            bar.set_postfix_str(cell.id)
+            row = run_cell(cell, sweep.output / CELLS / cell.id, data)
+            gc.collect()  # the cell's model and optimiser state, before the next cell loads its own
+            bar.update(1)
+            if progress:
+                tqdm.write(f"{cell.id}: {row['metric']} {row['value']:.2f}")
+    finally:
+        bar.close()
+    return [finished(sweep.output / CELLS / cell.id)["row"] for cell in sweep.cells]
+
+
+def run_cell(cell: Cell, folder: Path, data: dict | None = None) -> dict:
+    """Train one cell into `folder` (wiped first) and write its completion marker last; returns its row."""
+    if folder.exists():
+        shutil.rmtree(folder)  # a half-done cell: nothing of it is kept
+    task = make_task(cell.data)
+    train_examples, validation = examples(cell, task, {} if data is None else data)
+    model = SoftPromptModel.load(cell.model.name or EMBEDDED_MODEL, cell.model.family, cell.model.dtype, cell.model.readout_scale)
+    method = make_method(cell.method, cell.prompt)
+    result = train(model, method, task, train_examples, validation, cell.train, folder, progress=False)
+    row = cell_row(cell, task.metric, result.report)
+    write_text_atomic(folder / DONE_FILE, json.dumps({"cell": cell.id, "axes": cell.axes, "config": cell.config(), "row": row}, indent=2) + "\n")
+    return row
+
+
+def examples(cell: Cell, task, cache: dict) -> tuple[list, list | None]:
+    """The cell's training and validation examples, read once per data section."""
+    key = json.dumps(cell.config()["data"], sort_keys=True)
+    if key not in cache:
+        d = cell.data
+        cache[key] = task.load(d.train, d.limit_train), task.load(d.validation, d.limit_validation) if d.validation else None
+    return cache[key]
+
+
+def write_results(sweep: Sweep, rows: list[dict]) -> list[Path]:
+    """results.csv, results.md and the plots the grid allows, in the sweep's output folder."""
+    title = f"{sweep.path.name}: {len(rows)} runs"
+    return write_tables(sweep.output, rows, list(sweep.axes), title) + write_plots(sweep.output, rows, sweep.axes)
+
+
+def cell_row(cell: Cell, metric: str, report: dict) -> dict:
+    """A cell's row of results.csv: its id, its axes, the metric that picks the best result and its value, every
+    metric, and what the run cost."""
+    metrics = report["metrics"]
+    return {
+        "cell": cell.id,
+        **cell.axes,
+        "method": report["method"],
+        "model": report["model"],
+        "task": cell.task,
+        "metric": metric,
+        "value": metrics.get(metric),
+        **{f"metrics.{k}": v for k, v in metrics.items()},
+        **{k: report[k] for k in REPORTED},
+    }
+
+
+def _first_difference(old: dict, new: dict, prefix: str = "") -> str:
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            if a != b:
+                return _first_difference(a, b, f"{prefix}{key}.")
+        elif a != b:
+            return f"{prefix}{key}: {a!r} there, {b!r} now"
+    return "none"

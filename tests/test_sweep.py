@@ -1,0 +1,215 @@
+"""Sweeps: a grid file expanded into checked cells, a resumable run, results.csv, the Markdown table and the plots."""
+
+import csv
+import json
+import shutil
+import statistics
+
+import pytest
+import yaml
+
+from conftest import save_model, sentiment_rows, tiny_bert
+from softprompt.cli import main
+from softprompt.errors import UserError
+from softprompt.experiments import sweep as sweep_module
+from softprompt.experiments.grid import load_sweep
+from softprompt.experiments.plots import write_plots
+from softprompt.experiments.sweep import DONE_FILE, check_finished, run_sweep, write_results
+from softprompt.experiments.table import markdown
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A tiny encoder-only model folder and a training file, shared by the module's sweeps."""
+    root = tmp_path_factory.mktemp("sweep")
+    data = root / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows()))
+    return {"root": root, "model": save_model(tiny_bert(), root / "tiny-bert"), "data": str(data)}
+
+
+def sweep_file(folder, files, grid, **sections):
+    spec = {
+        "output": str(folder / "out"),
+        "model": {"name": files["model"]},
+        "prompt": {"length": 4, "init": "vocab", "vocab_first_n": 40},
+        "data": {"train": files["data"], "validation": files["data"], "verbalizers": {"0": "no", "1": "yes"}},
+        "train": {"max_steps": 3, "batch_size": 10, "eval_every": 3},
+        "grid": grid,
+    }
+    for key, value in sections.items():
+        spec[key] = {**spec.get(key, {}), **value} if isinstance(value, dict) and key != "grid" else value
+    path = folder / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(files):
+    """A 2 x 2 sweep (prompt length x seed), run once; its output is copied by the tests that change it."""
+    folder = files["root"] / "two-by-two"
+    folder.mkdir()
+    sweep = load_sweep(sweep_file(folder, files, {"prompt.length": [1, 2], "train.seed": [1, 2]}))
+    rows = run_sweep(sweep, progress=False)
+    return sweep, rows, write_results(sweep, rows)
+
+
+def copied(finished_sweep, tmp_path):
+    """The finished sweep's file loaded again, with its output copied to tmp_path."""
+    sweep = finished_sweep[0]
+    shutil.copytree(sweep.output, tmp_path / "out")
+    return load_sweep(sweep.path, str(tmp_path / "out"))
+
+
+# ----- the grid -----------------------------------------------------------------------------------------
+
+
+def test_the_grid_expands_collapses_what_a_method_ignores_and_names_cells(tmp_path, files):
+    grid = {"method.name": ["prompt", "lora"], "prompt.length": [2, 5], "prompt.init": ["random", "labels"], "train.seed": [1, 2]}
+    tasks = {"a": {"train": files["data"]}, "b": {"train": files["data"], "limit_train": 4}}
+    sweep = load_sweep(sweep_file(tmp_path, files, grid, tasks=tasks))
+    assert list(sweep.axes) == ["task", *grid]
+    assert len(sweep.cells) == 2 * (2 * 2 * 2 + 2)  # tasks x (lengths x inits x seeds for prompt + seeds for lora)
+    ids = [c.id for c in sweep.cells]
+    assert len(set(ids)) == len(ids) and ids[0] == "task-a_method-prompt_length-2_init-random_seed-1"
+    lora = [c for c in sweep.cells if c.method.name == "lora"]
+    assert [c.id for c in lora] == ["task-a_method-lora_seed-1", "task-a_method-lora_seed-2", "task-b_method-lora_seed-1", "task-b_method-lora_seed-2"]
+    assert all("prompt.length" not in c.axes for c in lora)
+    cell = next(c for c in sweep.cells if c.id == "task-b_method-prompt_length-5_init-labels_seed-2")
+    assert (cell.prompt.length, cell.prompt.init, cell.train.seed, cell.data.limit_train, cell.task) == (5, "labels", 2, 4, "b")
+    assert cell.train.output_dir == str(tmp_path / "out" / "cells" / cell.id) and cell.train.max_steps == 3
+    assert [c.id for c in load_sweep(tmp_path / "sweep.yaml").cells] == ids  # stable
+
+
+def test_prompt_design_runs_once_per_seed_only_when_the_seed_draws_its_shots(tmp_path, files):
+    grid = {"method.name": ["prompt-design", "prompt"], "train.max_steps": [3, 6], "train.seed": [1, 2]}
+    ids = lambda **method: [c.id for c in load_sweep(sweep_file(tmp_path, files, grid, method=method)).cells]  # noqa: E731
+    assert ids()[:1] == ["method-prompt-design"] and len(ids()) == 1 + 4
+    assert ids(shots=2)[:2] == ["method-prompt-design_seed-1", "method-prompt-design_seed-2"] and len(ids(shots=2)) == 2 + 4
+
+
+def test_class_labels_at_length_one_are_a_cell_like_the_others(tmp_path, files):
+    sweep = load_sweep(sweep_file(tmp_path, files, {"prompt.length": [1, 5], "prompt.init": ["vocab", "labels"]}))
+    assert [c.id for c in sweep.cells] == ["length-1_init-vocab", "length-1_init-labels", "length-5_init-vocab", "length-5_init-labels"]
+
+
+BAD = [
+    ({"grid": {"prompt.lenght": [1, 2]}}, "grid.prompt.lenght: 'lenght' is not an option of prompt (length, init,"),
+    ({"grid": {"promt.length": [1]}}, "grid.promt.length: an axis is section.option"),
+    ({"grid": {"prompt.length": ["x"]}}, "grid.prompt.length: 'x': prompt.length: Expected a <class 'int'>. Got value: x"),
+    ({"grid": {"prompt.length": []}}, "grid.prompt.length: give a list of one or more values"),
+    ({"grid": {"train.seed": [1, 1]}}, "grid.train.seed: a value is repeated"),
+    ({"grid": {"method.name": ["prompt", "nope"]}}, "grid.method.name: 'nope': method.name: Expected a typing.Literal"),
+    ({"grid": {"prompt.length": [0, 5]}}, "cell length-0: --prompt.length must be at least 1 (got 0)"),
+    ({"train": {"batch_size": "many"}}, "train.batch_size: Expected a <class 'int'>"),
+    ({"trian": {"seed": 1}}, "'trian' is not a section"),
+    ({"grid": {"model.name": ["./nowhere"]}}, "cell model-nowhere: model folder ./nowhere: no such folder"),
+    ({"tasks": {"x": {"train": "missing.jsonl"}}}, "cell task-x_seed-1: data.train: missing.jsonl: no such file"),
+    ({"tasks": {"x": {"txt_column": "s"}}}, "tasks.x: Group 'data' does not accept option 'txt_column'"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), BAD)
+def test_a_bad_sweep_file_is_refused_in_one_line_naming_the_field(tmp_path, files, change, message):
+    change = dict(change)
+    grid = change.pop("grid", {"train.seed": [1]})
+    path = sweep_file(tmp_path, files, grid, **change)
+    with pytest.raises(UserError) as error:
+        load_sweep(path)
+    assert str(error.value).startswith(f"{path}: ") and message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_command_refuses_a_bad_field_with_one_line_and_writes_nothing(tmp_path, files, capsys):
+    path = sweep_file(tmp_path, files, {"prompt.length": [1, 2], "train.sed": [1, 2]})
+    assert main(["sweep", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {path}: grid.train.sed: 'sed' is not an option of train") and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+    path = sweep_file(tmp_path, files, {"prompt.length": [1, 2]})
+    assert main(["sweep", str(path), "--dry_run"]) == 0
+    assert "sweep: 2 cells, 0 finished, 2 to run" in capsys.readouterr().out and not (tmp_path / "out").exists()
+
+
+# ----- running, resuming ------------------------------------------------------------------------------------
+
+
+def test_a_sweep_writes_one_row_per_cell_the_table_over_seeds_and_the_plots(finished_sweep):
+    sweep, rows, written = finished_sweep
+    with (sweep.output / "results.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert [r["cell"] for r in table] == ["length-1_seed-1", "length-1_seed-2", "length-2_seed-1", "length-2_seed-2"]
+    assert [(r["prompt.length"], r["train.seed"]) for r in table] == [("1", "1"), ("1", "2"), ("2", "1"), ("2", "2")]
+    assert all(r["metric"] == "accuracy" and r["value"] == r["metrics.accuracy"] for r in table)
+    assert [int(r["trainable_parameters"]) for r in table] == [32, 32, 64, 64]  # length x width 32
+    assert all(int(r["bytes_per_task"]) > 0 and float(r["train_seconds"]) > 0 and r["steps"] == "3" for r in table)
+    md = (sweep.output / "results.md").read_text()
+    for length in ("1", "2"):
+        values = [float(r["value"]) for r in table if r["prompt.length"] == length]
+        assert f"| {length} | accuracy | {statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f} | 2 |" in md
+    plots = sorted(sweep.output.glob("*.png"))
+    assert plots == [sweep.output / "length.png"] and plots[0] in written
+    assert all(p.read_bytes().startswith(PNG) and p.stat().st_size > 5000 for p in plots)
+
+
+def test_the_table_computes_mean_and_sample_std_over_seeds():
+    rows = [
+        {"m": "a", "train.seed": s, "metric": "accuracy", "value": v, "trainable_parameters": 10, "bytes_per_task": 100, "train_seconds": 1.0}
+        for s, v in ((1, 70.0), (2, 80.0), (3, 90.0))
+    ] + [{"m": "b", "train.seed": 1, "metric": "accuracy", "value": 50.0, "trainable_parameters": 10, "bytes_per_task": 100, "train_seconds": 1.0}]
+    table = markdown(rows, ["m", "train.seed"])
+    assert "| a | accuracy | 80.00 ± 10.00 | 3 |" in table and "| b | accuracy | 50.00 | 1 |" in table
+
+
+def test_plots_follow_the_axes_the_grid_has(tmp_path):
+    rows = [
+        {"model.name": m, "method.name": method, "prompt.length": length if method == "prompt" else "", "train.seed": s, "metric": "accuracy", "value": 50.0 + s + length, "base_parameters": size}
+        for m, size in (("org/small", 1e6), ("org/large", 1e8)) for method in ("prompt", "model") for length in (1, 5) for s in (1, 2)
+    ]
+    axes = {"model.name": ["org/small", "org/large"], "method.name": ["prompt", "model"], "prompt.length": [1, 5], "train.seed": [1, 2]}
+    written = write_plots(tmp_path, rows, axes)
+    assert sorted(p.name for p in written) == ["length-large.png", "length-small.png", "scale.png"]
+    assert all(p.read_bytes().startswith(PNG) for p in written)
+    assert write_plots(tmp_path / "none", rows, {"train.seed": [1, 2]}) == []
+
+
+def test_a_second_run_reruns_nothing_and_a_half_done_cell_is_run_again(finished_sweep, tmp_path, monkeypatch):
+    sweep = copied(finished_sweep, tmp_path)
+    markers = {c.id: sweep.output / "cells" / c.id / DONE_FILE for c in sweep.cells}
+    stamps = {i: p.stat().st_mtime_ns for i, p in markers.items()}
+    real, calls = sweep_module.train, []
+
+    def counted(*args, **kwargs):
+        calls.append(str(args[-1]))  # the cell's folder
+        return real(*args, **kwargs)
+
+    def killed(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_module, "train", counted)
+    assert run_sweep(sweep, progress=False) == finished_sweep[1] and calls == []
+
+    # a cell killed after training, before its marker: its folder stays without one
+    half = "length-2_seed-1"
+    markers[half].unlink()
+    monkeypatch.setattr(sweep_module, "train", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(sweep, progress=False)
+    assert (sweep.output / "cells" / half / "prompt.safetensors").is_file() and not markers[half].exists()
+    (sweep.output / "cells" / half / "stray.txt").write_text("from the killed run")
+
+    monkeypatch.setattr(sweep_module, "train", counted)
+    rows = run_sweep(sweep, progress=False)
+    assert calls == [str(sweep.output / "cells" / half)]
+    assert markers[half].is_file() and not (sweep.output / "cells" / half / "stray.txt").exists()
+    assert all(markers[i].stat().st_mtime_ns == stamps[i] for i in markers if i != half)
+    assert [r["cell"] for r in rows] == [c.id for c in sweep.cells]
+
+
+def test_finished_cells_run_with_other_options_are_refused(finished_sweep, tmp_path, files):
+    copied(finished_sweep, tmp_path)
+    path = sweep_file(tmp_path, files, {"prompt.length": [1, 2], "train.seed": [1, 2]}, train={"max_steps": 4})
+    sweep = load_sweep(path)
+    with pytest.raises(UserError, match=r"cells/length-1_seed-1: finished with other options \(train.max_steps: 3 there, 4 now\)"):
+        check_finished(sweep)
