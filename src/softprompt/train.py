@@ -246,7 +246,7 @@ def train(
         return finish()
 
     # the same run, wherever it is resumed: its model, method, task and options
-    identity = {"model": model.identity(), "method": method.metadata(), "task": task.describe()}
+    identity = json.loads(json.dumps({"model": model.identity(), "method": method.metadata(), "task": task.describe()}, default=str))  # plain values
     resumed, state = checkpoint.latest(output_dir) if o.resume else None, None
     if resumed:
         state, rng = checkpoint.load(resumed, accelerator.process_index, accelerator.num_processes)
