@@ -304,3 +304,32 @@ def test_bf16_autocast_keeps_the_prompt_in_float32(tmp_path):
     assert model.bank.weight.dtype == torch.float32
     assert not torch.equal(model.bank.prompt(0), model.initial_prompt("vocab", 8, first_n=40, seed=42))
     assert result.steps == 3
+
+
+def test_fp16_autocast_with_loss_scaling_keeps_the_prompt_in_float32(tmp_path):
+    model = tiny_gpt2()
+    task, examples = setup(model)
+    dtypes = []
+    model.base.register_forward_hook(lambda module, args, out: dtypes.append(out.logits.dtype))
+    result = run(model, task, examples, tmp_path, precision="fp16", max_steps=3)
+    assert dtypes and set(dtypes) == {torch.float16} and model.bank.weight.dtype == torch.float32
+    assert result.steps == 3 and torch.isfinite(model.bank.weight).all()
+
+
+def test_fp16_warns_that_t5_overflows(tmp_path, capsys):
+    model = BUILDERS["encoder-decoder"]()
+    task, examples = setup(model)
+    run(model, task, examples, tmp_path, precision="fp16", max_steps=1)
+    assert "T5 overflows in float16" in capsys.readouterr().err
+
+
+def test_gradient_checkpointing_gives_the_same_prompt(tmp_path):
+    prompts = []
+    for checkpointing in (False, True):
+        model = tiny_gpt2()
+        task, examples = setup(model)
+        run(model, task, examples, tmp_path / str(checkpointing), gradient_checkpointing=checkpointing, max_steps=3)
+        prompts.append(model.bank.weight.detach().clone())
+        assert any(getattr(m, "gradient_checkpointing", False) for m in model.base.modules()) == checkpointing
+    torch.testing.assert_close(prompts[0], prompts[1])
+    assert not torch.equal(prompts[1], tiny_gpt2().initial_prompt("vocab", 8, first_n=40, seed=42))

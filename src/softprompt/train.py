@@ -404,7 +404,11 @@ def enable_gradient_checkpointing(model: SoftPromptModel) -> None:
     at the input although no weight requires one)."""
     if not model.base.supports_gradient_checkpointing:
         raise UserError(f"--train.gradient_checkpointing: {model.name} does not support it")
-    model.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(model.base, "activation_checkpointing_enable"):  # transformers 5's name
+        model.base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def _dropout_off(model: torch.nn.Module) -> None:
