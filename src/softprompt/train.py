@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import DistributedType, gather_object, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers.optimization import Adafactor
@@ -266,6 +266,7 @@ def train(
     optimizer = make_optimizer(params, o)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps else 1.0)
     wrapped, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    params = method.parameters(model)  # FSDP replaces parameters in place with sharded ones
 
     best, stale = -math.inf, 0
     saved_best = False  # an evaluated result has been saved
@@ -390,8 +391,10 @@ def train(
 
 def evaluate_sharded(method: Method, model: SoftPromptModel, task: Task, examples: list[Example], batch_size: int, progress: bool, accelerator: Accelerator) -> dict[str, float]:
     """The method's metrics on `examples`, each process predicting a contiguous share (no example twice, none
-    padded in); the predictions are gathered in the examples' order and scored once, the same on every process."""
-    if accelerator.num_processes == 1:
+    padded in); the predictions are gathered in the examples' order and scored once, the same on every process.
+    Under FSDP and DeepSpeed every forward pass gathers weights from all processes, so each evaluates everything,
+    in step with the others."""
+    if accelerator.num_processes == 1 or accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
         return method.evaluate(model, task, examples, batch_size, progress)
     n, k, rank = len(examples), accelerator.num_processes, accelerator.process_index
     share = examples[rank * n // k : (rank + 1) * n // k]
