@@ -153,3 +153,19 @@ def test_sigterm_saves_a_checkpoint_at_the_step_boundary(tmp_path, capsys):
     assert [p.name for p in checkpoint.complete(tmp_path)] == ["step-00000003"]  # the step under way was finished
     assert "stopped by a signal after step 3" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handlers are put back
+
+
+def test_the_command_resumes(tmp_path, capsys):
+    from conftest import save_model
+    from softprompt.cli import main
+
+    folder = save_model(tiny_gpt2(), tmp_path / "model")
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows()))
+    command = [
+        "train", "--model.name", folder, "--data.train", str(tmp_path / "train.jsonl"), "--data.verbalizers", '{"0": "no", "1": "yes"}',
+        "--prompt.length=4", "--prompt.vocab_first_n=40", "--train.batch_size=5", "--train.micro_batch_size=5", "--train.output_dir", str(tmp_path / "run"),
+    ]
+    assert main([*command, "--train.max_steps=2"]) == 0
+    assert main([*command, "--train.max_steps=3", "--train.resume=true"]) == 0
+    assert f"resuming from {tmp_path / 'run/checkpoints/step-00000002'} (step 2)" in capsys.readouterr().err
+    assert load_prompt(tmp_path / "run" / PROMPT_FILE).metadata["step"] == 3
