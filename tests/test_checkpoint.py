@@ -67,7 +67,7 @@ def test_a_killed_run_resumed_ends_with_the_uninterrupted_prompt(tmp_path):
     def command(output, resume, delay=0.0):
         return [sys.executable, str(script), str(tmp_path / output), "1" if resume else "0", str(delay)]
 
-    subprocess.run(command("whole", False), env=env, check=True, timeout=120)
+    whole = subprocess.Popen(command("whole", False), env=env)  # beside the run to kill: one thread each
     kill_after = random.Random().randint(2, 10)  # a random step, reported on failure
     killed = subprocess.Popen(command("killed", False, delay=0.05), env=env)
     deadline = time.monotonic() + 60
@@ -79,6 +79,7 @@ def test_a_killed_run_resumed_ends_with_the_uninterrupted_prompt(tmp_path):
     stopped_at = int(checkpoint.latest(tmp_path / "killed").name[5:])
     assert stopped_at < 12, f"killed after step {kill_after}: nothing left to resume"
     subprocess.run(command("killed", True), env=env, check=True, timeout=120)
+    assert whole.wait(timeout=120) == 0
 
     whole, resumed = tmp_path / "whole", tmp_path / "killed"
     assert torch.equal(last_trained(resumed), last_trained(whole)), f"killed after step {stopped_at}"
