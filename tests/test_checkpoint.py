@@ -115,7 +115,10 @@ def test_a_write_interrupted_half_way_leaves_the_previous_checkpoint(tmp_path, m
     assert (tmp_path / "run/checkpoints/.step-00000005.tmp/rng-0.pt").is_file()  # the first file was written
     assert checkpoint.latest(tmp_path / "run").name == "step-00000004"
     monkeypatch.setattr(checkpoint, "write", written)
+    with (tmp_path / "run/metrics.jsonl").open("a") as log:
+        log.write('{"step": 6, "train/lo')  # a record cut short by the crash
     resumed, result = train(tmp_path / "run", resume=True)
+    assert losses(tmp_path / "run") == losses(tmp_path / "whole")
     assert result.steps == 6 and torch.equal(resumed.bank.weight, whole.bank.weight)
     assert [p.name for p in checkpoint.complete(tmp_path / "run")] == ["step-00000005", "step-00000006"]
 

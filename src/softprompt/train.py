@@ -506,10 +506,11 @@ def _clear_previous_run(output_dir: Path) -> None:
 
 
 def _keep_log_until(path: Path, step: int) -> None:
-    """Drop the log's records of steps after `step`: a resumed run logs them again."""
+    """Drop the log's records of steps after `step` (a resumed run logs them again), and a last line that a kill
+    cut short."""
     if path.is_file():
         lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-        write_text_atomic(path, "".join(line for line in lines if json.loads(line)["step"] <= step))
+        write_text_atomic(path, "".join(line for line in lines if line.endswith("\n") and json.loads(line)["step"] <= step))
 
 
 def _say(message: str, accelerator: Accelerator) -> None:
