@@ -115,8 +115,8 @@ class TrainOptions:
     third more time per step."""
     save_every: int | None = None
     """Save a checkpoint (trained parameters, optimiser, scheduler, step, data position, best so far, random
-    generators) every N steps and at the end; unset: at every evaluation (train.eval_every); 0: only when stopped
-    by SIGTERM or Ctrl-C."""
+    generators) every N steps and at the end; unset: at every evaluation (train.eval_every); 0: only at the end
+    and when stopped by SIGTERM or Ctrl-C."""
     keep_checkpoints: int = 2
     """Keep the newest N checkpoints in OUTPUT/checkpoints."""
     resume: bool = False
