@@ -10,8 +10,8 @@ Writes the "## Training" section of BENCHMARKS.md (other sections stay). Three m
   reported, with and without gradient checkpointing. The floor for prompt tuning against full fine-tuning is
   2(P + T) / 3T: forward and input-gradient passes over P + T positions against forward, input-gradient and
   weight-gradient passes over T.
-- peak memory above the idle process (resident set on CPU, allocated memory on CUDA), each configuration in a
-  fresh subprocess so that none inherits another's high-water mark.
+- peak memory above the idle process (the resident set's high-water mark, reset once the model is built), each
+  configuration in a fresh subprocess so that none inherits another's high-water mark. Everything runs on the CPU.
 - tokens per second of softprompt's training step (train.backward_accumulated on accelerate) with 1 and 2 processes
   under torchrun and the same global batch, alternating.
 """

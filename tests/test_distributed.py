@@ -50,7 +50,7 @@ from softprompt.train import train_prompt
 model = tiny_gpt2()
 task = make_task(DataOptions(verbalizers={{"0": "no", "1": "yes"}}))
 examples = task.examples(sentiment_rows() * 2, "rows", None)
-options = TrainOptions(**{{**{ONE_STEP!r}, "output_dir": "run"}})
+options = TrainOptions(**{{**{ONE_STEP!r}, "output_dir": "run", "max_steps": int(sys.argv[1]), "resume": sys.argv[2] == "resume"}})
 scored = []  # the predictions each evaluation scores, gathered from both processes
 score = task.score
 task.score = lambda predictions, examples: scored.append(predictions) or score(predictions, examples)
@@ -60,26 +60,33 @@ if int(os.environ["RANK"]) == 0:
 """
 
 
-def test_two_processes_reach_the_one_process_prompt_and_shard_evaluation(tmp_path):
+def test_two_processes_reach_the_one_process_prompt_shard_evaluation_and_resume(tmp_path):
     """The same global batch of 10 (2 x 5 rows, or 2 micro-batches of 5 in one process) gives the same prompt;
-    evaluation split 3 + 4 over the processes scores each of 7 examples once, as one process does."""
+    evaluation split 3 + 4 over the processes scores each of 7 examples once, as one process does; two processes
+    resume from their checkpoint (each its own random generators) to the prompt of one uninterrupted process."""
     (tmp_path / "run.py").write_text(SCRIPT)
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run(["torchrun", "--nproc_per_node", "2", "run.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    two = json.loads(done.stdout.split("RESULT")[1])
+
+    def two_processes(*args) -> dict:
+        done = subprocess.run(["torchrun", "--nproc_per_node", "2", "run.py", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.split("RESULT")[1])
+
+    def trained(run: str, processes: int) -> torch.Tensor:
+        return checkpoint.load(checkpoint.latest(tmp_path / run), 0, processes)[0]["trained"][0]
+
+    two = two_processes("6", "new")
     assert [p.name for p in checkpoint.complete(tmp_path / "run")] == ["step-00000006"]  # one checkpoint, written once
     assert sorted(f.name for f in checkpoint.latest(tmp_path / "run").iterdir()) == ["rng-0.pt", "rng-1.pt", "state.pt"]
-
     model = tiny_gpt2()
     task = make_task(DataOptions(verbalizers={"0": "no", "1": "yes"}))
     examples = task.examples(sentiment_rows() * 2, "rows", None)
-    train_prompt(model, task, examples, examples[:7], PROMPT, TrainOptions(**{**ONE_STEP, "output_dir": str(tmp_path / "one")}), tmp_path / "one", progress=False)
-    trained = [checkpoint.load(checkpoint.latest(tmp_path / run), 0, n)[0]["trained"][0] for run, n in (("run", 2), ("one", 1))]
-    torch.testing.assert_close(trained[0], trained[1], rtol=1e-4, atol=1e-5)
-    assert not torch.equal(trained[1], model.initial_prompt("vocab", 4, first_n=40, seed=42))
-
-    model.bank = PromptBank(trained[0])  # the two processes' prompt at step 6, evaluated there
+    model.bank = PromptBank(trained("run", 2))  # the two processes' prompt at step 6, evaluated there
     predictions = task.predict_all(model, [e.fields for e in examples[:7]], progress=False)
     assert two["predictions"] == predictions
     assert two["metrics"] == {"step": 6, **{f"eval/{k}": v for k, v in task.score(predictions, examples[:7]).items()}}
+
+    two_processes("8", "resume")
+    train_prompt(model, task, examples, examples[:7], PROMPT, TrainOptions(**{**ONE_STEP, "max_steps": 8, "output_dir": str(tmp_path / "one")}), tmp_path / "one", progress=False)
+    torch.testing.assert_close(trained("run", 2), trained("one", 1), rtol=1e-4, atol=1e-5)
+    assert not torch.equal(trained("one", 1), tiny_gpt2().initial_prompt("vocab", 4, first_n=40, seed=42))
