@@ -111,8 +111,8 @@ class TrainOptions:
     """bf16 autocast on CUDA when auto; fp32 on CPU. fp16: float16 autocast with loss scaling, for GPUs without
     bf16 (T5 overflows in float16: prefer bf16 there). The prompt stays float32 in every case."""
     gradient_checkpointing: bool = False
-    """Recompute the frozen model's activations in the backward pass instead of keeping them: less memory, about a
-    third more time per step."""
+    """Recompute the frozen model's activations in the backward pass instead of keeping them: less memory, one more
+    forward pass per step."""
     save_every: int | None = None
     """Save a checkpoint (trained parameters, optimiser, scheduler, step, data position, best so far, random
     generators) every N steps and at the end; unset: at every evaluation (train.eval_every); 0: only at the end
