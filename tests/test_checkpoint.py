@@ -135,6 +135,8 @@ def test_resume_refuses_other_options_naming_the_field(tmp_path):
     train(tmp_path, max_steps=2)
     with pytest.raises(UserError, match=r"^--train.lr: .*step-00000002 was trained with 0.3, not 0.1; resume with the same value"):
         train(tmp_path, max_steps=4, lr=0.1, resume=True)
+    with pytest.raises(UserError, match=r"^--train.resume: .*step-00000002 was written by 1 process; resume it with as many, not 2"):
+        checkpoint.load(checkpoint.latest(tmp_path), 0, 2)  # as two processes would
 
 
 def test_resume_with_no_checkpoint_starts_a_new_run(tmp_path, capsys):

@@ -88,8 +88,12 @@ def load(path: Path, process: int, processes: int) -> tuple[dict, dict]:
     """A checkpoint's state and this process's random generators."""
     state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
     if state["processes"] != processes:
-        raise UserError(f"--train.resume: {path} was written by {state['processes']} processes; resume it with {state['processes']}, not {processes}")
+        raise UserError(f"--train.resume: {path} was written by {_processes(state['processes'])}; resume it with as many, not {processes}")
     return state, torch.load(path / f"rng-{process}.pt", map_location="cpu", weights_only=True)
+
+
+def _processes(n: int) -> str:
+    return f"{n} process" + ("es" if n != 1 else "")
 
 
 def check_same_run(state: dict, identity: dict, options: dict, path: Path) -> None:
