@@ -294,13 +294,34 @@ def test_encoder_only_refuses_generative_tasks():
         make_task(DataOptions(task="text2text")).prepare(tiny_bert())
 
 
-def test_bf16_autocast_keeps_the_prompt_in_float32(tmp_path):
+@pytest.mark.parametrize("precision,dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
+def test_autocast_keeps_the_prompt_in_float32(tmp_path, precision, dtype):
+    """bf16, and fp16 with loss scaling (whose first steps may be skipped while the scale falls)."""
     model = tiny_gpt2()
     task, examples = setup(model)
     dtypes = []
     model.base.register_forward_hook(lambda module, args, out: dtypes.append(out.logits.dtype))
-    result = run(model, task, examples, tmp_path, precision="bf16", max_steps=3)
-    assert dtypes and set(dtypes) == {torch.bfloat16}  # the frozen model ran under bf16 autocast
-    assert model.bank.weight.dtype == torch.float32
+    result = run(model, task, examples, tmp_path, precision=precision, max_steps=6)
+    assert dtypes and set(dtypes) == {dtype}  # the frozen model ran under autocast
+    assert model.bank.weight.dtype == torch.float32 and torch.isfinite(model.bank.weight).all()
     assert not torch.equal(model.bank.prompt(0), model.initial_prompt("vocab", 8, first_n=40, seed=42))
-    assert result.steps == 3
+    assert result.steps == 6
+
+
+def test_fp16_warns_that_t5_overflows(tmp_path, capsys):
+    model = BUILDERS["encoder-decoder"]()
+    task, examples = setup(model)
+    run(model, task, examples, tmp_path, precision="fp16", max_steps=1)
+    assert "T5 overflows in float16" in capsys.readouterr().err
+
+
+def test_gradient_checkpointing_gives_the_same_prompt(tmp_path):
+    prompts = []
+    for checkpointing in (False, True):
+        model = tiny_gpt2()
+        task, examples = setup(model)
+        run(model, task, examples, tmp_path / str(checkpointing), gradient_checkpointing=checkpointing, max_steps=3)
+        prompts.append(model.bank.weight.detach().clone())
+        assert any(getattr(m, "gradient_checkpointing", False) for m in model.base.modules()) == checkpointing
+    torch.testing.assert_close(prompts[0], prompts[1])
+    assert not torch.equal(prompts[1], tiny_gpt2().initial_prompt("vocab", 8, first_n=40, seed=42))

@@ -66,6 +66,8 @@ def check_train(o: TrainOptions) -> None:
         at_least(f"--train.{name}", getattr(o, name), 1)
     for name in ("lr", "weight_decay", "warmup_steps", "seed"):  # lr may be None: an automatic default
         not_negative(f"--train.{name}", getattr(o, name))
+    at_least("--train.keep_checkpoints", o.keep_checkpoints, 1)
+    not_negative("--train.save_every", o.save_every)
     positive("--train.epochs", o.epochs)
     if o.epochs is None:
         at_least("--train.max_steps", o.max_steps, 1)

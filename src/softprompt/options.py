@@ -119,12 +119,25 @@ class TrainOptions:
     """Seed for initialisation, shuffling and dropout."""
     dropout: bool = True
     """Keep the frozen model's own dropout active while training (the paper trains with dropout 0.1)."""
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """bf16 autocast on CUDA when auto; fp32 on CPU."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """bf16 autocast on CUDA when auto; fp32 on CPU. fp16: float16 autocast with loss scaling, for GPUs without
+    bf16 (T5 overflows in float16: prefer bf16 there). The prompt stays float32 in every case."""
+    gradient_checkpointing: bool = False
+    """Recompute the frozen model's activations in the backward pass instead of keeping them: less memory, one more
+    forward pass per step."""
+    save_every: int | None = None
+    """Save a checkpoint (trained parameters, optimiser, scheduler, step, data position, best so far, random
+    generators) every N steps and at the end; unset: at every evaluation (train.eval_every); 0: only at the end
+    and when stopped by SIGTERM or Ctrl-C."""
+    keep_checkpoints: int = 2
+    """Keep the newest N checkpoints in OUTPUT/checkpoints."""
+    resume: bool = False
+    """Continue from the newest complete checkpoint in output_dir (the same options, max_steps may grow); with
+    none there, start a new run and say so."""
     log_every: int = 10
     """Write loss to the metrics log every N steps."""
     output_dir: str = "runs/prompt"
-    """Folder for prompt.safetensors, metrics.jsonl and the TensorBoard logs."""
+    """Folder for prompt.safetensors, metrics.jsonl, the TensorBoard logs and checkpoints/."""
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """The training loop, on accelerate: the same code on one CPU, one GPU, or many under `accelerate launch`/`torchrun`.
 
 The optimiser gets the parameters the method names (methods/): for prompt tuning the prompt bank alone, so the frozen
-model's weights never change. Every run appends its report to OUTPUT/results.jsonl.
+model's weights never change. Every run appends its report to OUTPUT/results.jsonl. Checkpoints (checkpoint.py) let a
+killed run continue with --train.resume=true to the prompt an uninterrupted run reaches.
 """
 
 import contextlib
@@ -16,13 +17,14 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, gather_object, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers.optimization import Adafactor
 
+from softprompt import checkpoint
 from softprompt.errors import UserError
-from softprompt.files import human_size
+from softprompt.files import human_size, write_text_atomic
 from softprompt.methods import METHODS, Method, make_method
 from softprompt.methods.prompt import PAPER_LR, PROMPT_FILE, T5_EMBEDDING_RMS, T5_TYPES, default_lr, initial_prompt  # noqa: F401  re-exported
 from softprompt.model import SoftPromptModel
@@ -85,10 +87,10 @@ def make_optimizer(params: list[torch.nn.Parameter], o: TrainOptions) -> torch.o
 
 
 def resolve_precision(option: str, device_type: str) -> str:
-    """bf16 autocast on CUDA when auto, never on CPU unless asked ("bf16" or "no")."""
-    if option == "bf16" or (option == "auto" and device_type == "cuda"):
-        return "bf16"
-    return "no"
+    """bf16 autocast on CUDA when auto, never on CPU unless asked ("bf16", "fp16" or "no")."""
+    if option in ("bf16", "fp16"):
+        return option
+    return "bf16" if option == "auto" and device_type == "cuda" else "no"
 
 
 def accumulation_steps(batch_size: int, micro_batch_size: int, processes: int) -> int:
@@ -111,13 +113,14 @@ class TrainResult:
     report: dict = field(default_factory=dict)  # the run's row of results.jsonl (on the main process)
 
 
-def backward_accumulated(wrapped, micro_batches: list[dict], accelerator: Accelerator, autocast, step: int, params: list | None = None) -> float:
+def backward_accumulated(wrapped, micro_batches: list[dict], accelerator: Accelerator, autocast, step: int, params: list | None = None, scaler=None) -> float:
     """Backpropagate micro-batches so that the trained parameters' gradient (`params`; the prompt bank's when None) is
     that of one batch holding them all, on every process together: each micro-batch's summed loss is divided by the
     number of loss items (target tokens, or rows for encoder-only classification) in the whole effective batch.
     Returns that batch's mean loss.
 
-    A mean per micro-batch would weigh a token of a short-target micro-batch more than one of a long-target one."""
+    A mean per micro-batch would weigh a token of a short-target micro-batch more than one of a long-target one.
+    With a loss scaler (fp16) the losses are scaled up and the gradients left scaled, for the scaler's step."""
     total_loss = torch.zeros((), device=accelerator.device)
     total_items = torch.zeros((), device=accelerator.device)
     for k, batch in enumerate(micro_batches):
@@ -126,7 +129,8 @@ def backward_accumulated(wrapped, micro_batches: list[dict], accelerator: Accele
             out = wrapped(**batch)
             if not torch.isfinite(out.loss_sum):
                 raise UserError(f"the loss became {out.loss_sum.item()} at step {step}: lower --train.lr, or use --train.precision=fp32")
-            accelerator.backward(out.loss_sum * accelerator.num_processes)  # DDP averages over processes: undo it
+            loss = out.loss_sum * accelerator.num_processes  # DDP averages over processes: undo it
+            accelerator.backward(scaler.scale(loss) if scaler else loss)
         total_loss += out.loss_sum.detach().float()
         total_items += out.loss_items
     totals = accelerator.reduce(torch.stack([total_loss, total_items]), reduction="sum")  # over processes
@@ -177,10 +181,15 @@ def train(
     o = method.training_options(model, o)
     set_seed(o.seed)
     accelerator = Accelerator(log_with="tensorboard", project_dir=str(output_dir))
-    bf16 = resolve_precision(o.precision, accelerator.device.type) == "bf16"
+    precision = resolve_precision(o.precision, accelerator.device.type)
+    if precision == "fp16" and model.base.config.model_type in T5_TYPES:
+        _say("warning: T5 overflows in float16 (NaN losses); --train.precision=bf16 is the safe choice", accelerator)
+    scaler = torch.amp.GradScaler(accelerator.device.type) if precision == "fp16" else None
 
     def autocast():  # our own autocast: accelerate's mixed-precision setting is fixed once per process
-        return torch.autocast(accelerator.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        if precision == "no":
+            return contextlib.nullcontext()
+        return torch.autocast(accelerator.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
     accum = accumulation_steps(o.batch_size, o.micro_batch_size, accelerator.num_processes)
     max_steps = math.ceil(o.epochs * len(train_examples) / o.batch_size) if o.epochs else o.max_steps
@@ -194,6 +203,8 @@ def train(
     method.prepare(model, task, train_examples, o.seed)
     model.input_budget(task.options.max_input_length, task.options.max_target_length)  # the prompt leaves room for inputs
     model.to(accelerator.device)
+    if o.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     params = method.parameters(model)
     metadata = {
         **model.identity(),
@@ -213,7 +224,7 @@ def train(
         nonlocal eval_seconds
         begun = time.perf_counter()
         with autocast():
-            scores = method.evaluate(model, task, validation_examples, o.eval_batch_size, progress)
+            scores = evaluate_sharded(method, model, task, validation_examples, o.eval_batch_size, progress and accelerator.is_main_process, accelerator)
         eval_seconds += time.perf_counter() - begun
         record = {"step": step, **{f"eval/{k}": v for k, v in scores.items()}}
         result.history.append(record)
@@ -234,26 +245,65 @@ def train(
         save(result.metrics, 0)
         return finish()
 
+    # the same run, wherever it is resumed: its model, method, task and options
+    identity = json.loads(json.dumps({"model": model.identity(), "method": method.metadata(), "task": task.describe()}, default=str))  # plain values
+    resumed, state = checkpoint.latest(output_dir) if o.resume else None, None
+    if resumed:
+        state, rng = checkpoint.load(resumed, accelerator.process_index, accelerator.num_processes)
+        checkpoint.check_same_run(state, identity, asdict(o), resumed)
+    elif o.resume:
+        _say(f"--train.resume: no checkpoint in {output_dir / checkpoint.CHECKPOINTS}; starting a new run", accelerator)
+
+    generator = torch.Generator()  # reseeded every epoch (_batches), so that a data position is restored exactly
     loader = DataLoader(
         train_examples,
         batch_size=min(o.micro_batch_size, o.batch_size),
         shuffle=True,
         drop_last=len(train_examples) >= o.micro_batch_size,
         collate_fn=lambda rows: {**task.batch(model, rows), "prompt_ids": torch.zeros(len(rows), dtype=torch.long)},
-        generator=torch.Generator().manual_seed(o.seed),
+        generator=generator,
     )
     optimizer = make_optimizer(params, o)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps else 1.0)
     wrapped, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    params = method.parameters(model)  # FSDP replaces parameters in place with sharded ones
 
-    if accelerator.is_main_process:
-        _clear_previous_run(output_dir)
-    accelerator.init_trackers("tensorboard")
     best, stale = -math.inf, 0
     saved_best = False  # an evaluated result has been saved
     best_state = None  # the trained parameters at the best evaluation, kept when training went on after it
-    bar = tqdm(total=max_steps, desc="training", disable=not progress or not accelerator.is_main_process, dynamic_ncols=True)
     running = 0.0  # smoothed training loss for the progress bar
+    start = 0  # the last step done before this process began
+    if state:
+        start, running = state["step"], state["running"]
+        with torch.no_grad():
+            for p, saved in zip(params, state["trained"]):
+                p.copy_(saved)
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["scheduler"])
+        if scaler:
+            scaler.load_state_dict(state["scaler"])
+        best, stale, saved_best, best_state = state["best"], state["stale"], state["saved_best"], state["best_state"]
+        result.metrics, result.best_step, result.history, result.stopped_early = state["metrics"], state["best_step"], state["history"], state["stopped_early"]
+        if accelerator.is_main_process:
+            _keep_log_until(log_path, start)  # steps logged after the checkpoint run again
+        _say(f"resuming from {resumed} (step {start})", accelerator)
+    elif accelerator.is_main_process:
+        _clear_previous_run(output_dir)
+    accelerator.init_trackers("tensorboard")
+    bar = tqdm(total=max_steps, initial=min(start, max_steps), desc="training", disable=not progress or not accelerator.is_main_process, dynamic_ncols=True)
+    save_every = o.eval_every if o.save_every is None else o.save_every
+
+    def save_checkpoint(step: int) -> Path:
+        consumed = step * accum  # micro-batches each process has drawn
+        training_state = {
+            "step": step, "epoch": consumed // len(loader), "batch": consumed % len(loader), "running": running,
+            "trained": [p.detach().to("cpu", copy=True) for p in params],
+            "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+            "best": best, "stale": stale, "saved_best": saved_best, "best_state": best_state,
+            "metrics": result.metrics, "best_step": result.best_step, "history": result.history, "stopped_early": result.stopped_early,
+            "identity": identity, "options": asdict(o), "processes": accelerator.num_processes,
+        }
+        return checkpoint.save(output_dir, step, training_state, accelerator, o.keep_checkpoints)
 
     def evaluate(step: int) -> bool:
         """Evaluate, keep the result if it is the best so far; True when patience has run out."""
@@ -271,31 +321,52 @@ def train(
         bar.set_postfix({"loss": f"{running:.4f}", task.metric: f"{scores[task.metric]:.1f}", "best": f"{best:.1f}"})
         return o.patience is not None and stale >= o.patience
 
-    batches = _forever(loader)
-    wrapped.train(o.dropout)
-    step = 0
+    if state:
+        checkpoint.set_rng_state(rng)  # last, so that nothing above draws from the restored generators
+    batches = _batches(loader, generator, o.seed, start * accum, accelerator)
+    wrapped.train(o.dropout or o.gradient_checkpointing)
+    if o.gradient_checkpointing and not o.dropout:
+        _dropout_off(model)
+    step = done = start  # done: the last step whose update is complete
     try:
-        for step in range(1, max_steps + 1):
-            step_loss = backward_accumulated(wrapped, [next(batches) for _ in range(accum)], accelerator, autocast, step, params)
-            if o.max_grad_norm:
-                accelerator.clip_grad_norm_(params, o.max_grad_norm)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            running = step_loss if step == 1 else 0.9 * running + 0.1 * step_loss
-            bar.update(1)
-            bar.set_postfix({"loss": f"{running:.4f}", **({"best": f"{best:.1f}"} if best > -math.inf else {})})
-            if step % o.log_every == 0 or step == max_steps:
-                record = {"step": step, "train/loss": step_loss, "train/lr": schedule.get_last_lr()[0]}
-                _log(log_path, record, accelerator)
-                accelerator.log(record, step=step)
-            if validation_examples and (step % o.eval_every == 0 or step == max_steps) and evaluate(step):
-                result.stopped_early = True
-                _say(f"early stopping at step {step}: {task.metric} has not improved for {o.patience} evaluations (best {best:.2f} at step {result.best_step})", accelerator)
-                break
+        with checkpoint.StopSignals() as signals:
+            for step in range(start + 1, max_steps + 1):
+                if result.stopped_early:  # resumed from the checkpoint of a run that had stopped early
+                    step = done
+                    break
+                step_loss = backward_accumulated(wrapped, [next(batches) for _ in range(accum)], accelerator, autocast, step, params, scaler)
+                if scaler:
+                    scaler.unscale_(optimizer)
+                if o.max_grad_norm:
+                    accelerator.clip_grad_norm_(params, o.max_grad_norm)
+                if scaler:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                done = step
+                running = step_loss if step == 1 else 0.9 * running + 0.1 * step_loss
+                bar.update(1)
+                bar.set_postfix({"loss": f"{running:.4f}", **({"best": f"{best:.1f}"} if best > -math.inf else {})})
+                if step % o.log_every == 0 or step == max_steps:
+                    record = {"step": step, "train/loss": step_loss, "train/lr": schedule.get_last_lr()[0]}
+                    _log(log_path, record, accelerator)
+                    accelerator.log(record, step=step)
+                if validation_examples and (step % o.eval_every == 0 or step == max_steps) and evaluate(step):
+                    result.stopped_early = True
+                    _say(f"early stopping at step {step}: {task.metric} has not improved for {o.patience} evaluations (best {best:.2f} at step {result.best_step})", accelerator)
+                stopping = signals.requested(accelerator)
+                if stopping or result.stopped_early or step == max_steps or (save_every and step % save_every == 0):
+                    saved = save_checkpoint(step)
+                if stopping:
+                    _say(f"stopped by a signal after step {step}: checkpoint {saved}; continue with --train.resume=true", accelerator)
+                    raise KeyboardInterrupt
+                if result.stopped_early:
+                    break
     except KeyboardInterrupt:
         bar.close()
-        done = step - 1  # the step under way is lost
         path = result.prompt_path
         if not saved_best:
             save({}, done, interrupted=True)
@@ -316,6 +387,38 @@ def train(
         save({}, step)
         result.best_step = step
     return finish()
+
+
+def evaluate_sharded(method: Method, model: SoftPromptModel, task: Task, examples: list[Example], batch_size: int, progress: bool, accelerator: Accelerator) -> dict[str, float]:
+    """The method's metrics on `examples`, each process predicting a contiguous share (no example twice, none
+    padded in); the predictions are gathered in the examples' order and scored once, the same on every process.
+    Under FSDP and DeepSpeed every forward pass gathers weights from all processes, so each evaluates everything,
+    in step with the others."""
+    if accelerator.num_processes == 1 or accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        return method.evaluate(model, task, examples, batch_size, progress)
+    n, k, rank = len(examples), accelerator.num_processes, accelerator.process_index
+    share = examples[rank * n // k : (rank + 1) * n // k]
+    predictions = gather_object(method.predictions(model, task, share, batch_size, progress))  # shares in rank order
+    return task.score(predictions, examples)
+
+
+def enable_gradient_checkpointing(model: SoftPromptModel) -> None:
+    """Recompute the frozen model's activations in the backward pass (non-reentrant: the gradient reaches the prompt
+    at the input although no weight requires one)."""
+    if not model.base.supports_gradient_checkpointing:
+        raise UserError(f"--train.gradient_checkpointing: {model.name} does not support it")
+    kwargs = {"use_reentrant": False}
+    if hasattr(model.base, "activation_checkpointing_enable"):  # transformers 5's name
+        model.base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def _dropout_off(model: torch.nn.Module) -> None:
+    """Training mode (which gradient checkpointing needs) with the dropout layers switched off."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.eval()
 
 
 class PeakMemory:
@@ -381,9 +484,14 @@ def run_report(method: Method, model: SoftPromptModel, task: Task, o: TrainOptio
     }
 
 
-def _forever(loader):
+def _batches(loader, generator: torch.Generator, seed: int, position: int, accelerator: Accelerator):
+    """Micro-batches without end, from micro-batch `position` on: epoch e is shuffled by seed + e, so a position
+    (epoch, batch) is restored exactly, skipping the batches already drawn without loading them."""
+    epoch, skip = divmod(position, len(loader))
     while True:
-        yield from loader
+        generator.manual_seed(seed + epoch)
+        yield from accelerator.skip_first_batches(loader, skip) if skip else loader
+        epoch, skip = epoch + 1, 0
 
 
 def _clear_previous_run(output_dir: Path) -> None:
@@ -394,6 +502,15 @@ def _clear_previous_run(output_dir: Path) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     (output_dir / LOG_FILE).unlink(missing_ok=True)
     shutil.rmtree(output_dir / "tensorboard", ignore_errors=True)
+    shutil.rmtree(output_dir / checkpoint.CHECKPOINTS, ignore_errors=True)
+
+
+def _keep_log_until(path: Path, step: int) -> None:
+    """Drop the log's records of steps after `step` (a resumed run logs them again), and a last line that a kill
+    cut short."""
+    if path.is_file():
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        write_text_atomic(path, "".join(line for line in lines if line.endswith("\n") and json.loads(line)["step"] <= step))
 
 
 def _say(message: str, accelerator: Accelerator) -> None:

@@ -55,8 +55,12 @@ class Method:
         """The parameters the optimiser updates."""
         return [p for p in model.parameters() if p.requires_grad]
 
+    def predictions(self, model: SoftPromptModel, task, examples: list, batch_size: int, progress: bool) -> list:
+        """The model's predictions for `examples`, in order, as the task scores them."""
+        return task.predict_all(model, [e.fields for e in examples], batch_size, progress=progress)
+
     def evaluate(self, model: SoftPromptModel, task, examples: list, batch_size: int, progress: bool) -> dict[str, float]:
-        return task.evaluate(model, examples, batch_size, progress=progress)
+        return task.score(self.predictions(model, task, examples, batch_size, progress), examples)
 
     def metadata(self) -> dict:
         """What the method records beside its result."""

