@@ -112,7 +112,7 @@ def test_a_write_interrupted_half_way_leaves_the_previous_checkpoint(tmp_path, m
     monkeypatch.setattr(checkpoint, "write", disk_full_in_step_5)
     with pytest.raises(OSError, match="No space"):
         train(tmp_path / "run")
-    assert (tmp_path / "run/checkpoints/.step-00000005.tmp/rng-0.pt").is_file()  # the first file was written
+    assert (tmp_path / "run/checkpoints/.step-00000005.tmp/rng-0.safetensors").is_file()  # the first file was written
     assert checkpoint.latest(tmp_path / "run").name == "step-00000004"
     monkeypatch.setattr(checkpoint, "write", written)
     with (tmp_path / "run/metrics.jsonl").open("a") as log:

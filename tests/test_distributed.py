@@ -77,7 +77,7 @@ def test_two_processes_reach_the_one_process_prompt_shard_evaluation_and_resume(
 
     two = two_processes("6", "new")
     assert [p.name for p in checkpoint.complete(tmp_path / "run")] == ["step-00000006"]  # one checkpoint, written once
-    assert sorted(f.name for f in checkpoint.latest(tmp_path / "run").iterdir()) == ["rng-0.pt", "rng-1.pt", "state.pt"]
+    assert sorted(f.name for f in checkpoint.latest(tmp_path / "run").iterdir()) == ["rng-0.safetensors", "rng-1.safetensors", "state.safetensors"]
     model = tiny_gpt2()
     task = make_task(DataOptions(verbalizers={"0": "no", "1": "yes"}))
     examples = task.examples(sentiment_rows() * 2, "rows", None)

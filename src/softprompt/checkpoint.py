@@ -1,14 +1,14 @@
 """Checkpoints that survive a kill: what a run needs to continue exactly where it stopped, and nothing more.
 
     OUTPUT/checkpoints/step-00000120/
-        state.pt     the trained parameters (for prompt tuning the prompt alone, never the frozen model), optimiser,
+        state.safetensors  the trained parameters (for prompt tuning the prompt alone, never the frozen model), optimiser,
                      scheduler, loss scaler, step, data position, best-so-far and the options (the main process)
-        rng-0.pt     each process's random generators: CPU, CUDA, numpy, random
-        rng-1.pt     ...
+        rng-0.safetensors  each process's random generators: CPU, CUDA, numpy, random
+        rng-1.safetensors  ...
 
 A checkpoint is written into a hidden temporary folder and renamed into place as the last act: a folder named
 step-N is complete, whatever happened during the write (a kill, a full disk). The last `keep` complete ones are kept.
-Files are read with `torch.load(weights_only=True)`: tensors and plain Python values only, no pickled code.
+Files are safetensors (state_file.py): tensors, and plain values in their metadata; nothing is unpickled.
 """
 
 import os
@@ -24,9 +24,10 @@ import torch
 
 from softprompt.errors import UserError
 from softprompt.files import new_file_modes
+from softprompt.state_file import load_state, save_state
 
 CHECKPOINTS = "checkpoints"
-STATE_FILE = "state.pt"
+STATE_FILE = "state.safetensors"
 NAME = re.compile(r"step-(\d+)")
 # options that may change between a run and its resumption: how long it runs, where and how often it saves and logs
 RESUMABLE_CHANGES = ("max_steps", "epochs", "resume", "output_dir", "save_every", "keep_checkpoints", "log_every")
@@ -59,7 +60,7 @@ def save(output_dir: str | os.PathLike, step: int, state: dict, accelerator, kee
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     if not final.exists():  # the same step saved again (a signal right after a scheduled save): nothing new
-        write(rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
+        write(rng_state(), tmp / rng_file(accelerator.process_index))
         accelerator.wait_for_everyone()
         if main:
             write(state, tmp / STATE_FILE)
@@ -70,12 +71,13 @@ def save(output_dir: str | os.PathLike, step: int, state: dict, accelerator, kee
     return final
 
 
+def rng_file(process: int) -> str:
+    return f"rng-{process}.safetensors"
+
+
 def write(obj, path: Path) -> None:
     """One file of a checkpoint, flushed to disk before the folder is renamed."""
-    with open(path, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
+    save_state(obj, path)
 
 
 def prune(output_dir: str | os.PathLike, keep: int) -> None:
@@ -86,10 +88,10 @@ def prune(output_dir: str | os.PathLike, keep: int) -> None:
 
 def load(path: Path, process: int, processes: int) -> tuple[dict, dict]:
     """A checkpoint's state and this process's random generators."""
-    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    state = load_state(path / STATE_FILE)
     if state["processes"] != processes:
         raise UserError(f"--train.resume: {path} was written by {_processes(state['processes'])}; resume it with as many, not {processes}")
-    return state, torch.load(path / f"rng-{process}.pt", map_location="cpu", weights_only=True)
+    return state, load_state(path / rng_file(process))
 
 
 def _processes(n: int) -> str:
