@@ -72,8 +72,9 @@ class DataOptions:
     """Classification: label value -> label text, e.g. {"0": "terrible", "1": "great"}."""
     template: str = "{}"
     """Input format: {} stands for the input column (e.g. "sentence: {}"), {name} for the column `name`
-    ("question: {question} context: {context}", squad's default). Too long inputs lose the end of their longest field;
-    the template's own words and the special tokens are always kept."""
+    ("question: {question} context: {context}", squad's default). {prompt}, at most once, is where the prompt goes
+    (default: before the input, after a leading special token). Too long inputs lose the end of their longest field;
+    the template's own words, the prompt's slot and the special tokens are always kept."""
     max_input_length: int = 512
     """Longest input in tokens (cut to fit the model's positions beside the prompt)."""
     max_target_length: int = 8
