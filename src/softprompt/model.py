@@ -252,14 +252,15 @@ class SoftPromptModel(nn.Module):
             batch["prompt_offsets"] = torch.tensor(offsets)
 
     # ----- forward ------------------------------------------------------------------------------------
-    def joined(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_ids: torch.Tensor, labels: torch.Tensor | None = None, prompt_offsets: torch.Tensor | None = None) -> Joined:
+    def joined(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_ids: torch.Tensor, labels: torch.Tensor | None = None, prompt_offsets: torch.Tensor | None = None, inputs: bool = True) -> Joined:
         """Embed the tokens and insert each row's prompt at its `prompt_offsets` (from `tokenize`; by default right
-        after left padding and the leading special token): (B, T) -> (B, P + T, H)."""
+        after left padding and the leading special token): (B, T) -> (B, P + T, H). The prompt's input offset (DePT)
+        is added to the tokens when they are `inputs` (not label texts)."""
         token_embeds = self.input_embeddings()(input_ids)  # (B, T, H)
         offsets = insertion_offsets(attention_mask, self.after_special) if prompt_offsets is None else prompt_offsets.to(input_ids.device)  # (B,)
         prompts, lengths = self.bank(prompt_ids)  # (B, P_max, H), (B,)
         left = self.family == DECODER_ONLY
-        return join(token_embeds, attention_mask, prompts, offsets, labels if left else None, lengths, pad_left=left)
+        return join(token_embeds, attention_mask, prompts, offsets, labels if left else None, lengths, pad_left=left, input_offsets=self.bank.offsets(prompt_ids) if inputs else None)
 
     def _run(self, j: Joined, labels: torch.Tensor | None = None):
         """The base model on joined embeddings; its logits only (the loss is ours, see `target_losses`)."""
@@ -318,12 +319,13 @@ class SoftPromptModel(nn.Module):
         label_ids = self.label_batch["input_ids"].to(self.device)  # (L, T)
         label_mask = self.label_batch["attention_mask"].to(self.device)
         L = label_ids.shape[0]
-        anchors = self.pooled(label_ids.repeat(len(ids), 1), label_mask.repeat(len(ids), 1), ids.repeat_interleave(L))
+        anchors = self.pooled(label_ids.repeat(len(ids), 1), label_mask.repeat(len(ids), 1), ids.repeat_interleave(L), inputs=False)
         return anchors.view(len(ids), L, -1)[rows]  # (B, L, H)
 
-    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_ids: torch.Tensor, prompt_offsets: torch.Tensor | None = None) -> torch.Tensor:
-        """Encoder-only: (B, T) tokens, each row under its prompt -> (B, H) mean-pooled embeddings, prompt included."""
-        j = self.joined(input_ids, attention_mask, prompt_ids, prompt_offsets=prompt_offsets)
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_ids: torch.Tensor, prompt_offsets: torch.Tensor | None = None, inputs: bool = True) -> torch.Tensor:
+        """Encoder-only: (B, T) tokens, each row under its prompt -> (B, H) mean-pooled embeddings, prompt included;
+        `inputs=False` for label texts."""
+        j = self.joined(input_ids, attention_mask, prompt_ids, prompt_offsets=prompt_offsets, inputs=inputs)
         return mean_pool(self._run(j).last_hidden_state, j.attention_mask)
 
     # ----- prediction ---------------------------------------------------------------------------------
@@ -355,7 +357,7 @@ class SoftPromptModel(nn.Module):
             sentences = self.pooled(batch["input_ids"], batch["attention_mask"], ids, batch.get("prompt_offsets"))  # (B, H)
             pairs = list(dict.fromkeys((int(i), t) for i, labels in zip(ids, label_sets) for t in labels))  # distinct (prompt, label)
             label_batch = _to(dict(self.tokenizer([t for _, t in pairs], padding=True, return_tensors="pt")), self.device)
-            anchors = self.pooled(label_batch["input_ids"], label_batch["attention_mask"], torch.tensor([i for i, _ in pairs], device=self.device))
+            anchors = self.pooled(label_batch["input_ids"], label_batch["attention_mask"], torch.tensor([i for i, _ in pairs], device=self.device), inputs=False)
             index = {pair: k for k, pair in enumerate(pairs)}
             return [
                 self.readout_scale * cosine(sentences[b : b + 1], anchors[[index[(int(ids[b]), t)] for t in labels]].unsqueeze(0))[0].float()

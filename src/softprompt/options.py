@@ -44,6 +44,11 @@ class PromptOptions:
     """ulpt: the dimension r the prompt lives in (the paper's r=64 stores 7.9K numbers on T5-base)."""
     projection_seed: int | None = None
     """ulpt: seed of the frozen random up-projection; train.seed when unset."""
+    dept_positions: int = 0
+    """DePT (Shi & Lipani 2024): the number N of first input tokens whose embeddings get a trained low-rank offset
+    beside the prompt (the paper's 256, with a 60-token prompt); 0 leaves DePT off. Not with --prompt.reparam."""
+    dept_rank: int = 30
+    """DePT: the rank r of the offset A (N, r) @ B (r, H) (the paper's 30 for T5-base)."""
 
 
 @dataclass
@@ -94,6 +99,8 @@ class TrainOptions:
     embedding entries relative to T5's 11.6 (MiniLM: 0.0014), since Adafactor moves each entry by about lr."""
     weight_decay: float = 1e-5
     """Weight decay (paper: 1e-5)."""
+    dept_lr: float | None = None
+    """DePT: the learning rate of the input offset. Unset: DePT's 1e-4 on T5, scaled elsewhere as lr is."""
     decay_rate: float = 0.8
     """Adafactor: second-moment decay exponent (paper: 0.8)."""
     clip_threshold: float = 1.0

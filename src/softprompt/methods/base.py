@@ -55,6 +55,10 @@ class Method:
         """The parameters the optimiser updates."""
         return [p for p in model.parameters() if p.requires_grad]
 
+    def param_groups(self, model: SoftPromptModel, params: list[nn.Parameter], o: TrainOptions) -> list[dict]:
+        """The optimiser's parameter groups over `params`: one, at train.lr, unless the method says otherwise."""
+        return [{"params": params}]
+
     def evaluate(self, model: SoftPromptModel, task, examples: list, batch_size: int, progress: bool) -> dict[str, float]:
         return task.evaluate(model, examples, batch_size, progress=progress)
 

@@ -1,0 +1,103 @@
+"""DePT: a prompt with a low-rank offset to the first input embeddings, carried per row, trained at two rates, saved."""
+
+import pytest
+import torch
+
+from conftest import sentiment_rows
+from softprompt.bank import PromptBank
+from softprompt.checks import check_prompt
+from softprompt.dept import DePTBank
+from softprompt.errors import UserError
+from softprompt.options import DataOptions, PromptOptions, TrainOptions
+from softprompt.prompt import load_prompt
+from softprompt.tasks import make_task
+from softprompt.train import PROMPT_FILE, train_prompt
+
+LABELS = ["yes", "no"]
+
+
+def scores(model, texts, prompt_ids) -> list[torch.Tensor]:
+    return model.score_labels(texts, [LABELS] * len(texts), prompt_ids)
+
+
+def swap_offset(model, source: str, replacement: str) -> torch.Tensor:
+    """An input offset that turns the first input word `source` into `replacement`: zeros, then the difference of their
+    embeddings at the first token after the leading special token."""
+    weights = model.input_embeddings().weight.detach()
+    (a,), (b,) = model.token_ids(source), model.token_ids(replacement)
+    offset = torch.zeros(model.after_special + 1, model.hidden)
+    offset[-1] = weights[b] - weights[a]
+    return offset  # (N, H)
+
+
+def test_the_offset_is_added_to_each_rows_first_input_tokens(tiny):
+    prompt = torch.randn(3, tiny.hidden) * 0.5
+    texts = ["great", "great film and very good story"]  # the short row is padded (left for decoder-only)
+    tiny.bank = PromptBank(prompt)
+    typed = scores(tiny, ["awful", "awful film and very good story"], [0, 0])
+    tiny.bank = PromptBank(prompt, offsets=[swap_offset(tiny, "great", "awful")])
+    for got, expected in zip(scores(tiny, texts, [0, 0]), typed):
+        assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_a_mixed_batch_of_a_dept_prompt_and_a_plain_one_equals_each_alone(tiny):
+    torch.manual_seed(0)
+    prompts = [torch.randn(2, tiny.hidden) * 0.5, torch.randn(4, tiny.hidden) * 0.5]
+    tiny.bank = PromptBank(prompts, ["dept", "plain"], [torch.randn(3, tiny.hidden) * 0.5, None])
+    texts = ["great", "the plot was boring", "not fun", "i loved the music"]
+    ids = [0, 1, 0, 1]
+    together = scores(tiny, texts, ids)
+    for text, i, row in zip(texts, ids, together):
+        assert torch.allclose(row, scores(tiny, [text], [i])[0], atol=1e-5)
+    without = PromptBank(prompts, ["dept", "plain"])  # the offset matters
+    tiny.bank = without
+    assert not torch.allclose(scores(tiny, texts[:1], [0])[0], together[0], atol=1e-4)
+    assert torch.allclose(scores(tiny, texts[1:2], [1])[0], together[1], atol=1e-5)
+
+
+def test_training_changes_the_prompt_and_its_offset_only_and_the_file_serves_them(tiny, tmp_path):
+    task = make_task(DataOptions(verbalizers={"0": "no", "1": "yes"}))
+    examples = task.examples(sentiment_rows(), "rows", None)
+    task.prepare(tiny)
+    frozen = {k: v.clone() for k, v in tiny.base.state_dict().items()}
+    options = PromptOptions(length=4, init="vocab", vocab_first_n=40, dept_positions=3, dept_rank=2)
+    train = TrainOptions(max_steps=3, batch_size=10, micro_batch_size=10, eval_every=1000, optimizer="adamw", lr=1e-2, dept_lr=1e-2)
+    train_prompt(tiny, task, examples, None, options, train, tmp_path, progress=False)
+    assert all(torch.equal(frozen[k], v) for k, v in tiny.base.state_dict().items()), "a frozen weight changed"
+    bank = tiny.bank
+    assert isinstance(bank, DePTBank)
+    assert not torch.equal(bank.prompt(0), tiny.initial_prompt("vocab", 4, first_n=40, seed=42)), "the prompt did not change"
+    assert bank.b.abs().sum() > 0, "the offset did not change"
+    saved = load_prompt(tmp_path / PROMPT_FILE)
+    assert saved.offset.shape == (3, tiny.hidden) and torch.equal(saved.offset, bank.offset(0))
+    assert saved.metadata["dept"] == {"positions": 3, "rank": 2, "trainable_parameters": 4 * tiny.hidden + 3 * 2 + 2 * tiny.hidden}
+    texts = ["great", "the plot was boring"]
+    trained = scores(tiny, texts, [0, 0])
+    tiny.bank = PromptBank(saved.prompt, ["loaded"], [saved.offset])
+    assert all(torch.equal(a, b) for a, b in zip(scores(tiny, texts, [0, 0]), trained))
+
+
+def test_the_offset_has_its_own_learning_rate(tiny, tmp_path):
+    from softprompt.methods import make_method
+    from softprompt.options import MethodOptions
+
+    task = make_task(DataOptions(verbalizers={"0": "no", "1": "yes"}))
+    method = make_method(MethodOptions(), PromptOptions(length=2, init="vocab", vocab_first_n=40, dept_positions=4, dept_rank=2))
+    o = method.training_options(tiny, TrainOptions(lr=0.3))
+    method.prepare(tiny, task, [], 0)
+    groups = method.param_groups(tiny, method.parameters(tiny), o)
+    assert [len(g["params"]) for g in groups] == [1, 2] and groups[1]["lr"] == o.dept_lr != o.lr
+    assert groups[0]["params"][0] is tiny.bank.weight
+
+
+def test_a_file_without_an_offset_loads_as_before(tiny, tmp_path):
+    from softprompt.prompt import save_prompt
+
+    save_prompt(tmp_path / "p.safetensors", torch.ones(2, tiny.hidden), {})
+    file = load_prompt(tmp_path / "p.safetensors")
+    assert file.offset is None and PromptBank(file.prompt, offsets=[file.offset]).offsets(torch.tensor([0])) is None
+
+
+def test_dept_does_not_combine_with_a_reparameterisation():
+    with pytest.raises(UserError, match="--prompt.dept_positions"):
+        check_prompt(PromptOptions(dept_positions=8, reparam="ulpt"))
