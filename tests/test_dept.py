@@ -101,3 +101,13 @@ def test_a_file_without_an_offset_loads_as_before(tiny, tmp_path):
 def test_dept_does_not_combine_with_a_reparameterisation():
     with pytest.raises(UserError, match="--prompt.dept_positions"):
         check_prompt(PromptOptions(dept_positions=8, reparam="ulpt"))
+
+
+def test_export_to_peft_refuses_an_input_offset(tmp_path):
+    from softprompt.interop.peft import export_adapter
+    from softprompt.prompt import save_prompt
+
+    save_prompt(tmp_path / "p.safetensors", torch.ones(2, 8), {"family": "encoder-decoder", "base_model": "t5"}, torch.ones(3, 8))
+    with pytest.raises(UserError, match="input offset"):
+        export_adapter(str(tmp_path / "p.safetensors"), str(tmp_path / "peft"))
+    assert not (tmp_path / "peft").exists()

@@ -129,3 +129,13 @@ def test_training_a_slotted_prompt_changes_only_the_prompt_and_records_the_templ
     assert not torch.equal(tiny.bank.prompt(0), tiny.initial_prompt("vocab", 4, first_n=40, seed=42)), "the prompt did not change"
     saved = load_prompt(tmp_path / PROMPT_FILE)
     assert make_task(task_options(saved)).template.text == "the movie {prompt} was {}"  # eval, predict, serve place it the same
+
+
+def test_export_to_peft_warns_that_peft_puts_the_prompt_first(tmp_path):
+    from softprompt.interop.peft import export_adapter
+    from softprompt.prompt import save_prompt
+
+    meta = {"family": "encoder-decoder", "base_model": "t5", "task": {"template": "the movie {prompt} was {}"}}
+    save_prompt(tmp_path / "p.safetensors", torch.ones(2, 8), meta)
+    notes = export_adapter(str(tmp_path / "p.safetensors"), str(tmp_path / "peft"))
+    assert any("{prompt} slot" in note for note in notes)
