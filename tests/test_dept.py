@@ -111,3 +111,34 @@ def test_export_to_peft_refuses_an_input_offset(tmp_path):
     with pytest.raises(UserError, match="input offset"):
         export_adapter(str(tmp_path / "p.safetensors"), str(tmp_path / "peft"))
     assert not (tmp_path / "peft").exists()
+
+
+def test_serving_mixes_slotted_dept_and_plain_prompts_row_by_row(tmp_path, tiny):
+    """One scoring pass over rows of three served files: a prompt at a template slot, a DePT prompt with its offset,
+    a plain prompt; every row scores as its file's prompt alone."""
+    from softprompt.loading import task_options
+    from softprompt.prompt import save_prompt
+    from softprompt.serve.engine import Engine
+
+    verbalizers = {"0": "no", "1": "yes"}
+    templates = {"slotted": "the movie {prompt} was {}", "dept": "review {} it was", "plain": "{}"}
+    torch.manual_seed(0)
+    folder = tmp_path / "prompts"
+    for name, template in templates.items():
+        offset = torch.randn(2, tiny.hidden) if name == "dept" else None
+        task = {"type": "classification", "template": template, "verbalizers": verbalizers}
+        save_prompt(folder / f"{name}.safetensors", torch.randn(3, tiny.hidden) * 0.5, {**tiny.identity(), "task": task}, offset)
+    engine = Engine(tiny, folder)
+    items = [("slotted", "great fun"), ("dept", "bad"), ("plain", "great"), ("dept", "very very good"), ("slotted", "awful")]
+    captured = []
+    score_labels = tiny.score_labels
+    tiny.score_labels = lambda *a, **k: captured.append(score_labels(*a, **k)) or captured[-1]
+    engine.predict(items)
+    tiny.score_labels = score_labels
+    (mixed,) = captured
+    for (name, text), row in zip(items, mixed):
+        file = load_prompt(folder / f"{name}.safetensors")
+        task = make_task(task_options(file))
+        tiny.bank = PromptBank(file.prompt, offsets=[file.offset])
+        alone = tiny.class_scores([{"": text}], task.label_texts, template=task.template)[0]
+        torch.testing.assert_close(row, alone, rtol=1e-5, atol=1e-5)
