@@ -142,3 +142,17 @@ def test_serving_mixes_slotted_dept_and_plain_prompts_row_by_row(tmp_path, tiny)
         tiny.bank = PromptBank(file.prompt, offsets=[file.offset])
         alone = tiny.class_scores([{"": text}], task.label_texts, template=task.template)[0]
         torch.testing.assert_close(row, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_eval_and_predict_load_the_offset_with_its_prompt(model_folder, family, tmp_path):
+    from softprompt.loading import load_with_prompts
+    from softprompt.model import SoftPromptModel
+    from softprompt.prompt import save_prompt
+
+    model = SoftPromptModel.load(model_folder)
+    meta = {**model.identity(), "task": {"type": "classification", "verbalizers": {"0": "no", "1": "yes"}}}
+    offset = torch.randn(2, model.hidden)
+    save_prompt(tmp_path / "dept.safetensors", torch.randn(3, model.hidden), meta, offset)
+    save_prompt(tmp_path / "plain.safetensors", torch.randn(2, model.hidden), meta)
+    loaded, _ = load_with_prompts([str(tmp_path / "dept.safetensors"), str(tmp_path / "plain.safetensors")])
+    assert torch.equal(loaded.bank.offset("dept"), offset) and loaded.bank.offset("plain") is None
