@@ -139,3 +139,14 @@ def test_export_to_peft_warns_that_peft_puts_the_prompt_first(tmp_path):
     save_prompt(tmp_path / "p.safetensors", torch.ones(2, 8), meta)
     notes = export_adapter(str(tmp_path / "p.safetensors"), str(tmp_path / "peft"))
     assert any("{prompt} slot" in note for note in notes)
+
+
+def test_a_batch_says_whether_every_prompt_comes_first(tiny):
+    """What a cache of the tokens up to the prompt relies on: a slot or an input offset (DePT) rules it out."""
+    ids = torch.zeros(2, dtype=torch.long)
+    inputs = [{"": "great"}, {"": "very bad"}]
+    tiny.bank = PromptBank(torch.ones(2, tiny.hidden))
+    assert tiny.prompt_first(tiny.tokenize(inputs, template=Template("{prompt}{}")), ids)
+    assert not tiny.prompt_first(tiny.tokenize(inputs, template=SLOTTED), ids)
+    tiny.bank = PromptBank(torch.ones(2, tiny.hidden), offsets=[torch.ones(1, tiny.hidden)])
+    assert not tiny.prompt_first(tiny.tokenize(inputs, template=Template("{prompt}{}")), ids)

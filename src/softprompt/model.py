@@ -262,6 +262,12 @@ class SoftPromptModel(nn.Module):
         left = self.family == DECODER_ONLY
         return join(token_embeds, attention_mask, prompts, offsets, labels if left else None, lengths, pad_left=left, input_offsets=self.bank.offsets(prompt_ids) if inputs else None)
 
+    def prompt_first(self, batch: dict, prompt_ids: torch.Tensor) -> bool:
+        """True when every row of a `tokenize` batch reads [leading special token] + prompt + its tokens, unchanged:
+        no template slot moves a prompt into the text and no prompt adds an input offset (DePT), so that the
+        tokens before and including the prompt are the same for every row of a prompt."""
+        return "prompt_offsets" not in batch and self.bank.offsets(prompt_ids) is None
+
     def _run(self, j: Joined, labels: torch.Tensor | None = None):
         """The base model on joined embeddings; its logits only (the loss is ours, see `target_losses`)."""
         if self.family == ENCODER_DECODER:
