@@ -156,3 +156,16 @@ def test_eval_and_predict_load_the_offset_with_its_prompt(model_folder, family, 
     save_prompt(tmp_path / "plain.safetensors", torch.randn(2, model.hidden), meta)
     loaded, _ = load_with_prompts([str(tmp_path / "dept.safetensors"), str(tmp_path / "plain.safetensors")])
     assert torch.equal(loaded.bank.offset("dept"), offset) and loaded.bank.offset("plain") is None
+
+
+def test_the_offset_never_reaches_a_decoder_only_target(tmp_path):
+    """Scoring (and training) a decoder-only row sees its target after the input, as generation does: without offset."""
+    from conftest import tiny_gpt2
+
+    model = tiny_gpt2()
+    torch.manual_seed(0)
+    prompt, offset = torch.randn(2, model.hidden), torch.randn(2, model.hidden)  # row 0: the 1-token input; row 1: " yes"
+    model.bank = PromptBank(prompt, offsets=[offset])
+    short = scores(model, ["great"], [0])[0]
+    model.bank = PromptBank(prompt, offsets=[torch.cat([offset[:1], torch.randn(5, model.hidden)])])  # would reach " yes"
+    assert torch.allclose(scores(model, ["great"], [0])[0], short, atol=1e-6)

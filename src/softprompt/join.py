@@ -5,7 +5,8 @@ the leading special token when the tokenizer adds one ([CLS] for BERT, <s> for L
 sits between prompt and text, and right-padded encoders keep [CLS] first.
 
 A row's prompt may come with an input offset (DePT): vectors added to the embeddings of the row's first input tokens,
-counted from its first real token (special tokens included, padding never), wherever the prompt goes.
+counted from its first real token (special tokens included; padding and a decoder-only row's target never),
+wherever the prompt goes.
 
 Rows may carry prompts of different lengths (a batch that mixes tasks): a row whose prompt is shorter than the
 longest gets the difference as extra padding, on the side the family pads (left for decoder-only, right for the
@@ -33,11 +34,14 @@ def insertion_offsets(attention_mask: torch.Tensor, after_special: int) -> torch
     return first_real + after_special
 
 
-def offset_tokens(attention_mask: torch.Tensor, input_offsets: torch.Tensor) -> torch.Tensor:
-    """(B, T) mask, (B, N, H) offsets -> (B, T, H): each row's offsets at its first N real tokens, zeros elsewhere."""
+def offset_tokens(attention_mask: torch.Tensor, input_offsets: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, T) mask, (B, N, H) offsets -> (B, T, H): each row's offsets at its first N real tokens, zeros elsewhere
+    and at target tokens (those with `labels`)."""
     N = input_offsets.shape[1]
     position = torch.arange(attention_mask.shape[1], device=attention_mask.device) - insertion_offsets(attention_mask, 0).unsqueeze(1)  # (B, T) from the first real token
     inside = (position >= 0) & (position < N) & (attention_mask == 1)  # (B, T)
+    if labels is not None:
+        inside &= labels == IGNORE_INDEX  # the input, not the target
     index = position.clamp(0, N - 1).unsqueeze(-1).expand(-1, -1, input_offsets.shape[2])  # (B, T, H)
     return input_offsets.gather(1, index) * inside.unsqueeze(-1)  # (B, T, H)
 
@@ -61,7 +65,7 @@ def join(
     """
     B, T, _ = token_embeds.shape
     if input_offsets is not None and input_offsets.shape[1]:
-        token_embeds = token_embeds + offset_tokens(attention_mask, input_offsets).to(token_embeds.dtype)
+        token_embeds = token_embeds + offset_tokens(attention_mask, input_offsets, labels).to(token_embeds.dtype)
     P = prompts.shape[1]
     lengths = torch.full((B,), P, device=token_embeds.device) if lengths is None else lengths.to(token_embeds.device)
     pos = torch.arange(T + P, device=token_embeds.device).unsqueeze(0)  # (1, P + T)
