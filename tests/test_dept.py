@@ -169,3 +169,12 @@ def test_the_offset_never_reaches_a_decoder_only_target(tmp_path):
     short = scores(model, ["great"], [0])[0]
     model.bank = PromptBank(prompt, offsets=[torch.cat([offset[:1], torch.randn(5, model.hidden)])])  # would reach " yes"
     assert torch.allclose(scores(model, ["great"], [0])[0], short, atol=1e-6)
+
+
+def test_info_shows_the_offset(tmp_path, capsys):
+    from softprompt.cli import main
+    from softprompt.prompt import save_prompt
+
+    save_prompt(tmp_path / "p.safetensors", torch.ones(2, 8), {}, torch.ones(3, 8))
+    main(["info", str(tmp_path / "p.safetensors")])
+    assert "2 x 8 prompt and 3 x 8 input offset (DePT)" in capsys.readouterr().out
