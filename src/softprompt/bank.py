@@ -3,6 +3,10 @@
 Training one prompt, a batch that mixes tasks, and an ensemble of prompts are all the same lookup:
 each row of a batch names the prompt it runs with. Prompts shorter than the longest are zero-padded here and
 masked by the join, so each row equals its prompt run alone.
+
+A prompt may come with an input offset (DePT, dept.py): (N, H) vectors added to the embeddings of the first N input
+tokens. The bank holds them per prompt, zero-padded to the longest (a prompt without one has N = 0), and looks them up
+per row like the prompts, so that rows of a DePT task and of a plain one share a batch.
 """
 
 import torch
@@ -12,10 +16,11 @@ from torch import nn
 class PromptBank(nn.Module):
     """N named prompts of width H, kept in float32 whatever the model's dtype.
 
-    `prompts` is a (N, P, H) tensor (all of length P), a (P, H) tensor (one prompt), or a list of (P_i, H) tensors.
+    `prompts` is a (N, P, H) tensor (all of length P), a (P, H) tensor (one prompt), or a list of (P_i, H) tensors;
+    `offsets`, one per prompt, its (N_i, H) input offset or None.
     """
 
-    def __init__(self, prompts: torch.Tensor | list[torch.Tensor], names: list[str] | None = None):
+    def __init__(self, prompts: torch.Tensor | list[torch.Tensor], names: list[str] | None = None, offsets: list[torch.Tensor | None] | None = None):
         super().__init__()
         if isinstance(prompts, torch.Tensor):
             prompts = [prompts] if prompts.dim() == 2 else list(prompts)
@@ -31,6 +36,18 @@ class PromptBank(nn.Module):
         self.weight = nn.Parameter(padded)  # (N, P_max, H)
         self.register_buffer("lengths", torch.tensor([p.shape[0] for p in prompts]), persistent=False)  # (N,)
         self.names = list(names)
+        if offsets is None or all(o is None for o in offsets):
+            self.input_offsets = None
+            return
+        hidden = padded.shape[2]
+        offsets = [o if o is not None else torch.zeros(0, hidden) for o in offsets]
+        if len(offsets) != len(prompts) or any(o.dim() != 2 or o.shape[1] != hidden for o in offsets):
+            raise ValueError(f"need one (N, {hidden}) input offset or None per prompt, got shapes {[tuple(o.shape) for o in offsets]}")
+        table = torch.zeros(len(offsets), max(o.shape[0] for o in offsets), hidden)
+        for i, o in enumerate(offsets):
+            table[i, : o.shape[0]] = o.detach().float()
+        self.register_buffer("input_offsets", table)  # (N, N_max, H)
+        self.offset_lengths = [o.shape[0] for o in offsets]
 
     @classmethod
     def empty(cls, hidden: int) -> "PromptBank":
@@ -63,3 +80,14 @@ class PromptBank(nn.Module):
     def forward(self, prompt_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,) prompt indices -> (B, P_max, H) prompts, zero-padded, and their (B,) lengths."""
         return self.weight[prompt_ids], self.lengths.to(prompt_ids.device)[prompt_ids]
+
+    def offsets(self, prompt_ids: torch.Tensor) -> torch.Tensor | None:
+        """(B,) prompt indices -> (B, N_max, H) input offsets, zero-padded; None when no prompt has one."""
+        return None if self.input_offsets is None else self.input_offsets[prompt_ids]
+
+    def offset(self, name_or_index: str | int = 0) -> torch.Tensor | None:
+        """One prompt's input offset, (N_i, H), detached; None when it has none."""
+        i = self.index(name_or_index) if isinstance(name_or_index, str) else name_or_index
+        if self.input_offsets is None or not self.offset_lengths[i]:
+            return None
+        return self.input_offsets[i, : self.offset_lengths[i]].detach()

@@ -47,6 +47,10 @@ def check_prompt(o: PromptOptions) -> None:
     at_least("--prompt.bottleneck", o.bottleneck, 1)
     at_least("--prompt.rank", o.rank, 1)
     not_negative("--prompt.projection_seed", o.projection_seed)
+    not_negative("--prompt.dept_positions", o.dept_positions)
+    at_least("--prompt.dept_rank", o.dept_rank, 1)
+    if o.dept_positions and o.reparam != "none":
+        raise UserError(f"--prompt.dept_positions: DePT trains a plain prompt beside its offset, not with --prompt.reparam={o.reparam}")
     if not 0 <= o.reparam_dropout < 1:
         raise UserError(f"--prompt.reparam_dropout must be in [0, 1) (got {o.reparam_dropout})")
 
@@ -64,7 +68,7 @@ def check_data(o: DataOptions) -> None:
 def check_train(o: TrainOptions) -> None:
     for name in ("batch_size", "micro_batch_size", "eval_every", "eval_batch_size", "log_every", "patience"):
         at_least(f"--train.{name}", getattr(o, name), 1)
-    for name in ("lr", "weight_decay", "warmup_steps", "seed"):  # lr may be None: an automatic default
+    for name in ("lr", "dept_lr", "weight_decay", "warmup_steps", "seed"):  # lr may be None: an automatic default
         not_negative(f"--train.{name}", getattr(o, name))
     at_least("--train.keep_checkpoints", o.keep_checkpoints, 1)
     not_negative("--train.save_every", o.save_every)

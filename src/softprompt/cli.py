@@ -122,7 +122,8 @@ def info(prompt: str, json_output: bool = False) -> dict:
     if json_output:
         print(json.dumps({**file.metadata, "length": file.length, "hidden": file.hidden, "size": size}, indent=2, sort_keys=True))
     else:
-        print(f"{prompt}: {file.length} x {file.hidden} prompt, {human_size(size)}")
+        offset = f" and {file.offset.shape[0]} x {file.hidden} input offset (DePT)" if file.offset is not None else ""
+        print(f"{prompt}: {file.length} x {file.hidden} prompt{offset}, {human_size(size)}")
         print(json.dumps(file.metadata, indent=2, sort_keys=True))
     return file.metadata
 

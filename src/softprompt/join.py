@@ -4,6 +4,10 @@ Each row's prompt is inserted at that row's own offset: after its left padding (
 the leading special token when the tokenizer adds one ([CLS] for BERT, <s> for Llama). So left padding never
 sits between prompt and text, and right-padded encoders keep [CLS] first.
 
+A row's prompt may come with an input offset (DePT): vectors added to the embeddings of the row's first input tokens,
+counted from its first real token (special tokens included; padding and a decoder-only row's target never),
+wherever the prompt goes.
+
 Rows may carry prompts of different lengths (a batch that mixes tasks): a row whose prompt is shorter than the
 longest gets the difference as extra padding, on the side the family pads (left for decoder-only, right for the
 others), so every row reads exactly as its prompt run alone.
@@ -30,6 +34,18 @@ def insertion_offsets(attention_mask: torch.Tensor, after_special: int) -> torch
     return first_real + after_special
 
 
+def offset_tokens(attention_mask: torch.Tensor, input_offsets: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, T) mask, (B, N, H) offsets -> (B, T, H): each row's offsets at its first N real tokens, zeros elsewhere
+    and at target tokens (those with `labels`)."""
+    N = input_offsets.shape[1]
+    position = torch.arange(attention_mask.shape[1], device=attention_mask.device) - insertion_offsets(attention_mask, 0).unsqueeze(1)  # (B, T) from the first real token
+    inside = (position >= 0) & (position < N) & (attention_mask == 1)  # (B, T)
+    if labels is not None:
+        inside &= labels == IGNORE_INDEX  # the input, not the target
+    index = position.clamp(0, N - 1).unsqueeze(-1).expand(-1, -1, input_offsets.shape[2])  # (B, T, H)
+    return input_offsets.gather(1, index) * inside.unsqueeze(-1)  # (B, T, H)
+
+
 def join(
     token_embeds: torch.Tensor,
     attention_mask: torch.Tensor,
@@ -38,14 +54,18 @@ def join(
     labels: torch.Tensor | None = None,
     lengths: torch.Tensor | None = None,
     pad_left: bool = False,
+    input_offsets: torch.Tensor | None = None,
 ) -> Joined:
     """Insert prompts (B, P, H) into token embeddings (B, T, H) at per-row `offsets` (B,).
 
     `lengths` (B,) gives each row's prompt length (at most P; all P when None); the P - length unused slots become
     padding on the left (`pad_left`, for left-padded batches) or at the end of the row.
     `labels`, when given, are aligned with the tokens (decoder-only training): prompt and padding get IGNORE_INDEX.
+    `input_offsets` (B, N, H), when given, are added to each row's first N tokens (zeros for rows without one).
     """
     B, T, _ = token_embeds.shape
+    if input_offsets is not None and input_offsets.shape[1]:
+        token_embeds = token_embeds + offset_tokens(attention_mask, input_offsets, labels).to(token_embeds.dtype)
     P = prompts.shape[1]
     lengths = torch.full((B,), P, device=token_embeds.device) if lengths is None else lengths.to(token_embeds.device)
     pos = torch.arange(T + P, device=token_embeds.device).unsqueeze(0)  # (1, P + T)

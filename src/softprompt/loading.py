@@ -21,7 +21,7 @@ def load_with_prompts(paths: list[str], model_name: str | None = None, family: s
     for path, file in zip(paths, files):
         check_compatible(file, model.hidden, model.fingerprint(), path, allow_other_model)
     names = _unique_names([Path(p).stem if Path(p).stem != "prompt" else Path(p).parent.name for p in paths])
-    model.bank = PromptBank([f.prompt for f in files], names)
+    model.bank = PromptBank([f.prompt for f in files], names, [f.offset for f in files])
     return model, files
 
 

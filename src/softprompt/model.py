@@ -5,6 +5,7 @@ Three families share one join (join.py):
 - decoder-only (GPT-2, Llama): prompt directly before the text (after left padding); prompt labels -100;
 - encoder-only (BERT, MiniLM): prompt after [CLS]; prediction by cosine similarity between the mean-pooled
   sentence embedding and the mean-pooled embeddings of the label texts, both under the row's prompt (no trainable head).
+A template's `{prompt}` slot (placement.py) moves the prompt into the text: `tokenize` then adds `prompt_offsets`.
 """
 
 import os
@@ -19,6 +20,7 @@ from softprompt.bank import PromptBank
 from softprompt.embedded import EMBEDDED_MODEL  # noqa: F401  re-exported: the default model
 from softprompt.errors import UserError, first_line
 from softprompt.join import IGNORE_INDEX, Joined, insertion_offsets, join
+from softprompt.placement import slot_offsets, without_slot
 from softprompt.prompt import embedding_fingerprint
 from softprompt.template import PLAIN, Template
 
@@ -192,26 +194,28 @@ class SoftPromptModel(nn.Module):
 
     def count_input_tokens(self, text: str) -> int:
         """Tokens of an input as the model sees it, special tokens included."""
-        return len(self.tokenizer(text)["input_ids"])
+        return len(self.tokenizer(without_slot(text))["input_ids"])
 
     def fit_inputs(self, inputs: list, template: Template | None, budget: int) -> list[str]:
         """Render each input (a text, or a dict of fields for `template`) to at most `budget` tokens."""
         if template is None:
             template, inputs = PLAIN, [{"": text} for text in inputs]
         texts = [template.render(values) for values in inputs]
-        lengths = [len(ids) for ids in self.tokenizer(texts)["input_ids"]]
+        lengths = [len(ids) for ids in self.tokenizer([without_slot(t) for t in texts])["input_ids"]]
         return [text if n <= budget else template.fit(values, self.count_input_tokens, budget) for text, n, values in zip(texts, lengths, inputs)]
 
     def tokenize(self, inputs: list, targets: list[str] | None = None, *, template: Template | None = None, max_input_length: int = 512, max_target_length: int = 8, fit: bool = True) -> dict[str, torch.Tensor]:
         """Inputs (texts, or dicts of fields for `template`) -> padded tensors for this family: input_ids,
-        attention_mask and, with targets, labels. Long inputs are cut by the template (never special tokens);
-        `fit=False` takes texts already fitted."""
+        attention_mask and, with targets, labels; and `prompt_offsets` (B,), where each row's prompt goes, when a
+        template's slot puts it elsewhere than after the leading special token in some row. Long inputs are cut by the
+        template (never special tokens, nor the slot); `fit=False` takes texts already fitted."""
         texts = self.fit_inputs(inputs, template, self.input_budget(max_input_length, max_target_length)) if fit else list(inputs)
         tok = self.tokenizer
         if self.family == DECODER_ONLY:
             return self._tokenize_decoder_only(texts, targets, max_target_length)
-        batch = tok(texts, padding=True, return_tensors="pt")
+        batch = tok([without_slot(t) for t in texts], padding=True, return_tensors="pt")
         out = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        self._add_offsets(out, slot_offsets(tok, texts, batch["input_ids"].tolist(), self.after_special))  # right padding
         if targets is not None:
             if self.family == ENCODER_ONLY:
                 raise UserError("an encoder-only model predicts labels, not text: use a classification task")
@@ -221,7 +225,8 @@ class SoftPromptModel(nn.Module):
 
     def _tokenize_decoder_only(self, texts, targets, max_target_length):
         tok = self.tokenizer
-        sources = tok(texts)["input_ids"]
+        sources = tok([without_slot(t) for t in texts])["input_ids"]
+        slots = slot_offsets(tok, texts, sources, self.after_special)
         rows, label_rows = [], []
         for i, src in enumerate(sources):
             tgt = []
@@ -237,16 +242,31 @@ class SoftPromptModel(nn.Module):
         }
         if targets is not None:
             out["labels"] = torch.tensor([pad(r, IGNORE_INDEX) for r in label_rows])
+        self._add_offsets(out, [width - len(r) + slot for r, slot in zip(rows, slots)], [width - len(r) for r in rows])
         return out
 
+    def _add_offsets(self, batch: dict, offsets: list[int], left_pads: list[int] | None = None) -> None:
+        """Put `prompt_offsets` in the batch unless every row's prompt sits where `joined` puts it by default."""
+        default = [pads + self.after_special for pads in (left_pads or [0] * len(offsets))]
+        if offsets != default:
+            batch["prompt_offsets"] = torch.tensor(offsets)
+
     # ----- forward ------------------------------------------------------------------------------------
-    def joined(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_ids: torch.Tensor, labels: torch.Tensor | None = None) -> Joined:
-        """Embed the tokens and insert each row's prompt: (B, T) -> (B, P + T, H)."""
+    def joined(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_ids: torch.Tensor, labels: torch.Tensor | None = None, prompt_offsets: torch.Tensor | None = None, inputs: bool = True) -> Joined:
+        """Embed the tokens and insert each row's prompt at its `prompt_offsets` (from `tokenize`; by default right
+        after left padding and the leading special token): (B, T) -> (B, P + T, H). The prompt's input offset (DePT)
+        is added to the tokens when they are `inputs` (not label texts)."""
         token_embeds = self.input_embeddings()(input_ids)  # (B, T, H)
-        offsets = insertion_offsets(attention_mask, self.after_special)
+        offsets = insertion_offsets(attention_mask, self.after_special) if prompt_offsets is None else prompt_offsets.to(input_ids.device)  # (B,)
         prompts, lengths = self.bank(prompt_ids)  # (B, P_max, H), (B,)
         left = self.family == DECODER_ONLY
-        return join(token_embeds, attention_mask, prompts, offsets, labels if left else None, lengths, pad_left=left)
+        return join(token_embeds, attention_mask, prompts, offsets, labels if left else None, lengths, pad_left=left, input_offsets=self.bank.offsets(prompt_ids) if inputs else None)
+
+    def prompt_first(self, batch: dict, prompt_ids: torch.Tensor) -> bool:
+        """True when every row of a `tokenize` batch reads [leading special token] + prompt + its tokens, unchanged:
+        no template slot moves a prompt into the text and no prompt adds an input offset (DePT), so that the
+        tokens before and including the prompt are the same for every row of a prompt."""
+        return "prompt_offsets" not in batch and self.bank.offsets(prompt_ids) is None
 
     def _run(self, j: Joined, labels: torch.Tensor | None = None):
         """The base model on joined embeddings; its logits only (the loss is ours, see `target_losses`)."""
@@ -264,13 +284,13 @@ class SoftPromptModel(nn.Module):
             logits, labels = logits[:, :-1], j.labels[:, 1:]  # position t predicts token t + 1
         return F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
 
-    def forward(self, input_ids, attention_mask, prompt_ids, labels=None, class_ids=None):
+    def forward(self, input_ids, attention_mask, prompt_ids, labels=None, class_ids=None, prompt_offsets=None):
         """Returns the base model's output; with labels (or class_ids, encoder-only) also the loss.
 
         `.loss` is the mean over the batch's target tokens (rows, for encoder-only classification); `.loss_sum` and
         `.loss_items` are its sum and count, so that accumulated micro-batches weigh as one batch (train.py).
         """
-        j = self.joined(input_ids, attention_mask, prompt_ids, labels)
+        j = self.joined(input_ids, attention_mask, prompt_ids, labels, prompt_offsets)
         out = self._run(j, labels)
         losses = None
         if self.family == ENCODER_ONLY:
@@ -305,12 +325,13 @@ class SoftPromptModel(nn.Module):
         label_ids = self.label_batch["input_ids"].to(self.device)  # (L, T)
         label_mask = self.label_batch["attention_mask"].to(self.device)
         L = label_ids.shape[0]
-        anchors = self.pooled(label_ids.repeat(len(ids), 1), label_mask.repeat(len(ids), 1), ids.repeat_interleave(L))
+        anchors = self.pooled(label_ids.repeat(len(ids), 1), label_mask.repeat(len(ids), 1), ids.repeat_interleave(L), inputs=False)
         return anchors.view(len(ids), L, -1)[rows]  # (B, L, H)
 
-    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_ids: torch.Tensor) -> torch.Tensor:
-        """Encoder-only: (B, T) tokens, each row under its prompt -> (B, H) mean-pooled embeddings, prompt included."""
-        j = self.joined(input_ids, attention_mask, prompt_ids)
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_ids: torch.Tensor, prompt_offsets: torch.Tensor | None = None, inputs: bool = True) -> torch.Tensor:
+        """Encoder-only: (B, T) tokens, each row under its prompt -> (B, H) mean-pooled embeddings, prompt included;
+        `inputs=False` for label texts."""
+        j = self.joined(input_ids, attention_mask, prompt_ids, prompt_offsets=prompt_offsets, inputs=inputs)
         return mean_pool(self._run(j).last_hidden_state, j.attention_mask)
 
     # ----- prediction ---------------------------------------------------------------------------------
@@ -339,10 +360,10 @@ class SoftPromptModel(nn.Module):
         sizes = [len(labels) for labels in label_sets]
         if self.family == ENCODER_ONLY:
             batch = _to(self.tokenize(texts, fit=False), self.device)
-            sentences = self.pooled(batch["input_ids"], batch["attention_mask"], ids)  # (B, H)
+            sentences = self.pooled(batch["input_ids"], batch["attention_mask"], ids, batch.get("prompt_offsets"))  # (B, H)
             pairs = list(dict.fromkeys((int(i), t) for i, labels in zip(ids, label_sets) for t in labels))  # distinct (prompt, label)
             label_batch = _to(dict(self.tokenizer([t for _, t in pairs], padding=True, return_tensors="pt")), self.device)
-            anchors = self.pooled(label_batch["input_ids"], label_batch["attention_mask"], torch.tensor([i for i, _ in pairs], device=self.device))
+            anchors = self.pooled(label_batch["input_ids"], label_batch["attention_mask"], torch.tensor([i for i, _ in pairs], device=self.device), inputs=False)
             index = {pair: k for k, pair in enumerate(pairs)}
             return [
                 self.readout_scale * cosine(sentences[b : b + 1], anchors[[index[(int(ids[b]), t)] for t in labels]].unsqueeze(0))[0].float()
@@ -356,7 +377,7 @@ class SoftPromptModel(nn.Module):
 
     def target_logprob(self, batch: dict, prompt_ids: torch.Tensor) -> torch.Tensor:
         """(B,) summed log-probability of each row's target tokens."""
-        j = self.joined(batch["input_ids"], batch["attention_mask"], prompt_ids, batch["labels"])
+        j = self.joined(batch["input_ids"], batch["attention_mask"], prompt_ids, batch["labels"], batch.get("prompt_offsets"))
         logits = self._run(j, batch["labels"]).logits
         return -self.target_losses(logits, j, batch["labels"]).sum(-1)
 
@@ -366,7 +387,7 @@ class SoftPromptModel(nn.Module):
         if self.family == ENCODER_ONLY:
             raise UserError("an encoder-only model does not generate text: use a classification task")
         batch = _to(self.tokenize(inputs, template=template, max_input_length=max_input_length, max_target_length=max_new_tokens), self.device)
-        j = self.joined(batch["input_ids"], batch["attention_mask"], self._prompt_ids(len(inputs), prompt_ids))
+        j = self.joined(batch["input_ids"], batch["attention_mask"], self._prompt_ids(len(inputs), prompt_ids), prompt_offsets=batch.get("prompt_offsets"))
         out = self.base.generate(
             inputs_embeds=j.inputs_embeds,
             attention_mask=j.attention_mask,

@@ -44,6 +44,11 @@ class PromptOptions:
     """ulpt: the dimension r the prompt lives in (the paper's r=64 stores 7.9K numbers on T5-base)."""
     projection_seed: int | None = None
     """ulpt: seed of the frozen random up-projection; train.seed when unset."""
+    dept_positions: int = 0
+    """DePT (Shi & Lipani 2024): the number N of first input tokens whose embeddings get a trained low-rank offset
+    beside the prompt (the paper's 256, with a 60-token prompt); 0 leaves DePT off. Not with --prompt.reparam."""
+    dept_rank: int = 30
+    """DePT: the rank r of the offset A (N, r) @ B (r, H) (the paper's 30 for T5-base)."""
 
 
 @dataclass
@@ -72,8 +77,9 @@ class DataOptions:
     """Classification: label value -> label text, e.g. {"0": "terrible", "1": "great"}."""
     template: str = "{}"
     """Input format: {} stands for the input column (e.g. "sentence: {}"), {name} for the column `name`
-    ("question: {question} context: {context}", squad's default). Too long inputs lose the end of their longest field;
-    the template's own words and the special tokens are always kept."""
+    ("question: {question} context: {context}", squad's default). {prompt}, at most once, is where the prompt goes
+    (default: before the input, after a leading special token). Too long inputs lose the end of their longest field;
+    the template's own words, the prompt's slot and the special tokens are always kept."""
     max_input_length: int = 512
     """Longest input in tokens (cut to fit the model's positions beside the prompt)."""
     max_target_length: int = 8
@@ -93,6 +99,8 @@ class TrainOptions:
     embedding entries relative to T5's 11.6 (MiniLM: 0.0014), since Adafactor moves each entry by about lr."""
     weight_decay: float = 1e-5
     """Weight decay (paper: 1e-5)."""
+    dept_lr: float | None = None
+    """DePT: the learning rate of the input offset. Unset: DePT's 1e-4 on T5, scaled elsewhere as lr is."""
     decay_rate: float = 0.8
     """Adafactor: second-moment decay exponent (paper: 0.8)."""
     clip_threshold: float = 1.0

@@ -1,4 +1,5 @@
-"""The prompt file: a safetensors file holding one (P, H) float32 tensor plus JSON metadata.
+"""The prompt file: a safetensors file holding one (P, H) float32 tensor plus JSON metadata; a DePT prompt adds its
+(N, H) input offset (dept.py) as a second tensor.
 
 The metadata says which model the prompt belongs to (name, width, vocabulary size and a fingerprint of the
 input-embedding matrix, the same for its fp32, bf16 and fp16 copies), how it was made (initialiser, task, training
@@ -23,12 +24,14 @@ from softprompt.files import atomic_path
 FORMAT = "softprompt"
 FORMAT_VERSION = 1
 TENSOR_NAME = "prompt"
+OFFSET_NAME = "input_offset"
 
 
 @dataclass
 class PromptFile:
     prompt: torch.Tensor  # (P, H) float32
     metadata: dict[str, Any] = field(default_factory=dict)
+    offset: torch.Tensor | None = None  # (N, H) float32: DePT's offset to the first N input embeddings
 
     @property
     def length(self) -> int:
@@ -97,13 +100,17 @@ def _norms(fingerprint: str) -> list[float] | None:
         return None
 
 
-def save_prompt(path: str | os.PathLike, prompt: torch.Tensor, metadata: dict[str, Any]) -> Path:
-    """Write `prompt` (P, H) and `metadata` atomically; returns the path."""
-    prompt = prompt.detach().to("cpu", torch.float32).contiguous()
+def save_prompt(path: str | os.PathLike, prompt: torch.Tensor, metadata: dict[str, Any], offset: torch.Tensor | None = None) -> Path:
+    """Write `prompt` (P, H), its input `offset` (N, H) if any, and `metadata` atomically; returns the path."""
+    tensors = {TENSOR_NAME: prompt} if offset is None else {TENSOR_NAME: prompt, OFFSET_NAME: offset}
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}
+    prompt = tensors[TENSOR_NAME]
     meta = {**metadata, "format_version": FORMAT_VERSION, "length": prompt.shape[0], "hidden_size": prompt.shape[1]}
+    if offset is not None:
+        meta["input_offset_positions"] = offset.shape[0]
     path = Path(path)
     with atomic_path(path) as tmp:
-        save_file({TENSOR_NAME: prompt}, str(tmp), metadata={"format": FORMAT, "metadata": json.dumps(meta)})
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "metadata": json.dumps(meta)})
     return path
 
 
@@ -118,6 +125,7 @@ def load_prompt(path: str | os.PathLike) -> PromptFile:
             if header.get("format") != FORMAT or TENSOR_NAME not in f.keys():
                 raise UserError(f"{path}: not a softprompt prompt file (no '{TENSOR_NAME}' tensor with softprompt metadata)")
             prompt = f.get_tensor(TENSOR_NAME).float()
+            offset = f.get_tensor(OFFSET_NAME).float() if OFFSET_NAME in f.keys() else None
     except (SafetensorError, OSError) as e:
         raise UserError(f"{path}: not a readable safetensors file ({e})") from None
     try:
@@ -130,7 +138,9 @@ def load_prompt(path: str | os.PathLike) -> PromptFile:
         raise UserError(f"{path}: the prompt tensor has shape {tuple(prompt.shape)}, expected (length, hidden)")
     if not torch.isfinite(prompt).all():
         raise UserError(f"{path}: the prompt holds NaN or infinite values")
-    return PromptFile(prompt, metadata)
+    if offset is not None and (offset.dim() != 2 or offset.shape[1] != prompt.shape[1] or not torch.isfinite(offset).all()):
+        raise UserError(f"{path}: the input offset has shape {tuple(offset.shape)} or non-finite values, expected finite (positions, {prompt.shape[1]})")
+    return PromptFile(prompt, metadata, offset)
 
 
 def check_compatible(prompt: PromptFile, hidden: int, fingerprint: str, source: str, allow_other_model: bool = False) -> None:

@@ -4,12 +4,16 @@
 {context}"` names its columns. When a rendered input is too long, the longest field is cut at a word boundary (then
 the next longest, if need be): the template's fixed words, the other fields and the tokenizer's special tokens stay.
 A task may name fields to cut first whatever their length (a passage before its question); the rest follow longest first.
+
+`{prompt}`, at most once, is no field: it marks where the soft prompt goes (placement.py), and like the fixed words
+it is never cut.
 """
 
 import re
 from collections.abc import Callable
 
 from softprompt.errors import UserError
+from softprompt.placement import MARK, SLOT
 
 FIELD = re.compile(r"\{(\w*)\}")
 
@@ -17,8 +21,10 @@ FIELD = re.compile(r"\{(\w*)\}")
 class Template:
     def __init__(self, text: str, option: str = "--data.template", cut_first: tuple[str, ...] = ()):
         self.text = text
-        self.parts = FIELD.split(text)  # fixed words at even indices, field names at odd ones
-        self.fields = list(dict.fromkeys(self.parts[1::2]))
+        self.parts = FIELD.split(text)  # fixed words at even indices, field names (and the slot) at odd ones
+        if self.parts[1::2].count(SLOT) > 1:
+            raise UserError(f"{option}: {text!r} has {{{SLOT}}} {self.parts[1::2].count(SLOT)} times; a prompt goes in one place")
+        self.fields = list(dict.fromkeys(f for f in self.parts[1::2] if f != SLOT))
         if not self.fields:
             raise UserError(f"{option}: {text!r} uses no input field; write {{}} where the input goes (or {{column}} for a named column)")
         self.cut_first = [f for f in cut_first if f in self.fields]
@@ -28,8 +34,14 @@ class Template:
         """True when the template has one field (so a plain text can fill it)."""
         return len(self.fields) == 1
 
+    @property
+    def slotted(self) -> bool:
+        """True when the template says where the prompt goes."""
+        return SLOT in self.parts[1::2]
+
     def render(self, values: dict[str, str]) -> str:
-        return "".join(values[p] if i % 2 else p for i, p in enumerate(self.parts))
+        """The template filled with `values`; its slot, if any, is MARK."""
+        return "".join((MARK if p == SLOT else values[p]) if i % 2 else p for i, p in enumerate(self.parts))
 
     def fit(self, values: dict[str, str], count_tokens: Callable[[str], int], budget: int) -> str:
         """The rendered text, with fields cut until `count_tokens` of it is at most `budget`: those of `cut_first` in

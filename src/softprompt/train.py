@@ -67,12 +67,14 @@ class PromptAdafactor(Adafactor):
         return super().step(closure)
 
 
-def make_optimizer(params: list[torch.nn.Parameter], o: TrainOptions) -> torch.optim.Optimizer:
+def make_optimizer(params: list, o: TrainOptions) -> torch.optim.Optimizer:
+    """The optimiser over `params`: parameters, or parameter groups (dicts, which may set their own lr)."""
     if o.lr is None:
         raise ValueError("resolve train.lr (default_lr) before making the optimiser")
+    groups = params if params and isinstance(params[0], dict) else [{"params": params}]
     if o.optimizer == "adafactor":
         return PromptAdafactor(
-            [{"params": params, "factored": False}],
+            [{**group, "factored": False} for group in groups],
             lr=o.lr,
             relative_step=False,
             scale_parameter=False,
@@ -82,7 +84,7 @@ def make_optimizer(params: list[torch.nn.Parameter], o: TrainOptions) -> torch.o
             clip_threshold=o.clip_threshold,
         )
     if o.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+        return torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
     raise UserError(f"--train.optimizer: unknown optimiser {o.optimizer!r} (adafactor, adamw)")
 
 
@@ -263,7 +265,7 @@ def train(
         collate_fn=lambda rows: {**task.batch(model, rows), "prompt_ids": torch.zeros(len(rows), dtype=torch.long)},
         generator=generator,
     )
-    optimizer = make_optimizer(params, o)
+    optimizer = make_optimizer(method.param_groups(model, params, o), o)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps else 1.0)
     wrapped, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     params = method.parameters(model)  # FSDP replaces parameters in place with sharded ones

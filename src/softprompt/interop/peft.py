@@ -81,12 +81,17 @@ def export_adapter(prompt_path: str, output: str, family: str | None = None) -> 
     family = family or file.metadata.get("family")
     if family not in TASK_TYPES:
         raise UserError(f"{prompt_path}: the prompt file does not record its model family; pass --family ({', '.join(TASK_TYPES)})")
+    if file.offset is not None:
+        raise UserError(f"{prompt_path}: a DePT prompt's input offset has no place in a PEFT prompt-tuning adapter")
     config = adapter_config(file.metadata.get("base_model"), family, file.length, file.hidden)
     weights = file.prompt.repeat(config["num_transformer_submodules"], 1).contiguous()  # (S * P, H)
     with staged_folder(output) as folder:
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         save_file({TENSOR_NAME: weights}, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
-    return [PLACEMENT_NOTES[family]] if family in PLACEMENT_NOTES else []
+    notes = [PLACEMENT_NOTES[family]] if family in PLACEMENT_NOTES else []
+    if "{prompt}" in file.metadata.get("task", {}).get("template", ""):
+        notes.append("warning: the prompt was trained at the {prompt} slot of its template; PEFT puts it before the input, so its outputs differ")
+    return notes
 
 
 @contextlib.contextmanager

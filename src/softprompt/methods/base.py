@@ -55,6 +55,10 @@ class Method:
         """The parameters the optimiser updates."""
         return [p for p in model.parameters() if p.requires_grad]
 
+    def param_groups(self, model: SoftPromptModel, params: list[nn.Parameter], o: TrainOptions) -> list[dict]:
+        """The optimiser's parameter groups over `params`: one, at train.lr, unless the method says otherwise."""
+        return [{"params": params}]
+
     def predictions(self, model: SoftPromptModel, task, examples: list, batch_size: int, progress: bool) -> list:
         """The model's predictions for `examples`, in order, as the task scores them."""
         return task.predict_all(model, [e.fields for e in examples], batch_size, progress=progress)

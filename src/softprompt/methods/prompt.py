@@ -1,4 +1,5 @@
-"""prompt: prompt tuning (Lester et al. 2021), ours. Only the soft prompt (P x H) trains, with the paper's Adafactor."""
+"""prompt: prompt tuning (Lester et al. 2021), ours. Only the soft prompt (P x H) trains, with the paper's Adafactor;
+with --prompt.dept_positions, DePT's low-rank input offset trains beside it at its own learning rate (dept.py)."""
 
 from dataclasses import replace
 from pathlib import Path
@@ -6,6 +7,7 @@ from pathlib import Path
 import torch
 
 from softprompt.bank import PromptBank
+from softprompt.dept import DePTBank
 from softprompt.methods.base import Method
 from softprompt.model import SoftPromptModel
 from softprompt.options import PromptOptions, TrainOptions
@@ -14,6 +16,7 @@ from softprompt.reparam import ReparamBank, make_reparam
 
 PROMPT_FILE = "prompt.safetensors"
 PAPER_LR = 0.3  # Adafactor on T5, the paper's setting
+DEPT_PAPER_LR = 1e-4  # DePT's low-rank offset on T5 (its prompt keeps 0.3)
 T5_EMBEDDING_RMS = 11.6  # root mean square of T5 1.1's input-embedding entries (google/t5-v1_1-small: 11.64)
 T5_TYPES = ("t5", "mt5", "umt5")
 
@@ -50,14 +53,21 @@ class PromptTuning(Method):
     result = "prompt"
     output = PROMPT_FILE
     reparam = None  # the prompt's reparameterisation while it trains (--prompt.reparam), if any
+    dept = None  # the DePT bank while it trains (--prompt.dept_positions), if any
 
     def training_options(self, model, o: TrainOptions) -> TrainOptions:
-        return replace(o, lr=default_lr(model) if o.lr is None else o.lr)  # the optimiser and decay are the paper's
+        o = replace(o, lr=default_lr(model) if o.lr is None else o.lr)  # the optimiser and decay are the paper's
+        if self.prompt_options.dept_positions and o.dept_lr is None:
+            o = replace(o, dept_lr=float(f"{DEPT_PAPER_LR * embedding_scale(model):.2g}"))
+        return o
 
     def prepare(self, model, task, train_examples, seed):
         o = self.prompt_options
         initial = initial_prompt(model, o, task, seed, self.allow_other_model)  # (P, H)
-        self.reparam = None
+        self.reparam = self.dept = None
+        if o.dept_positions:
+            self.dept = model.bank = DePTBank(initial, o.dept_positions, o.dept_rank, seed, task.name)
+            return
         if o.reparam == "none":
             model.bank = PromptBank(initial, [task.name])
             return
@@ -67,15 +77,22 @@ class PromptTuning(Method):
     def parameters(self, model):
         return [p for p in model.bank.parameters() if p.requires_grad]  # the prompt, or its reparameterisation's
 
+    def param_groups(self, model, params, o: TrainOptions):
+        if self.dept is None:
+            return super().param_groups(model, params, o)
+        offset = self.dept.offset_parameters()
+        return [{"params": [p for p in params if all(p is not q for q in offset)]}, {"params": offset, "lr": o.dept_lr}]
+
     def metadata(self):
-        return {"init": self.prompt_options.init, **({"reparam": self.reparam.describe()} if self.reparam else {})}
+        extra = {"reparam": self.reparam.describe()} if self.reparam else {"dept": self.dept.describe()} if self.dept else {}
+        return {"init": self.prompt_options.init, **extra}
 
     def save(self, model, folder, metadata):
-        return save_prompt(self.path(folder), model.bank.prompt(0), metadata)
+        return save_prompt(self.path(folder), model.bank.prompt(0), metadata, model.bank.offset(0))
 
     def load(self, model, folder):
         path = self.path(folder)
         file = load_prompt(path)
         check_compatible(file, model.hidden, model.fingerprint(), str(path), self.allow_other_model)
-        model.bank = PromptBank(file.prompt, [Path(folder).name or "prompt"])
+        model.bank = PromptBank(file.prompt, [Path(folder).name or "prompt"], [file.offset])
         return model

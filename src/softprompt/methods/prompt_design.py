@@ -13,6 +13,7 @@ from dataclasses import replace
 from softprompt.errors import UserError
 from softprompt.files import write_text_atomic
 from softprompt.methods.base import Method
+from softprompt.placement import without_slot
 from softprompt.template import Template
 
 CONTEXT = "_context"  # the field before the task's template: the instruction and the shots, each on its own line
@@ -43,7 +44,7 @@ class PromptDesign(Method):
         return []
 
     def shot_texts(self, task) -> list[str]:
-        return [f"{task.template.render(e.fields)} {e.target}" for e in self.shots]
+        return [f"{without_slot(task.template.render(e.fields))} {e.target}" for e in self.shots]  # the slot only in the input
 
     def contexts(self, model, task, inputs: list[dict]) -> list[str]:
         """For each input (the template's fields), the instruction and as many shots as fit beside it."""

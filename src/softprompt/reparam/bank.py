@@ -19,6 +19,7 @@ class ReparamBank(PromptBank):
         length = reparam.fold().shape[0]
         self.register_buffer("lengths", torch.tensor([length]), persistent=False)  # (1,)
         self.names = [name]
+        self.input_offsets = None
 
     @property
     def weight(self) -> torch.Tensor:

@@ -239,7 +239,7 @@ class Engine:
     def _new_bank(self, entries: list[ServedTask]) -> PromptBank:
         if not entries:
             return PromptBank.empty(self.model.hidden).to(self.model.device)
-        return PromptBank([e.prompt.prompt for e in entries], [e.name for e in entries]).to(self.model.device)
+        return PromptBank([e.prompt.prompt for e in entries], [e.name for e in entries], [e.prompt.offset for e in entries]).to(self.model.device)
 
     def _swap(self, served: dict[Path, ServedTask]) -> None:
         entries = sorted(served.values(), key=lambda e: e.name)
