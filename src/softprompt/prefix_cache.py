@@ -27,16 +27,19 @@ from softprompt.join import IGNORE_INDEX, insertion_offsets
 KV = tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per layer: keys, values (1, heads, L, head_dim)
 
 
-def applies(model) -> bool:
-    """Reuse is exact here: a decoder-only base model of full-attention layers (no peft wrapper, no sliding window),
-    in inference (eval mode, no gradients), with reuse switched on."""
-    if not (model.kv_reuse and model.family == "decoder-only" and not model.training and not torch.is_grad_enabled()):
-        return False
-    if not isinstance(model.base, PreTrainedModel):
+def supports(model) -> bool:
+    """Reuse is exact here: switched on, and a decoder-only base model of full-attention layers (no peft wrapper,
+    no sliding window)."""
+    if not (model.kv_reuse and model.family == "decoder-only" and isinstance(model.base, PreTrainedModel)):
         return False
     config = model.base.config.get_text_config(decoder=True)
     layer_types = getattr(config, "layer_types", None) or []
     return not getattr(config, "sliding_window", None) and all(t == "full_attention" for t in layer_types)
+
+
+def applies(model) -> bool:
+    """Reuse now: supported, and in inference (eval mode, no gradients), never in training."""
+    return not model.training and not torch.is_grad_enabled() and supports(model)
 
 
 def next_token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
