@@ -180,3 +180,12 @@ def test_served_tasks_equal_recomputation_across_a_changed_prompt_file(tmp_path)
     assert_scores_equal(changed[1], recomputed[1])
     assert not torch.allclose(changed[1][0], predicted[1][0])  # the new sentiment prompt is used
     torch.testing.assert_close(changed[1][2], predicted[1][2], rtol=1e-5, atol=1e-5)  # colour kept
+
+
+def test_no_prompt_at_all(decoder):
+    """An empty bank: the prefix is BOS alone (Llama) or nothing (GPT-2)."""
+    decoder.bank = PromptBank.empty(decoder.hidden)
+    ids = [0] * 3
+    (scores_a, text_a), (scores_b, text_b) = both(decoder, lambda: (decoder.score_labels(TEXTS[:3], LABELS[:3], ids), decoder.generate(TEXTS[:3], ids, max_new_tokens=4)))
+    assert_scores_equal(scores_a, scores_b)
+    assert text_a == text_b

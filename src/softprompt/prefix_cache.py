@@ -93,6 +93,7 @@ class PrefixCache:
     def stacked(self, model, prompt_ids: torch.Tensor, token_mask: torch.Tensor) -> tuple[DynamicCache, torch.Tensor]:
         """(B,) prompt ids and the (B, T) mask of the tokens to follow -> a fresh DynamicCache holding each row's
         prefix, left-padded to the longest (L), and the (B, L + T) attention mask over prefix and tokens."""
+        self.forget_if_changed(model.base)
         distinct, rows = prompt_ids.unique(return_inverse=True)  # each prompt once
         entries = [self.prefix(model, int(i)) for i in distinct]
         lengths = torch.tensor([0 if e is None else e[0][0].shape[2] for e in entries], device=token_mask.device)  # (U,)
@@ -113,16 +114,20 @@ class PrefixCache:
             layers.append((keys, values))
         return DynamicCache(ddp_cache_data=layers or None), full_mask
 
+    def forget_if_changed(self, base: torch.nn.Module) -> None:
+        """Drop every entry when the frozen weights are not those they were computed with."""
+        weights = weights_state(base)
+        with self._lock:
+            if weights != self._weights:
+                self._entries.clear()
+                self._weights = weights
+
     def prefix(self, model, prompt_id: int) -> KV | None:
         """The keys and values of [leading special tokens | prompt `prompt_id`], computed on first use."""
         prompt = model.bank.prompt(prompt_id)  # (P, H)
         special = model.tokenizer("a")["input_ids"][: model.after_special]  # BOS, as tokenize adds it
         key = digest(prompt, special)
         with self._lock:
-            weights = weights_state(model.base)
-            if weights != self._weights:
-                self._entries.clear()
-                self._weights = weights
             if key in self._entries:
                 self.hits += 1
                 self._entries.move_to_end(key)
