@@ -11,8 +11,8 @@ section of BENCHMARKS.md (other sections are kept):
 Every comparison alternates its variants in one process over several rounds and reports the median ratio with its
 spread (min-max over rounds): the machine may be shared, so ratios, not absolute times, are the figures.
 
-    python bench/serving.py            # the full run (about 10 minutes on 2 CPU cores)
-    python bench/serving.py --quick    # a smoke run (about a minute; figures not to be quoted)
+    python bench/serving.py            # the full run: 5 rounds (3 for the server), batches of 16, 5 s windows
+    python bench/serving.py --quick    # a smoke run: 1 round, batches of 8, short windows; figures not to be quoted
 """
 
 import argparse
@@ -75,6 +75,7 @@ class Setup:
     server_rounds: int  # alternating measurement windows per server and concurrency
     max_requests: int  # per server measurement window
     device: str
+    load: float = 0.0  # the 1-minute load average when the run started
 
 
 # ----- timing --------------------------------------------------------------------------------------------
@@ -300,7 +301,7 @@ def serving(model: SoftPromptModel, s: Setup, concurrency: tuple[int, ...]) -> l
 
 
 # ----- the report ----------------------------------------------------------------------------------------
-def machine() -> str:
+def machine(load: float) -> str:
     import transformers
 
     cpu = platform.processor() or platform.machine()
@@ -310,7 +311,8 @@ def machine() -> str:
         pass
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     return (
-        f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}{gpu}; "
+        f"{platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}{gpu}, "
+        f"load average {load:.1f} at the start; "
         f"Python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}"
     )
 
@@ -320,7 +322,7 @@ def section(s: Setup, tables: dict[str, list[str]]) -> str:
     mode = "`python bench/serving.py --quick`: **a quick smoke run (1 round, short windows): these figures only show that the benchmark runs; the full run replaces them**" if s.quick else "`python bench/serving.py`"
     lines = [
         SECTION, "",
-        f"{mode}. {when}; {machine()}.",
+        f"{mode}. {when}; {machine(s.load)}.",
         f"Ratios are medians over {s.rounds} alternating rounds ({s.server_rounds} for the server; min-max in brackets); times are medians, for orientation only on a shared machine. "
         f"Task prompts: {s.prompt_length} tokens, vocabulary-initialised; classification by label scoring; prompt keys/values reused (SmolLM2) unless said.",
         "",
@@ -377,9 +379,10 @@ def main() -> None:
     args = parser.parse_args()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if args.quick:
-        s = Setup(True, rounds=1, batch=8, prompt_length=20, new_tokens=4, window=1.0, server_rounds=1, max_requests=100, device=device)
+        s = Setup(True, rounds=1, batch=8, prompt_length=20, new_tokens=4, window=1.0, server_rounds=1, max_requests=24, device=device)
     else:
         s = Setup(False, rounds=5, batch=16, prompt_length=20, new_tokens=16, window=5.0, server_rounds=3, max_requests=2000, device=device)
+    s.load = os.getloadavg()[0]
     tables = {"mixed": [], "ensemble": [], "generation": [], "server": []}
     for name in (MINILM.name, SMOLLM2.name):
         model = load(name, device)
