@@ -151,7 +151,8 @@ def compute_prefix(model, prompt: torch.Tensor, special: list[int]) -> KV | None
         return None
     positions = torch.arange(L, device=model.device).unsqueeze(0)  # (1, L)
     mask = torch.ones(1, L, dtype=torch.long, device=model.device)
-    cache = model.base(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1).past_key_values
+    body = model.base.base_model  # the decoder without its head: no logits are needed
+    cache = body(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True).past_key_values
     return tuple((layer.keys, layer.values) for layer in cache.layers)
 
 
