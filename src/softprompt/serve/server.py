@@ -100,7 +100,7 @@ def run(prompts: str, model: str | None = None, host: str = "127.0.0.1", port: i
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     frozen = SoftPromptModel.load(name, family, dtype).to(device)
-    frozen.kv_reuse = kv_reuse
+    frozen.kv_reuse = frozen.kv_reuse and kv_reuse  # SOFTPROMPT_KV_REUSE=0 or --no_kv_reuse turns it off
     log.info("model %s (%s) on %s%s", frozen.name, frozen.family, device, ", prompt keys/values reused" if reuses_prefixes(frozen) else "")
     engine = Engine(frozen, prompts, allow_other_model)
     log.info("serving %d tasks from %s: %s", len(engine.snapshot().tasks), prompts, ", ".join(engine.snapshot().tasks) or "none yet")
