@@ -189,3 +189,11 @@ def test_no_prompt_at_all(decoder):
     (scores_a, text_a), (scores_b, text_b) = both(decoder, lambda: (decoder.score_labels(TEXTS[:3], LABELS[:3], ids), decoder.generate(TEXTS[:3], ids, max_new_tokens=4)))
     assert_scores_equal(scores_a, scores_b)
     assert text_a == text_b
+
+
+def test_the_environment_switch_turns_it_off(monkeypatch):
+    monkeypatch.setenv("SOFTPROMPT_KV_REUSE", "0")
+    model = tiny_llama()
+    model.bank = PromptBank(torch.randn(3, model.hidden))
+    model.score_labels(TEXTS[:2], LABELS[:2], [0, 0])
+    assert not model.kv_reuse and len(model.prefix_cache) == 0
