@@ -24,7 +24,7 @@ from transformers import DynamicCache, PreTrainedModel
 
 from softprompt.join import IGNORE_INDEX, insertion_offsets
 
-KV = tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per layer: keys, values (1, heads, L, head_dim)
+KV = tuple[torch.Tensor, torch.Tensor]  # keys, values of every layer: (layers, heads, L, head_dim) each
 
 
 def supports(model) -> bool:
@@ -96,23 +96,15 @@ class PrefixCache:
         self.forget_if_changed(model.base)
         distinct, rows = prompt_ids.unique(return_inverse=True)  # each prompt once
         entries = [self.prefix(model, int(i)) for i in distinct]
-        lengths = torch.tensor([0 if e is None else e[0][0].shape[2] for e in entries], device=token_mask.device)  # (U,)
+        lengths = torch.tensor([0 if e is None else e[0].shape[2] for e in entries], device=token_mask.device)  # (U,)
         L = int(lengths.max())
-        B = len(prompt_ids)
-        pad = (torch.arange(L, device=token_mask.device) < L - lengths[rows].unsqueeze(1))  # (B, L) True before the prefix
+        pad = torch.arange(L, device=token_mask.device) < L - lengths[rows].unsqueeze(1)  # (B, L) True before the prefix
         full_mask = torch.cat([(~pad).to(token_mask.dtype), token_mask], 1)  # (B, L + T)
-        layers = []
-        known = next((e for e in entries if e is not None), ())
-        for layer, (k0, v0) in enumerate(known):
-            keys = k0.new_zeros(B, k0.shape[1], L, k0.shape[3])  # (B, heads, L, head_dim)
-            values = v0.new_zeros(B, v0.shape[1], L, v0.shape[3])
-            for u, entry in enumerate(entries):
-                if entry is not None:
-                    k, v = entry[layer]  # (1, heads, L_u, d)
-                    keys[rows == u, :, L - k.shape[2] :] = k
-                    values[rows == u, :, L - v.shape[2] :] = v
-            layers.append((keys, values))
-        return DynamicCache(ddp_cache_data=layers or None), full_mask
+        if L == 0:
+            return DynamicCache(), full_mask
+        known = next(e for e in entries if e is not None)
+        keys, values = (stack_left_padded([None if e is None else e[i] for e in entries], known[i], L, rows) for i in (0, 1))  # (B, layers, heads, L, d)
+        return DynamicCache(ddp_cache_data=[(keys[:, n], values[:, n]) for n in range(keys.shape[1])]), full_mask
 
     def forget_if_changed(self, base: torch.nn.Module) -> None:
         """Drop every entry when the frozen weights are not those they were computed with."""
@@ -153,7 +145,15 @@ def compute_prefix(model, prompt: torch.Tensor, special: list[int]) -> KV | None
     mask = torch.ones(1, L, dtype=torch.long, device=model.device)
     body = model.base.base_model  # the decoder without its head: no logits are needed
     cache = body(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True).past_key_values
-    return tuple((layer.keys, layer.values) for layer in cache.layers)
+    return torch.cat([layer.keys for layer in cache.layers]), torch.cat([layer.values for layer in cache.layers])  # (layers, heads, L, d)
+
+
+def stack_left_padded(parts: list[torch.Tensor | None], like: torch.Tensor, L: int, rows: torch.Tensor) -> torch.Tensor:
+    """U tensors (layers, heads, L_u, d) (None: L_u = 0) -> (B, layers, heads, L, d): row b holds part rows[b],
+    zero-padded on the left to L."""
+    empty = like[:, :, :0]  # (layers, heads, 0, d)
+    padded = torch.stack([F.pad(empty if p is None else p, (0, 0, L - (0 if p is None else p.shape[2]), 0)) for p in parts])  # (U, layers, heads, L, d)
+    return padded.expand(len(rows), *padded.shape[1:]) if len(parts) == 1 else padded[rows]
 
 
 def without_leading_special(attention_mask: torch.Tensor, after_special: int) -> torch.Tensor:
