@@ -243,11 +243,11 @@ def import_(source: str, output: str, model: ModelOptions | None = None) -> Path
     return path
 
 
-def serve(prompts: str, model: str | None = None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, max_batch_size: int = 32, max_wait_ms: float = 5.0, max_inputs: int = 64, max_input_chars: int = 20_000, max_body_bytes: int = 1_000_000, rescan_seconds: float = 0.0, device: str = "auto", dtype: str = "auto", allow_other_model: bool = False) -> None:
+def serve(prompts: str, model: str | None = None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, max_batch_size: int = 32, max_wait_ms: float = 5.0, max_inputs: int = 64, max_input_chars: int = 20_000, max_body_bytes: int = 1_000_000, rescan_seconds: float = 0.0, device: str = "auto", dtype: str = "auto", allow_other_model: bool = False, no_kv_reuse: bool = False) -> None:
     """Serve every prompt of a folder over HTTP from one frozen model: rows of all tasks run in shared batches."""
     from softprompt.serve.server import run
 
-    run(prompts, model, host, port, token, max_batch_size, max_wait_ms, max_inputs, max_input_chars, max_body_bytes, rescan_seconds, device, dtype, allow_other_model)
+    run(prompts, model, host, port, token, max_batch_size, max_wait_ms, max_inputs, max_input_chars, max_body_bytes, rescan_seconds, device, dtype, allow_other_model, kv_reuse=not no_kv_reuse)
 
 
 def sweep(file: str, output: str | None = None, dry_run: bool = False) -> dict:
@@ -447,6 +447,7 @@ def build_parser() -> ArgumentParser:
             (("--rescan_seconds",), dict(type=float, default=0.0, help="Rescan the prompt folder this often (0: only on POST /v1/tasks).")),
             (("--device",), dict(type=str, default="auto", help="auto (CUDA when available), cpu, or cuda[:N].")),
             (("--dtype",), dict(type=str, default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="Dtype of the frozen weights.")),
+            (("--no_kv_reuse",), dict(action="store_true", help="Decoder-only: recompute each prompt's keys and values in every pass instead of reusing them (the outputs are the same).")),
             allow,
         ],
     )

@@ -21,6 +21,8 @@ from softprompt.embedded import EMBEDDED_MODEL  # noqa: F401  re-exported: the d
 from softprompt.errors import UserError, first_line
 from softprompt.join import IGNORE_INDEX, Joined, insertion_offsets, join
 from softprompt.placement import slot_offsets, without_slot
+from softprompt.prefix_cache import PrefixCache, next_token_losses
+from softprompt.prefix_cache import applies as cache_applies
 from softprompt.prompt import embedding_fingerprint
 from softprompt.template import PLAIN, Template
 
@@ -97,6 +99,9 @@ class SoftPromptModel(nn.Module):
         self.readout_scale = readout_scale
         self.bank = bank if bank is not None else PromptBank.empty(self.hidden)
         self.label_batch: dict[str, torch.Tensor] | None = None  # encoder-only: tokenised label texts
+        # decoder-only inference: each prompt's keys and values computed once and reused (prefix_cache.py)
+        self.kv_reuse = os.environ.get("SOFTPROMPT_KV_REUSE", "1").strip().lower() not in ("0", "false", "no", "off")
+        self.prefix_cache = PrefixCache()
         self.eval()  # inference by default; training switches dropout on explicitly
 
     @classmethod
@@ -268,6 +273,11 @@ class SoftPromptModel(nn.Module):
         tokens before and including the prompt are the same for every row of a prompt."""
         return "prompt_offsets" not in batch and self.bank.offsets(prompt_ids) is None
 
+    def reuses_prefixes(self, batch: dict, prompt_ids: torch.Tensor) -> bool:
+        """Whether this inference batch runs on cached prompt keys and values (prefix_cache.py): decoder-only, not
+        training, and every row's prompt first."""
+        return cache_applies(self) and self.prompt_first(batch, prompt_ids)
+
     def _run(self, j: Joined, labels: torch.Tensor | None = None):
         """The base model on joined embeddings; its logits only (the loss is ours, see `target_losses`)."""
         if self.family == ENCODER_DECODER:
@@ -281,7 +291,7 @@ class SoftPromptModel(nn.Module):
     def target_losses(self, logits: torch.Tensor, j: Joined, labels: torch.Tensor | None) -> torch.Tensor:
         """(B, T) cross-entropy of each target token (0 elsewhere), from the logits of `_run`."""
         if self.family == DECODER_ONLY:
-            logits, labels = logits[:, :-1], j.labels[:, 1:]  # position t predicts token t + 1
+            return next_token_losses(logits, j.labels)  # position t predicts token t + 1
         return F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
 
     def forward(self, input_ids, attention_mask, prompt_ids, labels=None, class_ids=None, prompt_offsets=None):
@@ -377,6 +387,8 @@ class SoftPromptModel(nn.Module):
 
     def target_logprob(self, batch: dict, prompt_ids: torch.Tensor) -> torch.Tensor:
         """(B,) summed log-probability of each row's target tokens."""
+        if self.reuses_prefixes(batch, prompt_ids) and (reused := self.prefix_cache.target_logprob(self, batch, prompt_ids)) is not None:
+            return reused
         j = self.joined(batch["input_ids"], batch["attention_mask"], prompt_ids, batch["labels"], batch.get("prompt_offsets"))
         logits = self._run(j, batch["labels"]).logits
         return -self.target_losses(logits, j, batch["labels"]).sum(-1)
@@ -387,15 +399,12 @@ class SoftPromptModel(nn.Module):
         if self.family == ENCODER_ONLY:
             raise UserError("an encoder-only model does not generate text: use a classification task")
         batch = _to(self.tokenize(inputs, template=template, max_input_length=max_input_length, max_target_length=max_new_tokens), self.device)
-        j = self.joined(batch["input_ids"], batch["attention_mask"], self._prompt_ids(len(inputs), prompt_ids), prompt_offsets=batch.get("prompt_offsets"))
-        out = self.base.generate(
-            inputs_embeds=j.inputs_embeds,
-            attention_mask=j.attention_mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            pad_token_id=self.tokenizer.pad_token_id,
-        )
+        ids = self._prompt_ids(len(inputs), prompt_ids)
+        greedy = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=self.tokenizer.pad_token_id)
+        out = self.prefix_cache.generate(self, batch, ids, **greedy) if self.reuses_prefixes(batch, ids) else None
+        if out is None:
+            j = self.joined(batch["input_ids"], batch["attention_mask"], ids, prompt_offsets=batch.get("prompt_offsets"))
+            out = self.base.generate(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask, **greedy)
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 

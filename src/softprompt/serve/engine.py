@@ -245,6 +245,8 @@ class Engine:
         entries = sorted(served.values(), key=lambda e: e.name)
         tasks = {e.name: replace(e, prompt_id=i) for i, e in enumerate(entries)}
         snapshot = Snapshot(self._new_bank(entries), tasks)
+        cache = self.model.prefix_cache
+        cache.capacity = max(cache.capacity, 2 * len(entries))  # every served prompt's keys/values, across a swap
         with self._lock:
             self._snapshot = snapshot
 

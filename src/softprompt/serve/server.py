@@ -81,7 +81,7 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def run(prompts: str, model: str | None = None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, max_batch_size: int = 32, max_wait_ms: float = 5.0, max_inputs: int = 64, max_input_chars: int = 20_000, max_body_bytes: int = 1_000_000, rescan_seconds: float = 0.0, device: str = "auto", dtype: str = "auto", allow_other_model: bool = False) -> None:
+def run(prompts: str, model: str | None = None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, max_batch_size: int = 32, max_wait_ms: float = 5.0, max_inputs: int = 64, max_input_chars: int = 20_000, max_body_bytes: int = 1_000_000, rescan_seconds: float = 0.0, device: str = "auto", dtype: str = "auto", allow_other_model: bool = False, kv_reuse: bool = True) -> None:
     token = token or os.environ.get("SOFTPROMPT_TOKEN") or None
     check_options(prompts, host, port, token, max_batch_size, max_wait_ms, max_inputs, max_input_chars, max_body_bytes, rescan_seconds, device)
     name, family = served_model(prompts, model)
@@ -90,6 +90,7 @@ def run(prompts: str, model: str | None = None, host: str = "127.0.0.1", port: i
     import uvicorn
 
     from softprompt.model import SoftPromptModel
+    from softprompt.prefix_cache import supports as reuses_prefixes
     from softprompt.serve.app import Settings, create_app
     from softprompt.serve.engine import Engine
 
@@ -99,7 +100,8 @@ def run(prompts: str, model: str | None = None, host: str = "127.0.0.1", port: i
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     frozen = SoftPromptModel.load(name, family, dtype).to(device)
-    log.info("model %s (%s) on %s", frozen.name, frozen.family, device)
+    frozen.kv_reuse = frozen.kv_reuse and kv_reuse  # SOFTPROMPT_KV_REUSE=0 or --no_kv_reuse turns it off
+    log.info("model %s (%s) on %s%s", frozen.name, frozen.family, device, ", prompt keys/values reused" if reuses_prefixes(frozen) else "")
     engine = Engine(frozen, prompts, allow_other_model)
     log.info("serving %d tasks from %s: %s", len(engine.snapshot().tasks), prompts, ", ".join(engine.snapshot().tasks) or "none yet")
     settings = Settings(token, max_inputs, max_input_chars, max_body_bytes, max_batch_size, max_wait_ms, rescan_seconds)
