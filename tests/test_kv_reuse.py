@@ -197,3 +197,26 @@ def test_the_environment_switch_turns_it_off(monkeypatch):
     model.bank = PromptBank(torch.randn(3, model.hidden))
     model.score_labels(TEXTS[:2], LABELS[:2], [0, 0])
     assert not model.kv_reuse and len(model.prefix_cache) == 0
+
+
+def test_a_prompt_placed_in_the_text_or_with_an_input_offset_is_recomputed(decoder):
+    """A `{prompt}` slot inside the text or a DePT input offset changes what precedes or follows the prompt row by
+    row: the cache steps aside, and the scores are those of recomputing."""
+    from softprompt.placement import MARK
+
+    slotted = [f"great {MARK}movie", "i loved it"]
+    calls = decoder.prefix_cache.misses + decoder.prefix_cache.hits
+    decoder.kv_reuse = True
+    with_slot = decoder.score_labels(slotted, [["yes", "no"]] * 2, [0, 1])
+    assert decoder.prefix_cache.misses + decoder.prefix_cache.hits == calls  # not used
+    decoder.kv_reuse = False
+    assert_scores_equal(with_slot, decoder.score_labels(slotted, [["yes", "no"]] * 2, [0, 1]))
+
+    decoder.kv_reuse = True
+    prompts = [decoder.bank.prompt(i) for i in range(2)]
+    decoder.bank = PromptBank(prompts, ["five", "two"], offsets=[torch.randn(3, decoder.hidden), None])
+    offset = decoder.score_labels(TEXTS[:2], LABELS[:2], [0, 1])
+    assert decoder.prefix_cache.misses + decoder.prefix_cache.hits == calls
+    decoder.bank = PromptBank(prompts, ["five", "two"])
+    plain = decoder.score_labels(TEXTS[:2], LABELS[:2], [0, 1])
+    assert not torch.allclose(offset[0], plain[0])  # the offset took effect
