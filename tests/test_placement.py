@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import WORDS, sentiment_rows, tiny_gpt2
+from conftest import WORDS, sentiment_rows, tiny_gpt2, tiny_t5
 from softprompt.bank import PromptBank
 from softprompt.errors import UserError
 from softprompt.loading import task_options
@@ -78,9 +78,9 @@ def test_rows_with_different_slots_and_prompt_lengths_equal_each_row_alone(tiny)
         assert tiny.generate(inputs, ids, template=template, max_new_tokens=3) == alone
 
 
-def test_generation_places_the_prompt_at_the_slot(tiny):
-    if tiny.family == "encoder-only":
-        pytest.skip("an encoder-only model does not generate")
+@pytest.mark.parametrize("build", [tiny_t5, tiny_gpt2], ids=["encoder-decoder", "decoder-only"])  # the families that generate
+def test_generation_places_the_prompt_at_the_slot(build):
+    tiny = build()
     tiny.bank = PromptBank(tiny.initial_prompt("text", 2, text="very boring"))
     slotted = tiny.generate([{"": "great"}], template=SLOTTED, max_new_tokens=4)
     tiny.bank = PromptBank.empty(tiny.hidden)
