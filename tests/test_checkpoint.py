@@ -175,3 +175,31 @@ def test_the_command_resumes(tmp_path, capsys):
     assert main([*command, "--train.max_steps=3", "--train.resume=true"]) == 0
     assert f"resuming from {tmp_path / 'run/checkpoints/step-00000002'} (step 2)" in capsys.readouterr().err
     assert load_prompt(tmp_path / "run" / PROMPT_FILE).metadata["step"] == 3
+
+
+def test_resume_refuses_another_prompt_or_other_data_naming_the_field(tmp_path):
+    train(tmp_path, max_steps=2)
+    model, task, examples = setup()
+    longer = PromptOptions(length=5, init="vocab", vocab_first_n=40)
+    with pytest.raises(UserError, match=r"^--train.resume: .*step-00000002 was trained with prompt.length 4, not 5$"):
+        train_prompt(model, task, examples, examples, longer, TrainOptions(**{**OPTIONS, "max_steps": 4, "resume": True}), tmp_path, progress=False)
+    other = make_task(DataOptions(verbalizers={"0": "no", "1": "yes"}, max_input_length=64))
+    with pytest.raises(UserError, match=r"^--train.resume: .*was trained with (task|data).max_input_length 512, not 64$"):
+        train_prompt(model, other, examples, examples, PROMPT, TrainOptions(**{**OPTIONS, "max_steps": 4, "resume": True}), tmp_path, progress=False)
+
+
+def test_a_resumed_run_whose_best_was_its_last_step_ends_holding_that_best(tmp_path, monkeypatch):
+    """Every evaluation scores the same, so the best stays at step 4, the last step of the first run."""
+    monkeypatch.setattr(type(make_task(DataOptions(verbalizers={"0": "no", "1": "yes"}))), "score", lambda self, predictions, examples: {"accuracy": 50.0, "macro_f1": 50.0})
+    train(tmp_path, max_steps=4, save_every=0)
+    model, result = train(tmp_path, max_steps=8, resume=True)
+    saved = load_prompt(tmp_path / PROMPT_FILE).prompt
+    assert result.best_step == 4 and not torch.equal(last_trained(tmp_path), saved)  # training went on after the best
+    assert torch.equal(model.bank.weight[0], saved)  # and the model was put back to it, as the file holds
+
+
+def test_a_corrupt_checkpoint_is_refused_in_one_line(tmp_path):
+    train(tmp_path, max_steps=2, save_every=0)
+    (checkpoint.latest(tmp_path) / checkpoint.STATE_FILE).write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match=r"^--train.resume: .*state.safetensors: not a readable checkpoint file \(.*\); delete its folder"):
+        train(tmp_path, max_steps=4, resume=True)

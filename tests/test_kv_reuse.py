@@ -220,3 +220,12 @@ def test_a_prompt_placed_in_the_text_or_with_an_input_offset_is_recomputed(decod
     decoder.bank = PromptBank(prompts, ["five", "two"])
     plain = decoder.score_labels(TEXTS[:2], LABELS[:2], [0, 1])
     assert not torch.allclose(offset[0], plain[0])  # the offset took effect
+
+
+def test_a_prefix_computed_under_autocast_is_not_reused_without_it(decoder):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        decoder.score_labels(TEXTS, LABELS, IDS)
+    misses = decoder.prefix_cache.misses
+    reused, recomputed = both(decoder, lambda: decoder.score_labels(TEXTS, LABELS, IDS))
+    assert decoder.prefix_cache.misses == misses + 4  # each prompt computed afresh in float32
+    assert_scores_equal(reused, recomputed)

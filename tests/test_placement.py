@@ -174,3 +174,8 @@ def test_smollm2_prompt_inside_the_user_turn_equals_its_text_typed_there():
     model.bank = PromptBank(model.initial_prompt("text", 2, text="Review:"))
     slotted = model.class_scores([{"": "A wonderful film."}], labels, template=Template(CHAT))[0]
     assert torch.allclose(slotted, typed, atol=1e-4)
+
+
+def test_a_slot_mark_inside_an_input_is_no_slot():
+    assert Template("{} it was").render({"": f"a{MARK}b"}) == "ab it was"
+    assert Template("{} {prompt} it was").render({"": f"a{MARK}b"}) == f"ab {MARK} it was"

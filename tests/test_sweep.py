@@ -4,6 +4,7 @@ import csv
 import json
 import shutil
 import statistics
+from pathlib import Path
 
 import pytest
 import yaml
@@ -107,6 +108,7 @@ BAD = [
     ({"grid": {"model.name": ["./nowhere"]}}, "cell model-nowhere: model folder ./nowhere: no such folder"),
     ({"tasks": {"x": {"train": "missing.jsonl"}}}, "cell task-x_seed-1: data.train: missing.jsonl: no such file"),
     ({"tasks": {"x": {"txt_column": "s"}}}, "tasks.x: Group 'data' does not accept option 'txt_column'"),
+    ({"grid": {"method.name": ["prompt", "lora"]}, "prompt": {"reparam": "ulpt"}}, "cell method-lora: --prompt.reparam: ulpt reparameterises a soft prompt"),
 ]
 
 
@@ -213,3 +215,10 @@ def test_finished_cells_run_with_other_options_are_refused(finished_sweep, tmp_p
     sweep = load_sweep(path)
     with pytest.raises(UserError, match=r"cells/length-1_seed-1: finished with other options \(train.max_steps: 3 there, 4 now\)"):
         check_finished(sweep)
+
+
+def test_a_finished_cell_keeps_its_result_but_no_checkpoints(finished_sweep):
+    for cell in finished_sweep[0].cells:
+        folder = Path(cell.train.output_dir)
+        assert (folder / "done.json").is_file() and (folder / "prompt.safetensors").is_file()
+        assert not (folder / "checkpoints").exists()

@@ -316,12 +316,28 @@ def test_fp16_warns_that_t5_overflows(tmp_path, capsys):
 
 
 def test_gradient_checkpointing_gives_the_same_prompt(tmp_path):
+    """With train.dropout off, the dropout layers stay off through the evaluations between steps."""
     prompts = []
     for checkpointing in (False, True):
         model = tiny_gpt2()
+        for module in model.base.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.5  # would change the prompt if it ever acted
         task, examples = setup(model)
-        run(model, task, examples, tmp_path / str(checkpointing), gradient_checkpointing=checkpointing, max_steps=3)
+        run(model, task, examples, tmp_path / str(checkpointing), validation=examples, gradient_checkpointing=checkpointing, max_steps=3, eval_every=1, dropout=False)
         prompts.append(model.bank.weight.detach().clone())
         assert any(getattr(m, "gradient_checkpointing", False) for m in model.base.modules()) == checkpointing
     torch.testing.assert_close(prompts[0], prompts[1])
     assert not torch.equal(prompts[1], tiny_gpt2().initial_prompt("vocab", 8, first_n=40, seed=42))
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_gradient_checkpointing_recomputes_each_layer_in_the_backward_pass(tmp_path, dropout):
+    calls = {}
+    for checkpointing in (False, True):
+        model = tiny_gpt2()
+        attention = model.base.transformer.h[0].attn  # inside the checkpointed layer: runs again when recomputed
+        attention.register_forward_hook(lambda *args, key=checkpointing: calls.__setitem__(key, calls.get(key, 0) + 1))
+        task, examples = setup(model)
+        run(model, task, examples, tmp_path / str(checkpointing), gradient_checkpointing=checkpointing, max_steps=2, dropout=dropout)
+    assert calls == {False: 2, True: 4}

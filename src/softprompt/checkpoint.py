@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
-from softprompt.errors import UserError
+from softprompt.errors import UserError, first_line
 from softprompt.files import new_file_modes
 from softprompt.state_file import load_state, save_state
 
@@ -88,10 +89,17 @@ def prune(output_dir: str | os.PathLike, keep: int) -> None:
 
 def load(path: Path, process: int, processes: int) -> tuple[dict, dict]:
     """A checkpoint's state and this process's random generators."""
-    state = load_state(path / STATE_FILE)
+    state = _read(path / STATE_FILE)
     if state["processes"] != processes:
         raise UserError(f"--train.resume: {path} was written by {_processes(state['processes'])}; resume it with as many, not {processes}")
-    return state, load_state(path / rng_file(process))
+    return state, _read(path / rng_file(process))
+
+
+def _read(file: Path):
+    try:
+        return load_state(file)
+    except (OSError, ValueError, KeyError, SafetensorError) as e:
+        raise UserError(f"--train.resume: {file}: not a readable checkpoint file ({first_line(e)}); delete its folder to resume from the one before") from e
 
 
 def _processes(n: int) -> str:
@@ -99,11 +107,14 @@ def _processes(n: int) -> str:
 
 
 def check_same_run(state: dict, identity: dict, options: dict, path: Path) -> None:
-    """Refuse to resume a checkpoint with another model, method, task or training options (other than those in
-    RESUMABLE_CHANGES), naming the first field that differs."""
-    for key, value in identity.items():
-        if state["identity"].get(key) != value:
-            raise UserError(f"--train.resume: {path} was trained with {key} {state['identity'].get(key)!r}, not {value!r}")
+    """Refuse to resume a checkpoint with another model, method, task, prompt, data or training options (other than
+    those in RESUMABLE_CHANGES), naming the first field that differs."""
+    for section, value in identity.items():
+        saved = state["identity"].get(section)
+        pairs = [(f"{section}.{k}", saved.get(k), value.get(k)) for k in value.keys() | saved.keys()] if isinstance(value, dict) and isinstance(saved, dict) else [(section, saved, value)]
+        for name, was, now in sorted(pairs, key=lambda p: p[0]):
+            if was != now:
+                raise UserError(f"--train.resume: {path} was trained with {name} {was!r}, not {now!r}")
     for key, value in options.items():
         if key not in RESUMABLE_CHANGES and state["options"].get(key) != value:
             raise UserError(f"--train.{key}: {path} was trained with {state['options'].get(key)!r}, not {value!r}; resume with the same value")

@@ -118,7 +118,7 @@ class PrefixCache:
         """The keys and values of [leading special tokens | prompt `prompt_id`], computed on first use."""
         prompt = model.bank.prompt(prompt_id)  # (P, H)
         special = model.tokenizer("a")["input_ids"][: model.after_special]  # BOS, as tokenize adds it
-        key = digest(prompt, special)
+        key = digest(prompt, special, autocast_state(model.device))
         with self._lock:
             if key in self._entries:
                 self.hits += 1
@@ -163,11 +163,18 @@ def without_leading_special(attention_mask: torch.Tensor, after_special: int) ->
     return attention_mask.masked_fill((index >= first_real) & (index < first_real + after_special), 0)
 
 
-def digest(prompt: torch.Tensor, special: list[int]) -> str:
-    """What a prefix is made of: the prompt's values (float32) and the special tokens before it."""
+def digest(prompt: torch.Tensor, special: list[int], precision: tuple = ()) -> str:
+    """What a prefix is made of: the prompt's values (float32), the special tokens before it, and the autocast it
+    was computed under (a bf16 pass's keys are not a float32 pass's)."""
     h = hashlib.sha256(prompt.detach().float().cpu().contiguous().numpy().tobytes())
-    h.update(repr((tuple(prompt.shape), special)).encode())
+    h.update(repr((tuple(prompt.shape), special, precision)).encode())
     return h.hexdigest()
+
+
+def autocast_state(device: torch.device) -> tuple:
+    """Whether autocast is on for `device`, and at which dtype."""
+    on = torch.is_autocast_enabled(device.type)
+    return (on, str(torch.get_autocast_dtype(device.type)) if on else None)
 
 
 def weights_state(base: torch.nn.Module) -> tuple:

@@ -40,8 +40,8 @@ class Template:
         return SLOT in self.parts[1::2]
 
     def render(self, values: dict[str, str]) -> str:
-        """The template filled with `values`; its slot, if any, is MARK."""
-        return "".join((MARK if p == SLOT else values[p]) if i % 2 else p for i, p in enumerate(self.parts))
+        """The template filled with `values`; its slot, if any, is MARK (never a MARK that an input carries)."""
+        return "".join((MARK if p == SLOT else values[p].replace(MARK, "")) if i % 2 else p for i, p in enumerate(self.parts))
 
     def fit(self, values: dict[str, str], count_tokens: Callable[[str], int], budget: int) -> str:
         """The rendered text, with fields cut until `count_tokens` of it is at most `budget`: those of `cut_first` in

@@ -227,6 +227,7 @@ def train(
         begun = time.perf_counter()
         with autocast():
             scores = evaluate_sharded(method, model, task, validation_examples, o.eval_batch_size, progress and accelerator.is_main_process, accelerator)
+        model.prefix_cache.clear()  # the prompt's keys and values are stale after the next step
         eval_seconds += time.perf_counter() - begun
         record = {"step": step, **{f"eval/{k}": v for k, v in scores.items()}}
         result.history.append(record)
@@ -248,8 +249,13 @@ def train(
         return finish()
 
     # the same run, wherever it is resumed: its model, method, task and options
-    identity = json.loads(json.dumps({"model": model.identity(), "method": method.metadata(), "task": task.describe()}, default=str))  # plain values
-    resumed, state = checkpoint.latest(output_dir) if o.resume else None, None
+    identity = {"model": model.identity(), "method": method.metadata(), "task": task.describe(), "prompt": asdict(method.prompt_options), "data": asdict(task.options)}
+    identity = json.loads(json.dumps(identity, default=str))  # plain values, as a checkpoint reads them back
+    checkpoints = accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED)  # sharded state is not gathered yet
+    if o.resume and not checkpoints:
+        raise UserError("--train.resume: checkpoints are written under data parallel training only, not yet under FSDP or DeepSpeed")
+    resumed = checkpoint.latest(output_dir) if o.resume else None
+    state = None
     if resumed:
         state, rng = checkpoint.load(resumed, accelerator.process_index, accelerator.num_processes)
         checkpoint.check_same_run(state, identity, asdict(o), resumed)
@@ -277,6 +283,9 @@ def train(
     start = 0  # the last step done before this process began
     if state:
         start, running = state["step"], state["running"]
+        shapes = [tuple(t.shape) for t in state["trained"]]
+        if shapes != [tuple(p.shape) for p in params]:
+            raise UserError(f"--train.resume: {resumed} holds trained tensors of shapes {shapes}, not those this run trains")
         with torch.no_grad():
             for p, saved in zip(params, state["trained"]):
                 p.copy_(saved)
@@ -285,6 +294,8 @@ def train(
         if scaler:
             scaler.load_state_dict(state["scaler"])
         best, stale, saved_best, best_state = state["best"], state["stale"], state["saved_best"], state["best_state"]
+        if best_state is None and state["best_step"] == start and start < max_steps:  # the best was the last step then
+            best_state = [t.clone() for t in state["trained"]]
         result.metrics, result.best_step, result.history, result.stopped_early = state["metrics"], state["best_step"], state["history"], state["stopped_early"]
         if accelerator.is_main_process:
             _keep_log_until(log_path, start)  # steps logged after the checkpoint run again
@@ -311,6 +322,7 @@ def train(
         """Evaluate, keep the result if it is the best so far; True when patience has run out."""
         nonlocal best, stale, saved_best, best_state
         scores = score(step)
+        training_mode(wrapped, o)  # evaluation leaves every layer in train mode, dropout included
         accelerator.log(result.history[-1], step=step)
         if scores[task.metric] > best:
             best, stale = scores[task.metric], 0
@@ -326,9 +338,7 @@ def train(
     if state:
         checkpoint.set_rng_state(rng)  # last, so that nothing above draws from the restored generators
     batches = _batches(loader, generator, o.seed, start * accum, accelerator)
-    wrapped.train(o.dropout or o.gradient_checkpointing)
-    if o.gradient_checkpointing and not o.dropout:
-        _dropout_off(model)
+    training_mode(wrapped, o)
     step = done = start  # done: the last step whose update is complete
     try:
         with checkpoint.StopSignals() as signals:
@@ -360,10 +370,11 @@ def train(
                     result.stopped_early = True
                     _say(f"early stopping at step {step}: {task.metric} has not improved for {o.patience} evaluations (best {best:.2f} at step {result.best_step})", accelerator)
                 stopping = signals.requested(accelerator)
-                if stopping or result.stopped_early or step == max_steps or (save_every and step % save_every == 0):
+                saved = None
+                if checkpoints and (stopping or result.stopped_early or step == max_steps or (save_every and step % save_every == 0)):
                     saved = save_checkpoint(step)
                 if stopping:
-                    _say(f"stopped by a signal after step {step}: checkpoint {saved}; continue with --train.resume=true", accelerator)
+                    _say(f"stopped by a signal after step {step}: " + (f"checkpoint {saved}; continue with --train.resume=true" if saved else "no checkpoint (FSDP, DeepSpeed)"), accelerator)
                     raise KeyboardInterrupt
                 if result.stopped_early:
                     break
@@ -416,11 +427,17 @@ def enable_gradient_checkpointing(model: SoftPromptModel) -> None:
         model.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def _dropout_off(model: torch.nn.Module) -> None:
-    """Training mode (which gradient checkpointing needs) with the dropout layers switched off."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.eval()
+def training_mode(model: torch.nn.Module, o: TrainOptions) -> None:
+    """The mode of the training steps: train mode (dropout) as train.dropout says. Gradient checkpointing acts only in
+    layers in train mode, so without dropout those layers alone are put in it: their attention and dropout modules,
+    which read their own mode (some take the dropout rate as a plain number), stay in eval mode."""
+    if o.gradient_checkpointing and not o.dropout:
+        model.eval()
+        for module in model.modules():
+            if getattr(module, "gradient_checkpointing", False) is True:
+                module.training = True  # this module only, not its children
+    else:
+        model.train(o.dropout)
 
 
 class PeakMemory:

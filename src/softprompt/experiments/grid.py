@@ -145,7 +145,7 @@ def matters(axis: str, method: str, shots: int = 0) -> bool:
 def check_cell(cell: Cell, where: str) -> None:
     """The checks `softprompt train` makes, and that every local data file and model folder exists."""
     from softprompt.embedded import MODELS
-    from softprompt.methods import check_method
+    from softprompt.methods import make_method
     from softprompt.model import resolve_model_path
     from softprompt.tasks import make_task
 
@@ -153,7 +153,7 @@ def check_cell(cell: Cell, where: str) -> None:
         if cell.model.name and cell.model.name not in MODELS:
             resolve_model_path(cell.model.name)  # a local folder must exist; a hub name is left to the hub
         checks.check_training_command(cell.prompt, cell.data, cell.train)
-        check_method(cell.method)
+        make_method(cell.method, cell.prompt)  # the method's own checks, and that the prompt options suit it
         make_task(cell.data)
         check_data_files(cell.data)
         if cell.method.name == "prompt-design" and not cell.data.validation:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from softprompt.checkpoint import CHECKPOINTS
 from softprompt.errors import UserError
 from softprompt.experiments.grid import CELLS, Cell, Sweep
 from softprompt.experiments.plots import write_plots
@@ -76,6 +77,7 @@ def run_cell(cell: Cell, folder: Path, data: dict | None = None) -> dict:
     method = make_method(cell.method, cell.prompt)
     result = train(model, method, task, train_examples, validation, cell.train, folder, progress=False)
     row = cell_row(cell, task.metric, result.report)
+    shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)  # a finished cell is never resumed: its checkpoints go
     write_text_atomic(folder / DONE_FILE, json.dumps({"cell": cell.id, "axes": cell.axes, "config": cell.config(), "row": row}, indent=2) + "\n")
     return row
 
