@@ -41,6 +41,8 @@ from softprompt.options import DataOptions  # noqa: E402
 from softprompt.prompt import save_prompt  # noqa: E402
 from softprompt.tasks import make_task  # noqa: E402
 
+from report import write_section  # noqa: E402  bench/report.py, beside this file
+
 SECTION = "## Serving"
 TASKS = [  # 8 classification tasks: a template and two label words each
     ("sentiment", "Review: {} Sentiment:", {"0": "negative", "1": "positive"}),
@@ -358,19 +360,6 @@ def section(s: Setup, tables: dict[str, list[str]]) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace the `## Serving` section of `path` (up to the next `## ` heading), keeping every other section."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = old.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "\n".join(lines[:start] + text.splitlines() + ([""] + lines[end:] if end < len(lines) else []))
-    path.write_text(new.rstrip("\n") + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="A smoke run: one round, small batches, short windows.")
@@ -395,7 +384,7 @@ def main() -> None:
         tables["server"] += serving(model, s, (1, 8, 64))
         del model
     text = section(s, tables)
-    write_section(Path(args.output), text)
+    write_section(text, Path(args.output))
     print(text)
 
 

@@ -33,6 +33,8 @@ from types import SimpleNamespace
 
 import torch
 
+from report import write_section  # bench/report.py, beside this file
+
 ROOT = Path(__file__).resolve().parents[1]
 TRAINERS = ("softprompt", "peft", "full")
 
@@ -293,18 +295,6 @@ def section(s: Setting, quick: bool, times: list[dict], memory: list[dict], scal
         "",
     ]
     return "\n".join(lines)
-
-
-def write_section(text: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
-    """Replace the "## Training" section of BENCHMARKS.md (or add it at the end), leaving the others."""
-    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    parts = [p.rstrip("\n") for p in re.split(r"(?m)^(?=## )", old)]
-    mine = [i for i, p in enumerate(parts) if p.startswith("## Training\n")]
-    if mine:
-        parts[mine[0]] = text.rstrip("\n")
-    else:
-        parts.append(text.rstrip("\n"))
-    path.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
 
 
 def main() -> None:
