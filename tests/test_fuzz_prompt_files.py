@@ -15,6 +15,7 @@ from softprompt.cli import main
 from softprompt.errors import UserError
 from softprompt.loading import load_with_prompts
 from softprompt.prompt import FORMAT, load_prompt, save_prompt
+from softprompt.state_file import STRUCTURE, load_state, save_state
 
 HIDDEN = 32
 TASK = {"type": "classification", "verbalizers": {"0": "no", "1": "yes"}}
@@ -150,3 +151,30 @@ def test_a_prompt_file_cut_anywhere_or_with_a_byte_changed_is_refused_or_read_wh
         return
     # a changed byte inside the numbers or a metadata string may still read: then it is a sound prompt
     assert file.prompt.shape == (4, HIDDEN) and torch.isfinite(file.prompt).all() and isinstance(file.metadata, dict)
+
+
+NODE_KINDS = ["dict", "pairs", "list", "tuple", "value", "tensor", "other"]
+leaves = st.fixed_dictionaries({"value": st.none() | st.integers() | st.text(max_size=4)}) | st.fixed_dictionaries({"tensor": st.sampled_from(["t0", "t9", 3])}) | st.integers()
+nodes = st.recursive(
+    leaves,
+    lambda inner: st.dictionaries(st.sampled_from(NODE_KINDS), inner | st.lists(inner | st.lists(inner, max_size=2), max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=2), min_size=1, max_size=2),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(structure=nodes | st.text(max_size=20) | st.none())
+def test_a_state_file_of_any_structure_reads_back_or_raises_value_error(tmp_path, structure):
+    path = tmp_path / "state.safetensors"
+    save_file({"t0": torch.zeros(2)}, str(path), metadata={STRUCTURE: json.dumps(structure)})
+    try:
+        load_state(path)
+    except ValueError as e:
+        assert "\n" not in str(e)  # checkpoint.py quotes it in one line
+
+
+def test_a_state_file_reads_back_what_was_saved(tmp_path):
+    state = {"step": 3, "rng": (1, [2.5, None]), "optimizer": {0: {"m": torch.ones(2)}}, "name": "x"}
+    save_state(state, tmp_path / "s.safetensors")
+    back = load_state(tmp_path / "s.safetensors")
+    assert back["rng"] == (1, [2.5, None]) and torch.equal(back["optimizer"][0]["m"], torch.ones(2))
