@@ -1,27 +1,57 @@
 """Option checks run by each command before anything loads; a message names the option as typed on the command line."""
 
+import math
 import os
 from pathlib import Path
 from typing import get_args
 
 from softprompt.errors import UserError
-from softprompt.options import DataOptions, PromptOptions, TrainOptions
+from softprompt.options import DataOptions, ModelOptions, PromptOptions, TrainOptions
+
+
+MAX_SEED = 2**32 - 1  # numpy, seeded with the rest, takes no larger seed
+MAX_SIZE = 1_000_000  # a prompt length, width or rank beyond any model: refused before it allocates
+
+
+def finite(option: str, value: float | None) -> None:
+    """Refuse NaN and infinities (YAML's .nan and .inf); None means unset and passes."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{option} must be a finite number (got {value})")
 
 
 def at_least(option: str, value: float | None, low: float) -> None:
-    """Refuse `value` below `low`; None means unset and passes."""
+    """Refuse `value` below `low`, or not finite; None means unset and passes."""
+    finite(option, value)
     if value is not None and value < low:
         raise UserError(f"{option} must be at least {low} (got {value})")
 
 
+def at_most(option: str, value: float | None, high: float) -> None:
+    if value is not None and value > high:
+        raise UserError(f"{option} must be at most {high} (got {value})")
+
+
 def not_negative(option: str, value: float | None) -> None:
+    finite(option, value)
     if value is not None and value < 0:
         raise UserError(f"{option} must not be negative (got {value})")
 
 
 def positive(option: str, value: float | None) -> None:
+    finite(option, value)
     if value is not None and value <= 0:
         raise UserError(f"{option} must be more than 0 (got {value})")
+
+
+def valid_seed(option: str, value: int | None) -> None:
+    not_negative(option, value)
+    at_most(option, value, MAX_SEED)
+
+
+def valid_size(option: str, value: int | None, low: int = 1) -> None:
+    """A count that sets how much memory is allocated (a prompt length, a width, a rank)."""
+    at_least(option, value, low)
+    at_most(option, value, MAX_SIZE)
 
 
 def output_folder(option: str, folder: str) -> None:
@@ -38,19 +68,25 @@ def output_folder(option: str, folder: str) -> None:
         raise UserError(f"{option}: {existing} is not writable")
 
 
+def check_model(o: ModelOptions) -> None:
+    positive("--model.readout_scale", o.readout_scale)
+
+
 def check_prompt(o: PromptOptions) -> None:
-    at_least("--prompt.length", o.length, 1)
+    valid_size("--prompt.length", o.length)
     at_least("--prompt.vocab_first_n", o.vocab_first_n, 1)
+    not_negative("--prompt.random_scale", o.random_scale)
     names = get_args(PromptOptions.__annotations__["reparam"])
     if o.reparam not in names:
         raise UserError(f"--prompt.reparam: unknown reparameterisation {o.reparam!r} ({', '.join(names)})")
-    at_least("--prompt.bottleneck", o.bottleneck, 1)
-    at_least("--prompt.rank", o.rank, 1)
-    not_negative("--prompt.projection_seed", o.projection_seed)
-    not_negative("--prompt.dept_positions", o.dept_positions)
-    at_least("--prompt.dept_rank", o.dept_rank, 1)
+    valid_size("--prompt.bottleneck", o.bottleneck)
+    valid_size("--prompt.rank", o.rank)
+    valid_seed("--prompt.projection_seed", o.projection_seed)
+    valid_size("--prompt.dept_positions", o.dept_positions, 0)
+    valid_size("--prompt.dept_rank", o.dept_rank)
     if o.dept_positions and o.reparam != "none":
         raise UserError(f"--prompt.dept_positions: DePT trains a plain prompt beside its offset, not with --prompt.reparam={o.reparam}")
+    finite("--prompt.reparam_dropout", o.reparam_dropout)
     if not 0 <= o.reparam_dropout < 1:
         raise UserError(f"--prompt.reparam_dropout must be in [0, 1) (got {o.reparam_dropout})")
 
@@ -60,7 +96,7 @@ def check_data(o: DataOptions) -> None:
 
     check_name(o.task)
     at_least("--data.max_input_length", o.max_input_length, 1)
-    at_least("--data.max_target_length", o.max_target_length, 1)
+    valid_size("--data.max_target_length", o.max_target_length)
     at_least("--data.limit_train", o.limit_train, 1)
     at_least("--data.limit_validation", o.limit_validation, 1)
 
@@ -68,8 +104,11 @@ def check_data(o: DataOptions) -> None:
 def check_train(o: TrainOptions) -> None:
     for name in ("batch_size", "micro_batch_size", "eval_every", "eval_batch_size", "log_every", "patience"):
         at_least(f"--train.{name}", getattr(o, name), 1)
-    for name in ("lr", "dept_lr", "weight_decay", "warmup_steps", "seed"):  # lr may be None: an automatic default
+    for name in ("lr", "dept_lr", "weight_decay", "warmup_steps"):  # lr may be None: an automatic default
         not_negative(f"--train.{name}", getattr(o, name))
+    valid_seed("--train.seed", o.seed)
+    for name in ("decay_rate", "clip_threshold", "max_grad_norm"):
+        positive(f"--train.{name}", getattr(o, name))
     at_least("--train.keep_checkpoints", o.keep_checkpoints, 1)
     not_negative("--train.save_every", o.save_every)
     positive("--train.epochs", o.epochs)
@@ -103,5 +142,5 @@ def check_predict(batch_size: int) -> None:
 
 def check_quickstart(output: str, steps: int, seed: int) -> None:
     at_least("--steps", steps, 1)
-    not_negative("--seed", seed)
+    valid_seed("--seed", seed)
     output_folder("--output", output)

@@ -5,11 +5,12 @@ Options come from dataclasses (options.py): a YAML recipe via --config, then `--
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Literal
 
-from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
+from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, set_parsing_settings
 
 from softprompt import __version__, checks
 from softprompt.errors import UserError
@@ -21,6 +22,7 @@ def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: 
     """Adapt a frozen model to a task: a soft prompt (TRAIN.OUTPUT_DIR/prompt.safetensors) or, with --method NAME,
     one of the paper's comparison methods; every run appends its report to TRAIN.OUTPUT_DIR/results.jsonl."""
     checks.check_training_command(prompt, data, train)
+    checks.check_model(model)
     from softprompt.methods import make_method
     from softprompt.model import EMBEDDED_MODEL, SoftPromptModel
     from softprompt.tasks import make_task
@@ -59,6 +61,7 @@ def evaluate(prompt_file: str | None, model: ModelOptions, data: DataOptions, tr
 
     Takes the same recipe as train; only its model and data sections and train.eval_batch_size are used."""
     checks.check_eval(data, train)
+    checks.check_model(model)
     if not (data.validation or data.train):
         raise UserError("--data.validation: give the data to evaluate on")
     from softprompt.loading import load_with_prompts, task_options
@@ -84,6 +87,7 @@ def predict(prompt: str, texts: list[str], file: str | None = None, batch_size: 
     """Predict with a prompt file for TEXTS, or each line of --file, or each line of standard input."""
     checks.check_predict(batch_size)
     model = model or ModelOptions()
+    checks.check_model(model)
     if not texts:
         texts = [t for t in _input_text(file).splitlines() if t.strip()]
     if not texts:
@@ -132,6 +136,7 @@ def ensemble(prompts: list[str], model: ModelOptions, data: DataOptions, batch_s
     """Score prompts of one task alone and as an ensemble, run together in one batched pass (paper section 7)."""
     checks.check_data(data)
     checks.check_predict(batch_size)
+    checks.check_model(model)
     if len(prompts) < 2:
         raise UserError("--prompts: an ensemble needs at least two prompt files")
     if not (data.validation or data.train):
@@ -185,6 +190,7 @@ def neighbors(prompt: str, k: int = 5, json_output: bool = False, model: ModelOp
     if k < 1:
         raise UserError(f"-k must be at least 1 (got {k})")
     model = model or ModelOptions()
+    checks.check_model(model)
     from softprompt.interpret import label_hits, nearest_tokens, report, table
     from softprompt.loading import load_with_prompts
 
@@ -277,6 +283,7 @@ def transfer(model: ModelOptions, prompt: PromptOptions, data: DataOptions, trai
     --targets without training: the paper's domain-shift table, with the in-domain row and the delta
     (TRAIN.OUTPUT_DIR/transfer.md, .csv and .json)."""
     checks.check_training_command(prompt, data, train)
+    checks.check_model(model)
     if not targets:
         raise UserError("--targets: give one or more evaluation sets (TASK=FILE, or a data section)")
     from softprompt.experiments.transfer import MARKDOWN_FILE, markdown, method_cells, run_transfer, targets_from
@@ -334,13 +341,13 @@ def _method_name_option(argv: list[str]) -> list[str]:
 
 def build_parser() -> ArgumentParser:
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    parser = Parser(prog="softprompt", description="Prompt tuning for frozen Hugging Face models. Add --debug anywhere for tracebacks.")
+    parser = Parser(prog="softprompt", description="Prompt tuning for frozen Hugging Face models. Add --debug anywhere for tracebacks.", exit_on_error=False)
     parser.add_argument("--version", action="version", version=f"softprompt {__version__}")
     parser.add_argument("--debug", action="store_true", help="Show tracebacks on errors.")
     commands = parser.add_subcommands(dest="command")
 
     def command(name: str, fn, *sections, arguments=()):
-        p = ArgumentParser(description=fn.__doc__)
+        p = ArgumentParser(description=fn.__doc__, exit_on_error=False)  # main() reports a bad value in one line
         p.add_argument("--config", action=ActionConfigFile, help="A YAML recipe; later options override it.")
         for section, cls in sections:
             p.add_class_arguments(cls, section)
@@ -482,9 +489,16 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
-    cfg = parser.parse_args(argv)
-    name = cfg.command
-    args = parser.instantiate(cfg)[name]
+    try:
+        cfg = parser.parse_args(argv)
+        name = cfg.command
+        args = parser.instantiate(cfg)[name]
+    except ArgumentError as e:
+        if debug:
+            raise
+        command = next((a for a in argv if a in COMMANDS), "")
+        print(f"error: {parse_error(str(e))} (softprompt {command}{' ' if command else ''}--help lists the options)", file=sys.stderr)
+        return 2
     kwargs = {k: v for k, v in vars(args).items() if k not in ("config", "__path__")}
     try:
         _quiet_libraries()
@@ -502,6 +516,22 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "NoneType": "null"}
+
+
+def parse_error(message: str) -> str:
+    """jsonargparse's report of a value it refused (usage, then several lines per type tried) in one line: the
+    option, the value given and what it takes."""
+    key = re.search(r'Parser key "([^"]+)"', message)
+    given = re.search(r"(?:Given|Got) value: ?(.*)", message)
+    if not (key and given):
+        return " ".join(message.split())
+    expected = re.findall(r"Expected an? (<class '(\w+)'>|typing\.Literal\[(.*?)\])", message)
+    kinds = [TYPE_NAMES.get(name, name) if name else f"one of {literal}" for _, name, literal in expected]
+    takes = f": it takes {' or '.join(dict.fromkeys(kinds))}" if kinds else ""
+    return f"--{key[1]}: {given[1].strip()!r} is not a valid value{takes}"
 
 
 def _quiet_libraries() -> None:
