@@ -4,6 +4,7 @@ examples or a one-line UserError naming the file (and the line, where there is o
 import csv
 import io
 import json
+import os
 import re
 
 import pytest
@@ -16,8 +17,9 @@ from softprompt.options import DataOptions
 from softprompt.tasks import TASKS, Example, make_task
 from softprompt.template import Template
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-MANY = settings(FUZZ, max_examples=150)
+SCALE = int(os.environ.get("SOFTPROMPT_FUZZ_SCALE", "1"))  # more generated cases per property, for a long run
+FUZZ = settings(max_examples=60 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+MANY = settings(FUZZ, max_examples=150 * SCALE)
 
 VERBALIZERS = {"0": "bad", "1": "good"}
 COLUMNS = sorted({"text", "label", "input", "target", "sentence", "question", "context", "answers", "passage", "hypothesis",
@@ -52,7 +54,8 @@ def damaged(draw, data: bytes) -> bytes:
 
 
 def lines_of(path) -> int:
-    return path.read_bytes().count(b"\n") + 1
+    """Lines as CSV readers count them: a lone carriage return ends one too."""
+    return len(re.split(rb"\r\n|\r|\n", path.read_bytes()))
 
 
 def check(task, path):

@@ -1,7 +1,9 @@
-"""Reading data sets: local JSONL/CSV/TSV through the `datasets` library, SQuAD v1.1 JSON, MRQA 2019 JSONL, `LABEL TEXT`
-lines (SST-5, TREC, MR as SentEval ships them), hub names where reachable.
+"""Reading data sets: local JSON lines (read line by line with the json module), CSV/TSV (pandas, every cell a string),
+SQuAD v1.1 JSON, MRQA 2019 JSONL, `LABEL TEXT` lines (SST-5, TREC, MR as SentEval ships them), hub names through the
+`datasets` library where reachable.
 
-Errors name the file and, for a malformed line, the line.
+Files must be UTF-8. Errors name the file and, for a malformed line, the line; a field of the wrong type (a list where
+a text goes, a string where an index goes) is an error too, never read as something else.
 """
 
 import codecs
