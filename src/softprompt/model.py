@@ -21,6 +21,7 @@ from softprompt.embedded import EMBEDDED_MODEL  # noqa: F401  re-exported: the d
 from softprompt.errors import UserError, first_line
 from softprompt.join import IGNORE_INDEX, Joined, insertion_offsets, join
 from softprompt.placement import slot_offsets, without_slot
+from softprompt.anchor_cache import AnchorCache
 from softprompt.prefix_cache import PrefixCache, next_token_losses
 from softprompt.prefix_cache import applies as cache_applies
 from softprompt.prompt import embedding_fingerprint
@@ -102,6 +103,7 @@ class SoftPromptModel(nn.Module):
         # decoder-only inference: each prompt's keys and values computed once and reused (prefix_cache.py)
         self.kv_reuse = os.environ.get("SOFTPROMPT_KV_REUSE", "1").strip().lower() not in ("0", "false", "no", "off")
         self.prefix_cache = PrefixCache()
+        self.anchor_cache = AnchorCache()  # encoder-only inference: each (prompt, label text) anchor computed once
         self.eval()  # inference by default; training switches dropout on explicitly
 
     @classmethod
@@ -344,6 +346,11 @@ class SoftPromptModel(nn.Module):
         j = self.joined(input_ids, attention_mask, prompt_ids, prompt_offsets=prompt_offsets, inputs=inputs)
         return mean_pool(self._run(j).last_hidden_state, j.attention_mask)
 
+    def pooled_labels(self, pairs: list[tuple[int, str]]) -> torch.Tensor:
+        """Encoder-only: (prompt id, label text) pairs -> (N, H) each label text's embedding under its prompt."""
+        label_batch = _to(dict(self.tokenizer([t for _, t in pairs], padding=True, return_tensors="pt")), self.device)
+        return self.pooled(label_batch["input_ids"], label_batch["attention_mask"], torch.tensor([i for i, _ in pairs], device=self.device), inputs=False)
+
     # ----- prediction ---------------------------------------------------------------------------------
     def _prompt_ids(self, n: int, prompt_ids) -> torch.Tensor:
         if prompt_ids is None:
@@ -372,8 +379,7 @@ class SoftPromptModel(nn.Module):
             batch = _to(self.tokenize(texts, fit=False), self.device)
             sentences = self.pooled(batch["input_ids"], batch["attention_mask"], ids, batch.get("prompt_offsets"))  # (B, H)
             pairs = list(dict.fromkeys((int(i), t) for i, labels in zip(ids, label_sets) for t in labels))  # distinct (prompt, label)
-            label_batch = _to(dict(self.tokenizer([t for _, t in pairs], padding=True, return_tensors="pt")), self.device)
-            anchors = self.pooled(label_batch["input_ids"], label_batch["attention_mask"], torch.tensor([i for i, _ in pairs], device=self.device), inputs=False)
+            anchors = self.pooled_labels(pairs) if self.training else self.anchor_cache.anchors(self, pairs)  # (N, H)
             index = {pair: k for k, pair in enumerate(pairs)}
             return [
                 self.readout_scale * cosine(sentences[b : b + 1], anchors[[index[(int(ids[b]), t)] for t in labels]].unsqueeze(0))[0].float()
