@@ -16,12 +16,17 @@ from softprompt.bank import PromptBank
 class DePTBank(PromptBank):
     """One trainable prompt and its low-rank input offset."""
 
-    def __init__(self, prompt: torch.Tensor, positions: int, rank: int, seed: int = 0, name: str = "0"):
+    def __init__(self, prompt: torch.Tensor, positions: int, rank: int, seed: int = 0, name: str = "0", offset: torch.Tensor | None = None):
+        """`offset`: a saved (N, H) offset to start from (transfer initialisation), factored back to rank r."""
         super().__init__(prompt, [name])
-        generator = torch.Generator().manual_seed(seed)
-        bound = rank**-0.5
-        self.a = nn.Parameter(torch.rand(positions, rank, generator=generator) * 2 * bound - bound)  # (N, r)
-        self.b = nn.Parameter(torch.zeros(rank, prompt.shape[1]))  # (r, H)
+        if offset is None:
+            generator = torch.Generator().manual_seed(seed)
+            bound = rank**-0.5
+            a = torch.rand(positions, rank, generator=generator) * 2 * bound - bound  # (N, r)
+            b = torch.zeros(rank, prompt.shape[1])  # (r, H)
+        else:
+            a, b = low_rank_factors(offset.float(), rank)
+        self.a, self.b = nn.Parameter(a), nn.Parameter(b)
         self.positions, self.rank = positions, rank
 
     def input_offset(self) -> torch.Tensor:
@@ -44,3 +49,15 @@ class DePTBank(PromptBank):
         """What a prompt file records about how it was trained."""
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return {"positions": self.positions, "rank": self.rank, "trainable_parameters": trainable}
+
+
+def low_rank_factors(offset: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, H) -> A (N, r), B (r, H) with A @ B the best rank-r approximation of `offset` (equal to it when its rank
+    is at most r, as for an offset trained at rank r), the singular values split evenly between them."""
+    u, s, vh = torch.linalg.svd(offset, full_matrices=False)  # (N, k), (k,), (k, H)
+    k = min(rank, len(s))
+    root = s[:k].sqrt()
+    a = torch.zeros(offset.shape[0], rank)
+    b = torch.zeros(rank, offset.shape[1])
+    a[:, :k], b[:k] = u[:, :k] * root, root.unsqueeze(1) * vh[:k]
+    return a, b

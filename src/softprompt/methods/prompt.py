@@ -8,6 +8,7 @@ import torch
 
 from softprompt.bank import PromptBank
 from softprompt.dept import DePTBank
+from softprompt.errors import UserError
 from softprompt.methods.base import Method
 from softprompt.model import SoftPromptModel
 from softprompt.options import PromptOptions, TrainOptions
@@ -37,14 +38,20 @@ def default_lr(model: SoftPromptModel) -> float:
     return float(f"{PAPER_LR * embedding_scale(model):.2g}")
 
 
-def initial_prompt(model: SoftPromptModel, o: PromptOptions, task, seed: int, allow_other_model: bool = False) -> torch.Tensor:
-    """The starting (P, H) prompt: an initialiser by name, or a prompt file (whose length then wins)."""
+def initial_prompt(model: SoftPromptModel, o: PromptOptions, task, seed: int, allow_other_model: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The starting (P, H) prompt and DePT (N, H) input offset (None: none, or a fresh one): an initialiser by name,
+    or a prompt file (whose length then wins, and whose DePT offset a DePT run starts from)."""
     if o.init not in ("random", "vocab", "labels", "text"):
         file = load_prompt(o.init)
         check_compatible(file, model.hidden, model.fingerprint(), o.init, allow_other_model)
-        return file.prompt
+        if file.offset is not None and file.offset.shape[0] != o.dept_positions:
+            raise UserError(
+                f"--prompt.init {o.init}: the file carries a DePT input offset over {file.offset.shape[0]} positions; "
+                f"train with --prompt.dept_positions={file.offset.shape[0]} to start from it"
+            )
+        return file.prompt, file.offset
     labels = getattr(task, "label_texts", [])
-    return model.initial_prompt(o.init, o.length, text=o.text, labels=labels, first_n=o.vocab_first_n, scale=o.random_scale, seed=seed)
+    return model.initial_prompt(o.init, o.length, text=o.text, labels=labels, first_n=o.vocab_first_n, scale=o.random_scale, seed=seed), None
 
 
 class PromptTuning(Method):
@@ -63,10 +70,10 @@ class PromptTuning(Method):
 
     def prepare(self, model, task, train_examples, seed):
         o = self.prompt_options
-        initial = initial_prompt(model, o, task, seed, self.allow_other_model)  # (P, H)
+        initial, offset = initial_prompt(model, o, task, seed, self.allow_other_model)  # (P, H), (N, H) or None
         self.reparam = self.dept = None
         if o.dept_positions:
-            self.dept = model.bank = DePTBank(initial, o.dept_positions, o.dept_rank, seed, task.name)
+            self.dept = model.bank = DePTBank(initial, o.dept_positions, o.dept_rank, seed, task.name, offset)
             return
         if o.reparam == "none":
             model.bank = PromptBank(initial, [task.name])
