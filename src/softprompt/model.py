@@ -8,6 +8,7 @@ Three families share one join (join.py):
 A template's `{prompt}` slot (placement.py) moves the prompt into the text: `tokenize` then adds `prompt_offsets`.
 """
 
+import inspect
 import os
 
 import torch
@@ -16,13 +17,14 @@ from torch import nn
 
 from softprompt import embedded
 from softprompt import init as initialisers
+from softprompt.anchor_cache import AnchorCache
 from softprompt.bank import PromptBank
 from softprompt.embedded import EMBEDDED_MODEL  # noqa: F401  re-exported: the default model
 from softprompt.errors import UserError, first_line
 from softprompt.join import IGNORE_INDEX, Joined, insertion_offsets, join
 from softprompt.placement import slot_offsets, without_slot
-from softprompt.anchor_cache import AnchorCache
-from softprompt.prefix_cache import PrefixCache, next_token_losses
+from softprompt.next_token import next_token_losses, target_window
+from softprompt.prefix_cache import PrefixCache
 from softprompt.prefix_cache import applies as cache_applies
 from softprompt.prompt import embedding_fingerprint
 from softprompt.template import PLAIN, Template
@@ -103,6 +105,8 @@ class SoftPromptModel(nn.Module):
         # decoder-only inference: each prompt's keys and values computed once and reused (prefix_cache.py)
         self.kv_reuse = os.environ.get("SOFTPROMPT_KV_REUSE", "1").strip().lower() not in ("0", "false", "no", "off")
         self.prefix_cache = PrefixCache()
+        # decoder-only: the LM head runs only over the positions that predict a target token (target_window)
+        self.keeps_logits = "logits_to_keep" in inspect.signature(type(base).forward).parameters
         self.anchor_cache = AnchorCache()  # encoder-only inference: each (prompt, label text) anchor computed once
         self.eval()  # inference by default; training switches dropout on explicitly
 
@@ -287,11 +291,13 @@ class SoftPromptModel(nn.Module):
             return self.base(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask, decoder_input_ids=decoder_input_ids)
         if self.family == DECODER_ONLY:
             position_ids = (j.attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding does not shift positions
-            return self.base(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask, position_ids=position_ids)
+            window = {"logits_to_keep": target_window(j.labels)} if j.labels is not None and self.keeps_logits else {}
+            return self.base(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask, position_ids=position_ids, **window)
         return self.base(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask)
 
     def target_losses(self, logits: torch.Tensor, j: Joined, labels: torch.Tensor | None) -> torch.Tensor:
-        """(B, T) cross-entropy of each target token (0 elsewhere), from the logits of `_run`."""
+        """Cross-entropy of each target token (0 elsewhere), from the logits of `_run`: (B, T), or (B, W - 1) over the
+        decoder-only target window."""
         if self.family == DECODER_ONLY:
             return next_token_losses(logits, j.labels)  # position t predicts token t + 1
         return F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
@@ -301,6 +307,8 @@ class SoftPromptModel(nn.Module):
 
         `.loss` is the mean over the batch's target tokens (rows, for encoder-only classification); `.loss_sum` and
         `.loss_items` are its sum and count, so that accumulated micro-batches weigh as one batch (train.py).
+        Decoder-only with labels: `.logits` covers the last positions only, from the one before the first target
+        token on (`target_window`); the LM head does not run where no loss is taken.
         """
         j = self.joined(input_ids, attention_mask, prompt_ids, labels, prompt_offsets)
         out = self._run(j, labels)
@@ -314,7 +322,7 @@ class SoftPromptModel(nn.Module):
                     losses = F.cross_entropy(out.logits.float(), class_ids, reduction="none")  # (B,)
                     out.loss_items = torch.tensor(len(class_ids), device=losses.device)
         elif labels is not None:
-            losses = self.target_losses(out.logits, j, labels)  # (B, T)
+            losses = self.target_losses(out.logits, j, labels)
             out.loss_items = (labels != IGNORE_INDEX).sum()
         if losses is not None:
             out.loss_sum = losses.sum()

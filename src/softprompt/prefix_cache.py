@@ -20,6 +20,7 @@ from transformers import DynamicCache, PreTrainedModel
 
 from softprompt.content_cache import ContentCache, autocast_state, digest
 from softprompt.join import IGNORE_INDEX, insertion_offsets
+from softprompt.next_token import next_token_losses, target_window
 
 KV = tuple[torch.Tensor, torch.Tensor]  # keys, values of every layer: (layers, heads, L, head_dim) each
 
@@ -39,11 +40,6 @@ def applies(model) -> bool:
     return not model.training and not torch.is_grad_enabled() and supports(model)
 
 
-def next_token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(B, T, V) logits, (B, T) labels -> (B, T - 1) cross-entropy of each label from the position before it."""
-    return F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels[:, 1:], ignore_index=IGNORE_INDEX, reduction="none")
-
-
 class PrefixCache(ContentCache):
     """The keys and values of up to `capacity` prompt prefixes, most recently used kept (None: an empty prefix)."""
 
@@ -59,8 +55,10 @@ class PrefixCache(ContentCache):
             return None
         cache, full_mask = self.stacked(model, prompt_ids, mask)  # (B, L + T)
         positions = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, cache.get_seq_length() :]  # (B, T)
-        logits = model.base(input_ids=batch["input_ids"], attention_mask=full_mask, position_ids=positions, past_key_values=cache, use_cache=True).logits  # (B, T, V)
-        return -next_token_losses(logits, batch["labels"]).sum(-1)
+        labels = batch["labels"]
+        window = {"logits_to_keep": target_window(labels)} if model.keeps_logits else {}
+        logits = model.base(input_ids=batch["input_ids"], attention_mask=full_mask, position_ids=positions, past_key_values=cache, use_cache=True, **window).logits  # (B, W, V)
+        return -next_token_losses(logits, labels).sum(-1)
 
     def generate(self, model, batch: dict, prompt_ids: torch.Tensor, **options) -> torch.Tensor | None:
         """(B, N) greedy continuations of left-padded tokens after their prompts, as `base.generate` on the joined
