@@ -241,3 +241,9 @@ def test_a_finished_cell_keeps_its_result_but_no_checkpoints(finished_sweep):
         folder = Path(cell.train.output_dir)
         assert (folder / "done.json").is_file() and (folder / "prompt.safetensors").is_file()
         assert not (folder / "checkpoints").exists()
+
+
+def test_csv_cells_hold_floats_to_ten_significant_digits():
+    from softprompt.experiments.table import cell_text
+
+    assert [cell_text(v) for v in (80.80000000000001, 77.39556953162821, 3, None, "x", 1e-12)] == ["80.8", "77.39556953", "3", "", "x", "1e-12"]
