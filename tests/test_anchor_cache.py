@@ -89,3 +89,30 @@ def test_training_forward_keeps_gradients_and_no_cache():
     out.loss.backward()
     assert model.bank.weight.grad is not None and model.bank.weight.grad[:2].abs().sum() > 0
     assert len(model.anchor_cache) == 0
+
+
+def test_trained_adapters_beside_the_base_model_drop_every_anchor():
+    """Adapters are not the base model's weights, but they change every anchor: a step on them drops the cache."""
+    from softprompt.methods import make_method
+    from softprompt.options import DataOptions, MethodOptions, PromptOptions
+    from softprompt.tasks import make_task
+
+    model = tiny_bert()
+    task = make_task(DataOptions(verbalizers={"0": "no", "1": "yes"}))
+    make_method(MethodOptions(name="adapter"), PromptOptions()).prepare(model, task, [], 0)
+    model.score_labels(TEXTS[:2], LABELS[:2], [0, 0])
+    with torch.no_grad():
+        for p in model.adapters.parameters():
+            p.add_(0.3)  # as an optimiser step does: in place
+    misses = model.anchor_cache.misses
+    scores = model.score_labels(TEXTS[:2], LABELS[:2], [0, 0])
+    assert model.anchor_cache.misses == misses + 4
+    for e, s in zip(recomputed_rows(model, TEXTS[:2], LABELS[:2], [0, 0]), scores):
+        torch.testing.assert_close(s, e, rtol=0, atol=1e-5)
+
+
+def recomputed_rows(model, texts, labels, ids):
+    model.anchor_cache.clear()
+    out = model.score_labels(texts, labels, ids)
+    model.anchor_cache.clear()
+    return out

@@ -188,10 +188,22 @@ def test_low_rank_factors_give_back_an_offset_of_that_rank():
     a, b = low_rank_factors(offset, 2)
     assert a.shape == (5, 2) and b.shape == (2, 16)
     torch.testing.assert_close(a @ b, offset, rtol=0, atol=1e-5)
-    a, b = low_rank_factors(offset, 4)  # more rank than needed: the spare factors are zero
+    a, b = low_rank_factors(offset, 4)  # more rank than the offset has: its own rank
+    assert a.shape == (5, 2)
     torch.testing.assert_close(a @ b, offset, rtol=0, atol=1e-5)
     a, b = low_rank_factors(offset, 1)  # less: the best rank-1 approximation
     assert torch.linalg.matrix_rank(a @ b) == 1 and not torch.allclose(a @ b, offset, atol=1e-3)
+    assert low_rank_factors(torch.zeros(5, 16), 4)[0].shape == (5, 0)
+
+
+def test_every_rank_of_an_offset_started_from_a_file_trains():
+    g = torch.Generator().manual_seed(0)
+    saved = torch.randn(4, 1, generator=g) @ torch.randn(1, 8, generator=g)  # trained at rank 1
+    for offset in (saved, torch.zeros(4, 8)):
+        bank = DePTBank(torch.randn(2, 8, generator=g), 4, 3, seed=5, offset=offset)
+        torch.testing.assert_close(bank.offset(0), offset, rtol=0, atol=1e-5)
+        (bank.offsets(torch.tensor([0])) * torch.randn(1, 4, 8, generator=g)).sum().backward()
+        assert (bank.b.grad.abs().sum(1) > 0).all(), "a rank of B gets no gradient"
 
 
 def test_a_dept_run_initialised_from_a_dept_file_starts_from_its_prompt_and_offset(tiny, tmp_path):

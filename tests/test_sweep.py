@@ -101,6 +101,8 @@ def test_variants_are_named_option_sets_on_an_axis_of_their_own(tmp_path, files)
     vanilla = cells["variant-vanilla_lr-0.01_length-2"]
     assert (vanilla.prompt.reparam, vanilla.method.name) == ("none", "prompt")
     assert cells["variant-lora_lr-0.01"].method.name == "lora" and "prompt.length" not in cells["variant-lora_lr-0.01"].axes
+    beside_lora = load_sweep(sweep_file(tmp_path, files, {"method.name": ["prompt", "lora"]}, variants={"u": {"prompt.reparam": "ulpt"}}))
+    assert [(c.id, c.prompt.reparam) for c in beside_lora.cells] == [("variant-u_method-prompt", "ulpt"), ("variant-u_method-lora", "none")]
     overridden = load_sweep(sweep_file(tmp_path, files, {"prompt.rank": [3]}, variants={"u": {"prompt.reparam": "ulpt", "prompt.rank": 2}}))
     assert overridden.cells[0].prompt.rank == 3  # the grid wins over a variant
 
@@ -127,7 +129,6 @@ BAD = [
     ({"variants": {"u": {"prompt.reparm": "ulpt"}}}, "variants.u.prompt.reparm: 'reparm' is not an option of prompt"),
     ({"variants": {"u": {"prompt.reparam": "nope"}}}, "variants.u: prompt.reparam: Expected a typing.Literal"),
     ({"variants": {"u": ["prompt.reparam"]}}, "variants.u: expected a mapping"),
-    ({"variants": {"l": {"method.name": "lora", "prompt.reparam": "ulpt"}}}, "cell variant-l_seed-1: --prompt.reparam: ulpt reparameterises a soft prompt"),
 ]
 
 

@@ -17,7 +17,7 @@ class AnchorCache(ContentCache):
 
     def anchors(self, model, pairs: list[tuple[int, str]]) -> torch.Tensor:
         """(prompt id, label text) pairs -> (N, H) anchors, the missing ones computed in one pass."""
-        self.forget_if_changed(model.base)
+        self.forget_if_changed(model)
         precision = autocast_state(model.device)
         prompts = {i: digest(model.bank.prompt(i), precision) for i in {i for i, _ in pairs}}
         keys = [f"{prompts[i]} {text}" for i, text in pairs]

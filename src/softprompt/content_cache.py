@@ -28,9 +28,9 @@ class ContentCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def forget_if_changed(self, base: torch.nn.Module) -> None:
-        """Drop every entry when the frozen weights are not those they were computed with."""
-        weights = weights_state(base)
+    def forget_if_changed(self, model) -> None:
+        """Drop every entry when the model's weights (all but its prompt bank) are not those they were computed with."""
+        weights = weights_state(model)
         with self._lock:
             if weights != self._weights:
                 self._entries.clear()
@@ -74,7 +74,10 @@ def autocast_state(device: torch.device) -> tuple:
     return (on, str(torch.get_autocast_dtype(device.type)) if on else None)
 
 
-def weights_state(base: torch.nn.Module) -> tuple:
-    """Changes when the frozen weights do: another module, device or dtype, or any in-place update."""
-    weight = base.get_input_embeddings().weight
-    return id(base), weight.device, weight.dtype, sum(p._version for p in base.parameters())
+def weights_state(model) -> tuple:
+    """Changes when the weights a prompt runs through do: another base module, device or dtype, or any in-place
+    update of a weight of the model outside its prompt bank (the base model's, or those of modules beside it, such
+    as adapters, which run as hooks on it). The prompts themselves are part of each entry's key."""
+    weight = model.base.get_input_embeddings().weight
+    bank = {id(p) for p in model.bank.parameters()}
+    return id(model.base), weight.device, weight.dtype, sum(p._version for p in model.parameters() if id(p) not in bank)

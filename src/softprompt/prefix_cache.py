@@ -77,7 +77,7 @@ class PrefixCache(ContentCache):
     def stacked(self, model, prompt_ids: torch.Tensor, token_mask: torch.Tensor) -> tuple[DynamicCache, torch.Tensor]:
         """(B,) prompt ids and the (B, T) mask of the tokens to follow -> a fresh DynamicCache holding each row's
         prefix, left-padded to the longest (L), and the (B, L + T) attention mask over prefix and tokens."""
-        self.forget_if_changed(model.base)
+        self.forget_if_changed(model)
         distinct, rows = prompt_ids.unique(return_inverse=True)  # each prompt once
         entries = [self.prefix(model, int(i)) for i in distinct]
         lengths = torch.tensor([0 if e is None else e[0].shape[2] for e in entries], device=token_mask.device)  # (U,)

@@ -128,24 +128,24 @@ def expand(base: dict, tasks: dict, axes: dict[str, list], parser, output: Path,
     """The cartesian product of the axes, axes that do not matter to a cell's method left out and repeats dropped.
     A variant's options apply before the grid's, so a grid axis overrides them."""
     variants = variants or {}
-    seen, chosen = set(), []
+    seen, chosen, options = set(), [], []
     for values in itertools.product(*axes.values()):
         assignment = dict(zip(axes, values))
-        chosen_options = {**variants.get(assignment.get(VARIANT_AXIS), {}), **assignment}
-        method = chosen_options.get("method.name", base["method"].get("name", MethodOptions.name))
-        shots = chosen_options.get("method.shots", base["method"].get("shots", MethodOptions.shots))
+        variant = variants.get(assignment.get(VARIANT_AXIS), {})
+        method = assignment.get("method.name", variant.get("method.name", base["method"].get("name", MethodOptions.name)))
+        shots = assignment.get("method.shots", variant.get("method.shots", base["method"].get("shots", MethodOptions.shots)))
         kept = {a: v for a, v in assignment.items() if matters(a, method, shots)}
         key = json.dumps(kept, sort_keys=True)
         if key not in seen:
             seen.add(key)
             chosen.append(kept)
+            options.append({a: v for a, v in {**variant, **kept}.items() if a not in (TASK_AXIS, VARIANT_AXIS) and matters(a, method, shots)})
     ids = cell_ids(chosen)
     cells = []
-    for cell_id, kept in zip(ids, chosen):
+    for cell_id, kept, cell_options in zip(ids, chosen, options):
         recipe = {**base, "data": {**base["data"], **(tasks.get(kept.get(TASK_AXIS)) or {})}}
-        for axis, value in [*variants.get(kept.get(VARIANT_AXIS), {}).items(), *kept.items()]:
-            if axis not in (TASK_AXIS, VARIANT_AXIS):
-                recipe = with_option(recipe, axis, value)
+        for axis, value in cell_options.items():
+            recipe = with_option(recipe, axis, value)
         recipe = with_option(recipe, "train.output_dir", str(output / CELLS / cell_id))
         options = parser.instantiate(parse_recipe(parser, recipe, f"{where}: cell {cell_id}: "))
         cell = Cell(cell_id, kept, *(getattr(options, s) for s in SECTIONS))
