@@ -62,9 +62,10 @@ BAD = [
     ("task a number", body({"task": 3, "inputs": ["x"]}), 422, "task: Input should be a valid string"),
     ("task null", body({"task": None, "items": [{"task": "sentiment", "input": "x"}]}), 422, "task: Input should be a valid string"),
     ("inputs a text", body({"task": "sentiment", "inputs": "great"}), 422, "inputs: Input should be a valid list"),
-    ("an input a number", body({"task": "sentiment", "inputs": [1]}), 422, "inputs.0"),
-    ("an input a list", body({"task": "sentiment", "inputs": [["great"]]}), 422, "inputs.0"),
-    ("a field a number", body({"task": "qa", "inputs": [{"question": "q", "context": 3}]}), 422, "inputs.0"),
+    ("an input a number", body({"task": "sentiment", "inputs": [1]}), 422, "inputs.0: an input is a text, or an object whose values are texts"),
+    ("an input a list", body({"task": "sentiment", "inputs": [["great"]]}), 422, "inputs.0: an input is a text"),
+    ("a field a number", body({"task": "qa", "inputs": [{"question": "q", "context": 3}]}), 422, "inputs.0: an input is a text"),
+    ("an item's input a number", body({"items": [{"task": "qa", "input": 3}]}), 422, "items.0.input: an input is a text"),
     ("an item a text", body({"items": ["sentiment"]}), 422, "items.0"),
     ("a body a list", body([{"task": "sentiment", "inputs": ["x"]}]), 422, "body"),
     ("both forms", body({"task": "sentiment", "inputs": ["x"], "items": []}), 422, 'give either "task" and "inputs", or "items"'),
@@ -117,7 +118,7 @@ def test_task_and_file_names_cannot_leave_the_prompt_folder(served, tmp_path, ca
         assert sorted(t["name"] for t in client.get("/v1/tasks").json()["tasks"]) == ["alias", "answer", "colour", "qa", "sentiment"]
 
 
-def test_the_served_model_is_not_chosen_by_a_file_outside_the_folder(tmp_path, capsys, monkeypatch):
+def test_the_served_model_is_not_chosen_by_a_file_outside_the_folder(tmp_path, monkeypatch):
     model = tiny_gpt2()
     folder = tmp_path / "prompts"
     write_prompt(folder / "sentiment.safetensors", model, SENTIMENT, base_model="tiny")

@@ -41,6 +41,7 @@ class Settings:
 
 
 Input = str | dict[str, str]
+INPUT_FORMS = ("str", "dict[str,str]")  # how validation errors name the two forms of an input
 
 
 class Item(BaseModel):
@@ -125,7 +126,15 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         """The served tasks (name, prompt length, type, template, labels, recorded metrics) and the refused files."""
         return {"model": engine.model.name, "family": engine.model.family, "tasks": engine.tasks(), "refused": engine.refused()}
 
-    @app.post("/v1/tasks", responses={422: {"model": ErrorBody, "description": "A request with a body: the rescan takes none."}})
+    limits = f"More than {settings.max_inputs} inputs, an input of more than {settings.max_input_chars} characters, or a body of more than {settings.max_body_bytes} bytes."
+    answers = {
+        400: {"model": ErrorBody, "description": "A body that cannot be read as text (not UTF-8)."},
+        404: {"model": ErrorBody, "description": "An unknown task."},
+        413: {"model": ErrorBody, "description": limits},
+        422: {"model": ErrorBody, "description": "A body that is not JSON of this schema, or an input its task's template cannot take."},
+    }
+
+    @app.post("/v1/tasks", responses={413: answers[413], 422: {"model": ErrorBody, "description": "A request with a body: the rescan takes none."}})
     async def rescan(request: Request) -> dict:
         """Rescan the prompt folder now: load new and changed files, drop deleted ones. Only the folder's own files
         are read: the request names none."""
@@ -133,14 +142,6 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
             raise UserError("POST /v1/tasks takes no body: it rescans the prompt folder, and only it")
         report = await run_in_threadpool(engine.rescan)
         return {"added": report.added, "changed": report.changed, "dropped": report.dropped, "refused": report.refused, "tasks": engine.tasks()}
-
-    too_large = f"more than {settings.max_inputs} inputs, an input of more than {settings.max_input_chars} characters, or a body of more than {settings.max_body_bytes} bytes"
-    answers = {
-        400: {"model": ErrorBody, "description": "A body that cannot be read as text (not UTF-8)."},
-        404: {"model": ErrorBody, "description": "An unknown task."},
-        413: {"model": ErrorBody, "description": too_large[0].upper() + too_large[1:] + "."},
-        422: {"model": ErrorBody, "description": "A body that is not JSON of this schema, or an input its task's template cannot take."},
-    }
 
     @app.post("/v1/predict", response_model=PredictResponse, responses=answers)
     async def predict(body: PredictRequest, request: Request) -> dict:
@@ -174,8 +175,12 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         first = e.errors()[0]
         if first.get("type") == "json_invalid":
             return error(422, f"the body is not valid JSON: {first.get('ctx', {}).get('error', 'cannot parse it')} (at character {first['loc'][-1]})")
-        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
-        return error(422, f"{where or 'body'}: {first.get('msg', 'invalid')}")
+        loc = [part for part in first.get("loc", ()) if part != "body"]
+        message = first.get("msg", "invalid")
+        forms = [i for i in range(1, len(loc)) if loc[i] in INPUT_FORMS and (isinstance(loc[i - 1], int) or loc[i - 1] == "input")]
+        if forms:  # an input neither a text nor an object of texts
+            loc, message = loc[: forms[0]], "an input is a text, or an object whose values are texts"
+        return error(422, f"{'.'.join(map(str, loc)) or 'body'}: {message}")
 
     @app.exception_handler(HTTPException)
     async def http_error(request, e):
