@@ -5,6 +5,7 @@ cell's row of results.csv and every option it ran with. A sweep run again skips 
 without the marker (a run killed mid-cell) is wiped and run again.
 """
 
+import dataclasses
 import gc
 import json
 import shutil
@@ -43,10 +44,21 @@ def check_finished(sweep: Sweep) -> list[Cell]:
         done = finished(sweep.output / CELLS / cell.id)
         if done is None:
             todo.append(cell)
-        elif done["config"] != cell.config():
-            changed = _first_difference(done["config"], cell.config())
+        elif with_new_defaults(done["config"], cell) != cell.config():
+            changed = _first_difference(with_new_defaults(done["config"], cell), cell.config())
             raise UserError(f"{sweep.output / CELLS / cell.id}: finished with other options ({changed}): use another output folder, or remove that cell's folder to run it again")
     return todo
+
+
+def with_new_defaults(config: dict, cell: Cell) -> dict:
+    """A finished cell's options, with those that a later softprompt added filled in at their defaults: an option
+    added since does not make a finished cell differ unless the sweep sets it."""
+    filled = json.loads(json.dumps(config))
+    for section, options in filled.items():
+        if isinstance(options, dict) and dataclasses.is_dataclass(getattr(cell, section, None)):
+            default = json.loads(json.dumps(dataclasses.asdict(type(getattr(cell, section))())))
+            filled[section] = {**{k: v for k, v in default.items() if k not in options}, **options}
+    return filled
 
 
 def run_sweep(sweep: Sweep, progress: bool = True) -> list[dict]:
@@ -73,7 +85,7 @@ def run_cell(cell: Cell, folder: Path, data: dict | None = None) -> dict:
         shutil.rmtree(folder)  # a half-done cell: nothing of it is kept
     task = make_task(cell.data)
     train_examples, validation = examples(cell, task, {} if data is None else data)
-    model = SoftPromptModel.load(cell.model.name or EMBEDDED_MODEL, cell.model.family, cell.model.dtype, cell.model.readout_scale)
+    model = SoftPromptModel.load(cell.model.name or EMBEDDED_MODEL, cell.model.family, cell.model.dtype, cell.model.readout_scale, cell.model.trust_pickle)
     method = make_method(cell.method, cell.prompt)
     result = train(model, method, task, train_examples, validation, cell.train, folder, progress=False)
     row = cell_row(cell, task.metric, result.report)
