@@ -18,7 +18,7 @@ from softprompt.errors import UserError
 from softprompt.experiments.grid import CELLS, Cell, Sweep
 from softprompt.experiments.plots import write_plots
 from softprompt.experiments.table import write_tables
-from softprompt.files import write_text_atomic
+from softprompt.files import clear_temporaries, write_text_atomic
 from softprompt.methods import make_method
 from softprompt.model import EMBEDDED_MODEL, SoftPromptModel
 from softprompt.tasks import make_task
@@ -53,17 +53,18 @@ def check_finished(sweep: Sweep) -> list[Cell]:
 def with_new_defaults(config: dict, cell: Cell) -> dict:
     """A finished cell's options, with those that a later softprompt added filled in at their defaults: an option
     added since does not make a finished cell differ unless the sweep sets it."""
-    filled = json.loads(json.dumps(config))
+    filled, now = json.loads(json.dumps(config)), cell.config()
     for section, options in filled.items():
-        if isinstance(options, dict) and dataclasses.is_dataclass(getattr(cell, section, None)):
+        if isinstance(options, dict) and isinstance(now.get(section), dict):
             default = json.loads(json.dumps(dataclasses.asdict(type(getattr(cell, section))())))
-            filled[section] = {**{k: v for k, v in default.items() if k not in options}, **options}
+            filled[section] = {**{k: default[k] for k in now[section] if k not in options and k in default}, **options}
     return filled
 
 
 def run_sweep(sweep: Sweep, progress: bool = True) -> list[dict]:
     """Run every unfinished cell, in the grid's order; returns every cell's row."""
     todo = check_finished(sweep)
+    clear_temporaries(sweep.output)  # of results and plots whose writes a kill cut short
     data: dict[str, tuple] = {}  # each data section's examples, loaded once
     bar = tqdm(total=len(sweep.cells), initial=len(sweep.cells) - len(todo), desc="sweep", unit="cell", disable=not progress, dynamic_ncols=True)
     try:
