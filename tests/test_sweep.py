@@ -248,3 +248,16 @@ def test_csv_cells_hold_floats_to_ten_significant_digits():
     from softprompt.experiments.table import cell_text
 
     assert [cell_text(v) for v in (80.80000000000001, 77.39556953162821, 3, None, "x", 1e-12)] == ["80.8", "77.39556953", "3", "", "x", "1e-12"]
+
+
+def test_an_option_added_since_a_cell_finished_counts_only_when_set(finished_sweep, tmp_path, files):
+    sweep = copied(finished_sweep, tmp_path)
+    for cell in sweep.cells:  # as a softprompt without model.trust_pickle wrote them
+        marker = sweep.output / "cells" / cell.id / DONE_FILE
+        done = json.loads(marker.read_text())
+        del done["config"]["model"]["trust_pickle"]
+        marker.write_text(json.dumps(done))
+    assert check_finished(sweep) == []
+    path = sweep_file(tmp_path, files, {"prompt.length": [1, 2], "train.seed": [1, 2]}, model={"trust_pickle": True})
+    with pytest.raises(UserError, match=r"finished with other options \(model.trust_pickle: False there, True now\)"):
+        check_finished(load_sweep(path, str(sweep.output)))

@@ -24,6 +24,7 @@ from softprompt.errors import UserError, first_line
 from softprompt.join import IGNORE_INDEX, Joined, insertion_offsets, join
 from softprompt.placement import slot_offsets, without_slot
 from softprompt.next_token import next_token_losses, target_window
+from softprompt.pickles import hub_pickle_message, refuse_pickled_folder
 from softprompt.prefix_cache import PrefixCache
 from softprompt.prefix_cache import applies as cache_applies
 from softprompt.prompt import embedding_fingerprint
@@ -111,13 +112,16 @@ class SoftPromptModel(nn.Module):
         self.eval()  # inference by default; training switches dropout on explicitly
 
     @classmethod
-    def load(cls, name: str, family: str | None = None, dtype: str = "auto", readout_scale: float = 20.0) -> "SoftPromptModel":
-        """Load a model by hub name or local folder with the Auto classes, frozen."""
+    def load(cls, name: str, family: str | None = None, dtype: str = "auto", readout_scale: float = 20.0, trust_pickle: bool = False) -> "SoftPromptModel":
+        """Load a model by hub name or local folder with the Auto classes, frozen; its weights from safetensors only
+        unless `trust_pickle` (pickles.py)."""
         import transformers
 
         transformers.utils.logging.disable_progress_bar()
         path = resolve_model_path(name)
         local = os.path.isdir(path)
+        if local and not trust_pickle:
+            refuse_pickled_folder(path, name)
         try:
             config = transformers.AutoConfig.from_pretrained(path, local_files_only=local)
             family = family or detect_family(config)
@@ -127,10 +131,12 @@ class SoftPromptModel(nn.Module):
                 ENCODER_ONLY: transformers.AutoModel,
             }[family]
             torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-            base = auto.from_pretrained(path, dtype=torch_dtype, local_files_only=local)
+            base = auto.from_pretrained(path, dtype=torch_dtype, local_files_only=local, use_safetensors=None if trust_pickle else True)
             tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=local)
         except (OSError, ValueError) as e:
             reason = first_line(e)
+            if not local and not trust_pickle and "use_safetensors" in reason:
+                raise UserError(hub_pickle_message(name)) from None
             if local:
                 raise UserError(f"model folder {name}: cannot load it ({reason})") from None
             raise UserError(f"model {name!r}: cannot load it ({reason}); offline, give a local folder") from None
