@@ -178,3 +178,51 @@ def test_info_shows_the_offset(tmp_path, capsys):
     save_prompt(tmp_path / "p.safetensors", torch.ones(2, 8), {}, torch.ones(3, 8))
     main(["info", str(tmp_path / "p.safetensors")])
     assert "2 x 8 prompt and 3 x 8 input offset (DePT)" in capsys.readouterr().out
+
+
+def test_low_rank_factors_give_back_an_offset_of_that_rank():
+    from softprompt.dept import low_rank_factors
+
+    g = torch.Generator().manual_seed(0)
+    offset = torch.randn(5, 2, generator=g) @ torch.randn(2, 16, generator=g)  # rank 2
+    a, b = low_rank_factors(offset, 2)
+    assert a.shape == (5, 2) and b.shape == (2, 16)
+    torch.testing.assert_close(a @ b, offset, rtol=0, atol=1e-5)
+    a, b = low_rank_factors(offset, 4)  # more rank than the offset has: its own rank
+    assert a.shape == (5, 2)
+    torch.testing.assert_close(a @ b, offset, rtol=0, atol=1e-5)
+    a, b = low_rank_factors(offset, 1)  # less: the best rank-1 approximation
+    assert torch.linalg.matrix_rank(a @ b) == 1 and not torch.allclose(a @ b, offset, atol=1e-3)
+    assert low_rank_factors(torch.zeros(5, 16), 4)[0].shape == (5, 0)
+
+
+def test_every_rank_of_an_offset_started_from_a_file_trains():
+    g = torch.Generator().manual_seed(0)
+    saved = torch.randn(4, 1, generator=g) @ torch.randn(1, 8, generator=g)  # trained at rank 1
+    for offset in (saved, torch.zeros(4, 8)):
+        bank = DePTBank(torch.randn(2, 8, generator=g), 4, 3, seed=5, offset=offset)
+        torch.testing.assert_close(bank.offset(0), offset, rtol=0, atol=1e-5)
+        (bank.offsets(torch.tensor([0])) * torch.randn(1, 4, 8, generator=g)).sum().backward()
+        assert (bank.b.grad.abs().sum(1) > 0).all(), "a rank of B gets no gradient"
+
+
+def test_a_dept_run_initialised_from_a_dept_file_starts_from_its_prompt_and_offset(tiny, tmp_path):
+    from softprompt.methods import make_method
+    from softprompt.options import MethodOptions
+    from softprompt.prompt import save_prompt
+
+    g = torch.Generator().manual_seed(3)
+    prompt, offset = torch.randn(3, tiny.hidden, generator=g), torch.randn(4, 2, generator=g) @ torch.randn(2, tiny.hidden, generator=g)
+    source = save_prompt(tmp_path / "source.safetensors", prompt, {"embedding_fingerprint": tiny.fingerprint()}, offset)
+    task = make_task(DataOptions(verbalizers={"0": "no", "1": "yes"}))
+    method = make_method(MethodOptions(), PromptOptions(init=str(source), dept_positions=4, dept_rank=2))
+    method.prepare(tiny, task, [], 0)
+    assert torch.equal(tiny.bank.prompt(0), prompt)
+    torch.testing.assert_close(tiny.bank.offset(0), offset, rtol=0, atol=1e-5)
+
+    plain = make_method(MethodOptions(), PromptOptions(init=str(source)))
+    with pytest.raises(UserError, match=r"--prompt.init .*source.safetensors.*--prompt.dept_positions=4"):
+        plain.prepare(tiny, task, [], 0)
+    other = make_method(MethodOptions(), PromptOptions(init=str(source), dept_positions=2, dept_rank=2))
+    with pytest.raises(UserError, match="over 4 positions"):
+        other.prepare(tiny, task, [], 0)

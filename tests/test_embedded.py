@@ -42,7 +42,6 @@ def fake_wheel(folder: Path, content: bytes = CONTENT) -> Path:
 
 
 def copy_convert(gguf: Path, out: Path) -> None:
-    out.mkdir()
     (out / "weights.bin").write_bytes(gguf.read_bytes())
 
 
@@ -183,7 +182,6 @@ def test_a_wheel_without_the_file_is_refused(tmp_path):
 @pytest.mark.parametrize("stop", [RuntimeError("out of memory"), KeyboardInterrupt()])
 def test_a_conversion_stopped_half_way_leaves_no_cache(tmp_path, stop):
     def half_convert(gguf, out):
-        out.mkdir()
         (out / "model.safetensors").write_bytes(b"half")
         raise stop
 
@@ -253,3 +251,87 @@ def test_smollm2_loads_offline_and_knows_the_capital_of_france():
     assert model.identity()["base_model"] == SMOLLM2.name  # prompt files name the hub model, not the cache folder
     assert model.tokenizer.chat_template
     assert "Paris" in model.generate(["The capital of France is"], max_new_tokens=4)[0]
+
+
+# ----- the cache checked on every load ---------------------------------------------------------------------------
+def replaced(path: Path, data: bytes) -> None:
+    """Write `data` over `path` as a new file (a new inode), as a copy or an edit would."""
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def test_the_cache_records_every_files_hash_and_a_tampered_file_is_refused(tmp_path, local_index):
+    record = fake_record(fake_wheel(local_index))
+    root = tmp_path / "cache"
+    folder = record.materialise(root)
+    assert json.loads((folder / MARKER).read_text())["files"] == {"weights.bin": sha256(CONTENT)}
+
+    replaced(folder / "weights.bin", b"a changed stand-in for a GGUF")
+    with pytest.raises(UserError) as error:
+        record.materialise(root)
+    message = str(error.value)
+    assert message == (
+        f"{folder / 'weights.bin'}: sha256 {sha256(b'a changed stand-in for a GGUF')} is not the one recorded when test/tiny was built into "
+        f"the cache ({sha256(CONTENT)}); remove {folder} to rebuild it (it is fetched and converted again on next use)"
+    )
+    import shutil
+
+    shutil.rmtree(folder)  # as the message says
+    assert record.materialise(root) == folder and (folder / "weights.bin").read_bytes() == CONTENT
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda folder: (folder / "pytorch_model.bin").write_bytes(b"x"), r"pytorch_model.bin: not among the files recorded when test/tiny was built"),
+    (lambda folder: (folder / "weights.bin").unlink(), r"weights.bin: missing, though recorded when test/tiny was built"),
+    (lambda folder: replaced(folder / MARKER, json.dumps({**json.loads((folder / MARKER).read_text()), "sha256": {"other.whl": "0" * 64}}).encode()), r"softprompt-embedded.json: built from other sources than the pinned"),
+    (lambda folder: replaced(folder / MARKER, b"{not json"), r"softprompt-embedded.json: not a readable record"),
+])
+def test_a_cache_changed_since_it_was_built_is_refused(tmp_path, local_index, change, message):
+    record = fake_record(fake_wheel(local_index))
+    folder = record.materialise(tmp_path / "cache")
+    change(folder)
+    with pytest.raises(UserError, match=message + r".*; remove .* to rebuild it"):
+        record.materialise(tmp_path / "cache")
+
+
+def test_a_cache_without_file_hashes_is_built_again(tmp_path, local_index, capsys):
+    record = fake_record(fake_wheel(local_index))
+    folder = record.materialise(tmp_path / "cache")
+    replaced(folder / MARKER, json.dumps({"name": "test/tiny", "sha256": record.pinned()}).encode())  # as an older softprompt wrote it
+    assert record.materialise(tmp_path / "cache") == folder
+    assert "records no file hashes (an older softprompt built it); building it again" in capsys.readouterr().err
+    assert json.loads((folder / MARKER).read_text())["files"] == {"weights.bin": sha256(CONTENT)}
+
+
+def test_each_file_is_hashed_once_per_process_until_it_changes(tmp_path, local_index, monkeypatch):
+    from softprompt import integrity
+
+    record = fake_record(fake_wheel(local_index))
+    folder = record.materialise(tmp_path / "cache")
+    hashed = []
+    real = integrity.sha256_of
+    monkeypatch.setattr(integrity, "sha256_of", lambda path: hashed.append(Path(path).name) or real(path))
+    monkeypatch.setattr(integrity, "_matched", {})  # as a new process
+    record.materialise(tmp_path / "cache")
+    record.materialise(tmp_path / "cache")
+    assert hashed == ["weights.bin"]
+    replaced(folder / "weights.bin", CONTENT[::-1])  # the same size
+    with pytest.raises(UserError, match="is not the one recorded"):
+        record.materialise(tmp_path / "cache")
+    assert hashed == ["weights.bin", "weights.bin"]
+
+
+def test_a_packaged_models_config_and_tokenizer_files_are_pinned_too(tmp_path, monkeypatch):
+    assert {name for name, _ in embedded.MINILM.files} == {"config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"}
+    folder = tmp_path / "pkg" / "model"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"weights")
+    (folder / "vocab.txt").write_bytes(b"a\nb\n")
+    (tmp_path / "pkg" / "fake_pinned_model.py").write_text(f"def get_model_path():\n    return {str(folder)!r}\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
+    record = PackagedModel("test/packaged", "", "", "", "fake-pinned-model==1", "fake_pinned_model", "model.safetensors", sha256(b"weights"), (("vocab.txt", sha256(b"a\nb\n")),))
+    assert record.materialise(tmp_path) == folder
+    replaced(folder / "vocab.txt", b"a\nc\n")
+    with pytest.raises(UserError, match=r"vocab.txt: sha256 [0-9a-f]{64} is not the pinned file of fake-pinned-model==1 \([0-9a-f]{64}\); reinstall it: pip install --force-reinstall fake-pinned-model==1$"):
+        record.materialise(tmp_path)

@@ -133,3 +133,26 @@ def test_prompts_of_different_lengths_in_one_batch_equal_each_alone(tiny, family
         torch.testing.assert_close(mixed[i], tiny.class_scores([text], labels)[0], rtol=1e-5, atol=1e-5)
         if generated is not None:
             assert generated[i] == tiny.generate([text], max_new_tokens=3)[0]
+
+
+@pytest.mark.parametrize("build", [tiny_gpt2, "llama"])
+def test_decoder_losses_from_the_target_window_equal_those_from_every_position(build):
+    """The LM head runs only where a target is predicted; losses and prompt gradients are those of the full head."""
+    if build == "llama":
+        from test_kv_reuse import tiny_llama as build
+    model = build()
+    model.bank = PromptBank([torch.randn(4, model.hidden, generator=torch.Generator().manual_seed(0))]).requires_grad_(True)
+    batch = model.tokenize(["great movie", "the plot was very boring and really bad", "ok"], ["yes", "no no no", "maybe yes"])
+    ids = torch.zeros(3, dtype=torch.long)
+    results = []
+    for keep in (True, False):
+        model.keeps_logits = keep
+        model.bank.weight.grad = None
+        out = model(batch["input_ids"], batch["attention_mask"], ids, labels=batch["labels"])
+        out.loss.backward()
+        results.append((out.logits.shape[1], out.loss.detach(), out.loss_items, model.bank.weight.grad.clone()))
+    (kept, loss, items, grad), (full, full_loss, full_items, full_grad) = results
+    assert kept < full == batch["input_ids"].shape[1] + 4  # fewer positions through the head
+    assert items == full_items
+    torch.testing.assert_close(loss, full_loss, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(grad, full_grad, rtol=1e-5, atol=1e-6)

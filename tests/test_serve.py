@@ -179,20 +179,6 @@ def test_hot_load_new_changed_and_deleted_files_without_touching_requests_in_fli
     assert list(engine.snapshot().tasks) == ["sentiment"]
 
 
-def test_a_changed_file_that_no_longer_fits_leaves_the_earlier_version_serving(tmp_path, caplog):
-    model = tiny_gpt2()
-    folder = tmp_path / "prompts"
-    write_prompt(folder / "sentiment.safetensors", model, SENTIMENT, 4, seed=1)
-    engine = Engine(model, folder)
-    save_prompt(folder / "sentiment.safetensors", torch.zeros(2, 16), {"task": SENTIMENT})
-    with caplog.at_level(logging.WARNING, logger="softprompt.serve"):
-        report = engine.rescan()
-    assert not report.changed and "earlier version keeps serving" in report.refused[0]["error"]
-    assert "earlier version keeps serving" in caplog.text
-    assert engine.snapshot().tasks["sentiment"].prompt.length == 4
-    assert engine.predict([("sentiment", "great")])[0] in {"0", "1"}
-
-
 # ----- the scheduler ----------------------------------------------------------------------------------------
 def recording(fail_on=None):
     batches = []

@@ -90,6 +90,23 @@ def test_prompt_design_runs_once_per_seed_only_when_the_seed_draws_its_shots(tmp
     assert ids(shots=2)[:2] == ["method-prompt-design_seed-1", "method-prompt-design_seed-2"] and len(ids(shots=2)) == 2 + 4
 
 
+def test_variants_are_named_option_sets_on_an_axis_of_their_own(tmp_path, files):
+    variants = {"vanilla": None, "ulpt-2": {"prompt.reparam": "ulpt", "prompt.rank": 2}, "lora": {"method.name": "lora"}}
+    sweep = load_sweep(sweep_file(tmp_path, files, {"train.lr": [0.01, 0.1], "prompt.length": [2, 3]}, variants=variants))
+    assert list(sweep.axes) == ["variant", "train.lr", "prompt.length"]
+    cells = {c.id: c for c in sweep.cells}
+    assert len(cells) == 2 * 2 * 2 + 2  # prompt lengths matter to the two prompt variants, not to lora
+    ulpt = cells["variant-ulpt-2_lr-0.1_length-3"]
+    assert (ulpt.prompt.reparam, ulpt.prompt.rank, ulpt.train.lr, ulpt.prompt.length, ulpt.axes["variant"]) == ("ulpt", 2, 0.1, 3, "ulpt-2")
+    vanilla = cells["variant-vanilla_lr-0.01_length-2"]
+    assert (vanilla.prompt.reparam, vanilla.method.name) == ("none", "prompt")
+    assert cells["variant-lora_lr-0.01"].method.name == "lora" and "prompt.length" not in cells["variant-lora_lr-0.01"].axes
+    beside_lora = load_sweep(sweep_file(tmp_path, files, {"method.name": ["prompt", "lora"]}, variants={"u": {"prompt.reparam": "ulpt"}}))
+    assert [(c.id, c.prompt.reparam) for c in beside_lora.cells] == [("variant-u_method-prompt", "ulpt"), ("variant-u_method-lora", "none")]
+    overridden = load_sweep(sweep_file(tmp_path, files, {"prompt.rank": [3]}, variants={"u": {"prompt.reparam": "ulpt", "prompt.rank": 2}}))
+    assert overridden.cells[0].prompt.rank == 3  # the grid wins over a variant
+
+
 def test_class_labels_at_length_one_are_a_cell_like_the_others(tmp_path, files):
     sweep = load_sweep(sweep_file(tmp_path, files, {"prompt.length": [1, 5], "prompt.init": ["vocab", "labels"]}))
     assert [c.id for c in sweep.cells] == ["length-1_init-vocab", "length-1_init-labels", "length-5_init-vocab", "length-5_init-labels"]
@@ -109,6 +126,9 @@ BAD = [
     ({"tasks": {"x": {"train": "missing.jsonl"}}}, "cell task-x_seed-1: data.train: missing.jsonl: no such file"),
     ({"tasks": {"x": {"txt_column": "s"}}}, "tasks.x: Group 'data' does not accept option 'txt_column'"),
     ({"grid": {"method.name": ["prompt", "lora"]}, "prompt": {"reparam": "ulpt"}}, "cell method-lora: --prompt.reparam: ulpt reparameterises a soft prompt"),
+    ({"variants": {"u": {"prompt.reparm": "ulpt"}}}, "variants.u.prompt.reparm: 'reparm' is not an option of prompt"),
+    ({"variants": {"u": {"prompt.reparam": "nope"}}}, "variants.u: prompt.reparam: Expected a typing.Literal"),
+    ({"variants": {"u": ["prompt.reparam"]}}, "variants.u: expected a mapping"),
 ]
 
 
@@ -222,3 +242,22 @@ def test_a_finished_cell_keeps_its_result_but_no_checkpoints(finished_sweep):
         folder = Path(cell.train.output_dir)
         assert (folder / "done.json").is_file() and (folder / "prompt.safetensors").is_file()
         assert not (folder / "checkpoints").exists()
+
+
+def test_csv_cells_hold_floats_to_ten_significant_digits():
+    from softprompt.experiments.table import cell_text
+
+    assert [cell_text(v) for v in (80.80000000000001, 77.39556953162821, 3, None, "x", 1e-12)] == ["80.8", "77.39556953", "3", "", "x", "1e-12"]
+
+
+def test_an_option_added_since_a_cell_finished_counts_only_when_set(finished_sweep, tmp_path, files):
+    sweep = copied(finished_sweep, tmp_path)
+    for cell in sweep.cells:  # as a softprompt without model.trust_pickle wrote them
+        marker = sweep.output / "cells" / cell.id / DONE_FILE
+        done = json.loads(marker.read_text())
+        del done["config"]["model"]["trust_pickle"]
+        marker.write_text(json.dumps(done))
+    assert check_finished(sweep) == []
+    path = sweep_file(tmp_path, files, {"prompt.length": [1, 2], "train.seed": [1, 2]}, model={"trust_pickle": True})
+    with pytest.raises(UserError, match=r"finished with other options \(model.trust_pickle: False there, True now\)"):
+        check_finished(load_sweep(path, str(sweep.output)))

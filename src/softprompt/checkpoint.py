@@ -11,6 +11,7 @@ step-N is complete, whatever happened during the write (a kill, a full disk). Th
 Files are safetensors (state_file.py): tensors, and plain values in their metadata; nothing is unpickled.
 """
 
+import contextlib
 import os
 import random
 import re
@@ -24,7 +25,7 @@ import torch
 from safetensors import SafetensorError
 
 from softprompt.errors import UserError, first_line
-from softprompt.files import new_file_modes
+from softprompt.files import atomic_folder
 from softprompt.state_file import load_state, save_state
 
 CHECKPOINTS = "checkpoints"
@@ -54,22 +55,26 @@ def save(output_dir: str | os.PathLike, step: int, state: dict, accelerator, kee
     """Write `state` (from the main process) and every process's random generators as checkpoint `step`; all
     processes call this together. Returns the checkpoint's folder."""
     final = folder(output_dir, step)
-    tmp = final.with_name(f".{final.name}.tmp")
-    main = accelerator.is_main_process
-    if main and not final.exists():
-        shutil.rmtree(tmp, ignore_errors=True)  # left by a write that was killed
-        tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    if not final.exists():  # the same step saved again (a signal right after a scheduled save): nothing new
+    if final.exists():  # the same step saved again (a signal right after a scheduled save): nothing new
+        return final
+    main = accelerator.is_main_process
+    # the main process makes the temporary folder, every process writes its file into it, the main one renames it
+    with atomic_folder(final, fixed=True) if main else contextlib.nullcontext(temporary(final)) as tmp:
+        accelerator.wait_for_everyone()
         write(rng_state(), tmp / rng_file(accelerator.process_index))
         accelerator.wait_for_everyone()
         if main:
             write(state, tmp / STATE_FILE)
-            new_file_modes(tmp)
-            os.replace(tmp, final)  # the checkpoint exists from here on, whole
-            prune(output_dir, keep)
+    if main:  # the checkpoint exists from here on, whole
+        prune(output_dir, keep)
     accelerator.wait_for_everyone()
     return final
+
+
+def temporary(final: Path) -> Path:
+    """Where checkpoint `final` is written before it is renamed into place."""
+    return final.with_name(f".{final.name}.tmp")
 
 
 def rng_file(process: int) -> str:

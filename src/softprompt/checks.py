@@ -89,6 +89,10 @@ def check_prompt(o: PromptOptions) -> None:
     finite("--prompt.reparam_dropout", o.reparam_dropout)
     if not 0 <= o.reparam_dropout < 1:
         raise UserError(f"--prompt.reparam_dropout must be in [0, 1) (got {o.reparam_dropout})")
+    from softprompt.methods.prompt import INITIALISERS, init_file
+
+    if o.init not in INITIALISERS:
+        init_file(o)  # a prompt file: readable, and its DePT offset (if any) fits the run
 
 
 def check_data(o: DataOptions) -> None:

@@ -34,7 +34,7 @@ def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: 
     task = make_task(data)
     train_examples = task.load(data.train, data.limit_train)
     validation = task.load(data.validation, data.limit_validation) if data.validation else None
-    frozen = SoftPromptModel.load(model.name or EMBEDDED_MODEL, model.family, model.dtype, model.readout_scale)
+    frozen = SoftPromptModel.load(model.name or EMBEDDED_MODEL, model.family, model.dtype, model.readout_scale, model.trust_pickle)
     model_bytes = sum(p.numel() * p.element_size() for p in frozen.base.parameters())
     if report:
         state = "trainable" if chosen.name == "model" else "frozen"
@@ -69,10 +69,10 @@ def evaluate(prompt_file: str | None, model: ModelOptions, data: DataOptions, tr
     from softprompt.tasks import make_task
 
     if prompt_file:
-        frozen, files = load_with_prompts([prompt_file], model.name, model.family, allow_other_model, model.dtype, model.readout_scale)
+        frozen, files = load_with_prompts([prompt_file], model.name, model.family, allow_other_model, model.dtype, model.readout_scale, model.trust_pickle)
         data = task_options(files[0], data)
     else:
-        frozen = SoftPromptModel.load(model.name or EMBEDDED_MODEL, model.family, model.dtype, model.readout_scale)
+        frozen = SoftPromptModel.load(model.name or EMBEDDED_MODEL, model.family, model.dtype, model.readout_scale, model.trust_pickle)
     source = data.validation or data.train
     task = make_task(data)
     examples = task.load(source, data.limit_validation)
@@ -95,7 +95,7 @@ def predict(prompt: str, texts: list[str], file: str | None = None, batch_size: 
     from softprompt.loading import load_with_prompts, task_options
     from softprompt.tasks import make_task
 
-    frozen, files = load_with_prompts([prompt], model.name, model.family, allow_other_model, model.dtype, model.readout_scale)
+    frozen, files = load_with_prompts([prompt], model.name, model.family, allow_other_model, model.dtype, model.readout_scale, model.trust_pickle)
     task = make_task(task_options(files[0]))
     task.prepare(frozen)
     out = task.predict_all(frozen, task.fields_from_texts(texts), batch_size, progress=False)
@@ -145,7 +145,7 @@ def ensemble(prompts: list[str], model: ModelOptions, data: DataOptions, batch_s
     from softprompt.loading import load_with_prompts, same_task, task_options
     from softprompt.tasks import make_task
 
-    frozen, files = load_with_prompts(prompts, model.name, model.family, allow_other_model, model.dtype, model.readout_scale)
+    frozen, files = load_with_prompts(prompts, model.name, model.family, allow_other_model, model.dtype, model.readout_scale, model.trust_pickle)
     same_task(prompts, files)
     data = task_options(files[0], data)
     task = make_task(data)
@@ -194,7 +194,7 @@ def neighbors(prompt: str, k: int = 5, json_output: bool = False, model: ModelOp
     from softprompt.interpret import label_hits, nearest_tokens, report, table
     from softprompt.loading import load_with_prompts
 
-    frozen, files = load_with_prompts([prompt], model.name, model.family, allow_other_model, model.dtype, model.readout_scale)
+    frozen, files = load_with_prompts([prompt], model.name, model.family, allow_other_model, model.dtype, model.readout_scale, model.trust_pickle)
     nearest = nearest_tokens(frozen, files[0].prompt, k)
     words = list(dict.fromkeys(files[0].metadata.get("task", {}).get("verbalizers", {}).values()))
     hits = label_hits(frozen, nearest, words) if words else None

@@ -16,12 +16,18 @@ from softprompt.bank import PromptBank
 class DePTBank(PromptBank):
     """One trainable prompt and its low-rank input offset."""
 
-    def __init__(self, prompt: torch.Tensor, positions: int, rank: int, seed: int = 0, name: str = "0"):
+    def __init__(self, prompt: torch.Tensor, positions: int, rank: int, seed: int = 0, name: str = "0", offset: torch.Tensor | None = None):
+        """`offset`: a saved (N, H) offset to start from (transfer initialisation): its first rank-r factors take
+        the first columns of A and rows of B; the rest start as a fresh offset's do, so every rank still trains."""
         super().__init__(prompt, [name])
         generator = torch.Generator().manual_seed(seed)
         bound = rank**-0.5
-        self.a = nn.Parameter(torch.rand(positions, rank, generator=generator) * 2 * bound - bound)  # (N, r)
-        self.b = nn.Parameter(torch.zeros(rank, prompt.shape[1]))  # (r, H)
+        a = torch.rand(positions, rank, generator=generator) * 2 * bound - bound  # (N, r)
+        b = torch.zeros(rank, prompt.shape[1])  # (r, H)
+        if offset is not None:
+            a_k, b_k = low_rank_factors(offset.float(), rank)  # (N, k), (k, H)
+            a[:, : a_k.shape[1]], b[: b_k.shape[0]] = a_k, b_k
+        self.a, self.b = nn.Parameter(a), nn.Parameter(b)
         self.positions, self.rank = positions, rank
 
     def input_offset(self) -> torch.Tensor:
@@ -44,3 +50,14 @@ class DePTBank(PromptBank):
         """What a prompt file records about how it was trained."""
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return {"positions": self.positions, "rank": self.rank, "trainable_parameters": trainable}
+
+
+def low_rank_factors(offset: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, H) -> A (N, k), B (k, H), k at most `rank` and the offset's numerical rank, with A @ B its best rank-k
+    approximation (the offset itself when its rank is at most `rank`, as for an offset trained at that rank); the
+    singular values are split evenly between A and B."""
+    u, s, vh = torch.linalg.svd(offset, full_matrices=False)  # (N, m), (m,), (m, H)
+    tolerance = s.max() * max(offset.shape) * torch.finfo(s.dtype).eps if len(s) else 0.0
+    k = min(rank, int((s > tolerance).sum()))
+    root = s[:k].sqrt()
+    return u[:, :k] * root, root.unsqueeze(1) * vh[:k]

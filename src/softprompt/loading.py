@@ -9,7 +9,7 @@ from softprompt.options import DataOptions
 from softprompt.prompt import PromptFile, check_compatible, load_prompt
 
 
-def load_with_prompts(paths: list[str], model_name: str | None = None, family: str | None = None, allow_other_model: bool = False, dtype: str = "auto", readout_scale: float = 20.0) -> tuple[SoftPromptModel, list[PromptFile]]:
+def load_with_prompts(paths: list[str], model_name: str | None = None, family: str | None = None, allow_other_model: bool = False, dtype: str = "auto", readout_scale: float = 20.0, trust_pickle: bool = False) -> tuple[SoftPromptModel, list[PromptFile]]:
     """The model the prompts were trained on (or `model_name`), with a bank holding every prompt, named by file stem."""
     if not paths:
         raise UserError("give at least one prompt file")
@@ -17,7 +17,7 @@ def load_with_prompts(paths: list[str], model_name: str | None = None, family: s
     name = model_name or files[0].metadata.get("base_model")
     if not name:
         raise UserError(f"{paths[0]}: the prompt file does not name its base model; pass --model.name")
-    model = SoftPromptModel.load(name, family or files[0].metadata.get("family"), dtype, readout_scale)
+    model = SoftPromptModel.load(name, family or files[0].metadata.get("family"), dtype, readout_scale, trust_pickle)
     for path, file in zip(paths, files):
         check_compatible(file, model.hidden, model.fingerprint(), path, allow_other_model)
     names = _unique_names([Path(p).stem if Path(p).stem != "prompt" else Path(p).parent.name for p in paths])

@@ -8,6 +8,7 @@ Three families share one join (join.py):
 A template's `{prompt}` slot (placement.py) moves the prompt into the text: `tokenize` then adds `prompt_offsets`.
 """
 
+import inspect
 import os
 
 import torch
@@ -16,12 +17,15 @@ from torch import nn
 
 from softprompt import embedded
 from softprompt import init as initialisers
+from softprompt.anchor_cache import AnchorCache
 from softprompt.bank import PromptBank
 from softprompt.embedded import EMBEDDED_MODEL  # noqa: F401  re-exported: the default model
 from softprompt.errors import UserError, first_line
 from softprompt.join import IGNORE_INDEX, Joined, insertion_offsets, join
 from softprompt.placement import slot_offsets, without_slot
-from softprompt.prefix_cache import PrefixCache, next_token_losses
+from softprompt.next_token import next_token_losses, target_window
+from softprompt.pickles import hub_pickle_message, refuse_pickled_folder
+from softprompt.prefix_cache import PrefixCache
 from softprompt.prefix_cache import applies as cache_applies
 from softprompt.prompt import embedding_fingerprint
 from softprompt.template import PLAIN, Template
@@ -102,16 +106,22 @@ class SoftPromptModel(nn.Module):
         # decoder-only inference: each prompt's keys and values computed once and reused (prefix_cache.py)
         self.kv_reuse = os.environ.get("SOFTPROMPT_KV_REUSE", "1").strip().lower() not in ("0", "false", "no", "off")
         self.prefix_cache = PrefixCache()
+        # decoder-only: the LM head runs only over the positions that predict a target token (target_window)
+        self.keeps_logits = "logits_to_keep" in inspect.signature(type(base).forward).parameters
+        self.anchor_cache = AnchorCache()  # encoder-only inference: each (prompt, label text) anchor computed once
         self.eval()  # inference by default; training switches dropout on explicitly
 
     @classmethod
-    def load(cls, name: str, family: str | None = None, dtype: str = "auto", readout_scale: float = 20.0) -> "SoftPromptModel":
-        """Load a model by hub name or local folder with the Auto classes, frozen."""
+    def load(cls, name: str, family: str | None = None, dtype: str = "auto", readout_scale: float = 20.0, trust_pickle: bool = False) -> "SoftPromptModel":
+        """Load a model by hub name or local folder with the Auto classes, frozen; its weights from safetensors only
+        unless `trust_pickle` (pickles.py)."""
         import transformers
 
         transformers.utils.logging.disable_progress_bar()
         path = resolve_model_path(name)
         local = os.path.isdir(path)
+        if local and not trust_pickle:
+            refuse_pickled_folder(path, name)
         try:
             config = transformers.AutoConfig.from_pretrained(path, local_files_only=local)
             family = family or detect_family(config)
@@ -121,10 +131,12 @@ class SoftPromptModel(nn.Module):
                 ENCODER_ONLY: transformers.AutoModel,
             }[family]
             torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-            base = auto.from_pretrained(path, dtype=torch_dtype, local_files_only=local)
+            base = auto.from_pretrained(path, dtype=torch_dtype, local_files_only=local, use_safetensors=None if trust_pickle else True)
             tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=local)
         except (OSError, ValueError) as e:
             reason = first_line(e)
+            if not local and not trust_pickle and "use_safetensors" in reason:
+                raise UserError(hub_pickle_message(name)) from None
             if local:
                 raise UserError(f"model folder {name}: cannot load it ({reason})") from None
             raise UserError(f"model {name!r}: cannot load it ({reason}); offline, give a local folder") from None
@@ -285,11 +297,13 @@ class SoftPromptModel(nn.Module):
             return self.base(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask, decoder_input_ids=decoder_input_ids)
         if self.family == DECODER_ONLY:
             position_ids = (j.attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding does not shift positions
-            return self.base(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask, position_ids=position_ids)
+            window = {"logits_to_keep": target_window(j.labels)} if j.labels is not None and self.keeps_logits else {}
+            return self.base(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask, position_ids=position_ids, **window)
         return self.base(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask)
 
     def target_losses(self, logits: torch.Tensor, j: Joined, labels: torch.Tensor | None) -> torch.Tensor:
-        """(B, T) cross-entropy of each target token (0 elsewhere), from the logits of `_run`."""
+        """Cross-entropy of each target token (0 elsewhere), from the logits of `_run`: (B, T), or (B, W - 1) over the
+        decoder-only target window."""
         if self.family == DECODER_ONLY:
             return next_token_losses(logits, j.labels)  # position t predicts token t + 1
         return F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
@@ -299,6 +313,8 @@ class SoftPromptModel(nn.Module):
 
         `.loss` is the mean over the batch's target tokens (rows, for encoder-only classification); `.loss_sum` and
         `.loss_items` are its sum and count, so that accumulated micro-batches weigh as one batch (train.py).
+        Decoder-only with labels: `.logits` covers the last positions only, from the one before the first target
+        token on (`target_window`); the LM head does not run where no loss is taken.
         """
         j = self.joined(input_ids, attention_mask, prompt_ids, labels, prompt_offsets)
         out = self._run(j, labels)
@@ -312,7 +328,7 @@ class SoftPromptModel(nn.Module):
                     losses = F.cross_entropy(out.logits.float(), class_ids, reduction="none")  # (B,)
                     out.loss_items = torch.tensor(len(class_ids), device=losses.device)
         elif labels is not None:
-            losses = self.target_losses(out.logits, j, labels)  # (B, T)
+            losses = self.target_losses(out.logits, j, labels)
             out.loss_items = (labels != IGNORE_INDEX).sum()
         if losses is not None:
             out.loss_sum = losses.sum()
@@ -344,6 +360,11 @@ class SoftPromptModel(nn.Module):
         j = self.joined(input_ids, attention_mask, prompt_ids, prompt_offsets=prompt_offsets, inputs=inputs)
         return mean_pool(self._run(j).last_hidden_state, j.attention_mask)
 
+    def pooled_labels(self, pairs: list[tuple[int, str]]) -> torch.Tensor:
+        """Encoder-only: (prompt id, label text) pairs -> (N, H) each label text's embedding under its prompt."""
+        label_batch = _to(dict(self.tokenizer([t for _, t in pairs], padding=True, return_tensors="pt")), self.device)
+        return self.pooled(label_batch["input_ids"], label_batch["attention_mask"], torch.tensor([i for i, _ in pairs], device=self.device), inputs=False)
+
     # ----- prediction ---------------------------------------------------------------------------------
     def _prompt_ids(self, n: int, prompt_ids) -> torch.Tensor:
         if prompt_ids is None:
@@ -372,8 +393,7 @@ class SoftPromptModel(nn.Module):
             batch = _to(self.tokenize(texts, fit=False), self.device)
             sentences = self.pooled(batch["input_ids"], batch["attention_mask"], ids, batch.get("prompt_offsets"))  # (B, H)
             pairs = list(dict.fromkeys((int(i), t) for i, labels in zip(ids, label_sets) for t in labels))  # distinct (prompt, label)
-            label_batch = _to(dict(self.tokenizer([t for _, t in pairs], padding=True, return_tensors="pt")), self.device)
-            anchors = self.pooled(label_batch["input_ids"], label_batch["attention_mask"], torch.tensor([i for i, _ in pairs], device=self.device), inputs=False)
+            anchors = self.pooled_labels(pairs) if self.training else self.anchor_cache.anchors(self, pairs)  # (N, H)
             index = {pair: k for k, pair in enumerate(pairs)}
             return [
                 self.readout_scale * cosine(sentences[b : b + 1], anchors[[index[(int(ids[b]), t)] for t in labels]].unsqueeze(0))[0].float()

@@ -18,6 +18,9 @@ class ModelOptions:
     """Dtype of the frozen weights (the prompt itself is always float32)."""
     readout_scale: float = 20.0
     """Encoder-only: cosine similarities are multiplied by this before the softmax over labels."""
+    trust_pickle: bool = False
+    """Load model weights stored as a pickle (.bin, .pt) when the model has no safetensors weights. Pickles can run
+    code when loaded: only for a source you trust."""
 
 
 @dataclass

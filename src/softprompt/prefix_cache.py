@@ -14,15 +14,13 @@ Entries are keyed by the prompt's content, so a changed prompt or a new bank is 
 prompts are kept; they are dropped when the model's weights change (moved, cast, trained or wrapped).
 """
 
-import hashlib
-import threading
-from collections import OrderedDict
-
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache, PreTrainedModel
 
+from softprompt.content_cache import ContentCache, autocast_state, digest
 from softprompt.join import IGNORE_INDEX, insertion_offsets
+from softprompt.next_token import next_token_losses, target_window
 
 KV = tuple[torch.Tensor, torch.Tensor]  # keys, values of every layer: (layers, heads, L, head_dim) each
 
@@ -42,27 +40,11 @@ def applies(model) -> bool:
     return not model.training and not torch.is_grad_enabled() and supports(model)
 
 
-def next_token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """(B, T, V) logits, (B, T) labels -> (B, T - 1) cross-entropy of each label from the position before it."""
-    return F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels[:, 1:], ignore_index=IGNORE_INDEX, reduction="none")
-
-
-class PrefixCache:
-    """The keys and values of up to `capacity` prompt prefixes, most recently used kept."""
+class PrefixCache(ContentCache):
+    """The keys and values of up to `capacity` prompt prefixes, most recently used kept (None: an empty prefix)."""
 
     def __init__(self, capacity: int = 32):
-        self.capacity = capacity
-        self.hits = self.misses = 0
-        self._entries: OrderedDict[str, KV | None] = OrderedDict()  # None: an empty prefix
-        self._weights: tuple | None = None  # the model state the entries belong to
-        self._lock = threading.Lock()
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        super().__init__(capacity)
 
     # ----- the two uses --------------------------------------------------------------------------------
     def target_logprob(self, model, batch: dict, prompt_ids: torch.Tensor) -> torch.Tensor | None:
@@ -73,8 +55,10 @@ class PrefixCache:
             return None
         cache, full_mask = self.stacked(model, prompt_ids, mask)  # (B, L + T)
         positions = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, cache.get_seq_length() :]  # (B, T)
-        logits = model.base(input_ids=batch["input_ids"], attention_mask=full_mask, position_ids=positions, past_key_values=cache, use_cache=True).logits  # (B, T, V)
-        return -next_token_losses(logits, batch["labels"]).sum(-1)
+        labels = batch["labels"]
+        window = {"logits_to_keep": target_window(labels)} if model.keeps_logits else {}
+        logits = model.base(input_ids=batch["input_ids"], attention_mask=full_mask, position_ids=positions, past_key_values=cache, use_cache=True, **window).logits  # (B, W, V)
+        return -next_token_losses(logits, labels).sum(-1)
 
     def generate(self, model, batch: dict, prompt_ids: torch.Tensor, **options) -> torch.Tensor | None:
         """(B, N) greedy continuations of left-padded tokens after their prompts, as `base.generate` on the joined
@@ -93,7 +77,7 @@ class PrefixCache:
     def stacked(self, model, prompt_ids: torch.Tensor, token_mask: torch.Tensor) -> tuple[DynamicCache, torch.Tensor]:
         """(B,) prompt ids and the (B, T) mask of the tokens to follow -> a fresh DynamicCache holding each row's
         prefix, left-padded to the longest (L), and the (B, L + T) attention mask over prefix and tokens."""
-        self.forget_if_changed(model.base)
+        self.forget_if_changed(model)
         distinct, rows = prompt_ids.unique(return_inverse=True)  # each prompt once
         entries = [self.prefix(model, int(i)) for i in distinct]
         lengths = torch.tensor([0 if e is None else e[0].shape[2] for e in entries], device=token_mask.device)  # (U,)
@@ -106,31 +90,11 @@ class PrefixCache:
         keys, values = (stack_left_padded([None if e is None else e[i] for e in entries], known[i], L, rows) for i in (0, 1))  # (B, layers, heads, L, d)
         return DynamicCache(ddp_cache_data=[(keys[:, n], values[:, n]) for n in range(keys.shape[1])]), full_mask
 
-    def forget_if_changed(self, base: torch.nn.Module) -> None:
-        """Drop every entry when the frozen weights are not those they were computed with."""
-        weights = weights_state(base)
-        with self._lock:
-            if weights != self._weights:
-                self._entries.clear()
-                self._weights = weights
-
     def prefix(self, model, prompt_id: int) -> KV | None:
         """The keys and values of [leading special tokens | prompt `prompt_id`], computed on first use."""
         prompt = model.bank.prompt(prompt_id)  # (P, H)
         special = model.tokenizer("a")["input_ids"][: model.after_special]  # BOS, as tokenize adds it
-        key = digest(prompt, special, autocast_state(model.device))
-        with self._lock:
-            if key in self._entries:
-                self.hits += 1
-                self._entries.move_to_end(key)
-                return self._entries[key]
-        self.misses += 1
-        entry = compute_prefix(model, prompt, special)
-        with self._lock:
-            self._entries[key] = entry
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
-        return entry
+        return self.get(digest(prompt, special, autocast_state(model.device)), lambda: compute_prefix(model, prompt, special))
 
 
 def compute_prefix(model, prompt: torch.Tensor, special: list[int]) -> KV | None:
@@ -161,23 +125,3 @@ def without_leading_special(attention_mask: torch.Tensor, after_special: int) ->
     first_real = insertion_offsets(attention_mask, 0).unsqueeze(1)  # (B, 1) left pads
     index = torch.arange(attention_mask.shape[1], device=attention_mask.device).unsqueeze(0)  # (1, T)
     return attention_mask.masked_fill((index >= first_real) & (index < first_real + after_special), 0)
-
-
-def digest(prompt: torch.Tensor, special: list[int], precision: tuple = ()) -> str:
-    """What a prefix is made of: the prompt's values (float32), the special tokens before it, and the autocast it
-    was computed under (a bf16 pass's keys are not a float32 pass's)."""
-    h = hashlib.sha256(prompt.detach().float().cpu().contiguous().numpy().tobytes())
-    h.update(repr((tuple(prompt.shape), special, precision)).encode())
-    return h.hexdigest()
-
-
-def autocast_state(device: torch.device) -> tuple:
-    """Whether autocast is on for `device`, and at which dtype."""
-    on = torch.is_autocast_enabled(device.type)
-    return (on, str(torch.get_autocast_dtype(device.type)) if on else None)
-
-
-def weights_state(base: torch.nn.Module) -> tuple:
-    """Changes when the frozen weights do: another module, device or dtype, or any in-place update."""
-    weight = base.get_input_embeddings().weight
-    return id(base), weight.device, weight.dtype, sum(p._version for p in base.parameters())

@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 from transformers.optimization import Adafactor
 
 from softprompt import checkpoint
-from softprompt.errors import UserError
-from softprompt.files import human_size, write_text_atomic
+from softprompt.errors import UserError, first_line
+from softprompt.files import append_line, clear_temporaries, human_size, write_text_atomic
 from softprompt.methods import METHODS, Method, make_method
 from softprompt.methods.prompt import PAPER_LR, PROMPT_FILE, T5_EMBEDDING_RMS, T5_TYPES, default_lr, initial_prompt  # noqa: F401  re-exported
 from softprompt.model import SoftPromptModel
@@ -38,6 +38,10 @@ except ImportError:  # not on Windows
 
 LOG_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.jsonl"
+
+
+class NonFinite(UserError):
+    """The loss, a gradient or a trained parameter became NaN or infinite: training stops, keeping what was saved."""
 
 
 class PromptAdafactor(Adafactor):
@@ -130,7 +134,7 @@ def backward_accumulated(wrapped, micro_batches: list[dict], accelerator: Accele
         with sync, autocast():
             out = wrapped(**batch)
             if not torch.isfinite(out.loss_sum):
-                raise UserError(f"the loss became {out.loss_sum.item()} at step {step}: lower --train.lr, or use --train.precision=fp32")
+                raise NonFinite(f"the loss became {out.loss_sum.item()} at step {step}: lower --train.lr, or use --train.precision=fp32")
             loss = out.loss_sum * accelerator.num_processes  # DDP averages over processes: undo it
             accelerator.backward(scaler.scale(loss) if scaler else loss)
         total_loss += out.loss_sum.detach().float()
@@ -241,6 +245,8 @@ def train(
             _log(output_dir / RESULTS_FILE, result.report, accelerator)
         return result
 
+    if accelerator.is_main_process:
+        clear_killed_writes(output_dir)
     if not method.trains:  # prompt design: one evaluation, and the design is saved
         if accelerator.is_main_process:
             _clear_previous_run(output_dir)
@@ -355,7 +361,8 @@ def train(
                     scaler.step(optimizer)
                     scaler.update()
                 else:
-                    optimizer.step()
+                    optimizer_step(optimizer, step)
+                check_finite(params, step)
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
                 done = step
@@ -378,6 +385,10 @@ def train(
                     raise KeyboardInterrupt
                 if result.stopped_early:
                     break
+    except NonFinite as e:
+        kept = [f"{checkpoint.latest(output_dir)} (continue from it with a lower --train.lr and --train.resume=true)"] if checkpoint.latest(output_dir) else []
+        kept += [f"{result.prompt_path} (step {result.best_step})"] if saved_best else []
+        raise NonFinite(f"{e}; nothing was saved after it" + (f", kept: {' and '.join(kept)}" if kept else "")) from None
     except KeyboardInterrupt:
         bar.close()
         path = result.prompt_path
@@ -400,6 +411,29 @@ def train(
         save({}, step)
         result.best_step = step
     return finish()
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, step: int) -> None:
+    try:
+        optimizer.step()
+    except RuntimeError as e:  # torch refuses a learning rate that overflows float32 inside its kernels
+        if "overflow" not in str(e):
+            raise
+        raise NonFinite(f"the update overflowed at step {step} ({first_line(e)}): lower --train.lr") from None
+
+
+def check_finite(params: list, step: int) -> None:
+    """Stop when the step left a trained parameter NaN or infinite (a gradient that overflowed, an update too large),
+    before anything saves it."""
+    if params and not torch.stack([torch.isfinite(p).all() for p in params]).all():
+        raise NonFinite(f"the trained parameters became NaN or infinite at step {step} (the gradient or the update overflowed): lower --train.lr, or use --train.precision=fp32")
+
+
+def clear_killed_writes(output_dir: Path) -> None:
+    """Remove the temporary files and folders that a killed run's writes left in output_dir and its checkpoints."""
+    names = [method.output for method in METHODS.values()] + [LOG_FILE, RESULTS_FILE]
+    clear_temporaries(output_dir, names)
+    clear_temporaries(output_dir / checkpoint.CHECKPOINTS)
 
 
 def evaluate_sharded(method: Method, model: SoftPromptModel, task: Task, examples: list[Example], batch_size: int, progress: bool, accelerator: Accelerator) -> dict[str, float]:
@@ -539,9 +573,7 @@ def _say(message: str, accelerator: Accelerator) -> None:
 
 def _log(path: Path, record: dict, accelerator: Accelerator) -> None:
     if accelerator.is_main_process:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"time": datetime.datetime.now().isoformat(timespec="seconds"), **record}) + "\n")
+        append_line(path, json.dumps({"time": datetime.datetime.now().isoformat(timespec="seconds"), **record}))
 
 
 def size_report(frozen, prompt_path: Path) -> str:

@@ -10,6 +10,9 @@ train: {max_steps: 200, ...}
 method: {name: prompt}
 tasks:                                   # optional: named data sections, a `task` axis over them
   sst2: {task: sst2, train: ..., validation: ...}
+variants:                                # optional: named sets of options, a `variant` axis over them
+  vanilla: {}
+  ulpt-16: {prompt.reparam: ulpt, prompt.rank: 16}
 grid:                                    # dotted option names -> values; cells are their cartesian product
   prompt.length: [1, 5, 20, 100, 150]
   train.seed: [1, 2, 3]
@@ -36,6 +39,7 @@ from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptO
 
 SECTIONS = {"model": ModelOptions, "prompt": PromptOptions, "data": DataOptions, "train": TrainOptions, "method": MethodOptions}
 TASK_AXIS = "task"  # the axis over the sweep's `tasks:`
+VARIANT_AXIS = "variant"  # the axis over the sweep's `variants:`
 SEED_AXIS = "train.seed"  # the axis tables and plots average over
 CELLS = "cells"  # OUTPUT/cells/<cell id>/: one training run each
 
@@ -84,45 +88,64 @@ def load_sweep(path: str | Path, output: str | None = None) -> Sweep:
     path = Path(path)
     spec = _read_yaml(path)
     where = str(path)
-    unknown = [k for k in spec if k not in {"output", "grid", "tasks", *SECTIONS}]
+    unknown = [k for k in spec if k not in {"output", "grid", "tasks", "variants", *SECTIONS}]
     if unknown:
-        raise UserError(f"{where}: {unknown[0]!r} is not a section (output, grid, tasks, {', '.join(SECTIONS)})")
+        raise UserError(f"{where}: {unknown[0]!r} is not a section (output, grid, tasks, variants, {', '.join(SECTIONS)})")
     base = {s: _mapping(spec.get(s) or {}, f"{where}: {s}") for s in SECTIONS}
     parser = recipe_parser()
     parse_recipe(parser, base, f"{where}: ")
     tasks = _mapping(spec.get("tasks") or {}, f"{where}: tasks")
     for name, section in tasks.items():
         parse_recipe(parser, {**base, "data": {**base["data"], **_mapping(section or {}, f"{where}: tasks.{name}")}}, f"{where}: tasks.{name}: ")
+    variants = read_variants(spec.get("variants") or {}, base, parser, f"{where}: variants")
     axes = {TASK_AXIS: list(tasks)} if tasks else {}
+    if variants:
+        axes[VARIANT_AXIS] = list(variants)
     for axis, values in _mapping(spec.get("grid") or {}, f"{where}: grid").items():
-        axes[_check_axis(axis, where)] = _check_values(values, f"{where}: grid.{axis}")
+        axes[_check_axis(axis, f"{where}: grid")] = _check_values(values, f"{where}: grid.{axis}")
         for value in values:
             parse_recipe(parser, with_option(base, axis, value), f"{where}: grid.{axis}: {value!r}: ")
     sweep = Sweep(path, Path(output or spec.get("output") or Path("runs/sweeps") / path.stem), axes)
     checks.output_folder("--output", str(sweep.output))
-    sweep.cells = expand(base, tasks, axes, parser, sweep.output, where)
+    sweep.cells = expand(base, tasks, axes, parser, sweep.output, where, variants)
     return sweep
 
 
-def expand(base: dict, tasks: dict, axes: dict[str, list], parser, output: Path, where: str) -> list[Cell]:
-    """The cartesian product of the axes, axes that do not matter to a cell's method left out and repeats dropped."""
-    seen, chosen = set(), []
+def read_variants(spec, base: dict, parser, where: str) -> dict[str, dict]:
+    """`variants:` checked: name -> {section.option: value}, each set valid on the base recipe."""
+    variants = {}
+    for name, options in _mapping(spec, where).items():
+        options = _mapping(options or {}, f"{where}.{name}")
+        recipe = base
+        for axis, value in options.items():
+            recipe = with_option(recipe, _check_axis(axis, f"{where}.{name}", "an option"), value)
+        parse_recipe(parser, recipe, f"{where}.{name}: ")
+        variants[str(name)] = options
+    return variants
+
+
+def expand(base: dict, tasks: dict, axes: dict[str, list], parser, output: Path, where: str, variants: dict[str, dict] | None = None) -> list[Cell]:
+    """The cartesian product of the axes, axes that do not matter to a cell's method left out and repeats dropped.
+    A variant's options apply before the grid's, so a grid axis overrides them."""
+    variants = variants or {}
+    seen, chosen, options = set(), [], []
     for values in itertools.product(*axes.values()):
         assignment = dict(zip(axes, values))
-        method = assignment.get("method.name", base["method"].get("name", MethodOptions.name))
-        shots = assignment.get("method.shots", base["method"].get("shots", MethodOptions.shots))
+        variant = variants.get(assignment.get(VARIANT_AXIS), {})
+        method = assignment.get("method.name", variant.get("method.name", base["method"].get("name", MethodOptions.name)))
+        shots = assignment.get("method.shots", variant.get("method.shots", base["method"].get("shots", MethodOptions.shots)))
         kept = {a: v for a, v in assignment.items() if matters(a, method, shots)}
         key = json.dumps(kept, sort_keys=True)
         if key not in seen:
             seen.add(key)
             chosen.append(kept)
+            options.append({a: v for a, v in {**variant, **kept}.items() if a not in (TASK_AXIS, VARIANT_AXIS) and matters(a, method, shots)})
     ids = cell_ids(chosen)
     cells = []
-    for cell_id, kept in zip(ids, chosen):
+    for cell_id, kept, cell_options in zip(ids, chosen, options):
         recipe = {**base, "data": {**base["data"], **(tasks.get(kept.get(TASK_AXIS)) or {})}}
-        for axis, value in kept.items():
-            if axis != TASK_AXIS:
-                recipe = with_option(recipe, axis, value)
+        for axis, value in cell_options.items():
+            recipe = with_option(recipe, axis, value)
         recipe = with_option(recipe, "train.output_dir", str(output / CELLS / cell_id))
         options = parser.instantiate(parse_recipe(parser, recipe, f"{where}: cell {cell_id}: "))
         cell = Cell(cell_id, kept, *(getattr(options, s) for s in SECTIONS))
@@ -214,13 +237,14 @@ def parse_recipe(parser, recipe: dict, where: str):
         raise UserError(where + re.sub(r"^Parser key \"([\w.]+)\": ", r"\1: ", message)) from None
 
 
-def _check_axis(axis: str, where: str) -> str:
+def _check_axis(axis: str, where: str, kind: str = "an axis") -> str:
+    """`section.option`, the section one of train's; `where` names the place, e.g. `FILE: grid`."""
     section, _, option = str(axis).partition(".")
     if section not in SECTIONS:
-        raise UserError(f"{where}: grid.{axis}: an axis is section.option, the section one of {', '.join(SECTIONS)}")
+        raise UserError(f"{where}.{axis}: {kind} is section.option, the section one of {', '.join(SECTIONS)}")
     names = [f.name for f in fields(SECTIONS[section])]
     if option not in names or option == "output_dir":
-        raise UserError(f"{where}: grid.{axis}: {option!r} is not an option of {section} ({', '.join(n for n in names if n != 'output_dir')})")
+        raise UserError(f"{where}.{axis}: {option!r} is not an option of {section} ({', '.join(n for n in names if n != 'output_dir')})")
     return axis
 
 

@@ -5,6 +5,7 @@ cell's row of results.csv and every option it ran with. A sweep run again skips 
 without the marker (a run killed mid-cell) is wiped and run again.
 """
 
+import dataclasses
 import gc
 import json
 import shutil
@@ -17,7 +18,7 @@ from softprompt.errors import UserError
 from softprompt.experiments.grid import CELLS, Cell, Sweep
 from softprompt.experiments.plots import write_plots
 from softprompt.experiments.table import write_tables
-from softprompt.files import write_text_atomic
+from softprompt.files import clear_temporaries, write_text_atomic
 from softprompt.methods import make_method
 from softprompt.model import EMBEDDED_MODEL, SoftPromptModel
 from softprompt.tasks import make_task
@@ -43,15 +44,27 @@ def check_finished(sweep: Sweep) -> list[Cell]:
         done = finished(sweep.output / CELLS / cell.id)
         if done is None:
             todo.append(cell)
-        elif done["config"] != cell.config():
-            changed = _first_difference(done["config"], cell.config())
+        elif with_new_defaults(done["config"], cell) != cell.config():
+            changed = _first_difference(with_new_defaults(done["config"], cell), cell.config())
             raise UserError(f"{sweep.output / CELLS / cell.id}: finished with other options ({changed}): use another output folder, or remove that cell's folder to run it again")
     return todo
+
+
+def with_new_defaults(config: dict, cell: Cell) -> dict:
+    """A finished cell's options, with those that a later softprompt added filled in at their defaults: an option
+    added since does not make a finished cell differ unless the sweep sets it."""
+    filled, now = json.loads(json.dumps(config)), cell.config()
+    for section, options in filled.items():
+        if isinstance(options, dict) and isinstance(now.get(section), dict):
+            default = json.loads(json.dumps(dataclasses.asdict(type(getattr(cell, section))())))
+            filled[section] = {**{k: default[k] for k in now[section] if k not in options and k in default}, **options}
+    return filled
 
 
 def run_sweep(sweep: Sweep, progress: bool = True) -> list[dict]:
     """Run every unfinished cell, in the grid's order; returns every cell's row."""
     todo = check_finished(sweep)
+    clear_temporaries(sweep.output)  # of results and plots whose writes a kill cut short
     data: dict[str, tuple] = {}  # each data section's examples, loaded once
     bar = tqdm(total=len(sweep.cells), initial=len(sweep.cells) - len(todo), desc="sweep", unit="cell", disable=not progress, dynamic_ncols=True)
     try:
@@ -73,7 +86,7 @@ def run_cell(cell: Cell, folder: Path, data: dict | None = None) -> dict:
         shutil.rmtree(folder)  # a half-done cell: nothing of it is kept
     task = make_task(cell.data)
     train_examples, validation = examples(cell, task, {} if data is None else data)
-    model = SoftPromptModel.load(cell.model.name or EMBEDDED_MODEL, cell.model.family, cell.model.dtype, cell.model.readout_scale)
+    model = SoftPromptModel.load(cell.model.name or EMBEDDED_MODEL, cell.model.family, cell.model.dtype, cell.model.readout_scale, cell.model.trust_pickle)
     method = make_method(cell.method, cell.prompt)
     result = train(model, method, task, train_examples, validation, cell.train, folder, progress=False)
     row = cell_row(cell, task.metric, result.report)

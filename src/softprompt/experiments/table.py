@@ -21,8 +21,15 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     out = io.StringIO()
     writer = csv.DictWriter(out, columns(rows), lineterminator="\n")
     writer.writeheader()
-    writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    writer.writerows({k: cell_text(v) for k, v in row.items()} for row in rows)
     write_text_atomic(path, out.getvalue())
+
+
+def cell_text(value) -> str:
+    """A CSV cell: empty for None; floats to 10 significant digits (80.8, not 80.80000000000001)."""
+    if value is None:
+        return ""
+    return f"{value:.10g}" if isinstance(value, float) else str(value)
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:

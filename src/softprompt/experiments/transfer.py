@@ -79,7 +79,7 @@ def run_transfer(cells: list[Cell], targets: list[Target], output: Path, batch_s
     scores: dict[str, dict[str, dict]] = {t.name: {} for t in targets}
     for cell in cells:
         method = make_method(cell.method, cell.prompt)
-        model = SoftPromptModel.load(cell.model.name or EMBEDDED_MODEL, cell.model.family, cell.model.dtype, cell.model.readout_scale)
+        model = SoftPromptModel.load(cell.model.name or EMBEDDED_MODEL, cell.model.family, cell.model.dtype, cell.model.readout_scale, cell.model.trust_pickle)
         model = method.load(model, output / CELLS / cell.id)
         for target in targets:
             task = make_task(target.data)

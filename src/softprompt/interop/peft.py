@@ -14,8 +14,6 @@ encoder-only models PEFT puts it before [CLS], softprompt after it, so their out
 import contextlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -24,7 +22,7 @@ from safetensors.torch import save_file
 
 from softprompt.embedded import sha256_of
 from softprompt.errors import UserError
-from softprompt.files import new_file_modes
+from softprompt.files import atomic_folder
 from softprompt.interop import Imported
 from softprompt.prompt import load_prompt
 
@@ -105,19 +103,8 @@ def staged_folder(path: str | os.PathLike):
     others = sorted(set(os.listdir(path)) - ADAPTER_FILES) if path.is_dir() else []
     if others:
         raise UserError(f"--output {path}: the folder holds other files ({', '.join(others[:3])}); give a new or empty folder")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    retired = staging.with_name(staging.name + ".old")
-    try:
+    with atomic_folder(path) as staging:
         yield staging
-        new_file_modes(staging)  # mkdtemp's 0700 -> the mode of any newly made folder
-        if path.exists():
-            os.rename(path, retired)
-        os.rename(staging, path)
-    finally:
-        for leftover in (staging, retired):
-            if leftover.exists():
-                shutil.rmtree(leftover)
 
 
 # ----- import -------------------------------------------------------------------------------------------------

@@ -1,18 +1,15 @@
 """What every method tells the training loop: how it prepares the model, what it trains, with which optimiser, how it
 saves its result, and how many bytes that result takes for one task."""
 
-import contextlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 from torch import nn
 
 from softprompt.bank import PromptBank
-from softprompt.files import new_file_modes, write_text_atomic
+from softprompt.files import atomic_folder, write_text_atomic  # noqa: F401  atomic_folder re-exported for the methods
 from softprompt.model import SoftPromptModel
 from softprompt.options import MethodOptions, PromptOptions, TrainOptions
 
@@ -95,24 +92,6 @@ def path_bytes(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-@contextlib.contextmanager
-def atomic_folder(path: Path):
-    """Yield a temporary folder beside `path`; it replaces `path` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    old = path.with_name(f".{path.name}.old")
-    try:
-        yield tmp
-        new_file_modes(tmp)  # mkdtemp's 0700 (and some writers' 0600) -> the modes of new files
-        shutil.rmtree(old, ignore_errors=True)
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_metadata(folder: Path, metadata: dict) -> None:

@@ -8,6 +8,7 @@ import torch
 
 from softprompt.bank import PromptBank
 from softprompt.dept import DePTBank
+from softprompt.errors import UserError
 from softprompt.methods.base import Method
 from softprompt.model import SoftPromptModel
 from softprompt.options import PromptOptions, TrainOptions
@@ -15,6 +16,7 @@ from softprompt.prompt import check_compatible, load_prompt, save_prompt
 from softprompt.reparam import ReparamBank, make_reparam
 
 PROMPT_FILE = "prompt.safetensors"
+INITIALISERS = ("random", "vocab", "labels", "text")  # --prompt.init by name; anything else is a prompt file
 PAPER_LR = 0.3  # Adafactor on T5, the paper's setting
 DEPT_PAPER_LR = 1e-4  # DePT's low-rank offset on T5 (its prompt keeps 0.3)
 T5_EMBEDDING_RMS = 11.6  # root mean square of T5 1.1's input-embedding entries (google/t5-v1_1-small: 11.64)
@@ -37,14 +39,25 @@ def default_lr(model: SoftPromptModel) -> float:
     return float(f"{PAPER_LR * embedding_scale(model):.2g}")
 
 
-def initial_prompt(model: SoftPromptModel, o: PromptOptions, task, seed: int, allow_other_model: bool = False) -> torch.Tensor:
-    """The starting (P, H) prompt: an initialiser by name, or a prompt file (whose length then wins)."""
-    if o.init not in ("random", "vocab", "labels", "text"):
-        file = load_prompt(o.init)
+def initial_prompt(model: SoftPromptModel, o: PromptOptions, task, seed: int, allow_other_model: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The starting (P, H) prompt and DePT (N, H) input offset (None: none, or a fresh one): an initialiser by name,
+    or a prompt file (whose length then wins, and whose DePT offset a DePT run starts from)."""
+    if o.init not in INITIALISERS:
+        file = init_file(o)
         check_compatible(file, model.hidden, model.fingerprint(), o.init, allow_other_model)
-        return file.prompt
+        return file.prompt, file.offset
     labels = getattr(task, "label_texts", [])
-    return model.initial_prompt(o.init, o.length, text=o.text, labels=labels, first_n=o.vocab_first_n, scale=o.random_scale, seed=seed)
+    return model.initial_prompt(o.init, o.length, text=o.text, labels=labels, first_n=o.vocab_first_n, scale=o.random_scale, seed=seed), None
+
+
+def init_file(o: PromptOptions):
+    """The prompt file `--prompt.init` names, read and checked against the run (before any model loads): a DePT
+    file's offset starts only a DePT run over as many positions, rather than being dropped."""
+    file = load_prompt(o.init)
+    if file.offset is not None and file.offset.shape[0] != o.dept_positions:
+        n = file.offset.shape[0]
+        raise UserError(f"--prompt.init {o.init}: the file carries a DePT input offset over {n} positions, which only a DePT run (--prompt.dept_positions={n}, no --prompt.reparam) starts from")
+    return file
 
 
 class PromptTuning(Method):
@@ -63,10 +76,10 @@ class PromptTuning(Method):
 
     def prepare(self, model, task, train_examples, seed):
         o = self.prompt_options
-        initial = initial_prompt(model, o, task, seed, self.allow_other_model)  # (P, H)
+        initial, offset = initial_prompt(model, o, task, seed, self.allow_other_model)  # (P, H), (N, H) or None
         self.reparam = self.dept = None
         if o.dept_positions:
-            self.dept = model.bank = DePTBank(initial, o.dept_positions, o.dept_rank, seed, task.name)
+            self.dept = model.bank = DePTBank(initial, o.dept_positions, o.dept_rank, seed, task.name, offset)
             return
         if o.reparam == "none":
             model.bank = PromptBank(initial, [task.name])

@@ -1,7 +1,8 @@
 """The HTTP app: predictions for any mix of served tasks, the task list, a rescan, a health check; OpenAPI at /docs.
 
-Every error is JSON, {"error": "..."}. With a token, every endpoint but /healthz needs `Authorization: Bearer TOKEN`.
-Request bodies are bounded before they are parsed; CORS is off.
+Every error is JSON, {"error": "..."}, and every answer is documented in the OpenAPI schema. With a token, every endpoint
+but /healthz needs `Authorization: Bearer TOKEN`, the schema and its pages (/openapi.json, /docs, /redoc) too. Request
+bodies are bounded before they are parsed; CORS is off (no CORS headers are sent).
 """
 
 import asyncio
@@ -40,6 +41,7 @@ class Settings:
 
 
 Input = str | dict[str, str]
+INPUT_FORMS = ("str", "dict[str,str]")  # how validation errors name the two forms of an input
 
 
 class Item(BaseModel):
@@ -48,19 +50,28 @@ class Item(BaseModel):
     input: Input
 
 
+def _one_form(schema: dict) -> None:
+    """The schema of either form: a field is absent or holds a value, never null."""
+    for field in ("task", "inputs", "items"):
+        schema["properties"][field].pop("default", None)
+    schema["examples"] = [
+        {"task": "sentiment", "inputs": ["A gorgeous, moving film.", "The plot was a mess."]},
+        {"items": [{"task": "sentiment", "input": "A gorgeous film."}, {"task": "squad", "input": {"question": "Where?", "context": "In Paris."}}]},
+    ]
+    schema["oneOf"] = [
+        {"required": ["task", "inputs"], "not": {"required": ["items"]}},
+        {"required": ["items"], "not": {"anyOf": [{"required": ["task"]}, {"required": ["inputs"]}]}},
+    ]
+
+
 class PredictRequest(BaseModel):
     """Either `task` and `inputs`, or `items` mixing tasks."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [
-            {"task": "sentiment", "inputs": ["A gorgeous, moving film.", "The plot was a mess."]},
-            {"items": [{"task": "sentiment", "input": "A gorgeous film."}, {"task": "squad", "input": {"question": "Where?", "context": "In Paris."}}]},
-        ]},
-    )
-    task: str | None = None
-    inputs: list[Input] | None = None
-    items: list[Item] | None = None
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_one_form)
+    # absent is None; a null given is refused, as not a text or list
+    task: str = None
+    inputs: list[Input] = None
+    items: list[Item] = None
 
     @model_validator(mode="after")
     def one_form(self):
@@ -76,6 +87,10 @@ class PredictRequest(BaseModel):
 
 class PredictResponse(BaseModel):
     predictions: list[str] = Field(description="One per input, in order: a label value, or a generated text.")
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="What was wrong, in one line.")
 
 
 class TooLarge(Exception):
@@ -111,13 +126,24 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         """The served tasks (name, prompt length, type, template, labels, recorded metrics) and the refused files."""
         return {"model": engine.model.name, "family": engine.model.family, "tasks": engine.tasks(), "refused": engine.refused()}
 
-    @app.post("/v1/tasks")
-    async def rescan() -> dict:
-        """Rescan the prompt folder now: load new and changed files, drop deleted ones."""
+    limits = f"More than {settings.max_inputs} inputs, an input of more than {settings.max_input_chars} characters, or a body of more than {settings.max_body_bytes} bytes."
+    answers = {
+        400: {"model": ErrorBody, "description": "A body that cannot be read as text (not UTF-8)."},
+        404: {"model": ErrorBody, "description": "An unknown task."},
+        413: {"model": ErrorBody, "description": limits},
+        422: {"model": ErrorBody, "description": "A body that is not JSON of this schema, or an input its task's template cannot take."},
+    }
+
+    @app.post("/v1/tasks", responses={413: answers[413], 422: {"model": ErrorBody, "description": "A request with a body: the rescan takes none."}})
+    async def rescan(request: Request) -> dict:
+        """Rescan the prompt folder now: load new and changed files, drop deleted ones. Only the folder's own files
+        are read: the request names none."""
+        if (await request.body()).strip() not in (b"", b"{}"):
+            raise UserError("POST /v1/tasks takes no body: it rescans the prompt folder, and only it")
         report = await run_in_threadpool(engine.rescan)
         return {"added": report.added, "changed": report.changed, "dropped": report.dropped, "refused": report.refused, "tasks": engine.tasks()}
 
-    @app.post("/v1/predict", response_model=PredictResponse)
+    @app.post("/v1/predict", response_model=PredictResponse, responses=answers)
     async def predict(body: PredictRequest, request: Request) -> dict:
         """Predict for inputs of one task, or for items mixing tasks; all run in shared batches."""
         pairs = body.pairs()
@@ -147,8 +173,14 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         if "json" not in request.headers.get("content-type", ""):
             return error(422, "send the request body as JSON (Content-Type: application/json)")
         first = e.errors()[0]
-        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
-        return error(422, f"{where or 'body'}: {first.get('msg', 'invalid')}")
+        if first.get("type") == "json_invalid":
+            return error(422, f"the body is not valid JSON: {first.get('ctx', {}).get('error', 'cannot parse it')} (at character {first['loc'][-1]})")
+        loc = [part for part in first.get("loc", ()) if part != "body"]
+        message = first.get("msg", "invalid")
+        forms = [i for i in range(1, len(loc)) if loc[i] in INPUT_FORMS and (isinstance(loc[i - 1], int) or loc[i - 1] == "input")]
+        if forms:  # an input neither a text nor an object of texts
+            loc, message = loc[: forms[0]], "an input is a text, or an object whose values are texts"
+        return error(422, f"{'.'.join(map(str, loc)) or 'body'}: {message}")
 
     @app.exception_handler(HTTPException)
     async def http_error(request, e):
@@ -162,7 +194,27 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.token:
         app.add_middleware(BearerAuth, token=settings.token)  # added last: runs first
+        document_bearer(app)
     return app
+
+
+def document_bearer(app: FastAPI) -> None:
+    """Name the bearer token, and its 401 answer, in the OpenAPI schema of every operation but OPEN_PATHS."""
+    make = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = make()
+            schema["components"].setdefault("securitySchemes", {})["bearer"] = {"type": "http", "scheme": "bearer"}
+            for path, operations in schema["paths"].items():
+                if path in OPEN_PATHS:
+                    continue
+                for operation in operations.values():
+                    operation["security"] = [{"bearer": []}]
+                    operation["responses"]["401"] = {"description": "A missing or wrong bearer token.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 class BearerAuth:
@@ -170,12 +222,12 @@ class BearerAuth:
 
     def __init__(self, app, token: str):
         self.app = app
-        self.token = token.encode()
+        self.token = token.encode()  # compared with the header's bytes as sent
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
             scheme, _, given = Headers(scope=scope).get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token):
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode("latin-1"), self.token):
                 response = error(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
                 return await response(scope, receive, send)
         await self.app(scope, receive, send)

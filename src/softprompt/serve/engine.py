@@ -44,6 +44,11 @@ def discover(folder: str | os.PathLike) -> list[tuple[str, Path]]:
     return found
 
 
+def inside(folder: Path, path: Path) -> bool:
+    """Whether `path`, its links followed, lies inside `folder`."""
+    return path.resolve().is_relative_to(folder.resolve())
+
+
 def file_state(path: Path) -> tuple[int, int, int]:
     """What changes when a file is rewritten or replaced: modification time, size and inode."""
     s = path.stat()
@@ -152,30 +157,38 @@ class Engine:
 
     def rescan(self) -> ScanReport:
         """Load new and changed prompt files (a new modification time, size or inode, then a new sha256), drop deleted
-        ones, and swap in the new bank at once. A file that does not fit the model is refused and logged; the rest
-        keep serving, and a changed file that is refused leaves its earlier version serving."""
+        ones, and swap in the new bank at once. A file that does not fit the model, or a link to a file outside the
+        folder, is refused and logged; the rest keep serving, and a served file that changes into one refused (or
+        becomes unreadable) withdraws its task, with a logged line."""
         with self._scan_lock:
             report = ScanReport()
             served: dict[Path, ServedTask] = {}
             names: dict[str, Path] = {}
-            found = discover(self.folder)
+            found, gone = discover(self.folder), set()
             for name, path in sorted(found, key=lambda f: f[1] not in self._served):  # a served file keeps its name
                 rel = self._relative(path)
                 try:
                     if name in names:
                         self._refuse(path, f"{rel}: the task name {name!r} is taken by {self._relative(names[name])}", file_state(path))
                         continue
+                    if not inside(self.folder, path):
+                        self._refuse(path, f"{rel}: a link to a file outside the prompt folder; only files inside it are served", file_state(path))
+                        continue
                     entry = self._scan_one(name, path, rel, report)
-                except OSError:  # vanished while scanning: gone
+                except OSError:  # vanished before its state was read: gone
+                    gone.add(path)
                     continue
                 if entry is not None:
                     served[path] = entry
                     names[name] = path
+            present = {path for _, path in found} - gone
             for path, old in self._served.items():
                 if path not in served:
                     report.dropped.append(old.name)
-                    log.info("dropped task %s (%s is gone)", old.name, old.file)
-            present = {path for _, path in found}
+                    if path in present:
+                        log.warning("withdrew task %s: %s no longer loads", old.name, old.file)
+                    else:
+                        log.info("dropped task %s (%s is gone)", old.name, old.file)
             self._refused = {p: r for p, r in self._refused.items() if p in present}
             report.refused = [{"file": r.file, "error": r.error} for r in self._refused.values()]
             self.last_refused = report.refused
@@ -191,16 +204,16 @@ class Engine:
             return old
         refused = self._refused.get(path)
         if refused is not None and refused.state == state:
-            return old  # still the file that was refused; any earlier version keeps serving
-        digest = sha256(path)
-        if old is not None and old.sha256 == digest:
-            return replace(old, state=state)  # touched, not changed
+            return None  # still the file that was refused
         try:
+            digest = sha256(path)
+            if old is not None and old.sha256 == digest:
+                return replace(old, state=state)  # touched, not changed
             entry = self._load(name, path, rel, digest, state)
-        except Exception as e:  # noqa: BLE001  a bad file must never stop the server
+        except Exception as e:  # noqa: BLE001  a bad (or unreadable) file must never stop the server
             message = str(e).replace(str(path), rel) if isinstance(e, UserError) else f"{rel}: cannot load it ({type(e).__name__}: {e})"
-            self._refuse(path, message + ("; the earlier version keeps serving" if old else ""), state)
-            return old
+            self._refuse(path, message, state)
+            return None
         self._refused.pop(path, None)
         (report.changed if old else report.added).append(name)
         log.info("%s task %s from %s (%d prompt tokens)", "reloaded" if old else "loaded", name, rel, entry.prompt.length)

@@ -10,7 +10,7 @@ from pathlib import Path
 from softprompt.checks import at_least, not_negative
 from softprompt.errors import UserError
 from softprompt.prompt import load_prompt
-from softprompt.serve.engine import discover
+from softprompt.serve.engine import discover, inside
 
 log = logging.getLogger("softprompt.serve")
 
@@ -22,6 +22,8 @@ def check_options(prompts: str, host: str, port: int, token: str | None, max_bat
         raise UserError(f"--port must be between 0 and 65535 (got {port})")
     if token is not None and not token.strip():
         raise UserError("--token: the token is empty")
+    if token is not None and not (token.isascii() and token.isprintable() and " " not in token):
+        raise UserError("--token: use printable ASCII characters without spaces (as an HTTP header carries them)")
     at_least("--max_batch_size", max_batch_size, 1)
     not_negative("--max_wait_ms", max_wait_ms)
     at_least("--max_inputs", max_inputs, 1)
@@ -55,6 +57,8 @@ def served_model(prompts: str, model: str | None) -> tuple[str, str | None]:
     """The model to serve and its family: `model`, or the one every prompt file in the folder names."""
     named: dict[tuple[str, str | None], list[str]] = {}
     for _, path in discover(prompts):
+        if not inside(Path(prompts), path):
+            continue  # refused when the engine scans the folder
         try:
             metadata = load_prompt(path).metadata
         except UserError:
@@ -94,23 +98,27 @@ def run(prompts: str, model: str | None = None, host: str = "127.0.0.1", port: i
     from softprompt.serve.app import Settings, create_app
     from softprompt.serve.engine import Engine
 
-    _log_to_stderr()
-    if not token and not is_loopback(host):
-        log.warning("serving on %s without a token: anyone who reaches it can use it (give --token or SOFTPROMPT_TOKEN)", host)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    frozen = SoftPromptModel.load(name, family, dtype).to(device)
-    frozen.kv_reuse = frozen.kv_reuse and kv_reuse  # SOFTPROMPT_KV_REUSE=0 or --no_kv_reuse turns it off
-    log.info("model %s (%s) on %s%s", frozen.name, frozen.family, device, ", prompt keys/values reused" if reuses_prefixes(frozen) else "")
-    engine = Engine(frozen, prompts, allow_other_model)
-    log.info("serving %d tasks from %s: %s", len(engine.snapshot().tasks), prompts, ", ".join(engine.snapshot().tasks) or "none yet")
-    settings = Settings(token, max_inputs, max_input_chars, max_body_bytes, max_batch_size, max_wait_ms, rescan_seconds)
-    uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="info", workers=1)
+    handler = _log_to_stderr()
+    try:
+        if not token and not is_loopback(host):
+            log.warning("serving on %s without a token: anyone who reaches it can use it (give --token or SOFTPROMPT_TOKEN)", host)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        frozen = SoftPromptModel.load(name, family, dtype).to(device)
+        frozen.kv_reuse = frozen.kv_reuse and kv_reuse  # SOFTPROMPT_KV_REUSE=0 or --no_kv_reuse turns it off
+        log.info("model %s (%s) on %s%s", frozen.name, frozen.family, device, ", prompt keys/values reused" if reuses_prefixes(frozen) else "")
+        engine = Engine(frozen, prompts, allow_other_model)
+        log.info("serving %d tasks from %s: %s", len(engine.snapshot().tasks), prompts, ", ".join(engine.snapshot().tasks) or "none yet")
+        settings = Settings(token, max_inputs, max_input_chars, max_body_bytes, max_batch_size, max_wait_ms, rescan_seconds)
+        uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="info", workers=1)
+    finally:
+        log.removeHandler(handler)
 
 
-def _log_to_stderr() -> None:
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
-        log.addHandler(handler)
+def _log_to_stderr() -> logging.Handler:
+    """The server's log lines on standard error, as uvicorn writes its own, while it runs."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    log.addHandler(handler)
     log.setLevel(logging.INFO)
+    return handler
