@@ -285,6 +285,11 @@ class SoftPromptModel(nn.Module):
         tokens before and including the prompt are the same for every row of a prompt."""
         return "prompt_offsets" not in batch and self.bank.offsets(prompt_ids) is None
 
+    def clear_caches(self) -> None:
+        """Drop every cached prompt key/value and label anchor (their entries would be stale after a training step)."""
+        self.prefix_cache.clear()
+        self.anchor_cache.clear()
+
     def reuses_prefixes(self, batch: dict, prompt_ids: torch.Tensor) -> bool:
         """Whether this inference batch runs on cached prompt keys and values (prefix_cache.py): decoder-only, not
         training, and every row's prompt first."""

@@ -231,7 +231,7 @@ def train(
         begun = time.perf_counter()
         with autocast():
             scores = evaluate_sharded(method, model, task, validation_examples, o.eval_batch_size, progress and accelerator.is_main_process, accelerator)
-        model.prefix_cache.clear()  # the prompt's keys and values are stale after the next step
+        model.clear_caches()  # the prompt's keys/values and label anchors are stale after the next step
         eval_seconds += time.perf_counter() - begun
         record = {"step": step, **{f"eval/{k}": v for k, v in scores.items()}}
         result.history.append(record)
