@@ -1,5 +1,6 @@
-"""Broken prompt files are refused in one line naming the file: by the library and by `softprompt eval`, `predict`
-and `neighbors` (exit status 1, one line on stderr, no traceback). tests/test_prompt_file.py has the NaN/inf,
+"""Broken prompt files are refused in one line naming the file: by the library and by every command that reads one
+(exit status 1, one line on stderr, no traceback, nothing written); `serve` refuses one in one log line and serves
+the others. tests/test_prompt_file.py has the NaN/inf,
 junk-bytes, missing-file and width-mismatch refusals of the library call."""
 
 import json
@@ -7,10 +8,12 @@ import re
 
 import pytest
 import torch
+import uvicorn
 from hypothesis import HealthCheck, given, settings, strategies as st
 from safetensors.torch import save_file
 
 from conftest import BUILDERS, save_model
+from softprompt import cli
 from softprompt.cli import main
 from softprompt.errors import UserError
 from softprompt.loading import load_with_prompts
@@ -104,35 +107,82 @@ def test_the_library_refuses_a_broken_prompt_file_in_one_line(tmp_path, folder, 
         load_with_prompts([str(path)])
 
 
-COMMANDS = {
-    "eval": lambda p, data: ["eval", p, "--data.validation", data],
-    "predict": lambda p, data: ["predict", p, "great"],
-    "neighbors": lambda p, data: ["neighbors", p],
+NEEDS_A_MODEL = {"wrong hidden size", "no base_model"}  # a sound file on its own: refused by the commands that load a model
+
+
+@pytest.fixture(scope="module")
+def parser():
+    return cli.build_parser()  # one for all the cases: jsonargparse takes 0.1 s to build one
+
+
+@pytest.fixture
+def run(tmp_path, folder, parser, monkeypatch, capsys):
+    """main(argv) with the broken file's placeholders filled: (exit status, stdout, stderr)."""
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)  # serve checks, loads and scans, then returns
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "great", "label": 1}\n')
+    sound = tmp_path / "sound" / "sound.safetensors"
+    sound.parent.mkdir()
+    good(sound, folder)
+    places = {"DATA": str(data), "SOUND": str(sound), "MODEL": folder, "OUT": str(tmp_path / "out"), "BANK": str(sound.parent)}
+
+    def call(argv: list[str]) -> tuple[int, str, str]:
+        status = main([places.get(a, a) for a in argv])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return call
+
+
+COMMANDS = {  # every command that reads a prompt file; P is the broken one
+    "eval": ["eval", "P", "--data.validation", "DATA"],
+    "predict": ["predict", "P", "great"],
+    "neighbors": ["neighbors", "P"],
+    "ensemble": ["ensemble", "--prompts", "P", "SOUND", "--data.validation", "DATA"],
+    "info": ["info", "P"],
+    "similar": ["similar", "P", "--bank", "BANK"],
+    "export": ["export", "P", "--output", "OUT"],
 }
+CASES = [(name, command) for name in BROKEN for command in COMMANDS if name not in NEEDS_A_MODEL or command in ("eval", "predict", "neighbors", "ensemble")]
 
 
-def data_file(tmp_path) -> str:
-    path = tmp_path / "data.jsonl"
-    path.write_text('{"text": "great", "label": 1}\n')
-    return str(path)
-
-
-@pytest.mark.parametrize("name, command", [(name, list(COMMANDS)[n % len(COMMANDS)]) for n, name in enumerate(BROKEN)])
-def test_a_command_refuses_a_broken_prompt_file_in_one_line(tmp_path, folder, name, command, capsys):
+@pytest.mark.parametrize("name, command", CASES)
+def test_a_command_refuses_a_broken_prompt_file_in_one_line(tmp_path, folder, run, name, command):
     write, says = BROKEN[name]
     path = tmp_path / "p.safetensors"
     write(path, folder)
-    assert main(COMMANDS[command](str(path), data_file(tmp_path))) == 1
-    out, err = capsys.readouterr()
-    assert re.fullmatch(rf"error: {re.escape(str(path))}: [^\n]*{says}[^\n]*\n", err), err
-    assert out == ""
+    status, out, err = run([str(path) if a == "P" else a for a in COMMANDS[command]])
+    assert status == 1 and re.fullmatch(rf"error: {re.escape(str(path))}: [^\n]*{says}[^\n]*\n", err), err
+    assert out == "" and not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
-def test_the_commands_take_a_sound_prompt_file(tmp_path, folder, command, capsys):
+def test_the_commands_take_a_sound_prompt_file(tmp_path, folder, run, command):
     good(tmp_path / "p.safetensors", folder)
-    assert main(COMMANDS[command](str(tmp_path / "p.safetensors"), data_file(tmp_path))) == 0
-    assert capsys.readouterr().out
+    status, out, err = run([str(tmp_path / "p.safetensors") if a == "P" else a for a in COMMANDS[command]])
+    assert status == 0 and out, err
+
+
+@pytest.mark.parametrize("name", [name for name in BROKEN if name not in ("a folder", "no base_model")])  # a folder there is a task's; --model names the model
+def test_serve_refuses_a_broken_prompt_file_in_one_log_line_and_serves_the_others(tmp_path, folder, run, name):
+    write, says = BROKEN[name]
+    served = tmp_path / "served"
+    served.mkdir()
+    write(served / "p.safetensors", folder)
+    good(served / "mood.safetensors", folder)
+    status, out, err = run(["serve", "--prompts", str(served), "--model", "MODEL", "--port", "0"])
+    refused = [line for line in err.splitlines() if "p.safetensors" in line]
+    assert status == 0 and len(refused) == 1 and re.fullmatch(rf"WARNING: +refused p\.safetensors: [^\n]*{says}[^\n]*", refused[0]), err
+    assert "serving 1 tasks" in err and ": mood" in err and "Traceback" not in err
+
+
+def test_serve_without_a_model_says_why_no_prompt_file_names_one(tmp_path, folder, run):
+    served = tmp_path / "served"
+    served.mkdir()
+    cut(served / "p.safetensors", folder)
+    status, _, err = run(["serve", "--prompts", str(served), "--port", "0"])
+    assert status == 1 and re.fullmatch(rf"error: --prompts: no prompt file in {re.escape(str(served))} names its model \({re.escape(str(served / 'p.safetensors'))}: not a readable safetensors file [^\n]*\); give --model\n", err), err
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

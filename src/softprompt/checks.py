@@ -3,7 +3,9 @@
 import math
 import os
 from pathlib import Path
-from typing import get_args
+from dataclasses import fields
+from types import UnionType
+from typing import Literal, Union, get_args, get_origin, get_type_hints
 
 from softprompt.errors import UserError
 from softprompt.options import DataOptions, ModelOptions, PromptOptions, TrainOptions
@@ -11,6 +13,21 @@ from softprompt.options import DataOptions, ModelOptions, PromptOptions, TrainOp
 
 MAX_SEED = 2**32 - 1  # numpy, seeded with the rest, takes no larger seed
 MAX_SIZE = 1_000_000  # a prompt length, width or rank beyond any model: refused before it allocates
+
+
+TAKES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping", list: "a list"}
+
+
+def not_null(section: str, options) -> None:
+    """Refuse null for an option of `options` (a section's dataclass) that takes none: a recipe file can write it,
+    and jsonargparse lets it through there."""
+    hints = get_type_hints(type(options))
+    for f in fields(options):
+        kinds = get_args(hints[f.name]) if get_origin(hints[f.name]) in (Union, UnionType) else (hints[f.name],)
+        if getattr(options, f.name) is None and type(None) not in kinds:
+            kind = kinds[0]
+            takes = f"one of {', '.join(map(str, get_args(kind)))}" if get_origin(kind) is Literal else TAKES.get(get_origin(kind) or kind, str(kind))
+            raise UserError(f"--{section}.{f.name}: null is not a valid value: it takes {takes}")
 
 
 def finite(option: str, value: float | None) -> None:
@@ -105,6 +122,21 @@ def check_data(o: DataOptions) -> None:
     at_least("--data.limit_validation", o.limit_validation, 1)
 
 
+def check_data_files(o: DataOptions, prefix: str = "--data.") -> None:
+    """Refuse a local training or validation file that does not exist or is a folder, before a model loads."""
+    from softprompt.data import is_local
+    from softprompt.tasks.base import local_split
+
+    for option in ("train", "validation"):
+        source = getattr(o, option)
+        file = local_split(source)[0] if source else None
+        if file and is_local(file):
+            if Path(file).expanduser().is_dir():
+                raise UserError(f"{prefix}{option}: {file}: is a folder; give a data file")
+            if not Path(file).expanduser().exists():
+                raise UserError(f"{prefix}{option}: {file}: no such file")
+
+
 def check_train(o: TrainOptions) -> None:
     for name in ("batch_size", "micro_batch_size", "eval_every", "eval_batch_size", "log_every", "patience"):
         at_least(f"--train.{name}", getattr(o, name), 1)
@@ -138,6 +170,7 @@ def check_eval(data: DataOptions, train: TrainOptions) -> None:
     """softprompt eval: the data section and the evaluation batch size; the rest of the recipe is unused."""
     check_data(data)
     at_least("--train.eval_batch_size", train.eval_batch_size, 1)
+    check_data_files(data)
 
 
 def check_predict(batch_size: int) -> None:

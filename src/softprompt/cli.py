@@ -3,6 +3,7 @@
 Options come from dataclasses (options.py): a YAML recipe via --config, then `--section.option=value` overrides.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -106,6 +107,8 @@ def predict(prompt: str, texts: list[str], file: str | None = None, batch_size: 
 
 def _input_text(file: str | None) -> str:
     """The text of --file, or of standard input without it; refuses anything that is not UTF-8 text."""
+    if file and Path(file).is_dir():
+        raise UserError(f"{file}: is a folder; give a text file")
     if file and not Path(file).is_file():
         raise UserError(f"{file}: no such file")
     try:
@@ -135,6 +138,7 @@ def info(prompt: str, json_output: bool = False) -> dict:
 def ensemble(prompts: list[str], model: ModelOptions, data: DataOptions, batch_size: int = 64, json_output: bool = False, allow_other_model: bool = False) -> dict:
     """Score prompts of one task alone and as an ensemble, run together in one batched pass (paper section 7)."""
     checks.check_data(data)
+    checks.check_data_files(data)
     checks.check_predict(batch_size)
     checks.check_model(model)
     if len(prompts) < 2:
@@ -298,6 +302,7 @@ def transfer(model: ModelOptions, prompt: PromptOptions, data: DataOptions, trai
 
 
 SECTION_FILES = (".yaml", ".yml", ".json")
+SECTIONS: dict[str, list[str]] = {}  # each command's option sections, filled by build_parser
 
 
 class Parser(ArgumentParser):
@@ -347,6 +352,7 @@ def build_parser() -> ArgumentParser:
     commands = parser.add_subcommands(dest="command")
 
     def command(name: str, fn, *sections, arguments=()):
+        SECTIONS[name] = [section for section, _ in sections]
         p = ArgumentParser(description=fn.__doc__, exit_on_error=False)  # main() reports a bad value in one line
         p.add_argument("--config", action=ActionConfigFile, help="A YAML recipe; later options override it.")
         for section, cls in sections:
@@ -490,14 +496,23 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     try:
+        check_recipe_files(argv)
         cfg = parser.parse_args(argv)
         name = cfg.command
         args = parser.instantiate(cfg)[name]
+        for section, options in vars(args).items():
+            if dataclasses.is_dataclass(options):
+                checks.not_null(section, options)
     except ArgumentError as e:
         if debug:
             raise
         command = next((a for a in argv if a in COMMANDS), "")
         print(f"error: {parse_error(str(e))} (softprompt {command}{' ' if command else ''}--help lists the options)", file=sys.stderr)
+        return 2
+    except UserError as e:  # a recipe file that cannot be read, or a null where an option takes none
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
         return 2
     kwargs = {k: v for k, v in vars(args).items() if k not in ("config", "__path__")}
     try:
@@ -516,6 +531,35 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def check_recipe_files(argv: list[str]) -> None:
+    """Read the recipe files of `--config FILE` and `--SECTION FILE` as jsonargparse will, refusing in one line naming
+    the file (and line) one that is missing, a folder, not UTF-8 or malformed YAML, or not a mapping of options."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    sections = SECTIONS.get(command, [])
+    rest = iter(argv[argv.index(command) + 1:] if command else [])
+    for a in rest:
+        option, given, value = a.partition("=")
+        name = option.removeprefix("--")
+        if not option.startswith("--") or name not in ("config", *sections):
+            continue
+        value = value if given else next(rest, "")
+        inline = value.lstrip().startswith("{")
+        if inline or (name != "config" and not value.lower().endswith(SECTION_FILES)):
+            continue  # options written out, or a method's name
+        if name == "config" and not Path(value).exists() and not value.lower().endswith(SECTION_FILES):
+            continue  # jsonargparse reports it
+        from softprompt.yaml_file import describe, mapping, read_yaml
+
+        recipe = read_yaml(value)
+        if recipe is None:
+            raise UserError(f"{value}: the file is empty; expected a mapping of options")
+        mapping(recipe, value)
+        if name == "config":
+            for section in sections:
+                if section in recipe and recipe[section] is not None and not isinstance(recipe[section], dict):
+                    raise UserError(f"{value}: {section!r} is {describe(recipe[section])}, expected a mapping of its options ({section}: {{option: value}})")
 
 
 TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "NoneType": "null"}
