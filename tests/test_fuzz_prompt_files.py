@@ -4,6 +4,7 @@ the others. tests/test_prompt_file.py has the NaN/inf,
 junk-bytes, missing-file and width-mismatch refusals of the library call."""
 
 import json
+import os
 import re
 
 import pytest
@@ -20,6 +21,7 @@ from softprompt.loading import load_with_prompts
 from softprompt.prompt import FORMAT, load_prompt, save_prompt
 from softprompt.state_file import STRUCTURE, load_state, save_state
 
+SCALE = int(os.environ.get("SOFTPROMPT_FUZZ_SCALE", "1"))  # more generated cases per property, for a long run
 HIDDEN = 32
 TASK = {"type": "classification", "verbalizers": {"0": "no", "1": "yes"}}
 
@@ -185,7 +187,7 @@ def test_serve_without_a_model_says_why_no_prompt_file_names_one(tmp_path, folde
     assert status == 1 and re.fullmatch(rf"error: --prompts: no prompt file in {re.escape(str(served))} names its model \({re.escape(str(served / 'p.safetensors'))}: not a readable safetensors file [^\n]*\); give --model\n", err), err
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_a_prompt_file_cut_anywhere_or_with_a_byte_changed_is_refused_or_read_whole(tmp_path, folder, data):
     path = tmp_path / "p.safetensors"
@@ -212,7 +214,7 @@ nodes = st.recursive(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(structure=nodes | st.text(max_size=20) | st.none())
 def test_a_state_file_of_any_structure_reads_back_or_raises_value_error(tmp_path, structure):
     path = tmp_path / "state.safetensors"

@@ -110,6 +110,16 @@ def test_a_recipe_section_that_is_not_a_mapping_is_named(workspace, capsys, sect
     assert status == 2 and re.fullmatch(rf"error: r\.yaml: '{section}' is [^\n]+, expected a mapping of its options \({section}: \{{option: value\}}\)\n", err), err
 
 
+@pytest.mark.parametrize("option, value, says", [
+    ("--config", '{"data": 5}', r"--config: 'data' is a number, expected a mapping of its options \(data: \{option: value\}\)"),
+    ("--config", '{"data": ', r"--config: malformed YAML \(expected the node content, but found '<stream end>'\)"),
+    ("--data", '{"train": [', r"--data: malformed YAML \(expected the node content, but found '<stream end>'\)"),
+])
+def test_a_broken_recipe_written_out_is_named_by_its_option(workspace, capsys, option, value, says):
+    status, err = run(capsys, [*COMMAND_LINES["train"], f"{option}={value}"])
+    assert status == 2 and re.fullmatch(rf"error: {says}\n", err), err
+
+
 def test_a_sound_recipe_file_runs(workspace, capsys):
     (workspace / "r.yaml").write_text(yaml.safe_dump({"data": {"train": "train.jsonl", "verbalizers": {"0": "no", "1": "yes"}}, "train": {"max_steps": 2}}))
     (workspace / "d.json").write_text(json.dumps({"train": "train.jsonl", "verbalizers": {"0": "no", "1": "yes"}}))

@@ -534,8 +534,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_recipe_files(argv: list[str]) -> None:
-    """Read the recipe files of `--config FILE` and `--SECTION FILE` as jsonargparse will, refusing in one line naming
-    the file (and line) one that is missing, a folder, not UTF-8 or malformed YAML, or not a mapping of options."""
+    """Read the recipes of `--config` and `--SECTION` (a file, or written out) as jsonargparse will, refusing in one line
+    naming the file (and line) or the option one that is missing, a folder, not UTF-8 or malformed YAML, or not a
+    mapping of options."""
+    from softprompt.yaml_file import describe, mapping, parse_yaml, read_yaml
+
     command = next((a for a in argv if not a.startswith("-")), None)
     sections = SECTIONS.get(command, [])
     rest = iter(argv[argv.index(command) + 1:] if command else [])
@@ -545,21 +548,20 @@ def check_recipe_files(argv: list[str]) -> None:
         if not option.startswith("--") or name not in ("config", *sections):
             continue
         value = value if given else next(rest, "")
-        inline = value.lstrip().startswith("{")
-        if inline or (name != "config" and not value.lower().endswith(SECTION_FILES)):
-            continue  # options written out, or a method's name
-        if name == "config" and not Path(value).exists() and not value.lower().endswith(SECTION_FILES):
-            continue  # jsonargparse reports it
-        from softprompt.yaml_file import describe, mapping, read_yaml
-
-        recipe = read_yaml(value)
+        if value.lstrip().startswith("{"):
+            where, recipe = option, parse_yaml(value, option, lines=False)
+        elif name == "config" and (Path(value).exists() or value.lower().endswith(SECTION_FILES)):
+            where, recipe = value, read_yaml(value)
+        elif name != "config" and value.lower().endswith(SECTION_FILES):
+            where, recipe = value, read_yaml(value)
+        else:
+            continue  # a method's name, or what jsonargparse reports
         if recipe is None:
-            raise UserError(f"{value}: the file is empty; expected a mapping of options")
-        mapping(recipe, value)
-        if name == "config":
-            for section in sections:
-                if section in recipe and recipe[section] is not None and not isinstance(recipe[section], dict):
-                    raise UserError(f"{value}: {section!r} is {describe(recipe[section])}, expected a mapping of its options ({section}: {{option: value}})")
+            raise UserError(f"{where}: the file is empty; expected a mapping of options")
+        mapping(recipe, where)
+        for section in sections if name == "config" else []:
+            if recipe.get(section) is not None and not isinstance(recipe[section], dict):
+                raise UserError(f"{where}: {section!r} is {describe(recipe[section])}, expected a mapping of its options ({section}: {{option: value}})")
 
 
 TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "NoneType": "null"}

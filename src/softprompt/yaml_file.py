@@ -27,21 +27,26 @@ def read_yaml(path: str | Path):
         raise UserError(f"{path}: no such file")
     if not path.is_file():
         raise UserError(f"{path}: not a regular file")
-    text = read_text(str(path))
+    return parse_yaml(read_text(str(path)), str(path))
+
+
+def parse_yaml(text: str, where: str, lines: bool = True):
+    """The values of YAML `text`; an error names `where` (a file, with the line when `lines`, or an option)."""
+    def at(line: int) -> str:
+        return f"{where}:{line}" if lines else where
+
     try:
         return yaml.safe_load(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        line = f":{mark.line + 1}" if mark else ""
-        raise UserError(f"{path}{line}: malformed YAML ({e.problem or e.context or 'unreadable'})") from None
+        raise UserError(f"{at(mark.line + 1) if mark else where}: malformed YAML ({e.problem or e.context or 'unreadable'})") from None
     except yaml.reader.ReaderError as e:  # a character YAML does not allow
-        line = text.count("\n", 0, e.position) + 1
         code = e.character if isinstance(e.character, int) else ord(e.character)
-        raise UserError(f"{path}:{line}: malformed YAML (character U+{code:04X} is not allowed)") from None
+        raise UserError(f"{at(text.count(chr(10), 0, e.position) + 1)}: malformed YAML (character U+{code:04X} is not allowed)") from None
     except yaml.YAMLError as e:
-        raise UserError(f"{path}: malformed YAML ({first_line(e)})") from None
+        raise UserError(f"{where}: malformed YAML ({first_line(e)})") from None
     except RecursionError:
-        raise UserError(f"{path}: YAML nested too deeply") from None
+        raise UserError(f"{where}: YAML nested too deeply") from None
 
 
 def mapping(value, where: str) -> dict:

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from softprompt import checks
-from softprompt.data import is_local
 from softprompt.errors import UserError
 from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, TrainOptions
 from softprompt.yaml_file import describe, mapping, plain, read_yaml
