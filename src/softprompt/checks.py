@@ -2,8 +2,8 @@
 
 import math
 import os
-from pathlib import Path
 from dataclasses import fields
+from pathlib import Path
 from types import UnionType
 from typing import Literal, Union, get_args, get_origin, get_type_hints
 

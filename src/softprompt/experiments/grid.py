@@ -103,7 +103,7 @@ def load_sweep(path: str | Path, output: str | None = None) -> Sweep:
         axes[_check_axis(axis, f"{where}: grid")] = _check_values(values, f"{where}: grid.{axis}")
         for value in values:
             parse_recipe(parser, with_option(base, axis, value), f"{where}: grid.{axis}: {value!r}: ")
-    if not isinstance(spec.get("output", ""), str):
+    if spec.get("output") is not None and not isinstance(spec["output"], str):
         raise UserError(f"{where}: output: expected a folder name, found {describe(spec['output'])}")
     sweep = Sweep(path, Path(output or spec.get("output") or Path("runs/sweeps") / path.stem), axes)
     checks.output_folder("--output", str(sweep.output))
