@@ -2,6 +2,7 @@
 
     python bench/training.py           # the recorded run: MiniLM, a SmolLM2-135M-sized and a T5-base-sized model
     python bench/training.py --quick   # a smoke run on small random models, in a minute or two
+    python bench/training.py --device cuda   # the same on a GPU, bf16 autocast: the "## Training on a GPU" section
 
 Writes the "## Training" section of BENCHMARKS.md (other sections stay). Three measurements:
 
@@ -11,7 +12,8 @@ Writes the "## Training" section of BENCHMARKS.md (other sections stay). Three m
   2(P + T) / 3T: forward and input-gradient passes over P + T positions against forward, input-gradient and
   weight-gradient passes over T.
 - peak memory above the idle process (the resident set's high-water mark, reset once the model is built), each
-  configuration in a fresh subprocess so that none inherits another's high-water mark. Everything runs on the CPU.
+  configuration in a fresh subprocess so that none inherits another's high-water mark (on a GPU: the allocator's
+  peak above what the model and batch hold).
 - tokens per second of softprompt's training step (train.backward_accumulated on accelerate) with 1 and 2 processes
   under torchrun and the same global batch, alternating.
 """
@@ -49,7 +51,26 @@ class Setting:
     prompt: int  # P
 
 
-SETTINGS = {"full": Setting(rounds=5, steps=3, batch=8, length=128, target=8, prompt=20), "quick": Setting(rounds=3, steps=2, batch=4, length=32, target=4, prompt=8)}
+SETTINGS = {
+    "full": Setting(rounds=5, steps=3, batch=8, length=128, target=8, prompt=20),
+    "quick": Setting(rounds=3, steps=2, batch=4, length=32, target=4, prompt=8),
+    "gpu": Setting(rounds=5, steps=5, batch=32, length=256, target=8, prompt=20),
+}
+DEVICE = torch.device("cpu")  # --device
+
+
+def setting(quick: bool) -> Setting:
+    return SETTINGS["quick" if quick else "gpu" if DEVICE.type == "cuda" else "full"]
+
+
+def autocast():
+    """bf16 autocast on a GPU, as softprompt trains there by default; float32 on the CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if DEVICE.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+
+def synchronize() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def build(name: str, quick: bool):
@@ -62,6 +83,9 @@ def build(name: str, quick: bool):
     words = {w: i for i, w in enumerate(["<pad>", "</s>", "<unk>", *(f"w{i}" for i in range(61))])}
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(words, unk_token="<unk>")), pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
     if name == "minilm":
+        if DEVICE.type == "cuda" and not quick:  # timings and memory need its shape, not its weights
+            config = BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+            return BertModel(config, add_pooling_layer=False), tokenizer, "encoder-only"
         if quick:
             config = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
             return BertModel(config, add_pooling_layer=False), tokenizer, "encoder-only"
@@ -92,7 +116,7 @@ def batch_for(base, family: str, s: Setting) -> dict:
         batch["labels"] = ids.masked_fill(torch.arange(s.length) < s.length - s.target, -100)  # the last tokens are the target
     elif family == "encoder-decoder":
         batch["labels"] = torch.randint(5, vocab, (s.batch, s.target), generator=g)
-    return batch
+    return {k: v.to(DEVICE) for k, v in batch.items()}
 
 
 def trainer(kind: str, base, tokenizer, family: str, s: Setting, checkpointing: bool, fresh: bool = True):
@@ -101,18 +125,19 @@ def trainer(kind: str, base, tokenizer, family: str, s: Setting, checkpointing: 
     from softprompt.model import SoftPromptModel
     from softprompt.train import enable_gradient_checkpointing
 
-    base = (copy.deepcopy(base) if fresh else base).train()
+    base = (copy.deepcopy(base) if fresh else base).to(DEVICE).train()
     if checkpointing:  # the same for all three: non-reentrant, every layer
         enable_gradient_checkpointing(SimpleNamespace(base=base, name=kind))
     batch = batch_for(base, family, s)
     if kind == "softprompt":
         model = SoftPromptModel(base, tokenizer, family, name="bench")
         model.bank = PromptBank(base.get_input_embeddings().weight[5 : 5 + s.prompt].detach().clone())
+        model.to(DEVICE)
         if family == "encoder-only":
             model.set_labels(["w1", "w2"])
-            batch = {**batch, "class_ids": torch.zeros(s.batch, dtype=torch.long)}
+            batch = {**batch, "class_ids": torch.zeros(s.batch, dtype=torch.long, device=DEVICE)}
         model.train()
-        batch = {**batch, "prompt_ids": torch.zeros(s.batch, dtype=torch.long)}
+        batch = {**batch, "prompt_ids": torch.zeros(s.batch, dtype=torch.long, device=DEVICE)}
         params = [model.bank.weight]
     else:
         if kind == "peft":
@@ -127,8 +152,9 @@ def trainer(kind: str, base, tokenizer, family: str, s: Setting, checkpointing: 
     optimizer = torch.optim.AdamW(params, lr=1e-4)
 
     def step():
-        out = model(**batch)
-        loss = out.loss if getattr(out, "loss", None) is not None else out.last_hidden_state.float().pow(2).mean()  # encoder-only without a head: a stand-in readout
+        with autocast():
+            out = model(**batch)
+            loss = out.loss if getattr(out, "loss", None) is not None else out.last_hidden_state.float().pow(2).mean()  # encoder-only without a head: a stand-in readout
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -147,9 +173,11 @@ def step_times(name: str, s: Setting, quick: bool) -> list[dict]:
         times = {kind: [] for kind in TRAINERS}
         for r in range(s.rounds):
             for kind in TRAINERS[r % 3 :] + TRAINERS[: r % 3]:
+                synchronize()
                 begun = time.perf_counter()
                 for _ in range(s.steps):
                     steps[kind]()
+                synchronize()
                 times[kind].append((time.perf_counter() - begun) / s.steps)
         ratios = {
             "softprompt / peft": [a / b for a, b in zip(times["softprompt"], times["peft"])],
@@ -165,13 +193,25 @@ def step_times(name: str, s: Setting, quick: bool) -> list[dict]:
     return rows
 
 
-def peak_memory_child(name: str, kind: str, checkpointing: bool, quick: bool) -> None:
-    """In a fresh process: the high-water mark of two training steps above the process after it built the model."""
+def peak_memory_child(name: str, kind: str, checkpointing: bool, quick: bool) -> int | None:
+    """In a fresh process: the high-water mark of two training steps above the process after it built the model.
+    On a GPU, in this process: the allocator's peak above what the model and batch hold, returned."""
     torch.manual_seed(0)
-    s = SETTINGS["quick" if quick else "full"]
+    s = setting(quick)
     base, tokenizer, family = build(name, quick)
     step = trainer(kind, base, tokenizer, family, s, checkpointing, fresh=False)
     del base
+    if DEVICE.type == "cuda":
+        synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        idle = torch.cuda.memory_allocated()
+        step()
+        step()
+        synchronize()
+        peak = torch.cuda.max_memory_allocated() - idle
+        del step
+        torch.cuda.empty_cache()
+        return peak
     Path("/proc/self/clear_refs").write_text("5")  # reset the resident set's high-water mark
     idle = _status("VmRSS")
     step()
@@ -188,7 +228,11 @@ def peak_memory(name: str, quick: bool) -> list[dict]:
     for checkpointing in (False,) if quick else (False, True):  # a fresh process each: quick mode measures half
         peaks = {}
         for kind in TRAINERS:
-            out = subprocess.run([sys.executable, __file__, "--memory-child", name, kind, str(int(checkpointing))] + (["--quick"] if quick else []), capture_output=True, text=True, check=True, env=_env())
+            if DEVICE.type == "cuda":  # the allocator's peak resets, so no fresh process is needed
+                peaks[kind] = peak_memory_child(name, kind, checkpointing, quick)
+                continue
+            command = [sys.executable, __file__, "--device", str(DEVICE), "--memory-child", name, kind, str(int(checkpointing))] + (["--quick"] if quick else [])
+            out = subprocess.run(command, capture_output=True, text=True, check=True, env=_env())
             peaks[kind] = json.loads(out.stdout.strip().splitlines()[-1])["peak_above_idle"]
         rows.append({"model": name, "checkpointing": checkpointing, "peaks": peaks})
     return rows
@@ -240,7 +284,8 @@ def throughput(name: str, quick: bool, rounds: int) -> dict:
 
 
 def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]), "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1"}
+    cpu = {"ACCELERATE_USE_CPU": "1"} if DEVICE.type == "cpu" else {}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]), "HF_HUB_OFFLINE": "1", **cpu}
 
 
 def spread(r) -> str:
@@ -251,19 +296,22 @@ def mb(n: int) -> str:
     return f"{n / 1e6:,.0f} MB"
 
 
-def section(s: Setting, quick: bool, times: list[dict], memory: list[dict], scaling: dict, seconds: float) -> str:
+def section(s: Setting, quick: bool, times: list[dict], memory: list[dict], scaling: dict | None, seconds: float) -> str:
     import accelerate
     import peft
     import transformers
 
     label = "a quick smoke run: small random models, few rounds; its figures show that the benchmark works, not how fast anything is" if quick else "the recorded run"
+    gpu = DEVICE.type == "cuda"
+    where = f"{torch.cuda.get_device_name(DEVICE)}, bf16 autocast (float32 weights and optimiser state)" if gpu else f"{platform.machine()} {os.cpu_count()} CPU cores (shared), float32"
+    models = {**MODELS, "minilm": "a MiniLM-L6-sized BERT (random)"} if gpu and not quick else MODELS
     lines = [
-        "## Training",
+        "## Training on a GPU" if gpu else "## Training",
         "",
-        f"`python bench/training.py{' --quick' if quick else ''}` ({label}), {datetime.date.today()}, {platform.machine()} {os.cpu_count()} CPU cores (shared),"
+        f"`python bench/training.py{' --quick' if quick else ''}{' --device cuda' if gpu else ''}` ({label}), {datetime.date.today()}, {where},"
         f" torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, accelerate {accelerate.__version__};"
         f" {seconds:.0f} s. Batch {s.batch}, T = {s.length} input tokens ({s.target} of them the target for decoder-only; T5: {s.target} target tokens more),"
-        f" prompt P = {s.prompt}, AdamW for all three, float32 on CPU. Models: " + "; ".join(f"{k}: {v}" for k, v in MODELS.items()) + ".",
+        f" prompt P = {s.prompt}, AdamW for all three. Models: " + "; ".join(f"{k}: {v}" for k, v in models.items()) + ".",
         "MiniLM has no head: PEFT and full fine-tuning take the mean square of its last hidden states as a stand-in loss, softprompt its label readout.",
         "",
         f"Step time, median ratio over {s.rounds} rounds (min-max), the three trainers alternating within each round. Goals: softprompt / peft <= 1.0;"
@@ -277,7 +325,8 @@ def section(s: Setting, quick: bool, times: list[dict], memory: list[dict], scal
         lines.append(f"| {t['model']} | {'yes' if t['checkpointing'] else 'no'} | {spread(r['softprompt / peft'])} | {spread(r['softprompt / full'])} | {t['floor']:.2f} | {spread(r['peft / full'])} |")
     lines += [
         "",
-        "Peak memory above the idle process (resident set high-water mark after two steps; each in a fresh process; quick mode: without checkpointing only). Goal: softprompt <= 0.5 x full.",
+        ("Peak GPU memory above what the model and batch hold (the allocator's high-water mark over two steps, reset before each configuration)." if gpu else
+         "Peak memory above the idle process (resident set high-water mark after two steps; each in a fresh process; quick mode: without checkpointing only).") + " Goal: softprompt <= 0.5 x full.",
         "",
         "| model | checkpointing | softprompt | peft | full | softprompt / full |",
         "|---|---|---|---|---|---|",
@@ -285,6 +334,8 @@ def section(s: Setting, quick: bool, times: list[dict], memory: list[dict], scal
     for m in memory:
         p = m["peaks"]
         lines.append(f"| {m['model']} | {'yes' if m['checkpointing'] else 'no'} | {mb(p['softprompt'])} | {mb(p['peft'])} | {mb(p['full'])} | {p['softprompt'] / max(p['full'], 1):.2f} |")
+    if scaling is None:
+        return "\n".join(lines + [""])
     t = scaling["tokens_per_second"]
     lines += [
         "",
@@ -300,9 +351,14 @@ def section(s: Setting, quick: bool, times: list[dict], memory: list[dict], scal
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small random models and few rounds: a smoke run")
+    parser.add_argument("--device", default="cpu", help="cpu (the recorded run) or cuda: bf16 autocast on a GPU, larger batches, its own section")
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--throughput-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device here")
     sys.path.insert(0, str(ROOT / "src"))
     if args.memory_child:
         name, kind, checkpointing = args.memory_child
@@ -310,15 +366,17 @@ def main() -> None:
     if args.throughput_child:
         return throughput_child(args.throughput_child, args.quick)
     begun = time.perf_counter()
-    s = SETTINGS["quick" if args.quick else "full"]
+    s = setting(args.quick)
     times, memory = [], []
     for name in MODELS:
         print(f"step time: {name}", file=sys.stderr)
         times += step_times(name, s, args.quick)
         print(f"peak memory: {name}", file=sys.stderr)
         memory += peak_memory(name, args.quick)
-    print("processes: 1 and 2", file=sys.stderr)
-    scaling = throughput("smollm2", args.quick, rounds=1 if args.quick else 4)
+    scaling = None
+    if DEVICE.type == "cpu":
+        print("processes: 1 and 2", file=sys.stderr)
+        scaling = throughput("smollm2", args.quick, rounds=1 if args.quick else 4)
     text = section(s, args.quick, times, memory, scaling, time.perf_counter() - begun)
     write_section(text)
     print(text)

@@ -229,6 +229,31 @@ def test_a_second_run_reruns_nothing_and_a_half_done_cell_is_run_again(finished_
     assert [r["cell"] for r in rows] == [c.id for c in sweep.cells]
 
 
+def test_shards_split_the_cells_between_processes_sharing_one_output(finished_sweep, tmp_path, monkeypatch):
+    sweep = copied(finished_sweep, tmp_path)
+    ids = [c.id for c in sweep.cells]
+    for cell in ids:
+        (sweep.output / "cells" / cell / DONE_FILE).unlink()
+    real, calls = sweep_module.train, []
+    monkeypatch.setattr(sweep_module, "train", lambda *args, **kwargs: calls.append(Path(args[-1]).name) or real(*args, **kwargs))
+
+    first = run_sweep(sweep, progress=False, shard=(1, 2))
+    assert calls == ids[0::2] and [r["cell"] for r in first] == ids[0::2]  # only its own cells; the others not finished
+    assert "(2 of 4 cells not finished yet)" in write_results(sweep, first)[1].read_text()
+    second = run_sweep(sweep, progress=False, shard=(2, 2))
+    assert calls == ids[0::2] + ids[1::2] and [r["cell"] for r in second] == ids  # the last shard to end sees them all
+    assert run_sweep(sweep, progress=False, shard=(1, 2)) == second and len(calls) == 4
+
+
+@pytest.mark.parametrize("shard", ["0/2", "3/2", "1", "a/b", "1/0"])
+def test_a_bad_shard_is_refused_in_one_line_before_anything_runs(finished_sweep, tmp_path, capsys, monkeypatch, shard):
+    monkeypatch.setattr(sweep_module, "train", lambda *args, **kwargs: pytest.fail("a cell ran"))
+    assert main(["sweep", str(finished_sweep[0].path), "--output", str(tmp_path / "none"), "--shard", shard]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: --shard: give K/N with 1 <= K <= N, e.g. 1/4 (got '{shard}')")
+    assert not (tmp_path / "none").exists()
+
+
 def test_finished_cells_run_with_other_options_are_refused(finished_sweep, tmp_path, files):
     copied(finished_sweep, tmp_path)
     path = sweep_file(tmp_path, files, {"prompt.length": [1, 2], "train.seed": [1, 2]}, train={"max_steps": 4})

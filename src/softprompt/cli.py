@@ -260,22 +260,26 @@ def serve(prompts: str, model: str | None = None, host: str = "127.0.0.1", port:
     run(prompts, model, host, port, token, max_batch_size, max_wait_ms, max_inputs, max_input_chars, max_body_bytes, rescan_seconds, device, dtype, allow_other_model, kv_reuse=not no_kv_reuse)
 
 
-def sweep(file: str, output: str | None = None, dry_run: bool = False) -> dict:
+def sweep(file: str, output: str | None = None, dry_run: bool = False, shard: str | None = None) -> dict:
     """Run a sweep file: training runs over a grid of options (method, prompt length, initialiser, model, task, seed,
     ...), each in OUTPUT/cells/<cell>/; finished cells are not run again. Writes OUTPUT/results.csv, results.md and
-    PNG plots."""
+    PNG plots. With --shard K/N, N processes share the output folder: each writes the tables of the cells
+    finished so far, and the last to end writes them all."""
     from softprompt.experiments.grid import load_sweep
-    from softprompt.experiments.sweep import check_finished, run_sweep, write_results
+    from softprompt.experiments.sweep import check_finished, in_shard, parse_shard, run_sweep, write_results
     from softprompt.experiments.table import MARKDOWN_FILE
 
+    part = parse_shard(shard)
     plan = load_sweep(file, output)  # every cell checked before any model loads
-    todo = check_finished(plan)
-    print(f"sweep: {len(plan.cells)} cells, {len(plan.cells) - len(todo)} finished, {len(todo)} to run -> {plan.output}")
+    mine = in_shard(plan.cells, part)
+    todo = [cell for cell in check_finished(plan) if cell.id in {c.id for c in mine}]
+    scope = f" (shard {shard}: {len(mine)} of {len(plan.cells)} cells)" if part else ""
+    print(f"sweep: {len(mine)} cells{scope}, {len(mine) - len(todo)} finished, {len(todo)} to run -> {plan.output}")
     if dry_run:
-        for cell in plan.cells:
+        for cell in mine:
             print(f"  {'to run' if cell in todo else 'done  '}  {cell.id}")
-        return {"cells": [c.id for c in plan.cells], "to_run": [c.id for c in todo]}
-    rows = run_sweep(plan)
+        return {"cells": [c.id for c in mine], "to_run": [c.id for c in todo]}
+    rows = run_sweep(plan, shard=part)
     written = write_results(plan, rows)
     print((plan.output / MARKDOWN_FILE).read_text(encoding="utf-8"))
     print("wrote: " + ", ".join(str(p) for p in written))
@@ -470,6 +474,7 @@ def build_parser() -> ArgumentParser:
             (("file",), dict(type=str, help="The sweep file (YAML): a base recipe in train's sections, `grid:` axes and optional `tasks:`.")),
             (("--output",), dict(type=str | None, default=None, help="Output folder; default: the file's `output:`, else runs/sweeps/<file name>.")),
             (("--dry_run",), dict(action="store_true", help="Check the file and list the cells, finished or to run; train nothing.")),
+            (("--shard",), dict(type=str | None, default=None, help="K/N: run only the K-th of every N cells, for N processes (one per GPU or machine) sharing one output folder.")),
         ],
     )
     command(

@@ -18,6 +18,7 @@ from torch import nn
 from softprompt import embedded
 from softprompt import init as initialisers
 from softprompt.anchor_cache import AnchorCache
+from softprompt.attention import finite_attention
 from softprompt.bank import PromptBank
 from softprompt.embedded import EMBEDDED_MODEL  # noqa: F401  re-exported: the default model
 from softprompt.errors import UserError, first_line
@@ -297,6 +298,10 @@ class SoftPromptModel(nn.Module):
 
     def _run(self, j: Joined, labels: torch.Tensor | None = None):
         """The base model on joined embeddings; its logits only (the loss is ours, see `target_losses`)."""
+        with finite_attention(j.inputs_embeds.device):
+            return self._run_base(j, labels)
+
+    def _run_base(self, j: Joined, labels: torch.Tensor | None):
         if self.family == ENCODER_DECODER:
             decoder_input_ids = self.base.prepare_decoder_input_ids_from_labels(labels=labels) if labels is not None else None
             return self.base(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask, decoder_input_ids=decoder_input_ids)

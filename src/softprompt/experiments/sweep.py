@@ -61,12 +61,33 @@ def with_new_defaults(config: dict, cell: Cell) -> dict:
     return filled
 
 
-def run_sweep(sweep: Sweep, progress: bool = True) -> list[dict]:
-    """Run every unfinished cell, in the grid's order; returns every cell's row."""
-    todo = check_finished(sweep)
-    clear_temporaries(sweep.output)  # of results and plots whose writes a kill cut short
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'K/N' (1 <= K <= N) as (K, N); None for None."""
+    if text is None:
+        return None
+    k, _, n = str(text).partition("/")
+    if not (k.strip().isdigit() and n.strip().isdigit() and 1 <= int(k) <= int(n)):
+        raise UserError(f"--shard: give K/N with 1 <= K <= N, e.g. 1/4 (got {text!r})")
+    return int(k), int(n)
+
+
+def in_shard(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]:
+    """The cells a shard K/N runs: the K-th, (K+N)-th, ... of the grid's order; all cells for no shard."""
+    if shard is None:
+        return cells
+    k, n = shard
+    return cells[k - 1::n]
+
+
+def run_sweep(sweep: Sweep, progress: bool = True, shard: tuple[int, int] | None = None) -> list[dict]:
+    """Run every unfinished cell (of one shard: `in_shard`), in the grid's order; returns the rows of every
+    finished cell, in the grid's order."""
+    mine = in_shard(sweep.cells, shard)
+    todo = [cell for cell in check_finished(sweep) if cell.id in {c.id for c in mine}]
+    if shard is None:
+        clear_temporaries(sweep.output)  # of results and plots whose writes a kill cut short (other shards may be writing)
     data: dict[str, tuple] = {}  # each data section's examples, loaded once
-    bar = tqdm(total=len(sweep.cells), initial=len(sweep.cells) - len(todo), desc="sweep", unit="cell", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc="sweep", unit="cell", disable=not progress, dynamic_ncols=True)
     try:
         for cell in todo:
             bar.set_postfix_str(cell.id)
@@ -77,7 +98,8 @@ def run_sweep(sweep: Sweep, progress: bool = True) -> list[dict]:
                 tqdm.write(f"{cell.id}: {row['metric']} {row['value']:.2f}")
     finally:
         bar.close()
-    return [finished(sweep.output / CELLS / cell.id)["row"] for cell in sweep.cells]
+    done = (finished(sweep.output / CELLS / cell.id) for cell in sweep.cells)
+    return [d["row"] for d in done if d is not None]  # other shards' cells, once they have finished
 
 
 def run_cell(cell: Cell, folder: Path, data: dict | None = None) -> dict:
@@ -106,7 +128,8 @@ def examples(cell: Cell, task, cache: dict) -> tuple[list, list | None]:
 
 def write_results(sweep: Sweep, rows: list[dict]) -> list[Path]:
     """results.csv, results.md and the plots the grid allows, in the sweep's output folder."""
-    title = f"{sweep.path.name}: {len(rows)} runs"
+    missing = len(sweep.cells) - len(rows)
+    title = f"{sweep.path.name}: {len(rows)} runs" + (f" ({missing} of {len(sweep.cells)} cells not finished yet)" if missing else "")
     return write_tables(sweep.output, rows, list(sweep.axes), title) + write_plots(sweep.output, rows, sweep.axes)
 
 
