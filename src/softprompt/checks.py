@@ -1,27 +1,74 @@
 """Option checks run by each command before anything loads; a message names the option as typed on the command line."""
 
+import math
 import os
+from dataclasses import fields
 from pathlib import Path
-from typing import get_args
+from types import UnionType
+from typing import Literal, Union, get_args, get_origin, get_type_hints
 
 from softprompt.errors import UserError
-from softprompt.options import DataOptions, PromptOptions, TrainOptions
+from softprompt.options import DataOptions, ModelOptions, PromptOptions, TrainOptions
+
+
+MAX_SEED = 2**32 - 1  # numpy, seeded with the rest, takes no larger seed
+MAX_SIZE = 1_000_000  # a prompt length, width or rank beyond any model: refused before it allocates
+
+
+TAKES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping", list: "a list"}
+
+
+def not_null(section: str, options) -> None:
+    """Refuse null for an option of `options` (a section's dataclass) that takes none: a recipe file can write it,
+    and jsonargparse lets it through there."""
+    hints = get_type_hints(type(options))
+    for f in fields(options):
+        kinds = get_args(hints[f.name]) if get_origin(hints[f.name]) in (Union, UnionType) else (hints[f.name],)
+        if getattr(options, f.name) is None and type(None) not in kinds:
+            kind = kinds[0]
+            takes = f"one of {', '.join(map(str, get_args(kind)))}" if get_origin(kind) is Literal else TAKES.get(get_origin(kind) or kind, str(kind))
+            raise UserError(f"--{section}.{f.name}: null is not a valid value: it takes {takes}")
+
+
+def finite(option: str, value: float | None) -> None:
+    """Refuse NaN and infinities (YAML's .nan and .inf); None means unset and passes."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{option} must be a finite number (got {value})")
 
 
 def at_least(option: str, value: float | None, low: float) -> None:
-    """Refuse `value` below `low`; None means unset and passes."""
+    """Refuse `value` below `low`, or not finite; None means unset and passes."""
+    finite(option, value)
     if value is not None and value < low:
         raise UserError(f"{option} must be at least {low} (got {value})")
 
 
+def at_most(option: str, value: float | None, high: float) -> None:
+    if value is not None and value > high:
+        raise UserError(f"{option} must be at most {high} (got {value})")
+
+
 def not_negative(option: str, value: float | None) -> None:
+    finite(option, value)
     if value is not None and value < 0:
         raise UserError(f"{option} must not be negative (got {value})")
 
 
 def positive(option: str, value: float | None) -> None:
+    finite(option, value)
     if value is not None and value <= 0:
         raise UserError(f"{option} must be more than 0 (got {value})")
+
+
+def valid_seed(option: str, value: int | None) -> None:
+    not_negative(option, value)
+    at_most(option, value, MAX_SEED)
+
+
+def valid_size(option: str, value: int | None, low: int = 1) -> None:
+    """A count that sets how much memory is allocated (a prompt length, a width, a rank)."""
+    at_least(option, value, low)
+    at_most(option, value, MAX_SIZE)
 
 
 def output_folder(option: str, folder: str) -> None:
@@ -38,19 +85,25 @@ def output_folder(option: str, folder: str) -> None:
         raise UserError(f"{option}: {existing} is not writable")
 
 
+def check_model(o: ModelOptions) -> None:
+    positive("--model.readout_scale", o.readout_scale)
+
+
 def check_prompt(o: PromptOptions) -> None:
-    at_least("--prompt.length", o.length, 1)
+    valid_size("--prompt.length", o.length)
     at_least("--prompt.vocab_first_n", o.vocab_first_n, 1)
+    not_negative("--prompt.random_scale", o.random_scale)
     names = get_args(PromptOptions.__annotations__["reparam"])
     if o.reparam not in names:
         raise UserError(f"--prompt.reparam: unknown reparameterisation {o.reparam!r} ({', '.join(names)})")
-    at_least("--prompt.bottleneck", o.bottleneck, 1)
-    at_least("--prompt.rank", o.rank, 1)
-    not_negative("--prompt.projection_seed", o.projection_seed)
-    not_negative("--prompt.dept_positions", o.dept_positions)
-    at_least("--prompt.dept_rank", o.dept_rank, 1)
+    valid_size("--prompt.bottleneck", o.bottleneck)
+    valid_size("--prompt.rank", o.rank)
+    valid_seed("--prompt.projection_seed", o.projection_seed)
+    valid_size("--prompt.dept_positions", o.dept_positions, 0)
+    valid_size("--prompt.dept_rank", o.dept_rank)
     if o.dept_positions and o.reparam != "none":
         raise UserError(f"--prompt.dept_positions: DePT trains a plain prompt beside its offset, not with --prompt.reparam={o.reparam}")
+    finite("--prompt.reparam_dropout", o.reparam_dropout)
     if not 0 <= o.reparam_dropout < 1:
         raise UserError(f"--prompt.reparam_dropout must be in [0, 1) (got {o.reparam_dropout})")
     from softprompt.methods.prompt import INITIALISERS, init_file
@@ -64,16 +117,34 @@ def check_data(o: DataOptions) -> None:
 
     check_name(o.task)
     at_least("--data.max_input_length", o.max_input_length, 1)
-    at_least("--data.max_target_length", o.max_target_length, 1)
+    valid_size("--data.max_target_length", o.max_target_length)
     at_least("--data.limit_train", o.limit_train, 1)
     at_least("--data.limit_validation", o.limit_validation, 1)
+
+
+def check_data_files(o: DataOptions, prefix: str = "--data.") -> None:
+    """Refuse a local training or validation file that does not exist or is a folder, before a model loads."""
+    from softprompt.data import is_local
+    from softprompt.tasks.base import local_split
+
+    for option in ("train", "validation"):
+        source = getattr(o, option)
+        file = local_split(source)[0] if source else None
+        if file and is_local(file):
+            if Path(file).expanduser().is_dir():
+                raise UserError(f"{prefix}{option}: {file}: is a folder; give a data file")
+            if not Path(file).expanduser().exists():
+                raise UserError(f"{prefix}{option}: {file}: no such file")
 
 
 def check_train(o: TrainOptions) -> None:
     for name in ("batch_size", "micro_batch_size", "eval_every", "eval_batch_size", "log_every", "patience"):
         at_least(f"--train.{name}", getattr(o, name), 1)
-    for name in ("lr", "dept_lr", "weight_decay", "warmup_steps", "seed"):  # lr may be None: an automatic default
+    for name in ("lr", "dept_lr", "weight_decay", "warmup_steps"):  # lr may be None: an automatic default
         not_negative(f"--train.{name}", getattr(o, name))
+    valid_seed("--train.seed", o.seed)
+    for name in ("decay_rate", "clip_threshold", "max_grad_norm"):
+        positive(f"--train.{name}", getattr(o, name))
     at_least("--train.keep_checkpoints", o.keep_checkpoints, 1)
     not_negative("--train.save_every", o.save_every)
     positive("--train.epochs", o.epochs)
@@ -99,6 +170,7 @@ def check_eval(data: DataOptions, train: TrainOptions) -> None:
     """softprompt eval: the data section and the evaluation batch size; the rest of the recipe is unused."""
     check_data(data)
     at_least("--train.eval_batch_size", train.eval_batch_size, 1)
+    check_data_files(data)
 
 
 def check_predict(batch_size: int) -> None:
@@ -107,5 +179,5 @@ def check_predict(batch_size: int) -> None:
 
 def check_quickstart(output: str, steps: int, seed: int) -> None:
     at_least("--steps", steps, 1)
-    not_negative("--seed", seed)
+    valid_seed("--seed", seed)
     output_folder("--output", output)

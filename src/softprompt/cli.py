@@ -3,13 +3,15 @@
 Options come from dataclasses (options.py): a YAML recipe via --config, then `--section.option=value` overrides.
 """
 
+import dataclasses
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Literal
 
-from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
+from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser, set_parsing_settings
 
 from softprompt import __version__, checks
 from softprompt.errors import UserError
@@ -21,6 +23,7 @@ def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: 
     """Adapt a frozen model to a task: a soft prompt (TRAIN.OUTPUT_DIR/prompt.safetensors) or, with --method NAME,
     one of the paper's comparison methods; every run appends its report to TRAIN.OUTPUT_DIR/results.jsonl."""
     checks.check_training_command(prompt, data, train)
+    checks.check_model(model)
     from softprompt.methods import make_method
     from softprompt.model import EMBEDDED_MODEL, SoftPromptModel
     from softprompt.tasks import make_task
@@ -59,6 +62,7 @@ def evaluate(prompt_file: str | None, model: ModelOptions, data: DataOptions, tr
 
     Takes the same recipe as train; only its model and data sections and train.eval_batch_size are used."""
     checks.check_eval(data, train)
+    checks.check_model(model)
     if not (data.validation or data.train):
         raise UserError("--data.validation: give the data to evaluate on")
     from softprompt.loading import load_with_prompts, task_options
@@ -84,6 +88,7 @@ def predict(prompt: str, texts: list[str], file: str | None = None, batch_size: 
     """Predict with a prompt file for TEXTS, or each line of --file, or each line of standard input."""
     checks.check_predict(batch_size)
     model = model or ModelOptions()
+    checks.check_model(model)
     if not texts:
         texts = [t for t in _input_text(file).splitlines() if t.strip()]
     if not texts:
@@ -102,6 +107,8 @@ def predict(prompt: str, texts: list[str], file: str | None = None, batch_size: 
 
 def _input_text(file: str | None) -> str:
     """The text of --file, or of standard input without it; refuses anything that is not UTF-8 text."""
+    if file and Path(file).is_dir():
+        raise UserError(f"{file}: is a folder; give a text file")
     if file and not Path(file).is_file():
         raise UserError(f"{file}: no such file")
     try:
@@ -131,7 +138,9 @@ def info(prompt: str, json_output: bool = False) -> dict:
 def ensemble(prompts: list[str], model: ModelOptions, data: DataOptions, batch_size: int = 64, json_output: bool = False, allow_other_model: bool = False) -> dict:
     """Score prompts of one task alone and as an ensemble, run together in one batched pass (paper section 7)."""
     checks.check_data(data)
+    checks.check_data_files(data)
     checks.check_predict(batch_size)
+    checks.check_model(model)
     if len(prompts) < 2:
         raise UserError("--prompts: an ensemble needs at least two prompt files")
     if not (data.validation or data.train):
@@ -185,6 +194,7 @@ def neighbors(prompt: str, k: int = 5, json_output: bool = False, model: ModelOp
     if k < 1:
         raise UserError(f"-k must be at least 1 (got {k})")
     model = model or ModelOptions()
+    checks.check_model(model)
     from softprompt.interpret import label_hits, nearest_tokens, report, table
     from softprompt.loading import load_with_prompts
 
@@ -281,6 +291,7 @@ def transfer(model: ModelOptions, prompt: PromptOptions, data: DataOptions, trai
     --targets without training: the paper's domain-shift table, with the in-domain row and the delta
     (TRAIN.OUTPUT_DIR/transfer.md, .csv and .json)."""
     checks.check_training_command(prompt, data, train)
+    checks.check_model(model)
     if not targets:
         raise UserError("--targets: give one or more evaluation sets (TASK=FILE, or a data section)")
     from softprompt.experiments.transfer import MARKDOWN_FILE, markdown, method_cells, run_transfer, targets_from
@@ -295,6 +306,7 @@ def transfer(model: ModelOptions, prompt: PromptOptions, data: DataOptions, trai
 
 
 SECTION_FILES = (".yaml", ".yml", ".json")
+SECTIONS: dict[str, list[str]] = {}  # each command's option sections, filled by build_parser
 
 
 class Parser(ArgumentParser):
@@ -338,13 +350,14 @@ def _method_name_option(argv: list[str]) -> list[str]:
 
 def build_parser() -> ArgumentParser:
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    parser = Parser(prog="softprompt", description="Prompt tuning for frozen Hugging Face models. Add --debug anywhere for tracebacks.")
+    parser = Parser(prog="softprompt", description="Prompt tuning for frozen Hugging Face models. Add --debug anywhere for tracebacks.", exit_on_error=False)
     parser.add_argument("--version", action="version", version=f"softprompt {__version__}")
     parser.add_argument("--debug", action="store_true", help="Show tracebacks on errors.")
     commands = parser.add_subcommands(dest="command")
 
     def command(name: str, fn, *sections, arguments=()):
-        p = ArgumentParser(description=fn.__doc__)
+        SECTIONS[name] = [section for section, _ in sections]
+        p = ArgumentParser(description=fn.__doc__, exit_on_error=False)  # main() reports a bad value in one line
         p.add_argument("--config", action=ActionConfigFile, help="A YAML recipe; later options override it.")
         for section, cls in sections:
             p.add_class_arguments(cls, section)
@@ -487,9 +500,25 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
-    cfg = parser.parse_args(argv)
-    name = cfg.command
-    args = parser.instantiate(cfg)[name]
+    try:
+        check_recipe_files(argv)
+        cfg = parser.parse_args(argv)
+        name = cfg.command
+        args = parser.instantiate(cfg)[name]
+        for section, options in vars(args).items():
+            if dataclasses.is_dataclass(options):
+                checks.not_null(section, options)
+    except ArgumentError as e:
+        if debug:
+            raise
+        command = next((a for a in argv if a in COMMANDS), "")
+        print(f"error: {parse_error(str(e))} (softprompt {command}{' ' if command else ''}--help lists the options)", file=sys.stderr)
+        return 2
+    except UserError as e:  # a recipe file that cannot be read, or a null where an option takes none
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     kwargs = {k: v for k, v in vars(args).items() if k not in ("config", "__path__")}
     try:
         _quiet_libraries()
@@ -507,6 +536,53 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def check_recipe_files(argv: list[str]) -> None:
+    """Read the recipes of `--config` and `--SECTION` (a file, or written out) as jsonargparse will, refusing in one line
+    naming the file (and line) or the option one that is missing, a folder, not UTF-8 or malformed YAML, or not a
+    mapping of options."""
+    from softprompt.yaml_file import describe, mapping, parse_yaml, read_yaml
+
+    command = next((a for a in argv if not a.startswith("-")), None)
+    sections = SECTIONS.get(command, [])
+    rest = iter(argv[argv.index(command) + 1:] if command else [])
+    for a in rest:
+        option, given, value = a.partition("=")
+        name = option.removeprefix("--")
+        if not option.startswith("--") or name not in ("config", *sections):
+            continue
+        value = value if given else next(rest, "")
+        if value.lstrip().startswith("{"):
+            where, recipe = option, parse_yaml(value, option, lines=False)
+        elif name == "config" and (Path(value).exists() or value.lower().endswith(SECTION_FILES)):
+            where, recipe = value, read_yaml(value)
+        elif name != "config" and value.lower().endswith(SECTION_FILES):
+            where, recipe = value, read_yaml(value)
+        else:
+            continue  # a method's name, or what jsonargparse reports
+        if recipe is None:
+            raise UserError(f"{where}: the file is empty; expected a mapping of options")
+        mapping(recipe, where)
+        for section in sections if name == "config" else []:
+            if recipe.get(section) is not None and not isinstance(recipe[section], dict):
+                raise UserError(f"{where}: {section!r} is {describe(recipe[section])}, expected a mapping of its options ({section}: {{option: value}})")
+
+
+TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "NoneType": "null"}
+
+
+def parse_error(message: str) -> str:
+    """jsonargparse's report of a value it refused (usage, then several lines per type tried) in one line: the
+    option, the value given and what it takes."""
+    key = re.search(r'Parser key "([^"]+)"', message)
+    given = re.search(r"(?:Given|Got) value: ?(.*)", message)
+    if not (key and given):
+        return " ".join(message.split())
+    expected = re.findall(r"Expected an? (<class '(\w+)'>|typing\.Literal\[(.*?)\])", message)
+    kinds = [TYPE_NAMES.get(name, name) if name else f"one of {literal}" for _, name, literal in expected]
+    takes = f": it takes {' or '.join(dict.fromkeys(kinds))}" if kinds else ""
+    return f"--{key[1]}: {given[1].strip()!r} is not a valid value{takes}"
 
 
 def _quiet_libraries() -> None:

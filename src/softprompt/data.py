@@ -1,14 +1,17 @@
-"""Reading data sets: local JSONL/CSV/TSV through the `datasets` library, SQuAD v1.1 JSON, MRQA 2019 JSONL, `LABEL TEXT`
-lines (SST-5, TREC, MR as SentEval ships them), hub names where reachable.
+"""Reading data sets: local JSON lines (read line by line with the json module), CSV/TSV (pandas, every cell a string),
+SQuAD v1.1 JSON, MRQA 2019 JSONL, `LABEL TEXT` lines (SST-5, TREC, MR as SentEval ships them), hub names through the
+`datasets` library where reachable.
 
-Errors name the file and, for a malformed line, the line.
+Files must be UTF-8. Errors name the file and, for a malformed line, the line; a field of the wrong type (a list where
+a text goes, a string where an index goes) is an error too, never read as something else.
 """
 
+import codecs
 import csv
 import gzip
 import json
-import logging
 import os
+import zlib
 from pathlib import Path
 
 from softprompt.errors import UserError, first_line
@@ -44,10 +47,13 @@ def load_rows(source: str, fmt: str = "auto") -> tuple[list[dict], list[int] | N
     fmt = file_format(path, fmt)
     if fmt == "squad":
         return load_squad(path), None
-    rows = _load_tabular(path, fmt)
+    if fmt in ("jsonl", "json"):
+        rows, lines = load_json_rows(path)
+    else:
+        rows = _load_tabular(path, fmt)
+        lines = row_lines(path, fmt)
     if not rows:
         raise UserError(f"{source}: the data set is empty")
-    lines = row_lines(path, fmt)
     return rows, lines if lines is not None and len(lines) == len(rows) else None  # on any doubt, rows are counted
 
 
@@ -57,26 +63,85 @@ def where(source: str, lines: list[int] | None, index: int) -> str:
 
 
 def row_lines(path: str, fmt: str) -> list[int] | None:
-    """The line where each data row starts, skipping what the datasets library skips; None if the file cannot be split."""
+    """The line where each CSV/TSV data row starts, skipping what pandas skips; None if the file cannot be split."""
     try:
-        if fmt in ("jsonl", "json"):
-            found = list(_json_lines(path))
-            return None if found and found[0][1].lstrip().startswith("[") else [n for n, _ in found]  # "[": a JSON array
         return [n for n, _ in _records(path, fmt)][1:]  # the first record is the header
     except (OSError, csv.Error):
         return None
 
 
+def read_text(path: str, opener=open) -> str:
+    """A file's text, which must be UTF-8 (a leading byte order mark is dropped); else an error naming the line."""
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as e:
+        raise UserError(f"{path}: cannot read it ({first_line(e)})") from None
+    data = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte {data[e.start]:#04x})") from None
+
+
+def parse_json(text: str, path: str, line: int | None = None):
+    """JSON text as Python values; malformed or too deeply nested JSON is an error naming the file and line (`line`,
+    or where the JSON breaks in `text`)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{line or e.lineno}: malformed JSON ({e.msg})") from None
+    except RecursionError:
+        raise UserError(f"{path}{f':{line}' if line else ''}: JSON nested too deeply") from None
+    except ValueError as e:  # an integer of more digits than Python converts
+        raise UserError(f"{path}{f':{line}' if line else ''}: malformed JSON ({first_line(e)})") from None
+
+
+def load_json_rows(path: str) -> tuple[list[dict], list[int] | None]:
+    """JSON lines (one object a line, blank lines skipped), or a JSON array of objects, as rows that all have every
+    column (None where a row lacks one, as the datasets library fills them), and the line of each (None for an array)."""
+    text = read_text(path)
+    found = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip(" \t\r")]
+    if found and found[0][1].lstrip().startswith("[") and (len(found) == 1 or not _complete_json(found[0][1])):
+        array = parse_json(text, path)
+        if not isinstance(array, list):
+            raise UserError(f"{path}: expected JSON lines or a JSON array of objects")
+        for i, row in enumerate(array):
+            if not isinstance(row, dict):
+                where = f"{path}:{found[0][0]}" if len(found) == 1 else f"{path} row {i}"
+                raise UserError(f"{where}: expected a JSON object, got {json_type(row)}")
+        return _every_column(array), None
+    rows = []
+    for n, line in found:
+        row = parse_json(line, path, n)
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{n}: expected a JSON object, got {json_type(row)}")
+        rows.append(row)
+    return _every_column(rows), [n for n, _ in found]
+
+
+def _complete_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
+def json_type(value) -> str:
+    """What a JSON value is, for messages: "an array", "null", ..."""
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
+
+
+def _every_column(rows: list[dict]) -> list[dict]:
+    columns = dict.fromkeys(key for row in rows for key in row)
+    return rows if all(len(row) == len(columns) for row in rows) else [{c: row.get(c) for c in columns} for row in rows]
+
+
 def _physical_lines(path: str) -> list[str]:
     with open(path, encoding="utf-8", errors="replace", newline="") as f:
         return list(f)
-
-
-def _json_lines(path: str):
-    """(line number, text) of each non-blank line: JSON lines skips blank lines."""
-    for n, line in enumerate(_physical_lines(path), 1):
-        if line.strip(" \t\r\n"):
-            yield n, line
 
 
 def _records(path: str, fmt: str):
@@ -93,40 +158,25 @@ def _records(path: str, fmt: str):
 
 
 def _load_tabular(path: str, fmt: str) -> list[dict]:
-    import datasets
+    """CSV/TSV rows through pandas, every cell a string (so "NA" or "007" stay as written); empty cells are None."""
+    import pandas
 
-    datasets.disable_progress_bars()
-    datasets.utils.logging.set_verbosity(logging.CRITICAL)  # its own error lines would repeat ours
+    if fmt not in ("csv", "tsv"):
+        raise UserError(f"{path}: unknown data format {fmt!r} (jsonl, csv, tsv, squad)")
+    read_text(path)  # UTF-8, or an error naming the line
+    kwargs = {"sep": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
     try:
-        if fmt in ("jsonl", "json"):
-            ds = datasets.Dataset.from_json(path, keep_in_memory=True)
-        elif fmt in ("csv", "tsv"):
-            kwargs = {"sep": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
-            ds = datasets.Dataset.from_csv(path, keep_in_memory=True, **kwargs)
-        else:
-            raise UserError(f"{path}: unknown data format {fmt!r} (jsonl, csv, tsv, squad)")
-    except UserError:
-        raise
-    except Exception as e:  # datasets/arrow/pandas errors: find the line ourselves
-        while e.__cause__ is not None:  # the datasets library wraps the reader's own error
-            e = e.__cause__
+        frame = pandas.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8", **kwargs)
+    except pandas.errors.EmptyDataError:
+        return []
+    except Exception as e:  # pandas' parser errors: find the line ourselves
         raise UserError(_diagnose(path, fmt) or f"{path}: cannot read it as {fmt} ({first_line(e)})") from None
-    return ds.to_list()
+    frame = frame.astype(object).where(frame.notna(), None)
+    return frame.to_dict("records")
 
 
 def _diagnose(path: str, fmt: str) -> str | None:
-    """The first malformed line of a file that the datasets library refused, as a message."""
-    if not any(line.strip() for line in _physical_lines(path)):
-        return f"{path}: the data set is empty"
-    if fmt in ("jsonl", "json"):
-        for n, line in _json_lines(path):
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                return f"{path}:{n}: malformed JSON ({e.msg})"
-            if not isinstance(row, dict):
-                return f"{path}:{n}: expected a JSON object, got {type(row).__name__}"
-        return None
+    """The first malformed line of a CSV/TSV file that pandas refused, as a message."""
     width = None
     try:
         for n, fields in _records(path, fmt):
@@ -146,24 +196,43 @@ def _looks_like_squad(path: str) -> bool:
 
 
 def load_squad(path: str) -> list[dict]:
-    """SQuAD v1.1 JSON -> rows {id, question, context, answers}."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+    """SQuAD v1.1 JSON -> rows {id, question, context, answers}. A field of the wrong type is an error naming the file
+    and where in the JSON it is (data[0].paragraphs[2].qas[1])."""
+    doc = parse_json(read_text(path), path)
     rows = []
-    try:
-        for article in doc["data"]:
-            for paragraph in article["paragraphs"]:
-                for qa in paragraph["qas"]:
-                    answers = [a["text"] for a in qa.get("answers", [])]
-                    rows.append({"id": qa["id"], "question": qa["question"], "context": paragraph["context"], "answers": answers})
-    except (KeyError, TypeError) as e:
-        raise UserError(f"{path}: not SQuAD v1.1 JSON (missing field {e})") from None
+    for a, article in enumerate(field(doc, "data", list, path)):
+        for p, paragraph in enumerate(field(article, "paragraphs", list, f"{path} data[{a}]")):
+            where = f"{path} data[{a}].paragraphs[{p}]"
+            context = field(paragraph, "context", str, where)
+            for q, qa in enumerate(field(paragraph, "qas", list, where)):
+                here = f"{where}.qas[{q}]"
+                answers = field(qa, "answers", list, here, required=False) or []
+                texts = [field(answer, "text", str, f"{here}.answers[{n}]") for n, answer in enumerate(answers)]
+                rows.append({"id": str(field(qa, "id", (str, int), here)), "question": field(qa, "question", str, here), "context": context, "answers": texts})
     if not rows:
         raise UserError(f"{path}: the data set is empty")
     return rows
+
+
+KINDS = {str: "a string", list: "an array", dict: "an object", int: "an integer", float: "a number", bool: "a boolean"}
+
+
+def field(record, key: str, kind: type | tuple[type, ...], where: str, required: bool = True, name: str | None = None):
+    """`record[key]`, which must be of `kind` (a type or a tuple of types); else an error naming `where` (FILE:LINE,
+    or FILE and a place in it) and the field as `name` (default: `key`). A missing or null field is None when not
+    `required`."""
+    name = name or key
+    if not isinstance(record, dict):
+        raise UserError(f"{where}: expected an object holding {name!r}, found {json_type(record)}")
+    value = record.get(key)
+    if value is None:
+        if required:
+            raise UserError(f"{where}: missing field {name!r}")
+        return None
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise UserError(f"{where}: field {name!r} is {json_type(value)}, expected {' or '.join(KINDS[k] for k in kinds)}")
+    return value
 
 
 def load_mrqa(path: str) -> tuple[list[dict], list[int]]:
@@ -171,30 +240,24 @@ def load_mrqa(path: str) -> tuple[list[dict], list[int]]:
     answers}, one per question, and the line of each row's context."""
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such file")
-    opener = gzip.open if path.endswith(".gz") else open
+    text = read_text(path, gzip.open if path.endswith(".gz") else open)
     rows, lines = [], []
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            text = f.read()
-    except (UnicodeDecodeError, OSError) as e:
-        raise UserError(f"{path}: cannot read it as MRQA JSONL ({first_line(e)})") from None
     for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{n}: malformed JSON ({e.msg})") from None
+        record = parse_json(line, path, n)
+        where = f"{path}:{n}"
         if not isinstance(record, dict):
-            raise UserError(f"{path}:{n}: expected a JSON object, got {type(record).__name__}")
+            raise UserError(f"{where}: expected a JSON object, got {json_type(record)}")
         if "header" in record:
             continue
-        try:
-            for qa in record["qas"]:
-                rows.append({"id": qa.get("qid", qa.get("id")), "question": qa["question"], "context": record["context"], "answers": list(qa["answers"])})
-                lines.append(n)
-        except (KeyError, TypeError, AttributeError) as e:
-            raise UserError(f"{path}:{n}: not MRQA JSONL (missing field {e})") from None
+        context = field(record, "context", str, where)
+        for qa in field(record, "qas", list, where):
+            answers = field(qa, "answers", list, where)
+            if not all(isinstance(a, str) for a in answers):
+                raise UserError(f"{where}: field 'answers' holds {json_type(next(a for a in answers if not isinstance(a, str)))}, expected strings")
+            rows.append({"id": qa.get("qid", qa.get("id")), "question": field(qa, "question", str, where), "context": context, "answers": answers})
+            lines.append(n)
     if not rows:
         raise UserError(f"{path}: the data set is empty")
     return rows, lines
@@ -245,5 +308,6 @@ def _load_hub(name: str) -> list[dict]:
 def require_columns(rows: list[dict], columns: list[str], source: str) -> None:
     missing = [c for c in columns if c not in rows[0]]
     if missing:
-        raise UserError(f"{source}: missing column {missing[0]!r} (columns: {', '.join(rows[0])}); set --data.{{input,target,text,label}}_column")
+        shown = ", ".join(c if c.isprintable() else repr(c) for c in rows[0])
+        raise UserError(f"{source}: missing column {missing[0]!r} (columns: {shown}); set --data.{{input,target,text,label}}_column")
 

@@ -2,7 +2,11 @@
 
 
 class UserError(Exception):
-    """Bad input or a refused operation, described in one line that names the file, line or field."""
+    """Bad input or a refused operation, described in one line that names the file, line or field. A line break in
+    the message (a key or file name the user wrote may hold one) is shown as \\n, so that it stays one line."""
+
+    def __init__(self, message="", *rest):
+        super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"), *rest)
 
 
 def first_line(error: Exception) -> str:

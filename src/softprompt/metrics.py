@@ -47,11 +47,12 @@ def normalize_answer(text: str) -> str:
 
 
 def exact_match(prediction: str, answers: list[str]) -> float:
-    return max(float(normalize_answer(prediction) == normalize_answer(a)) for a in answers)
+    """1.0 when the prediction matches one of the answers after normalisation; 0.0 with no answers."""
+    return max((float(normalize_answer(prediction) == normalize_answer(a)) for a in answers), default=0.0)
 
 
 def token_f1(prediction: str, answers: list[str]) -> float:
-    return max(_f1(normalize_answer(prediction).split(), normalize_answer(a).split()) for a in answers)
+    return max((_f1(normalize_answer(prediction).split(), normalize_answer(a).split()) for a in answers), default=0.0)
 
 
 def _f1(pred: list[str], gold: list[str]) -> float:

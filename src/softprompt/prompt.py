@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from softprompt.errors import UserError
+from softprompt.errors import UserError, first_line
 from softprompt.files import atomic_path
 
 FORMAT = "softprompt"
@@ -115,8 +115,10 @@ def save_prompt(path: str | os.PathLike, prompt: torch.Tensor, metadata: dict[st
 
 
 def load_prompt(path: str | os.PathLike) -> PromptFile:
-    """Read a prompt file, refusing anything that is not one."""
+    """Read a prompt file, refusing anything that is not one, in one line naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a prompt file")
     if not path.is_file():
         raise UserError(f"{path}: no such prompt file")
     try:
@@ -124,23 +126,88 @@ def load_prompt(path: str | os.PathLike) -> PromptFile:
             header = f.metadata() or {}
             if header.get("format") != FORMAT or TENSOR_NAME not in f.keys():
                 raise UserError(f"{path}: not a softprompt prompt file (no '{TENSOR_NAME}' tensor with softprompt metadata)")
-            prompt = f.get_tensor(TENSOR_NAME).float()
-            offset = f.get_tensor(OFFSET_NAME).float() if OFFSET_NAME in f.keys() else None
-    except (SafetensorError, OSError) as e:
-        raise UserError(f"{path}: not a readable safetensors file ({e})") from None
+            tensors = {name: f.get_slice(name).get_dtype() for name in f.keys() if name in (TENSOR_NAME, OFFSET_NAME)}
+            for name, dtype in tensors.items():
+                if dtype != "F32":
+                    raise UserError(f"{path}: the {name} tensor is stored as {dtype}, expected F32 (float32)")
+            prompt = f.get_tensor(TENSOR_NAME)
+            offset = f.get_tensor(OFFSET_NAME) if OFFSET_NAME in tensors else None
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable safetensors file ({_safetensors_reason(path, e)})") from None
     try:
         metadata = json.loads(header["metadata"])
-    except (KeyError, json.JSONDecodeError):
+    except (KeyError, ValueError, RecursionError):
         raise UserError(f"{path}: its metadata is not valid JSON") from None
-    if metadata.get("format_version", 0) > FORMAT_VERSION:
-        raise UserError(f"{path}: format version {metadata['format_version']} is newer than this softprompt reads ({FORMAT_VERSION})")
-    if prompt.dim() != 2:
-        raise UserError(f"{path}: the prompt tensor has shape {tuple(prompt.shape)}, expected (length, hidden)")
+    check_metadata(metadata, path)
+    if prompt.dim() != 2 or 0 in prompt.shape:
+        raise UserError(f"{path}: the prompt tensor has shape {tuple(prompt.shape)}, expected (length, hidden), neither 0")
     if not torch.isfinite(prompt).all():
         raise UserError(f"{path}: the prompt holds NaN or infinite values")
     if offset is not None and (offset.dim() != 2 or offset.shape[1] != prompt.shape[1] or not torch.isfinite(offset).all()):
         raise UserError(f"{path}: the input offset has shape {tuple(offset.shape)} or non-finite values, expected finite (positions, {prompt.shape[1]})")
+    for key, size in (("length", prompt.shape[0]), ("hidden_size", prompt.shape[1])):
+        if metadata.get(key, size) != size:
+            raise UserError(f"{path}: its metadata says {key} {_short(metadata[key])}, but the prompt tensor has {size}")
     return PromptFile(prompt, metadata, offset)
+
+
+def _safetensors_reason(path: Path, error: Exception) -> str:
+    """Why a file is no safetensors file: empty, a pickle (what torch.save writes, never loaded here), or the reader's word."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "it is a pickle, as torch.save writes; prompts are read only from safetensors files, nothing is unpickled"
+    return first_line(error)
+
+
+FAMILIES = ("encoder-decoder", "decoder-only", "encoder-only")
+TASK_FIELDS = {"type": str, "template": str, "verbalizers": dict, "max_input_length": int, "max_target_length": int}
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_metadata(metadata, path: Path) -> None:
+    """Refuse metadata that would be used wrongly: not an object, a newer format, or a field this softprompt reads
+    (base_model, family, the task's settings, ...) of the wrong type."""
+    if not isinstance(metadata, dict):
+        raise UserError(f"{path}: its metadata is not a JSON object")
+    version = metadata.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise UserError(f"{path}: its metadata field 'format_version' is {_short(version)}, expected an integer")
+    if version > FORMAT_VERSION:
+        raise UserError(f"{path}: format version {version} is newer than this softprompt reads ({FORMAT_VERSION})")
+    for key in ("base_model", "embedding_fingerprint"):
+        if not isinstance(metadata.get(key, ""), str):
+            raise UserError(f"{path}: its metadata field {key!r} is {_short(metadata[key])}, expected a string")
+    if metadata.get("family") is not None and metadata["family"] not in FAMILIES:
+        raise UserError(f"{path}: its metadata field 'family' is {_short(metadata['family'])}, expected one of {', '.join(FAMILIES)}")
+    task = metadata.get("task", {})
+    if not isinstance(task, dict):
+        raise UserError(f"{path}: its metadata field 'task' is {_short(task)}, expected an object")
+    for key, kind in TASK_FIELDS.items():
+        value = task.get(key)
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise UserError(f"{path}: its metadata field 'task.{key}' is {_short(value)}, expected {kind.__name__}")
+    for key in ("max_input_length", "max_target_length"):
+        if task.get(key) is not None and task[key] < 1:
+            raise UserError(f"{path}: its metadata field 'task.{key}' is {task[key]}, expected at least 1")
+    if not all(isinstance(v, str) for v in task.get("verbalizers", {}).values()):
+        raise UserError(f"{path}: its metadata field 'task.verbalizers' holds a label text that is not a string")
+    from softprompt.tasks import TASKS
+    from softprompt.template import Template
+
+    if task.get("type") is not None and task["type"] not in TASKS:
+        raise UserError(f"{path}: its task {_short(task['type'])} is not one this softprompt knows ({', '.join(TASKS)})")
+    if task.get("template") is not None:
+        try:
+            Template(task["template"])
+        except UserError as e:
+            raise UserError(f"{path}: its task's template cannot be used ({str(e).removeprefix('--data.template: ')})") from None
 
 
 def check_compatible(prompt: PromptFile, hidden: int, fingerprint: str, source: str, allow_other_model: bool = False) -> None:

@@ -44,11 +44,20 @@ def save_state(state, path: str | os.PathLike) -> None:
 
 
 def load_state(path: str | os.PathLike):
-    """The state `save_state` wrote to `path`."""
+    """The state `save_state` wrote to `path`; a file that is no such state raises ValueError (or the safetensors
+    reader's own error)."""
     with safe_open(str(Path(path)), framework="pt", device="cpu") as f:
-        structure = json.loads(f.metadata()[STRUCTURE])
+        header = f.metadata() or {}
+        if STRUCTURE not in header:
+            raise ValueError(f"no {STRUCTURE} structure in its header")
         tensors = {key: f.get_tensor(key) for key in f.keys()}
+    try:
+        return _decode(json.loads(header[STRUCTURE]), tensors)
+    except (AttributeError, TypeError, KeyError, RecursionError) as e:
+        raise ValueError(f"its {STRUCTURE} structure is malformed ({type(e).__name__}: {e})") from None
 
+
+def _decode(structure, tensors: dict):
     def decode(node):
         (kind, body), = node.items()
         if kind == "tensor":
@@ -60,6 +69,8 @@ def load_state(path: str | os.PathLike):
         if kind in ("list", "tuple"):
             items = [decode(v) for v in body]
             return tuple(items) if kind == "tuple" else items
+        if kind != "value":
+            raise TypeError(f"unknown node {kind!r}")
         return body
 
     return decode(structure)

@@ -30,12 +30,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from softprompt import checks
-from softprompt.data import is_local
 from softprompt.errors import UserError
 from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, TrainOptions
+from softprompt.yaml_file import describe, mapping, plain, read_yaml
 
 SECTIONS = {"model": ModelOptions, "prompt": PromptOptions, "data": DataOptions, "train": TrainOptions, "method": MethodOptions}
 TASK_AXIS = "task"  # the axis over the sweep's `tasks:`
@@ -86,25 +84,27 @@ class Sweep:
 def load_sweep(path: str | Path, output: str | None = None) -> Sweep:
     """Read and check a sweep file; every cell's options are checked here, before any model loads."""
     path = Path(path)
-    spec = _read_yaml(path)
     where = str(path)
+    spec = plain(mapping(read_yaml(path), where), where)
     unknown = [k for k in spec if k not in {"output", "grid", "tasks", "variants", *SECTIONS}]
     if unknown:
         raise UserError(f"{where}: {unknown[0]!r} is not a section (output, grid, tasks, variants, {', '.join(SECTIONS)})")
-    base = {s: _mapping(spec.get(s) or {}, f"{where}: {s}") for s in SECTIONS}
+    base = {s: mapping(spec.get(s), f"{where}: {s}") for s in SECTIONS}
     parser = recipe_parser()
     parse_recipe(parser, base, f"{where}: ")
-    tasks = _mapping(spec.get("tasks") or {}, f"{where}: tasks")
+    tasks = mapping(spec.get("tasks"), f"{where}: tasks")
     for name, section in tasks.items():
-        parse_recipe(parser, {**base, "data": {**base["data"], **_mapping(section or {}, f"{where}: tasks.{name}")}}, f"{where}: tasks.{name}: ")
-    variants = read_variants(spec.get("variants") or {}, base, parser, f"{where}: variants")
+        parse_recipe(parser, {**base, "data": {**base["data"], **mapping(section, f"{where}: tasks.{name}")}}, f"{where}: tasks.{name}: ")
+    variants = read_variants(spec.get("variants"), base, parser, f"{where}: variants")
     axes = {TASK_AXIS: list(tasks)} if tasks else {}
     if variants:
         axes[VARIANT_AXIS] = list(variants)
-    for axis, values in _mapping(spec.get("grid") or {}, f"{where}: grid").items():
+    for axis, values in mapping(spec.get("grid"), f"{where}: grid").items():
         axes[_check_axis(axis, f"{where}: grid")] = _check_values(values, f"{where}: grid.{axis}")
         for value in values:
             parse_recipe(parser, with_option(base, axis, value), f"{where}: grid.{axis}: {value!r}: ")
+    if spec.get("output") is not None and not isinstance(spec["output"], str):
+        raise UserError(f"{where}: output: expected a folder name, found {describe(spec['output'])}")
     sweep = Sweep(path, Path(output or spec.get("output") or Path("runs/sweeps") / path.stem), axes)
     checks.output_folder("--output", str(sweep.output))
     sweep.cells = expand(base, tasks, axes, parser, sweep.output, where, variants)
@@ -114,8 +114,8 @@ def load_sweep(path: str | Path, output: str | None = None) -> Sweep:
 def read_variants(spec, base: dict, parser, where: str) -> dict[str, dict]:
     """`variants:` checked: name -> {section.option: value}, each set valid on the base recipe."""
     variants = {}
-    for name, options in _mapping(spec, where).items():
-        options = _mapping(options or {}, f"{where}.{name}")
+    for name, options in mapping(spec, where).items():
+        options = mapping(options, f"{where}.{name}")
         recipe = base
         for axis, value in options.items():
             recipe = with_option(recipe, _check_axis(axis, f"{where}.{name}", "an option"), value)
@@ -173,6 +173,8 @@ def check_cell(cell: Cell, where: str) -> None:
     from softprompt.tasks import make_task
 
     try:
+        for section in SECTIONS:
+            checks.not_null(section, getattr(cell, section))
         if cell.model.name and cell.model.name not in MODELS:
             resolve_model_path(cell.model.name)  # a local folder must exist; a hub name is left to the hub
         checks.check_training_command(cell.prompt, cell.data, cell.train)
@@ -186,14 +188,7 @@ def check_cell(cell: Cell, where: str) -> None:
 
 
 def check_data_files(data: DataOptions) -> None:
-    """Refuse a local training or validation file that does not exist."""
-    from softprompt.tasks.base import local_split
-
-    for option in ("train", "validation"):
-        source = getattr(data, option)
-        file = local_split(source)[0] if source else None
-        if file and is_local(file) and not Path(file).expanduser().exists():
-            raise UserError(f"data.{option}: {file}: no such file")
+    checks.check_data_files(data, "data.")
 
 
 def cell_ids(assignments: list[dict]) -> list[str]:
@@ -255,22 +250,6 @@ def _check_values(values, where: str) -> list:
     if len(set(keys)) < len(keys):
         raise UserError(f"{where}: a value is repeated ({values})")
     return values
-
-
-def _mapping(value, where: str) -> dict:
-    if not isinstance(value, dict):
-        raise UserError(f"{where}: expected a mapping (name: value), got {type(value).__name__}")
-    return value
-
-
-def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not a YAML file ({' '.join(str(e).split())[:200]})") from None
-    return _mapping(spec or {}, str(path))
 
 
 def slug(value) -> str:

@@ -50,6 +50,7 @@ def targets_from(specs: list, source: DataOptions) -> list[Target]:
         if not data.validation:
             raise UserError(f"{where}data.validation: give the data to evaluate on")
         try:
+            checks.not_null("data", data)
             checks.check_data(data)
             make_task(data)
             check_data_files(data)

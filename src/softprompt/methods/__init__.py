@@ -11,7 +11,7 @@
 | adapter       | bottleneck adapters after attention and FFN   | AdamW 1e-3                 | adapters.safetensors          |
 """
 
-from softprompt.checks import at_least, positive
+from softprompt.checks import at_least, positive, valid_size
 from softprompt.errors import UserError
 from softprompt.methods.adapter import Adapters
 from softprompt.methods.base import Method
@@ -31,7 +31,7 @@ def check_method(o: MethodOptions) -> None:
         raise UserError(f"--method: unknown method {o.name!r} ({', '.join(METHODS)})")
     at_least("--method.shots", o.shots, 0)
     for name in ("lora_rank", "prefix_length", "adapter_size"):
-        at_least(f"--method.{name}", getattr(o, name), 1)
+        valid_size(f"--method.{name}", getattr(o, name))
     positive("--method.lora_alpha", o.lora_alpha)
 
 

@@ -56,13 +56,15 @@ def check_address(host: str, port: int) -> None:
 def served_model(prompts: str, model: str | None) -> tuple[str, str | None]:
     """The model to serve and its family: `model`, or the one every prompt file in the folder names."""
     named: dict[tuple[str, str | None], list[str]] = {}
+    refused = []
     for _, path in discover(prompts):
         if not inside(Path(prompts), path):
             continue  # refused when the engine scans the folder
         try:
             metadata = load_prompt(path).metadata
-        except UserError:
-            continue  # refused, with its reason, when the engine scans the folder
+        except UserError as e:
+            refused.append(str(e))  # and refused, with its reason, when the engine scans the folder
+            continue
         if metadata.get("base_model"):
             named.setdefault((metadata["base_model"], metadata.get("family")), []).append(path.name)
     if model:
@@ -70,7 +72,8 @@ def served_model(prompts: str, model: str | None) -> tuple[str, str | None]:
         return model, families.pop() if len(families) == 1 else None
     names = {name for name, _ in named}
     if not names:
-        raise UserError(f"--prompts: no prompt file in {prompts} names its model; give --model")
+        why = f" ({refused[0]}{f'; {len(refused) - 1} more refused' if len(refused) > 1 else ''})" if refused else ""
+        raise UserError(f"--prompts: no prompt file in {prompts} names its model{why}; give --model")
     if len(names) > 1:
         shown = "; ".join(f"{name} ({', '.join(files)})" for (name, _), files in named.items())
         raise UserError(f"--prompts: the prompt files name different models: {shown}; choose one with --model")

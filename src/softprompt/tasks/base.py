@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from tqdm.auto import tqdm
 
-from softprompt.data import is_local, load_rows
+from softprompt.data import is_local, json_type, load_rows
 from softprompt.errors import UserError
 from softprompt.model import ENCODER_ONLY, SoftPromptModel
 from softprompt.options import DataOptions
@@ -85,6 +85,8 @@ class Task:
             value = row.get(column)
             if value is None:
                 raise UserError(f"{where}: column {column!r} is empty (null)")
+            if isinstance(value, (dict, list)):
+                raise UserError(f"{where}: column {column!r} holds {json_type(value)}, not a text")
             values[name] = str(value)
         return values
 

@@ -3,7 +3,8 @@ out-of-domain transfer sets). The context is cut first when an input is too long
 
 import os
 
-from softprompt.data import load_mrqa, require_columns
+from softprompt.data import load_mrqa, require_columns, where as row_where
+from softprompt.errors import UserError
 from softprompt.tasks.text2text import TextToTextTask
 
 
@@ -19,8 +20,12 @@ class SquadTask(TextToTextTask):
         require_columns(rows, [*self.columns().values(), "answers"], source)
         out = []
         for n, row in enumerate(rows):
-            answers = list(row["answers"]) or [""]
-            out.append(self.example(self.fields(row, f"{source} question {row.get('id', n)}"), target=answers[0], answers=answers))
+            where = row_where(source, lines, n) if lines is not None else f"{source} question {row.get('id', n)}"
+            answers = row["answers"]
+            if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+                raise UserError(f"{where}: column 'answers' must be an array of strings")
+            answers = answers or [""]
+            out.append(self.example(self.fields(row, where), target=answers[0], answers=answers))
         return out
 
 

@@ -6,7 +6,7 @@ picks its label by rank classification; ReCoRD writes the answer entity."""
 import re
 
 from softprompt import metrics
-from softprompt.data import where as row_where
+from softprompt.data import field, where as row_where
 from softprompt.errors import UserError
 from softprompt.tasks.base import score_with_average
 from softprompt.tasks.classification import LabelledTask
@@ -15,13 +15,12 @@ from softprompt.tasks.text2text import TextToTextTask
 BOOLEAN = {"False": "False", "True": "True"}
 
 
-def field_of(row: dict, where: str, *keys: str):
-    """row[k1][k2]...; a missing or null field is an error naming the row."""
+def field_of(row: dict, where: str, *keys: str, kind: type | tuple[type, ...] = (str, int, float, bool)):
+    """row[k1][k2]...; a missing or null field, or one not of `kind` (a text, number or boolean unless told), is an error
+    naming the row."""
     value = row
-    for key in keys:
-        if not isinstance(value, dict) or value.get(key) is None:
-            raise UserError(f"{where}: missing field {'.'.join(keys)!r}")
-        value = value[key]
+    for n, key in enumerate(keys, 1):
+        value = field(value, key, kind if n == len(keys) else dict, where, name=".".join(keys[:n]))
     return value
 
 
@@ -87,7 +86,7 @@ class WSC(LabelledTask):
         out = []
         for n, row in enumerate(rows):
             where = row_where(source, lines, n)
-            spans = [(field_of(row, where, "target", f"span{k}_index"), str(field_of(row, where, "target", f"span{k}_text")), mark) for k, mark in ((1, "*"), (2, "#"))]
+            spans = [(field_of(row, where, "target", f"span{k}_index", kind=int), str(field_of(row, where, "target", f"span{k}_text")), mark) for k, mark in ((1, "*"), (2, "#"))]
             text = mark_spans(str(field_of(row, where, "text")), spans)
             out.append(self.labelled({"text": text}, field_of(row, where, "label"), where))
         return out
@@ -128,9 +127,10 @@ class MultiRC(LabelledTask):
         for n, row in enumerate(rows):
             where = row_where(source, lines, n)
             paragraph = re.sub(r"<(/)?b>", "", str(field_of(row, where, "passage", "text")).replace("<br>", " "))  # T5 drops the markup
-            for q, question in enumerate(field_of(row, where, "passage", "questions")):
+            for q, question in enumerate(field_of(row, where, "passage", "questions", kind=list)):
+                answers = field_of(question, where, "answers", kind=list)
                 group = f"{row.get('idx', n)}/{question.get('idx', q)}"
-                for answer in field_of(question, where, "answers"):
+                for answer in answers:
                     values = {"question": str(field_of(question, where, "question")), "answer": str(field_of(answer, where, "text")), "paragraph": paragraph}
                     out.append(self.labelled(values, field_of(answer, where, "label"), where, group=group))
         return out
@@ -164,11 +164,12 @@ class ReCoRD(TextToTextTask):
         for n, row in enumerate(rows):
             where = row_where(source, lines, n)
             text = str(field_of(row, where, "passage", "text"))
-            spans = field_of(row, where, "passage", "entities")
-            entities = ", ".join(sorted({text[field_of(e, where, "start") : field_of(e, where, "end") + 1] for e in spans}))  # ends are inclusive
+            spans = field_of(row, where, "passage", "entities", kind=list)
+            entities = ", ".join(sorted({text[field_of(e, where, "start", kind=int) : field_of(e, where, "end", kind=int) + 1] for e in spans}))  # ends are inclusive
             passage = re.sub(r"\n@highlight\n", ". ", re.sub(r"([.?!\"'])\n@highlight\n", r"\1 ", text))
-            for qa in field_of(row, where, "qas"):
-                answers = list(dict.fromkeys(str(a["text"]) for a in qa.get("answers") or []))
+            for qa in field_of(row, where, "qas", kind=list):
+                found = field(qa, "answers", list, where, required=False) or []
+                answers = list(dict.fromkeys(str(field_of(a, where, "text")) for a in found))
                 if not answers:
                     raise UserError(f"{where}: query {qa.get('idx', '?')} has no answers")
                 values = {"query": str(field_of(qa, where, "query")), "entities": entities, "passage": passage}
