@@ -322,7 +322,7 @@ class SoftPromptModel(nn.Module):
         """Returns the base model's output; with labels (or class_ids, encoder-only) also the loss.
 
         `.loss` is the mean over the batch's target tokens (rows, for encoder-only classification); `.loss_sum` and
-        `.loss_items` are its sum and count, so that accumulated micro-batches weigh as one batch (train.py).
+        `.loss_items` are its sum and count, so that accumulated micro-batches weigh as one batch (accumulate.py).
         Decoder-only with labels: `.logits` covers the last positions only, from the one before the first target
         token on (`target_window`); the LM head does not run where no loss is taken.
         """

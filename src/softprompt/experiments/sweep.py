@@ -25,7 +25,7 @@ from softprompt.tasks import make_task
 from softprompt.train import train
 
 DONE_FILE = "done.json"
-REPORTED = (  # the columns of results.csv taken from a run's report (train.run_report)
+REPORTED = (  # the columns of results.csv taken from a run's report (run_report.run_report)
     "trainable_parameters", "base_parameters", "trainable_percent", "bytes_per_task",
     "train_seconds", "eval_seconds", "peak_memory_bytes", "best_step", "steps",
 )

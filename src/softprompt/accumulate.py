@@ -1,0 +1,45 @@
+"""Gradient accumulation: a batch run as micro-batches on every process, whose gradient is that of the whole batch."""
+
+import contextlib
+
+import torch
+from accelerate import Accelerator
+
+from softprompt.errors import UserError
+from softprompt.optim import NonFinite
+
+
+def accumulation_steps(batch_size: int, micro_batch_size: int, processes: int) -> int:
+    micro = min(micro_batch_size, batch_size)
+    per_step = micro * processes
+    if batch_size % per_step:
+        raise UserError(f"--train.batch_size {batch_size} is not a multiple of --train.micro_batch_size x processes = {per_step}")
+    return batch_size // per_step
+
+
+def backward_accumulated(wrapped, micro_batches: list[dict], accelerator: Accelerator, autocast, step: int, params: list | None = None, scaler=None) -> float:
+    """Backpropagate micro-batches so that the trained parameters' gradient (`params`; the prompt bank's when None) is
+    that of one batch holding them all, on every process together: each micro-batch's summed loss is divided by the
+    number of loss items (target tokens, or rows for encoder-only classification) in the whole effective batch.
+    Returns that batch's mean loss.
+
+    A mean per micro-batch would weigh a token of a short-target micro-batch more than one of a long-target one.
+    With a loss scaler (fp16) the losses are scaled up and the gradients left scaled, for the scaler's step."""
+    total_loss = torch.zeros((), device=accelerator.device)
+    total_items = torch.zeros((), device=accelerator.device)
+    for k, batch in enumerate(micro_batches):
+        sync = contextlib.nullcontext() if k == len(micro_batches) - 1 else accelerator.no_sync(wrapped)
+        with sync, autocast():
+            out = wrapped(**batch)
+            if not torch.isfinite(out.loss_sum):
+                raise NonFinite(f"the loss became {out.loss_sum.item()} at step {step}: lower --train.lr, or use --train.precision=fp32")
+            loss = out.loss_sum * accelerator.num_processes  # DDP averages over processes: undo it
+            accelerator.backward(scaler.scale(loss) if scaler else loss)
+        total_loss += out.loss_sum.detach().float()
+        total_items += out.loss_items
+    totals = accelerator.reduce(torch.stack([total_loss, total_items]), reduction="sum")  # over processes
+    items = totals[1].clamp(min=1)
+    for p in accelerator.unwrap_model(wrapped).bank.parameters() if params is None else params:
+        if p.grad is not None:
+            p.grad /= items
+    return (totals[0] / items).item()

@@ -1,0 +1,54 @@
+"""What a run writes in its output folder besides its result: the log (metrics.jsonl), the rows of results.jsonl and
+messages, from the main process only; and clearing what an earlier or killed run left there."""
+
+import datetime
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from softprompt import checkpoint
+from softprompt.files import append_line, clear_temporaries, write_text_atomic
+from softprompt.methods import METHODS
+
+LOG_FILE = "metrics.jsonl"
+RESULTS_FILE = "results.jsonl"
+
+
+def say(message: str, accelerator: Accelerator) -> None:
+    if accelerator.is_main_process:
+        tqdm.write(message, file=sys.stderr)
+
+
+def log(path: Path, record: dict, accelerator: Accelerator) -> None:
+    if accelerator.is_main_process:
+        append_line(path, json.dumps({"time": datetime.datetime.now().isoformat(timespec="seconds"), **record}))
+
+
+def clear_killed_writes(output_dir: Path) -> None:
+    """Remove the temporary files and folders that a killed run's writes left in output_dir and its checkpoints."""
+    names = [method.output for method in METHODS.values()] + [LOG_FILE, RESULTS_FILE]
+    clear_temporaries(output_dir, names)
+    clear_temporaries(output_dir / checkpoint.CHECKPOINTS)
+
+
+def clear_previous_run(output_dir: Path) -> None:
+    """A new run replaces an earlier one in the same folder, whatever its method: never one run's result beside
+    another's log. results.jsonl stays: it keeps every run's row."""
+    for method in METHODS.values():
+        path = output_dir / method.output
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    (output_dir / LOG_FILE).unlink(missing_ok=True)
+    shutil.rmtree(output_dir / "tensorboard", ignore_errors=True)
+    shutil.rmtree(output_dir / checkpoint.CHECKPOINTS, ignore_errors=True)
+
+
+def keep_log_until(path: Path, step: int) -> None:
+    """Drop the log's records of steps after `step` (a resumed run logs them again), and a last line that a kill
+    cut short."""
+    if path.is_file():
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        write_text_atomic(path, "".join(line for line in lines if line.endswith("\n") and json.loads(line)["step"] <= step))
