@@ -123,6 +123,30 @@ def test_an_npy_prompt_imports_with_its_source_and_model(tmp_path, family, capsy
     assert file.metadata["base_model"] == folder and file.metadata["family"] == family and file.metadata["init"] == "import"
 
 
+def test_an_imported_prompt_records_the_task_given_and_predicts_like_a_trained_one(tmp_path, capsys):
+    folder = save_model(BUILDERS["decoder-only"](), tmp_path / "model")
+    np.save(tmp_path / "p.npy", np.random.default_rng(0).normal(size=(4, 32)).astype(np.float32))
+    bare, tasked = str(tmp_path / "bare.safetensors"), str(tmp_path / "tasked.safetensors")
+    assert main(["import", str(tmp_path / "p.npy"), "--output", bare, "--model.name", folder]) == 0
+    verbalizers = {"0": "bad", "1": "good"}
+    assert main(["import", str(tmp_path / "p.npy"), "--output", tasked, "--model.name", folder, "--data.verbalizers", json.dumps(verbalizers)]) == 0
+    task = load_prompt(tasked).metadata["task"]
+    assert (task["type"], task["verbalizers"], task["template"]) == ("classification", verbalizers, "{}")
+    assert "task" not in load_prompt(bare).metadata
+    capsys.readouterr()
+    assert main(["predict", tasked, "the movie was great", "a film is bad"]) == 0
+    answers = capsys.readouterr().out.split()
+    assert len(answers) == 2 and set(answers) <= {"0", "1"}
+    assert main(["predict", bare, "the movie was great"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {bare}: records no task (an imported prompt): record one with softprompt import")
+
+
+def test_a_classification_import_without_label_texts_is_refused_before_anything_loads(tmp_path, capsys):
+    np.save(tmp_path / "p.npy", np.zeros((4, 32), dtype=np.float32))
+    refused(tmp_path, capsys, ["import", str(tmp_path / "p.npy"), "--output", str(tmp_path / "x.safetensors"), "--model.name", "softprompt-tests/no-such-model", "--data.task", "classification", "--data.template", "Review: {}"], "--data.verbalizers: a classification task needs label texts")
+
+
 def test_an_npy_prompt_for_a_model_that_cannot_be_loaded_is_recorded_unchecked(tmp_path, capsys):
     np.save(tmp_path / "rte.npy", np.zeros((100, 768), dtype=np.float32))
     assert main(["import", str(tmp_path / "rte.npy"), "--output", str(tmp_path / "p.safetensors"), "--model.name", "softprompt-tests/no-such-t5"]) == 0

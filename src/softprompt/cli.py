@@ -97,7 +97,7 @@ def predict(prompt: str, texts: list[str], file: str | None = None, batch_size: 
     from softprompt.tasks import make_task
 
     frozen, files = load_with_prompts([prompt], model.name, model.family, allow_other_model, model.dtype, model.readout_scale, model.trust_pickle)
-    task = make_task(task_options(files[0]))
+    task = make_task(task_options(files[0], where=prompt))
     task.prepare(frozen)
     out = task.predict_all(frozen, task.fields_from_texts(texts), batch_size, progress=False)
     for prediction in out:
@@ -241,12 +241,16 @@ def export(prompt: str, output: str, to: str = "peft", family: str | None = None
     return Path(output)
 
 
-def import_(source: str, output: str, model: ModelOptions | None = None) -> Path:
-    """Make a prompt file from a PEFT prompt-tuning adapter folder or an official prompt-tuning .npy file."""
+def import_(source: str, output: str, model: ModelOptions | None = None, data: DataOptions | None = None) -> Path:
+    """Make a prompt file from a PEFT prompt-tuning adapter folder or an official prompt-tuning .npy file. With
+    --data.task (and its options: --data.verbalizers, --data.template, ...) the file records that task, so that
+    predict and serve can use it as they use a trained prompt."""
     from softprompt.interop import import_prompt
+    from softprompt.tasks import make_task
 
     model = model or ModelOptions()
-    path, note = import_prompt(source, output, model.name, model.family, model.dtype)
+    task = make_task(data).describe() if data is not None and data != DataOptions() else None  # checked before any model loads
+    path, note = import_prompt(source, output, model.name, model.family, model.dtype, task)
     if note:
         print(f"note: {note}", file=sys.stderr)
     print(f"saved: {path}")
@@ -442,7 +446,7 @@ def build_parser() -> ArgumentParser:
         ],
     )
     command(
-        "import", import_, ("model", ModelOptions),
+        "import", import_, ("model", ModelOptions), ("data", DataOptions),
         arguments=[
             (("source",), dict(type=str, help="A PEFT prompt-tuning adapter folder, or a .npy file of shape (length, hidden).")),
             (("--output",), dict(type=str, required=True, help="Prompt file to write.")),
@@ -463,7 +467,7 @@ def build_parser() -> ArgumentParser:
             (("--max_body_bytes",), dict(type=int, default=1_000_000, help="Bytes a request body may hold (413 beyond), checked before parsing.")),
             (("--rescan_seconds",), dict(type=float, default=0.0, help="Rescan the prompt folder this often (0: only on POST /v1/tasks).")),
             (("--device",), dict(type=str, default="auto", help="auto (CUDA when available), cpu, or cuda[:N].")),
-            (("--dtype",), dict(type=str, default="auto", choices=["auto", "float32", "bfloat16", "float16"], help="Dtype of the frozen weights.")),
+            (("--dtype",), dict(type=Literal["auto", "float32", "bfloat16", "float16"], default="auto", help="Dtype of the frozen weights.")),
             (("--no_kv_reuse",), dict(action="store_true", help="Decoder-only: recompute each prompt's keys and values in every pass instead of reusing them (the outputs are the same).")),
             allow,
         ],

@@ -36,9 +36,13 @@ def same_task(paths: list[str], files: list[PromptFile]) -> None:
             raise UserError(f"{path}: its task differs from {paths[0]}'s ({', '.join(differ)}): an ensemble takes prompts of one task")
 
 
-def task_options(file: PromptFile, overrides: DataOptions | None = None) -> DataOptions:
-    """The task settings recorded in a prompt file, with any option that differs from the default taken from `overrides`."""
-    task = file.metadata.get("task", {})
+def task_options(file: PromptFile, overrides: DataOptions | None = None, where: str = "the prompt file") -> DataOptions:
+    """The task settings recorded in a prompt file (`where`, for messages), with any option that differs from the
+    default taken from `overrides`. A file that records no task (an imported prompt) needs `overrides`."""
+    task = file.metadata.get("task")
+    if task is None and overrides is None:
+        raise UserError(f"{where}: records no task (an imported prompt): record one with softprompt import SOURCE --output P --data.task TASK, and --data.verbalizers for classification")
+    task = task or {}
     options = DataOptions(
         task=task.get("type", "classification"),
         verbalizers=task.get("verbalizers", {}),

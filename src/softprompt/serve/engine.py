@@ -222,7 +222,7 @@ class Engine:
     def _load(self, name: str, path: Path, rel: str, digest: str, state) -> ServedTask:
         file = load_prompt(path)
         check_compatible(file, self.model.hidden, self.fingerprint, rel, self.allow_other_model)
-        task = make_task(task_options(file))
+        task = make_task(task_options(file, where=rel))
         entry = ServedTask(name, rel, task, file, digest, state)
         if not entry.classifies:
             task.prepare(self.model)  # refuses generation on an encoder-only model
