@@ -120,6 +120,18 @@ def test_a_broken_recipe_written_out_is_named_by_its_option(workspace, capsys, o
     assert status == 2 and re.fullmatch(rf"error: {says}\n", err), err
 
 
+def test_a_data_file_given_as_a_section_says_where_it_goes(workspace, capsys):
+    status, err = run(capsys, ["ensemble", "--prompts", "p.safetensors", "--data", "train.jsonl"])
+    assert status == 2 and err == "error: --data train.jsonl: --data takes a YAML or JSON file of data options; give one option as --data.OPTION VALUE (a data file goes in --data.train or --data.validation)\n", err
+
+
+def test_serve_takes_model_name_as_the_other_commands_spell_it(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(cli, "COMMANDS", {**cli.COMMANDS, "serve": lambda **kwargs: seen.update(kwargs)})
+    assert main(["serve", "--prompts", "p", "--model.name", "some/model"]) == 0 and seen["model"] == "some/model"
+    assert main(["serve", "--prompts", "p", "--model.name=other/model"]) == 0 and seen["model"] == "other/model"
+
+
 def test_a_sound_recipe_file_runs(workspace, capsys):
     (workspace / "r.yaml").write_text(yaml.safe_dump({"data": {"train": "train.jsonl", "verbalizers": {"0": "no", "1": "yes"}}, "train": {"max_steps": 2}}))
     (workspace / "d.json").write_text(json.dumps({"train": "train.jsonl", "verbalizers": {"0": "no", "1": "yes"}}))

@@ -318,7 +318,7 @@ class Parser(ArgumentParser):
     P ends in .yaml, .yml or .json: then, as jsonargparse has it, P holds the prompt section of a recipe."""
 
     def parse_args(self, args=None, *rest, **kwargs):
-        argv = _method_name_option(_prompt_file_as_positional(list(sys.argv[1:] if args is None else args)))
+        argv = _serve_model_name(_method_name_option(_prompt_file_as_positional(list(sys.argv[1:] if args is None else args))))
         return super().parse_args(argv, *rest, **kwargs)
 
 
@@ -350,6 +350,11 @@ def _method_name_option(argv: list[str]) -> list[str]:
     """`train --method NAME` (or --method=NAME) names the method: --method.name=NAME. A recipe file or a JSON object
     given to --method stays the method section, as jsonargparse has it."""
     return _rewrite_option(argv, "train", "--method", lambda value: None if _is_section(value) else f"--method.name={value}")
+
+
+def _serve_model_name(argv: list[str]) -> list[str]:
+    """`serve --model.name M`, as the other commands spell it, is serve's --model M."""
+    return _rewrite_option(argv, "serve", "--model.name", lambda value: f"--model={value}")
 
 
 def build_parser() -> ArgumentParser:
@@ -563,6 +568,9 @@ def check_recipe_files(argv: list[str]) -> None:
             where, recipe = value, read_yaml(value)
         elif name != "config" and value.lower().endswith(SECTION_FILES):
             where, recipe = value, read_yaml(value)
+        elif name != "config" and Path(value).is_file():
+            hint = " (a data file goes in --data.train or --data.validation)" if name == "data" else ""
+            raise UserError(f"--{name} {value}: --{name} takes a YAML or JSON file of {name} options; give one option as --{name}.OPTION VALUE{hint}")
         else:
             continue  # a method's name, or what jsonargparse reports
         if recipe is None:
