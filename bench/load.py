@@ -192,4 +192,5 @@ def main(argv: list[str] | None = None) -> Run:
 
 
 if __name__ == "__main__":
-    sys.exit(1 if main().errors else 0)
+    finished = main()
+    sys.exit(1 if finished.errors or finished.rss_growth()[2] >= 10 else 0)  # the goals: no errors, memory growth under 10%

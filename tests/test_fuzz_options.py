@@ -112,10 +112,22 @@ def test_a_numeric_option_at_its_bounds_is_one_line_or_a_run(workspace, capsys, 
         assert re.search(rf"(^error: |[^\w.-])--?{re.escape(option.lstrip('-'))}\b", err), err
 
 
+@pytest.mark.parametrize("command, option, value", [
+    ("train", "--train.epochs", "1e308"),  # ceil(inf) steps: an OverflowError
+    ("train", "--train.batch_size", "1000000000000"),  # a trillion micro-batches in one step, deaf to SIGTERM
+    ("serve", "--max_wait_ms", "1e308"),  # the batcher's timed wait overflows: every request hangs
+    ("serve", "--rescan_seconds", "1e308"),  # the rescan thread's wait overflows
+])
+def test_values_that_once_crashed_or_hung_a_run_are_refused_in_one_line(workspace, capsys, command, option, value):
+    assert main([*base_line(command, workspace), f"{option}={value}"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {option} must be at most "), err
+
+
 SOUND_EXTREMES = [  # values the checks take, at their extremes; each group is one real run of a tiny model
     ["--train.decay_rate=1e308", "--train.clip_threshold=1e308", "--train.max_grad_norm=1e308", "--prompt.vocab_first_n=1000000000000",
      "--data.max_input_length=1000000000000", "--data.limit_train=1000000000000", "--data.limit_validation=1000000000000",
-     "--train.eval_batch_size=1000000000000", "--train.micro_batch_size=1000000000000", "--train.eval_every=1000000000000",
+     "--train.eval_batch_size=1000000", "--train.micro_batch_size=1000000", "--train.eval_every=1000000000000",
      "--train.log_every=1000000000000", "--train.keep_checkpoints=1000000000000", "--train.patience=1000000000000",
      "--train.warmup_steps=1000000000000", "--train.seed=0", "--train.save_every=0", "--prompt.random_scale=0", "--prompt.init=random"],
     ["--train.lr=0", "--train.weight_decay=0", "--prompt.reparam=residual", "--prompt.reparam_dropout=0", "--train.dropout=false"],

@@ -140,6 +140,8 @@ def check_data_files(o: DataOptions, prefix: str = "--data.") -> None:
 def check_train(o: TrainOptions) -> None:
     for name in ("batch_size", "micro_batch_size", "eval_every", "eval_batch_size", "log_every", "patience"):
         at_least(f"--train.{name}", getattr(o, name), 1)
+    for name in ("batch_size", "micro_batch_size", "eval_batch_size"):  # rows held at once, or drawn in one step
+        at_most(f"--train.{name}", getattr(o, name), MAX_SIZE)
     for name in ("lr", "dept_lr", "weight_decay", "warmup_steps"):  # lr may be None: an automatic default
         not_negative(f"--train.{name}", getattr(o, name))
     valid_seed("--train.seed", o.seed)
@@ -148,6 +150,7 @@ def check_train(o: TrainOptions) -> None:
     at_least("--train.keep_checkpoints", o.keep_checkpoints, 1)
     not_negative("--train.save_every", o.save_every)
     positive("--train.epochs", o.epochs)
+    at_most("--train.epochs", o.epochs, MAX_SIZE)
     if o.epochs is None:
         at_least("--train.max_steps", o.max_steps, 1)
     processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun and accelerate launch

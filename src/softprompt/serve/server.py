@@ -7,7 +7,7 @@ import socket
 import sys
 from pathlib import Path
 
-from softprompt.checks import at_least, not_negative
+from softprompt.checks import MAX_SIZE, at_least, at_most, not_negative
 from softprompt.errors import UserError
 from softprompt.prompt import load_prompt
 from softprompt.serve.engine import discover, inside
@@ -24,12 +24,13 @@ def check_options(prompts: str, host: str, port: int, token: str | None, max_bat
         raise UserError("--token: the token is empty")
     if token is not None and not (token.isascii() and token.isprintable() and " " not in token):
         raise UserError("--token: use printable ASCII characters without spaces (as an HTTP header carries them)")
-    at_least("--max_batch_size", max_batch_size, 1)
+    for option, value in (("--max_batch_size", max_batch_size), ("--max_inputs", max_inputs), ("--max_input_chars", max_input_chars), ("--max_body_bytes", max_body_bytes)):
+        at_least(option, value, 1)
+    at_most("--max_batch_size", max_batch_size, MAX_SIZE)
     not_negative("--max_wait_ms", max_wait_ms)
-    at_least("--max_inputs", max_inputs, 1)
-    at_least("--max_input_chars", max_input_chars, 1)
-    at_least("--max_body_bytes", max_body_bytes, 1)
+    at_most("--max_wait_ms", max_wait_ms, 60_000)  # a minute: a timer thread takes no longer wait
     not_negative("--rescan_seconds", rescan_seconds)
+    at_most("--rescan_seconds", rescan_seconds, 86_400)  # a day
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise UserError(f"--device: {device!r} is not auto, cpu or cuda[:N]")
     if device.startswith("cuda"):
