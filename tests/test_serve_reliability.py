@@ -2,6 +2,7 @@
 read from outside the prompt folder, nothing open without the token but /healthz, no CORS, and a server that keeps
 answering after clients vanish and prompt files break."""
 
+import hmac
 import json
 import logging
 import os
@@ -152,6 +153,17 @@ def test_with_a_token_every_route_but_healthz_needs_it(served):
         schema = client.get("/openapi.json", headers={"Authorization": "bearer s3cret"}).json()
         assert schema["components"]["securitySchemes"] == {"bearer": {"type": "http", "scheme": "bearer"}}
         assert "security" not in schema["paths"]["/healthz"]["get"] and "401" in schema["paths"]["/v1/predict"]["post"]["responses"]
+
+
+def test_the_token_is_compared_in_constant_time(served, monkeypatch):
+    _, _, engine = served
+    compared = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compared.append((a, b)) or real(a, b))
+    with TestClient(create_app(engine, Settings(token="s3cret"))) as client:
+        assert client.get("/v1/tasks", headers={"Authorization": "Bearer guess"}).status_code == 401
+        assert client.get("/v1/tasks", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert compared == [(b"guess", b"s3cret"), (b"s3cret", b"s3cret")]  # every check goes through hmac.compare_digest
 
 
 def test_no_cors_headers(served):
