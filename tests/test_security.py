@@ -78,3 +78,39 @@ def test_the_command_refuses_a_pickled_model_in_one_line_and_takes_the_trust_fla
     assert not (tmp_path / "run").exists()
     assert main([*command, "--model.trust_pickle=true"]) == 0
     assert (tmp_path / "run" / "prompt.safetensors").is_file()
+
+
+class Payload:
+    """A pickle that, once unpickled, writes a marker file: proof that something ran it."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickle_with_a_payload_is_never_run_as_a_prompt_file_npy_adapter_or_state_file(tmp_path, capsys):
+    import pickle
+
+    import numpy as np
+
+    from softprompt.prompt import load_prompt
+    from softprompt.state_file import load_state
+
+    marker = tmp_path / "ran"
+    payload = pickle.dumps(Payload(marker))
+    for name in ("p.safetensors", "state.safetensors", "p.npy", "adapter/adapter_model.bin"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(payload if not name.endswith(".npy") else b"")
+    np.save(tmp_path / "p.npy", np.array([Payload(marker)], dtype=object), allow_pickle=True)
+    (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps({"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 2, "token_dim": 32, "base_model_name_or_path": "x"}))
+
+    with pytest.raises(UserError):
+        load_prompt(tmp_path / "p.safetensors")
+    with pytest.raises(Exception):  # noqa: B017  safetensors' own error: a header it cannot read
+        load_state(tmp_path / "state.safetensors")
+    for source in ("p.npy", "adapter"):
+        assert main(["import", str(tmp_path / source), "--output", str(tmp_path / "out.safetensors"), "--model.name", "x"]) == 1
+    assert main(["predict", str(tmp_path / "p.safetensors"), "text"]) == 1
+    assert not marker.exists() and not (tmp_path / "out.safetensors").exists()
