@@ -67,6 +67,18 @@ def tiny_bert(seed: int = 0) -> SoftPromptModel:
 BUILDERS = {"encoder-decoder": tiny_t5, "decoder-only": tiny_gpt2, "encoder-only": tiny_bert}
 
 
+class ModelLoaded(Exception):
+    """Raised in place of loading a model, by tests of the checks that must come first: every check has passed."""
+
+
+@pytest.fixture(scope="module")
+def parser():
+    """The command line's parser, built once per module (jsonargparse takes 0.1 s to build one)."""
+    from softprompt import cli
+
+    return cli.build_parser()
+
+
 @pytest.fixture(params=list(BUILDERS))
 def family(request) -> str:
     return request.param

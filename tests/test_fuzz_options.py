@@ -10,7 +10,7 @@ import typing
 
 import pytest
 
-from conftest import BUILDERS, save_model, sentiment_rows
+from conftest import BUILDERS, ModelLoaded, save_model, sentiment_rows
 from softprompt import cli
 from softprompt.cli import COMMANDS, main
 from softprompt.model import SoftPromptModel
@@ -56,15 +56,6 @@ def command_options() -> list[tuple[str, str, type]]:
 
 CASES = [("train", option, value) for option, kind in section_options() for value in VALUES[kind]]
 CASES += [(command, option, value) for command, option, kind in command_options() for value in VALUES[kind]]
-
-
-class ModelLoaded(Exception):
-    """Raised in place of loading a model: every check has passed."""
-
-
-@pytest.fixture(scope="module")
-def parser():
-    return cli.build_parser()  # one for all the cases: jsonargparse takes 0.1 s to build one
 
 
 @pytest.fixture

@@ -7,19 +7,10 @@ import re
 import pytest
 import yaml
 
-from conftest import sentiment_rows
+from conftest import ModelLoaded, sentiment_rows
 from softprompt import cli
 from softprompt.cli import main
 from softprompt.model import SoftPromptModel
-
-
-class ModelLoaded(Exception):
-    """Raised in place of loading a model: the bad path was not caught before."""
-
-
-@pytest.fixture(scope="module")
-def parser():
-    return cli.build_parser()
 
 
 @pytest.fixture

@@ -112,11 +112,6 @@ def test_the_library_refuses_a_broken_prompt_file_in_one_line(tmp_path, folder, 
 NEEDS_A_MODEL = {"wrong hidden size", "no base_model"}  # a sound file on its own: refused by the commands that load a model
 
 
-@pytest.fixture(scope="module")
-def parser():
-    return cli.build_parser()  # one for all the cases: jsonargparse takes 0.1 s to build one
-
-
 @pytest.fixture
 def run(tmp_path, folder, parser, monkeypatch, capsys):
     """main(argv) with the broken file's placeholders filled: (exit status, stdout, stderr)."""

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import sentiment_rows
+from conftest import ModelLoaded, sentiment_rows
 from softprompt import cli
 from softprompt.cli import main
 from softprompt.errors import UserError
@@ -18,15 +18,6 @@ from softprompt.model import SoftPromptModel
 
 SCALE = int(os.environ.get("SOFTPROMPT_FUZZ_SCALE", "1"))  # more generated cases per property, for a long run
 FUZZ = settings(max_examples=60 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-
-
-class ModelLoaded(Exception):
-    """Raised in place of loading a model: every check has passed."""
-
-
-@pytest.fixture(scope="module")
-def parser():
-    return cli.build_parser()  # one for all the cases: jsonargparse takes 0.1 s to build one
 
 
 @pytest.fixture
@@ -162,7 +153,11 @@ def nested(assignments: dict) -> dict:
 def yaml_bytes(draw) -> bytes:
     """A recipe of random options and values as YAML, sometimes cut short or with random bytes put in."""
     doc = nested(draw(st.dictionaries(st.sampled_from(OPTIONS), values, max_size=5)))
-    data = yaml.safe_dump(doc, allow_unicode=True).encode()
+    return mangled(draw, yaml.safe_dump(doc, allow_unicode=True).encode())
+
+
+def mangled(draw, data: bytes) -> bytes:
+    """`data` intact (half the time), cut short at a random place, or with random bytes put in at one."""
     how = draw(st.sampled_from(["intact", "intact", "cut", "insert"]))
     at = draw(st.integers(0, len(data)))
     if how == "cut":
@@ -195,12 +190,7 @@ def sweep_bytes(draw, data: str) -> bytes:
     for key in parents:
         target = target.setdefault(key, {}) if isinstance(target.get(key, {}), dict) else {}
     target[last] = value
-    text = yaml.safe_dump(doc, allow_unicode=True).encode()
-    how = draw(st.sampled_from(["intact", "intact", "cut", "insert"]))
-    at = draw(st.integers(0, len(text)))
-    if how == "cut":
-        return text[:at]
-    return text[:at] + draw(st.binary(min_size=1, max_size=6)) + text[at:] if how == "insert" else text
+    return mangled(draw, yaml.safe_dump(doc, allow_unicode=True).encode())
 
 
 @FUZZ
