@@ -568,7 +568,7 @@ def check_recipe_files(argv: list[str]) -> None:
             where, recipe = value, read_yaml(value)
         elif name != "config" and value.lower().endswith(SECTION_FILES):
             where, recipe = value, read_yaml(value)
-        elif name != "config" and Path(value).is_file():
+        elif name != "config" and Path(value).is_file() and (command, name) != ("eval", "prompt"):  # eval --prompt P: its prompt file
             hint = " (a data file goes in --data.train or --data.validation)" if name == "data" else ""
             raise UserError(f"--{name} {value}: --{name} takes a YAML or JSON file of {name} options; give one option as --{name}.OPTION VALUE{hint}")
         else:
