@@ -270,18 +270,18 @@ def sweep(file: str, output: str | None = None, dry_run: bool = False, shard: st
     PNG plots. With --shard K/N, N processes share the output folder: each writes the tables of the cells
     finished so far, and the last to end writes them all."""
     from softprompt.experiments.grid import load_sweep
-    from softprompt.experiments.sweep import check_finished, in_shard, parse_shard, run_sweep, write_results
+    from softprompt.experiments.sweep import parse_shard, run_sweep, shard_cells, write_results
     from softprompt.experiments.table import MARKDOWN_FILE
 
     part = parse_shard(shard)
     plan = load_sweep(file, output)  # every cell checked before any model loads
-    mine = in_shard(plan.cells, part)
-    todo = [cell for cell in check_finished(plan) if cell.id in {c.id for c in mine}]
+    mine, todo = shard_cells(plan, part)
     scope = f" (shard {shard}: {len(mine)} of {len(plan.cells)} cells)" if part else ""
     print(f"sweep: {len(mine)} cells{scope}, {len(mine) - len(todo)} finished, {len(todo)} to run -> {plan.output}")
     if dry_run:
+        to_run = {cell.id for cell in todo}
         for cell in mine:
-            print(f"  {'to run' if cell in todo else 'done  '}  {cell.id}")
+            print(f"  {'to run' if cell.id in to_run else 'done  '}  {cell.id}")
         return {"cells": [c.id for c in mine], "to_run": [c.id for c in todo]}
     rows = run_sweep(plan, shard=part)
     written = write_results(plan, rows)
@@ -318,8 +318,12 @@ class Parser(ArgumentParser):
     P ends in .yaml, .yml or .json: then, as jsonargparse has it, P holds the prompt section of a recipe."""
 
     def parse_args(self, args=None, *rest, **kwargs):
-        argv = _serve_model_name(_method_name_option(_prompt_file_as_positional(list(sys.argv[1:] if args is None else args))))
-        return super().parse_args(argv, *rest, **kwargs)
+        return super().parse_args(rewritten(list(sys.argv[1:] if args is None else args)), *rest, **kwargs)
+
+
+def rewritten(argv: list[str]) -> list[str]:
+    """The arguments with the spellings jsonargparse does not read put as it reads them (each rewrite is idempotent)."""
+    return _serve_model_name(_method_name_option(_prompt_file_as_positional(argv)))
 
 
 def _rewrite_option(argv: list[str], command: str, option: str, rewrite) -> list[str]:
@@ -510,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     try:
-        check_recipe_files(argv)
+        check_recipe_files(rewritten(argv))  # as the parser will read them: eval --prompt P is its prompt file
         cfg = parser.parse_args(argv)
         name = cfg.command
         args = parser.instantiate(cfg)[name]
@@ -568,7 +572,7 @@ def check_recipe_files(argv: list[str]) -> None:
             where, recipe = value, read_yaml(value)
         elif name != "config" and value.lower().endswith(SECTION_FILES):
             where, recipe = value, read_yaml(value)
-        elif name != "config" and Path(value).is_file() and (command, name) != ("eval", "prompt"):  # eval --prompt P: its prompt file
+        elif name != "config" and Path(value).is_file():
             hint = " (a data file goes in --data.train or --data.validation)" if name == "data" else ""
             raise UserError(f"--{name} {value}: --{name} takes a YAML or JSON file of {name} options; give one option as --{name}.OPTION VALUE{hint}")
         else:

@@ -79,11 +79,17 @@ def in_shard(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]:
     return cells[k - 1::n]
 
 
+def shard_cells(sweep: Sweep, shard: tuple[int, int] | None) -> tuple[list[Cell], list[Cell]]:
+    """A shard's cells (`in_shard`) and those of them not finished yet, both in the grid's order."""
+    mine = in_shard(sweep.cells, shard)
+    unfinished = {cell.id for cell in check_finished(sweep)}
+    return mine, [cell for cell in mine if cell.id in unfinished]
+
+
 def run_sweep(sweep: Sweep, progress: bool = True, shard: tuple[int, int] | None = None) -> list[dict]:
     """Run every unfinished cell (of one shard: `in_shard`), in the grid's order; returns the rows of every
     finished cell, in the grid's order."""
-    mine = in_shard(sweep.cells, shard)
-    todo = [cell for cell in check_finished(sweep) if cell.id in {c.id for c in mine}]
+    mine, todo = shard_cells(sweep, shard)
     if shard is None:
         clear_temporaries(sweep.output)  # of results and plots whose writes a kill cut short (other shards may be writing)
     data: dict[str, tuple] = {}  # each data section's examples, loaded once
