@@ -193,9 +193,9 @@ def step_times(name: str, s: Setting, quick: bool) -> list[dict]:
     return rows
 
 
-def peak_memory_child(name: str, kind: str, checkpointing: bool, quick: bool) -> int | None:
-    """In a fresh process: the high-water mark of two training steps above the process after it built the model.
-    On a GPU, in this process: the allocator's peak above what the model and batch hold, returned."""
+def peak_above_idle(name: str, kind: str, checkpointing: bool, quick: bool) -> int:
+    """The high-water mark of two training steps above what the process held once it built the model: the resident
+    set on the CPU (run in a fresh process), the allocator's peak on a GPU."""
     torch.manual_seed(0)
     s = setting(quick)
     base, tokenizer, family = build(name, quick)
@@ -205,18 +205,17 @@ def peak_memory_child(name: str, kind: str, checkpointing: bool, quick: bool) ->
         synchronize()
         torch.cuda.reset_peak_memory_stats()
         idle = torch.cuda.memory_allocated()
-        step()
-        step()
-        synchronize()
-        peak = torch.cuda.max_memory_allocated() - idle
-        del step
-        torch.cuda.empty_cache()
-        return peak
-    Path("/proc/self/clear_refs").write_text("5")  # reset the resident set's high-water mark
-    idle = _status("VmRSS")
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the resident set's high-water mark
+        idle = _status("VmRSS")
     step()
     step()
-    print(json.dumps({"peak_above_idle": _status("VmHWM") - idle}))
+    synchronize()
+    peak = (torch.cuda.max_memory_allocated() if DEVICE.type == "cuda" else _status("VmHWM")) - idle
+    del step
+    if DEVICE.type == "cuda":
+        torch.cuda.empty_cache()  # for the next configuration, measured in this process
+    return peak
 
 
 def _status(field: str) -> int:
@@ -229,7 +228,7 @@ def peak_memory(name: str, quick: bool) -> list[dict]:
         peaks = {}
         for kind in TRAINERS:
             if DEVICE.type == "cuda":  # the allocator's peak resets, so no fresh process is needed
-                peaks[kind] = peak_memory_child(name, kind, checkpointing, quick)
+                peaks[kind] = peak_above_idle(name, kind, checkpointing, quick)
                 continue
             command = [sys.executable, __file__, "--device", str(DEVICE), "--memory-child", name, kind, str(int(checkpointing))] + (["--quick"] if quick else [])
             out = subprocess.run(command, capture_output=True, text=True, check=True, env=_env())
@@ -362,7 +361,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "src"))
     if args.memory_child:
         name, kind, checkpointing = args.memory_child
-        return peak_memory_child(name, kind, checkpointing == "1", args.quick)
+        return print(json.dumps({"peak_above_idle": peak_above_idle(name, kind, checkpointing == "1", args.quick)}))
     if args.throughput_child:
         return throughput_child(args.throughput_child, args.quick)
     begun = time.perf_counter()
