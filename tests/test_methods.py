@@ -12,7 +12,8 @@ from accelerate import Accelerator
 from transformers import BloomConfig, BloomForCausalLM
 
 from conftest import BUILDERS, WORDS, gpt2_tokenizer, save_model, sentiment_rows, tiny_gpt2
-from softprompt.cli import _method_name_option, main
+from softprompt.cli import main
+from softprompt.cli.parser import _method_name_option
 from softprompt.errors import UserError
 from softprompt.methods import METHODS, make_method
 from softprompt.methods.prompt_design import designed_template

@@ -1,0 +1,77 @@
+"""The commands that use trained prompts: predict, ensemble and serve."""
+
+import json
+import sys
+from pathlib import Path
+
+from softprompt import checks
+from softprompt.errors import UserError
+from softprompt.options import DataOptions, ModelOptions
+
+
+def predict(prompt: str, texts: list[str], file: str | None = None, batch_size: int = 64, model: ModelOptions | None = None, allow_other_model: bool = False) -> list[str]:
+    """Predict with a prompt file for TEXTS, or each line of --file, or each line of standard input."""
+    checks.check_predict(batch_size)
+    model = model or ModelOptions()
+    checks.check_model(model)
+    if not texts:
+        texts = [t for t in _input_text(file).splitlines() if t.strip()]
+    if not texts:
+        raise UserError("no texts to predict: give them as arguments, with --file, or on standard input")
+    from softprompt.loading import load_with_prompts, task_options
+    from softprompt.tasks import make_task
+
+    frozen, files = load_with_prompts([prompt], model.name, model.family, allow_other_model, model.dtype, model.readout_scale, model.trust_pickle)
+    task = make_task(task_options(files[0], where=prompt))
+    task.prepare(frozen)
+    out = task.predict_all(frozen, task.fields_from_texts(texts), batch_size, progress=False)
+    for prediction in out:
+        print(prediction)
+    return out
+
+
+def _input_text(file: str | None) -> str:
+    """The text of --file, or of standard input without it; refuses anything that is not UTF-8 text."""
+    if file and Path(file).is_dir():
+        raise UserError(f"{file}: is a folder; give a text file")
+    if file and not Path(file).is_file():
+        raise UserError(f"{file}: no such file")
+    try:
+        text = Path(file).read_text(encoding="utf-8") if file else sys.stdin.read()
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\0" in text:  # undecodable, or binary
+        raise UserError(f"{file or 'standard input'}: not a UTF-8 text file")
+    return text
+
+
+def ensemble(prompts: list[str], model: ModelOptions, data: DataOptions, batch_size: int = 64, json_output: bool = False, allow_other_model: bool = False) -> dict:
+    """Score prompts of one task alone and as an ensemble, run together in one batched pass (paper section 7)."""
+    checks.check_data(data)
+    checks.check_data_files(data)
+    checks.check_predict(batch_size)
+    checks.check_model(model)
+    if len(prompts) < 2:
+        raise UserError("--prompts: an ensemble needs at least two prompt files")
+    if not (data.validation or data.train):
+        raise UserError("--data.validation: give the data to evaluate on")
+    from softprompt.ensemble import evaluate_ensemble
+    from softprompt.loading import load_with_prompts, same_task, task_options
+    from softprompt.tasks import make_task
+
+    frozen, files = load_with_prompts(prompts, model.name, model.family, allow_other_model, model.dtype, model.readout_scale, model.trust_pickle)
+    same_task(prompts, files)
+    data = task_options(files[0], data)
+    task = make_task(data)
+    examples = task.load(data.validation or data.train, data.limit_validation)
+    task.prepare(frozen)
+    report = evaluate_ensemble(frozen, task, examples, batch_size, progress=not json_output)
+    print(json.dumps(report.as_dict(), indent=2) if json_output else report.table())
+    return report.as_dict()
+
+
+def serve(prompts: str, model: str | None = None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, max_batch_size: int = 32, max_wait_ms: float = 5.0, max_inputs: int = 64, max_input_chars: int = 20_000, max_body_bytes: int = 1_000_000, rescan_seconds: float = 0.0, device: str = "auto", dtype: str = "auto", allow_other_model: bool = False, no_kv_reuse: bool = False) -> None:
+    """Serve every prompt of a folder over HTTP from one frozen model: rows of all tasks run in shared batches."""
+    from softprompt.serve.server import run
+
+    run(prompts, model, host, port, token, max_batch_size, max_wait_ms, max_inputs, max_input_chars, max_body_bytes, rescan_seconds, device, dtype, allow_other_model, kv_reuse=not no_kv_reuse)

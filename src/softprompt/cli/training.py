@@ -1,0 +1,126 @@
+"""The commands that train and score: train, eval, transfer, sweep and quickstart."""
+
+import os
+from pathlib import Path
+
+from softprompt import checks
+from softprompt.errors import UserError
+from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, TrainOptions
+
+
+def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: TrainOptions, method: MethodOptions | None = None, allow_other_model: bool = False) -> dict:
+    """Adapt a frozen model to a task: a soft prompt (TRAIN.OUTPUT_DIR/prompt.safetensors) or, with --method NAME,
+    one of the paper's comparison methods; every run appends its report to TRAIN.OUTPUT_DIR/results.jsonl."""
+    checks.check_training_command(prompt, data, train)
+    checks.check_model(model)
+    from softprompt.methods import make_method
+    from softprompt.model import EMBEDDED_MODEL, SoftPromptModel
+    from softprompt.tasks import make_task
+    from softprompt.train import RESULTS_FILE, run_summary
+    from softprompt.train import train as train_with
+
+    chosen = make_method(method or MethodOptions(), prompt, allow_other_model)
+    report = os.environ.get("RANK", "0") == "0"  # one report under torchrun / accelerate launch
+    task = make_task(data)
+    train_examples = task.load(data.train, data.limit_train)
+    validation = task.load(data.validation, data.limit_validation) if data.validation else None
+    frozen = SoftPromptModel.load(model.name or EMBEDDED_MODEL, model.family, model.dtype, model.readout_scale, model.trust_pickle)
+    model_bytes = sum(p.numel() * p.element_size() for p in frozen.base.parameters())
+    if report:
+        state = "trainable" if chosen.name == "model" else "frozen"
+        print(f"model: {frozen.name} ({frozen.family}, {frozen.base_parameters():,} {state} parameters)")
+        print(f"data: {len(train_examples):,} training rows" + (f", {len(validation):,} validation rows" if validation else ""))
+        if chosen.name != "prompt":
+            print(f"method: {chosen.name}")
+    result = train_with(frozen, chosen, task, train_examples, validation, train, train.output_dir)
+    if not report:
+        return {}
+    if result.metrics:
+        shown = ", ".join(f"{k} {v:.2f}" for k, v in result.metrics.items())
+        print(f"best at step {result.best_step}: {shown}" if chosen.trains else shown)
+    print(run_summary(result.report, model_bytes))
+    print(f"saved: {result.prompt_path}")
+    print(f"report: {Path(train.output_dir) / RESULTS_FILE}")
+    if chosen.name == "prompt":
+        print(f'predict with: softprompt predict {result.prompt_path} "some text"')
+    return result.report
+
+
+def evaluate(prompt_file: str | None, model: ModelOptions, data: DataOptions, train: TrainOptions, prompt: PromptOptions | None = None, allow_other_model: bool = False) -> dict:
+    """Score PROMPT_FILE on DATA.VALIDATION; without it, score the frozen model alone (prompt design).
+
+    Takes the same recipe as train; only its model and data sections and train.eval_batch_size are used."""
+    checks.check_eval(data, train)
+    checks.check_model(model)
+    if not (data.validation or data.train):
+        raise UserError("--data.validation: give the data to evaluate on")
+    from softprompt.loading import load_with_prompts, task_options
+    from softprompt.model import EMBEDDED_MODEL, SoftPromptModel
+    from softprompt.tasks import make_task
+
+    if prompt_file:
+        frozen, files = load_with_prompts([prompt_file], model.name, model.family, allow_other_model, model.dtype, model.readout_scale, model.trust_pickle)
+        data = task_options(files[0], data)
+    else:
+        frozen = SoftPromptModel.load(model.name or EMBEDDED_MODEL, model.family, model.dtype, model.readout_scale, model.trust_pickle)
+    source = data.validation or data.train
+    task = make_task(data)
+    examples = task.load(source, data.limit_validation)
+    task.prepare(frozen)
+    scores = task.evaluate(frozen, examples, train.eval_batch_size)
+    for key, value in scores.items():
+        print(f"{key}: {value:.2f}")
+    return scores
+
+
+def transfer(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: TrainOptions, method: MethodOptions | None = None, methods: list[str] | None = None, targets: list | None = None) -> dict:
+    """Train on one task with each of --methods (prompt and model tuning by default), then score each result on
+    --targets without training: the paper's domain-shift table, with the in-domain row and the delta
+    (TRAIN.OUTPUT_DIR/transfer.md, .csv and .json)."""
+    checks.check_training_command(prompt, data, train)
+    checks.check_model(model)
+    if not targets:
+        raise UserError("--targets: give one or more evaluation sets (TASK=FILE, or a data section)")
+    from softprompt.experiments.transfer import MARKDOWN_FILE, markdown, method_cells, run_transfer, targets_from
+
+    output = Path(train.output_dir)
+    cells = method_cells(model, prompt, data, train, method or MethodOptions(), methods or ["prompt", "model"], output)
+    chosen = targets_from(targets, data)
+    result = run_transfer(cells, chosen, output, train.eval_batch_size)
+    print(markdown(result["rows"], [c.id for c in cells]))
+    print(f"wrote: {output / MARKDOWN_FILE} (and .csv, .json)")
+    return result
+
+
+def sweep(file: str, output: str | None = None, dry_run: bool = False, shard: str | None = None) -> dict:
+    """Run a sweep file: training runs over a grid of options (method, prompt length, initialiser, model, task, seed,
+    ...), each in OUTPUT/cells/<cell>/; finished cells are not run again. Writes OUTPUT/results.csv, results.md and
+    PNG plots. With --shard K/N, N processes share the output folder: each writes the tables of the cells
+    finished so far, and the last to end writes them all."""
+    from softprompt.experiments.grid import load_sweep
+    from softprompt.experiments.sweep import parse_shard, run_sweep, shard_cells, write_results
+    from softprompt.experiments.table import MARKDOWN_FILE
+
+    part = parse_shard(shard)
+    plan = load_sweep(file, output)  # every cell checked before any model loads
+    mine, todo = shard_cells(plan, part)
+    scope = f" (shard {shard}: {len(mine)} of {len(plan.cells)} cells)" if part else ""
+    print(f"sweep: {len(mine)} cells{scope}, {len(mine) - len(todo)} finished, {len(todo)} to run -> {plan.output}")
+    if dry_run:
+        to_run = {cell.id for cell in todo}
+        for cell in mine:
+            print(f"  {'to run' if cell.id in to_run else 'done  '}  {cell.id}")
+        return {"cells": [c.id for c in mine], "to_run": [c.id for c in todo]}
+    rows = run_sweep(plan, shard=part)
+    written = write_results(plan, rows)
+    print((plan.output / MARKDOWN_FILE).read_text(encoding="utf-8"))
+    print("wrote: " + ", ".join(str(p) for p in written))
+    return {"rows": rows, "written": [str(p) for p in written]}
+
+
+def quickstart(output: str = "runs/quickstart", steps: int = 150, seed: int = 42) -> dict:
+    """Offline demo on the embedded all-MiniLM-L6-v2: prompt design vs prompt tuning on a shipped sentiment set."""
+    checks.check_quickstart(output, steps, seed)
+    from softprompt.quickstart import run
+
+    return run(output, steps, seed)
