@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import shutil
 import statistics
 from pathlib import Path
@@ -19,6 +20,8 @@ from softprompt.experiments.sweep import DONE_FILE, check_finished, run_sweep, w
 from softprompt.experiments.table import markdown
 
 PNG = b"\x89PNG\r\n\x1a\n"
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -286,3 +289,14 @@ def test_an_option_added_since_a_cell_finished_counts_only_when_set(finished_swe
     path = sweep_file(tmp_path, files, {"prompt.length": [1, 2], "train.seed": [1, 2]}, model={"trust_pickle": True})
     with pytest.raises(UserError, match=r"finished with other options \(model.trust_pickle: False there, True now\)"):
         check_finished(load_sweep(path, str(sweep.output)))
+
+
+@pytest.mark.skipif(not (REPO.parent / "shared" / "data").is_dir(), reason="the shipped sweep files read ../shared/data")
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_each_shipped_sweep_file_passes_its_checks_with_the_runs_its_header_counts(path, monkeypatch, tmp_path):
+    monkeypatch.chdir(REPO)  # the files name ../shared/data relative to the repository
+    stated = re.search(r"[=:] (\d+)(?: training)? runs", path.read_text(encoding="utf-8"))
+    assert stated, f"{path.name}: its header should say how many runs it makes"
+    plan = load_sweep(path, str(tmp_path / "out"))
+    assert len(plan.cells) == int(stated[1])
+    assert len({cell.id for cell in plan.cells}) == len(plan.cells)
