@@ -7,7 +7,7 @@ import torch
 
 from conftest import BUILDERS, save_model
 from softprompt.cli import main
-from softprompt.interpret import label_hits, nearest_tokens
+from softprompt.interpret import label_hits, nearest_tokens, report, table
 from softprompt.model import SoftPromptModel
 from softprompt.prompt import save_prompt
 
@@ -97,3 +97,29 @@ def test_the_embedded_minilm_finds_the_text_of_a_text_initialised_prompt():
     nearest = nearest_tokens(model, model.initial_prompt("text", len(ids), text=text), k=5)
     assert nearest.ids[:, 0].tolist() == ids
     assert [row[0] for row in nearest.tokens] == ["a", "gorgeous", ",", "moving", "film", "about", "friendship"]
+
+
+def byte_level_gpt2() -> SoftPromptModel:
+    """A tiny GPT-2 with a byte-level BPE vocabulary, whose tokens spell a leading space as "Ġ" (as SmolLM2's do)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["the movie was great fun", "a great film", "terrible, not great"] * 10, vocab_size=300, min_frequency=2, special_tokens=["<|endoftext|>"], show_progress=False)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=1, n_head=2, n_positions=64)
+    return SoftPromptModel(GPT2LMHeadModel(config).eval(), tok, name="tiny-byte-level-gpt2")
+
+
+def test_byte_level_tokens_are_shown_as_the_text_they_decode_to():
+    model = byte_level_gpt2()
+    ids = model.token_ids(" great fun")
+    assert model.tokenizer.convert_ids_to_tokens(ids) == ["Ġgreat", "Ġfun"]  # one token per word, as spelled
+    nearest = nearest_tokens(model, model.initial_prompt("text", 2, text=" great fun"), k=2)
+    assert [row[0] for row in nearest.tokens] == ["Ġgreat", "Ġfun"]
+    assert [row[0] for row in nearest.texts] == [" great", " fun"]
+    lines = table(nearest, None).splitlines()
+    assert lines[1].split(maxsplit=1)[1].startswith("' great' 1.00") and "Ġ" not in "".join(lines)
+    positions = report(nearest, None)["positions"]
+    assert positions[1]["tokens"][0] == "Ġfun" and positions[1]["texts"][0] == " fun"

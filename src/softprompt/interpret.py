@@ -20,7 +20,8 @@ CHUNK_ROWS = 16384  # vocabulary rows compared at a time, so that no normalised 
 class NearestTokens:
     ids: torch.Tensor  # (P, k) token ids, nearest first
     similarities: torch.Tensor  # (P, k) cosine similarities
-    tokens: list[list[str]]  # P lists of k token strings, as the tokenizer spells them
+    tokens: list[list[str]]  # P lists of k token strings, as the tokenizer spells them ("Ġgreat", "▁great", "##ing")
+    texts: list[list[str]]  # the same tokens as the text each decodes to (" great", "great", "##ing")
 
 
 @dataclass
@@ -56,7 +57,8 @@ def nearest_tokens(model, prompt: torch.Tensor, k: int = 5) -> NearestTokens:
         raise UserError(f"-k must be between 1 and the vocabulary size {rows} (got {k})")
     similarities, ids = cosine_to_vocabulary(prompt, embeddings[:rows]).topk(k, dim=1)  # (P, k) each
     tokens = [model.tokenizer.convert_ids_to_tokens(row) for row in ids.tolist()]
-    return NearestTokens(ids, similarities, tokens)
+    texts = [model.tokenizer.batch_decode([[i] for i in row]) for row in ids.tolist()]
+    return NearestTokens(ids, similarities, tokens, texts)
 
 
 def label_hits(model, nearest: NearestTokens, label_words: list[str]) -> LabelHits:
@@ -73,8 +75,8 @@ def label_hits(model, nearest: NearestTokens, label_words: list[str]) -> LabelHi
 def report(nearest: NearestTokens, hits: LabelHits | None) -> dict:
     """Everything `softprompt neighbors --json` prints, as plain values."""
     positions = []
-    for i, (ids, sims, tokens) in enumerate(zip(nearest.ids.tolist(), nearest.similarities.tolist(), nearest.tokens)):
-        row = {"position": i, "token_ids": ids, "tokens": tokens, "similarities": [round(s, 6) for s in sims]}
+    for i, (ids, sims, tokens, texts) in enumerate(zip(nearest.ids.tolist(), nearest.similarities.tolist(), nearest.tokens, nearest.texts)):
+        row = {"position": i, "token_ids": ids, "tokens": tokens, "texts": texts, "similarities": [round(s, 6) for s in sims]}
         if hits is not None:
             row["label_words"] = hits.per_position[i]
         positions.append(row)
@@ -85,10 +87,11 @@ def report(nearest: NearestTokens, hits: LabelHits | None) -> dict:
 
 
 def table(nearest: NearestTokens, hits: LabelHits | None) -> str:
-    """A compact text table: one line per prompt position, then the label-word summary."""
+    """A compact text table: one line per prompt position (each token as the text it decodes to), then the label-word
+    summary."""
     cells = [
-        "  ".join(f"{_printable(token)} {sim:.2f}" for token, sim in zip(tokens, sims))
-        for tokens, sims in zip(nearest.tokens, nearest.similarities.tolist())
+        "  ".join(f"{_printable(text)} {sim:.2f}" for text, sim in zip(texts, sims))
+        for texts, sims in zip(nearest.texts, nearest.similarities.tolist())
     ]
     width = max(map(_columns, cells))
     lines = [f"{'pos':>4}  {'nearest tokens (cosine)':<{width}}" + ("  label words" if hits else "")]
