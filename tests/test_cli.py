@@ -68,6 +68,10 @@ def test_train_info_predict_eval(tmp_path, model_folder, capsys, monkeypatch):
     assert main(["predict", str(prompt), "--file", str(texts)]) == 0
     assert capsys.readouterr().out.split() == predictions
 
+    assert main(["predict", str(prompt), "great", "awful", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows == [{"text": "great", "prediction": predictions[0]}, {"text": "awful", "prediction": predictions[1]}]
+
     assert main(["eval", str(prompt), "--data.validation", str(tmp_path / "train.jsonl")]) == 0
     scores = dict(line.split(": ") for line in capsys.readouterr().out.strip().splitlines())
     assert set(scores) == {"accuracy", "macro_f1"}
@@ -255,3 +259,17 @@ def test_written_files_respect_the_umask(tmp_path, umask):
         os.umask(old)
     for file in (path, tmp_path / "t.txt"):
         assert stat.S_IMODE(file.stat().st_mode) == 0o666 & ~umask
+
+
+def test_predict_prints_one_line_per_text_whatever_line_breaks_an_answer_holds(tmp_path, model_folder, capsys, monkeypatch):
+    config = recipe(tmp_path, model_folder)
+    assert main(["train", "--config", str(config), "--train.max_steps=1"]) == 0
+    capsys.readouterr()
+    from softprompt.tasks.classification import ClassificationTask
+
+    answers = ["first line\nsecond line", "a\r\nb\rc\u2028d", "plain"]
+    monkeypatch.setattr(ClassificationTask, "predict_all", lambda self, model, rows, batch_size, progress=True: answers[:len(rows)])
+    assert main(["predict", str(tmp_path / "run" / "prompt.safetensors"), "x", "y", "z"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["first line\\nsecond line", "a\\nb\\nc\\nd", "plain"]
+    assert main(["predict", str(tmp_path / "run" / "prompt.safetensors"), "x", "y", "z", "--json"]) == 0
+    assert [json.loads(line)["prediction"] for line in capsys.readouterr().out.splitlines()] == answers

@@ -1,6 +1,7 @@
 """The commands that use trained prompts: predict, ensemble and serve."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -9,8 +10,9 @@ from softprompt.errors import UserError
 from softprompt.options import DataOptions, ModelOptions
 
 
-def predict(prompt: str, texts: list[str], file: str | None = None, batch_size: int = 64, model: ModelOptions | None = None, allow_other_model: bool = False) -> list[str]:
-    """Predict with a prompt file for TEXTS, or each line of --file, or each line of standard input."""
+def predict(prompt: str, texts: list[str], file: str | None = None, batch_size: int = 64, json_output: bool = False, model: ModelOptions | None = None, allow_other_model: bool = False) -> list[str]:
+    """Predict with a prompt file for TEXTS, or each line of --file, or each line of standard input: one line out per
+    text in (line breaks inside a generated answer written as \\n; --json gives the exact text)."""
     checks.check_predict(batch_size)
     model = model or ModelOptions()
     checks.check_model(model)
@@ -25,9 +27,17 @@ def predict(prompt: str, texts: list[str], file: str | None = None, batch_size: 
     task = make_task(task_options(files[0], where=prompt))
     task.prepare(frozen)
     out = task.predict_all(frozen, task.fields_from_texts(texts), batch_size, progress=False)
-    for prediction in out:
-        print(prediction)
+    for text, prediction in zip(texts, out):
+        print(json.dumps({"text": text, "prediction": prediction}) if json_output else one_line(prediction))
     return out
+
+
+LINE_BREAKS = re.compile("\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")  # what str.splitlines splits at
+
+
+def one_line(prediction: str) -> str:
+    """A prediction on one line: each of its line breaks written as \\n."""
+    return LINE_BREAKS.sub(r"\\n", prediction)
 
 
 def _input_text(file: str | None) -> str:

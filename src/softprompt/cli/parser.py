@@ -100,6 +100,7 @@ def build_parser() -> ArgumentParser:
             (("texts",), dict(nargs="*", type=str, help="Texts to predict; else --file, else standard input.")),
             (("--file",), dict(type=str | None, default=None, help="A UTF-8 text file with one text per line.")),
             (("--batch_size",), dict(type=int, default=64, help="Rows per forward pass.")),
+            (("--json",), dict(dest="json_output", action="store_true", help="Print JSON lines: each text with its prediction, exactly.")),
             allow,
         ],
     )
