@@ -1,5 +1,6 @@
 """Serving: the engine's mixed-task batches, hot-loading, the micro-batching scheduler, the HTTP app and the command."""
 
+import http.server
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from softprompt.model import ENCODER_ONLY
 from softprompt.prompt import PromptFile, load_prompt, save_prompt
 from softprompt.serve.app import Settings, create_app
 from softprompt.serve.batching import Scheduler
-from softprompt.serve.client import Client, ServeError
+from softprompt.serve.client import Client, ServeError, ServerUnreachable
 from softprompt.serve.engine import Engine, ServedTask, UnknownTask, input_fields
 from softprompt.tasks import make_task
 
@@ -413,6 +414,34 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_the_client_names_the_server_it_cannot_reach_and_an_answer_that_is_not_json():
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(ServerUnreachable, match=f"^cannot reach softprompt serve at {url}: "):
+        Client(url, timeout=5).health()
+    with socket.socket() as silent:  # accepts the connection, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(ServerUnreachable, match=f"^no answer from {url}/healthz within 0.5 s$"):
+            Client(url, timeout=0.5).health()
+
+    class Plain(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"<html>another server</html>")
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.HTTPServer(("127.0.0.1", 0), Plain) as other:
+        threading.Thread(target=other.handle_request, daemon=True).start()
+        url = f"http://127.0.0.1:{other.server_address[1]}"
+        with pytest.raises(ServeError, match="answered with something other than JSON") as caught:
+            Client(url, timeout=30).tasks()
+    assert caught.value.status == 200
 
 
 def test_the_serve_command_end_to_end(tmp_path):

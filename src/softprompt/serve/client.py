@@ -3,6 +3,8 @@
     client = Client("http://127.0.0.1:8000", token="...")
     client.predict("sentiment", ["A gorgeous film.", "The plot was a mess."])   # ["1", "0"]
     client.predict_items([("sentiment", "A gorgeous film."), ("colour", "the sky")])
+
+An error answer raises ServeError (its HTTP status and message); no answer at all raises ServerUnreachable.
 """
 
 import json
@@ -20,6 +22,10 @@ class ServeError(Exception):
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
+
+
+class ServerUnreachable(ConnectionError):
+    """No answer from the server at all: nothing listening, an unknown host, or no answer within the timeout."""
 
 
 class Client:
@@ -60,7 +66,7 @@ class Client:
         request = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
-                return json.loads(response.read())
+                raw, status = response.read(), response.status
         except urllib.error.HTTPError as e:
             raw = e.read()
             try:
@@ -68,3 +74,11 @@ class Client:
             except (ValueError, KeyError, TypeError):
                 message = raw.decode(errors="replace") or e.reason
             raise ServeError(e.code, message) from None
+        except urllib.error.URLError as e:  # refused, unknown host, or a connect timeout
+            raise ServerUnreachable(f"cannot reach softprompt serve at {self.url}: {e.reason}") from None
+        except TimeoutError:  # connected, but no answer in time
+            raise ServerUnreachable(f"no answer from {self.url}{path} within {self.timeout:g} s") from None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise ServeError(status, f"{self.url}{path} answered with something other than JSON: is it softprompt serve?") from None
