@@ -123,3 +123,8 @@ def test_byte_level_tokens_are_shown_as_the_text_they_decode_to():
     assert lines[1].split(maxsplit=1)[1].startswith("' great' 1.00") and "Ġ" not in "".join(lines)
     positions = report(nearest, None)["positions"]
     assert positions[1]["tokens"][0] == "Ġfun" and positions[1]["texts"][0] == " fun"
+
+    half = model.tokenizer.convert_tokens_to_ids("Ã")  # the byte 0xC3 alone: the first half of a UTF-8 character
+    assert model.tokenizer.decode([half]) == "\ufffd"
+    nearest = nearest_tokens(model, model.input_embeddings().weight[[half]], k=1)
+    assert nearest.texts == [["Ã"]]  # its spelling, not the replacement character many tokens share

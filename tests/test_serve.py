@@ -4,6 +4,7 @@ import http.server
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -418,30 +419,44 @@ def free_port() -> int:
 
 def test_the_client_names_the_server_it_cannot_reach_and_an_answer_that_is_not_json():
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    with pytest.raises(ServerUnreachable, match=f"^cannot reach softprompt serve at {url}: "):
+    with pytest.raises(ServerUnreachable, match=f"^cannot reach softprompt serve at {re.escape(url)}: "):
         Client(url, timeout=5).health()
     with socket.socket() as silent:  # accepts the connection, never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
-        with pytest.raises(ServerUnreachable, match=f"^no answer from {url}/healthz within 0.5 s$"):
+        with pytest.raises(ServerUnreachable, match=f"^no answer from {re.escape(url)}/healthz within 0.5 s$"):
             Client(url, timeout=0.5).health()
 
-    class Plain(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"<html>another server</html>")
+    with socket.socket() as closing:  # accepts the connection, reads the request, closes without an answer
+        closing.bind(("127.0.0.1", 0))
+        closing.listen()
+        url = f"http://127.0.0.1:{closing.getsockname()[1]}"
 
-        def log_message(self, *args):
-            pass
+        def hang_up():
+            connection, _ = closing.accept()
+            connection.recv(65536)
+            connection.close()
 
-    with http.server.HTTPServer(("127.0.0.1", 0), Plain) as other:
-        threading.Thread(target=other.handle_request, daemon=True).start()
-        url = f"http://127.0.0.1:{other.server_address[1]}"
-        with pytest.raises(ServeError, match="answered with something other than JSON") as caught:
+        threading.Thread(target=hang_up, daemon=True).start()
+        with pytest.raises(ServerUnreachable, match=f"^no HTTP answer from {re.escape(url)}/v1/tasks: "):
             Client(url, timeout=30).tasks()
-    assert caught.value.status == 200
+
+    for body in (b"<html>another server</html>", b"[1, 2]"):
+        class Other(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        with http.server.HTTPServer(("127.0.0.1", 0), Other) as other:
+            threading.Thread(target=other.handle_request, daemon=True).start()
+            with pytest.raises(ServeError, match="answered with something other than a JSON object") as caught:
+                Client(f"http://127.0.0.1:{other.server_address[1]}", timeout=30).tasks()
+        assert caught.value.status == 200
 
 
 def test_the_serve_command_end_to_end(tmp_path):

@@ -21,7 +21,7 @@ class NearestTokens:
     ids: torch.Tensor  # (P, k) token ids, nearest first
     similarities: torch.Tensor  # (P, k) cosine similarities
     tokens: list[list[str]]  # P lists of k token strings, as the tokenizer spells them ("Ġgreat", "▁great", "##ing")
-    texts: list[list[str]]  # the same tokens as the text each decodes to (" great", "great", "##ing")
+    texts: list[list[str]]  # the same tokens as the text each decodes to (" great", "great", "##ing"; see readable)
 
 
 @dataclass
@@ -57,8 +57,15 @@ def nearest_tokens(model, prompt: torch.Tensor, k: int = 5) -> NearestTokens:
         raise UserError(f"-k must be between 1 and the vocabulary size {rows} (got {k})")
     similarities, ids = cosine_to_vocabulary(prompt, embeddings[:rows]).topk(k, dim=1)  # (P, k) each
     tokens = [model.tokenizer.convert_ids_to_tokens(row) for row in ids.tolist()]
-    texts = [model.tokenizer.batch_decode([[i] for i in row]) for row in ids.tolist()]
+    texts = [readable(model.tokenizer, row, spelled) for row, spelled in zip(ids.tolist(), tokens)]
     return NearestTokens(ids, similarities, tokens, texts)
+
+
+def readable(tokenizer, ids: list[int], tokens: list[str]) -> list[str]:
+    """The text each token decodes to; its own spelling where that text is not whole (a byte-level token holding part
+    of a UTF-8 character decodes to U+FFFD, which many tokens share)."""
+    texts = tokenizer.batch_decode([[i] for i in ids], clean_up_tokenization_spaces=False)
+    return [token if "\ufffd" in text else text for text, token in zip(texts, tokens)]
 
 
 def label_hits(model, nearest: NearestTokens, label_words: list[str]) -> LabelHits:

@@ -27,7 +27,7 @@ def predict(prompt: str, texts: list[str], file: str | None = None, batch_size: 
     task = make_task(task_options(files[0], where=prompt))
     task.prepare(frozen)
     out = task.predict_all(frozen, task.fields_from_texts(texts), batch_size, progress=False)
-    for text, prediction in zip(texts, out):
+    for text, prediction in zip(texts, out, strict=True):
         print(json.dumps({"text": text, "prediction": prediction}) if json_output else one_line(prediction))
     return out
 

@@ -138,7 +138,7 @@ def build_parser() -> ArgumentParser:
         arguments=[
             (("prompt",), dict(type=str, help="Prompt file.")),
             (("-k", "--k"), dict(type=int, default=5, help="Nearest tokens to list per prompt position.")),
-            (("--json",), dict(dest="json_output", action="store_true", help="Print only JSON: each position's tokens, ids and similarities, and the label-word counts.")),
+            (("--json",), dict(dest="json_output", action="store_true", help="Print only JSON: each position's token ids, tokens (as spelled and as text) and similarities, and the label-word counts.")),
             allow,
         ],
     )

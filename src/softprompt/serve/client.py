@@ -7,6 +7,7 @@
 An error answer raises ServeError (its HTTP status and message); no answer at all raises ServerUnreachable.
 """
 
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -16,7 +17,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class ServeError(Exception):
-    """An error answer from the server: its HTTP status and message."""
+    """An answer that is an error, or not softprompt serve's (not a JSON object): its HTTP status and message."""
 
     def __init__(self, status: int, message: str):
         super().__init__(f"{status}: {message}")
@@ -78,7 +79,12 @@ class Client:
             raise ServerUnreachable(f"cannot reach softprompt serve at {self.url}: {e.reason}") from None
         except TimeoutError:  # connected, but no answer in time
             raise ServerUnreachable(f"no answer from {self.url}{path} within {self.timeout:g} s") from None
+        except (ConnectionError, http.client.HTTPException) as e:  # closed mid-answer, or not an HTTP server
+            raise ServerUnreachable(f"no HTTP answer from {self.url}{path}: {e.__class__.__name__} {e}".rstrip()) from None
         try:
-            return json.loads(raw)
+            answer = json.loads(raw)
         except ValueError:
-            raise ServeError(status, f"{self.url}{path} answered with something other than JSON: is it softprompt serve?") from None
+            answer = None
+        if not isinstance(answer, dict):
+            raise ServeError(status, f"{self.url}{path} answered with something other than a JSON object: is it softprompt serve?")
+        return answer
