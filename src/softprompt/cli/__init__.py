@@ -11,18 +11,8 @@ from jsonargparse import ArgumentError
 
 from softprompt import checks
 from softprompt.cli.bad_arguments import check_recipe_files, parse_error
-from softprompt.cli.inference import ensemble, predict, serve
-from softprompt.cli.inspection import info, models, neighbors, similar, tasks
-from softprompt.cli.interop import export, import_
-from softprompt.cli.parser import build_parser, rewritten
-from softprompt.cli.training import evaluate, quickstart, sweep, train, transfer
+from softprompt.cli.parser import COMMANDS, build_parser, rewritten
 from softprompt.errors import UserError
-
-COMMANDS = {
-    "train": train, "eval": evaluate, "predict": predict, "info": info, "quickstart": quickstart, "models": models,
-    "tasks": tasks, "ensemble": ensemble, "neighbors": neighbors, "similar": similar, "export": export, "import": import_,
-    "serve": serve, "sweep": sweep, "transfer": transfer,
-}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,11 @@ from softprompt.cli.interop import export, import_
 from softprompt.cli.training import evaluate, quickstart, sweep, train, transfer
 from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, TrainOptions
 
+COMMANDS = {  # each command's name and function; its docstring is the command's help
+    "train": train, "eval": evaluate, "predict": predict, "info": info, "quickstart": quickstart, "models": models,
+    "tasks": tasks, "ensemble": ensemble, "neighbors": neighbors, "similar": similar, "export": export, "import": import_,
+    "serve": serve, "sweep": sweep, "transfer": transfer,
+}
 SECTION_FILES = (".yaml", ".yml", ".json")
 SECTIONS: dict[str, list[str]] = {}  # each command's option sections, filled by build_parser
 
@@ -73,7 +78,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="Show tracebacks on errors.")
     commands = parser.add_subcommands(dest="command")
 
-    def command(name: str, fn, *sections, arguments=()):
+    def command(name: str, *sections, arguments=()):
+        fn = COMMANDS[name]
         SECTIONS[name] = [section for section, _ in sections]
         p = ArgumentParser(description=fn.__doc__, exit_on_error=False)  # main() reports a bad value in one line
         p.add_argument("--config", action=ActionConfigFile, help="A YAML recipe; later options override it.")
@@ -85,16 +91,16 @@ def build_parser() -> ArgumentParser:
 
     recipe = (("model", ModelOptions), ("prompt", PromptOptions), ("data", DataOptions), ("train", TrainOptions))
     allow = (("--allow_other_model",), dict(action="store_true", help="Use a prompt file whose model fingerprint differs from the model's."))
-    command("train", train, *recipe, ("method", MethodOptions), arguments=[allow])
+    command("train", *recipe, ("method", MethodOptions), arguments=[allow])
     command(
-        "eval", evaluate, *recipe,
+        "eval", *recipe,
         arguments=[
             (("prompt_file",), dict(nargs="?", type=str | None, default=None, help="Prompt file, also given as --prompt P; without it the frozen model is scored alone.")),
             allow,
         ],
     )
     command(
-        "predict", predict, ("model", ModelOptions),
+        "predict", ("model", ModelOptions),
         arguments=[
             (("prompt",), dict(type=str, help="Prompt file.")),
             (("texts",), dict(nargs="*", type=str, help="Texts to predict; else --file, else standard input.")),
@@ -105,14 +111,14 @@ def build_parser() -> ArgumentParser:
         ],
     )
     command(
-        "info", info,
+        "info",
         arguments=[
             (("prompt",), dict(type=str, help="Prompt file.")),
             (("--json",), dict(dest="json_output", action="store_true", help="Print only JSON: the metadata with length, hidden and size (bytes).")),
         ],
     )
     command(
-        "quickstart", quickstart,
+        "quickstart",
         arguments=[
             (("--output",), dict(type=str, default="runs/quickstart", help="Folder for the trained prompt.")),
             (("--steps",), dict(type=int, default=150, help="Training steps of 32 rows.")),
@@ -120,12 +126,12 @@ def build_parser() -> ArgumentParser:
         ],
     )
     command(
-        "models", models,
+        "models",
         arguments=[(("--json",), dict(dest="json_output", action="store_true", help="Print only JSON: one object per embedded model."))],
     )
-    command("tasks", tasks)
+    command("tasks")
     command(
-        "ensemble", ensemble, ("model", ModelOptions), ("data", DataOptions),
+        "ensemble", ("model", ModelOptions), ("data", DataOptions),
         arguments=[
             (("--prompts",), dict(nargs="+", type=str, required=True, help="Two or more prompt files of one task.")),
             (("--batch_size",), dict(type=int, default=64, help="Rows per forward pass (each input counts once per prompt).")),
@@ -134,7 +140,7 @@ def build_parser() -> ArgumentParser:
         ],
     )
     command(
-        "neighbors", neighbors, ("model", ModelOptions),
+        "neighbors", ("model", ModelOptions),
         arguments=[
             (("prompt",), dict(type=str, help="Prompt file.")),
             (("-k", "--k"), dict(type=int, default=5, help="Nearest tokens to list per prompt position.")),
@@ -143,7 +149,7 @@ def build_parser() -> ArgumentParser:
         ],
     )
     command(
-        "similar", similar,
+        "similar",
         arguments=[
             (("prompt",), dict(type=str, help="Prompt file to find neighbours of.")),
             (("--bank",), dict(type=str, required=True, help="Folder searched for prompt files (.safetensors, at any depth).")),
@@ -152,7 +158,7 @@ def build_parser() -> ArgumentParser:
         ],
     )
     command(
-        "export", export,
+        "export",
         arguments=[
             (("prompt",), dict(type=str, help="Prompt file.")),
             (("--to",), dict(type=Literal["peft"], default="peft", help="Format: peft (a PEFT prompt-tuning adapter folder).")),
@@ -161,14 +167,14 @@ def build_parser() -> ArgumentParser:
         ],
     )
     command(
-        "import", import_, ("model", ModelOptions), ("data", DataOptions),
+        "import", ("model", ModelOptions), ("data", DataOptions),
         arguments=[
             (("source",), dict(type=str, help="A PEFT prompt-tuning adapter folder, or a .npy file of shape (length, hidden).")),
             (("--output",), dict(type=str, required=True, help="Prompt file to write.")),
         ],
     )
     command(
-        "serve", serve,
+        "serve",
         arguments=[
             (("--prompts",), dict(type=str, required=True, help="Folder of prompt files: NAME.safetensors or NAME/prompt.safetensors serves task NAME; rescanned on POST /v1/tasks.")),
             (("--model",), dict(type=str | None, default=None, help="Hub name or local folder of the model; default: the model the prompt files name (they must agree).")),
@@ -188,7 +194,7 @@ def build_parser() -> ArgumentParser:
         ],
     )
     command(
-        "sweep", sweep,
+        "sweep",
         arguments=[
             (("file",), dict(type=str, help="The sweep file (YAML): a base recipe in train's sections, `grid:` axes and optional `tasks:`.")),
             (("--output",), dict(type=str | None, default=None, help="Output folder; default: the file's `output:`, else runs/sweeps/<file name>.")),
@@ -197,7 +203,7 @@ def build_parser() -> ArgumentParser:
         ],
     )
     command(
-        "transfer", transfer, *recipe, ("method", MethodOptions),
+        "transfer", *recipe, ("method", MethodOptions),
         arguments=[
             (("--methods",), dict(type=list[str], default=["prompt", "model"], help="Methods to train on the source task and compare (the delta is the first minus the second).")),
             (("--targets",), dict(type=list[str | dict], default=[], help="Evaluation sets: TASK=FILE, or a data section (name: its row); unset options are the source's.")),
