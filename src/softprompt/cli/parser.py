@@ -91,6 +91,10 @@ def build_parser() -> ArgumentParser:
 
     recipe = (("model", ModelOptions), ("prompt", PromptOptions), ("data", DataOptions), ("train", TrainOptions))
     allow = (("--allow_other_model",), dict(action="store_true", help="Use a prompt file whose model fingerprint differs from the model's."))
+
+    def json_flag(text: str):  # every command's --json, its function's json_output
+        return (("--json",), dict(dest="json_output", action="store_true", help=text))
+
     command("train", *recipe, ("method", MethodOptions), arguments=[allow])
     command(
         "eval", *recipe,
@@ -106,7 +110,7 @@ def build_parser() -> ArgumentParser:
             (("texts",), dict(nargs="*", type=str, help="Texts to predict; else --file, else standard input.")),
             (("--file",), dict(type=str | None, default=None, help="A UTF-8 text file with one text per line.")),
             (("--batch_size",), dict(type=int, default=64, help="Rows per forward pass.")),
-            (("--json",), dict(dest="json_output", action="store_true", help="Print JSON lines: each text with its prediction, exactly.")),
+            json_flag("Print JSON lines: each text with its prediction, exactly."),
             allow,
         ],
     )
@@ -114,7 +118,7 @@ def build_parser() -> ArgumentParser:
         "info",
         arguments=[
             (("prompt",), dict(type=str, help="Prompt file.")),
-            (("--json",), dict(dest="json_output", action="store_true", help="Print only JSON: the metadata with length, hidden and size (bytes).")),
+            json_flag("Print only JSON: the metadata with length, hidden and size (bytes)."),
         ],
     )
     command(
@@ -127,7 +131,7 @@ def build_parser() -> ArgumentParser:
     )
     command(
         "models",
-        arguments=[(("--json",), dict(dest="json_output", action="store_true", help="Print only JSON: one object per embedded model."))],
+        arguments=[json_flag("Print only JSON: one object per embedded model.")],
     )
     command("tasks")
     command(
@@ -135,7 +139,7 @@ def build_parser() -> ArgumentParser:
         arguments=[
             (("--prompts",), dict(nargs="+", type=str, required=True, help="Two or more prompt files of one task.")),
             (("--batch_size",), dict(type=int, default=64, help="Rows per forward pass (each input counts once per prompt).")),
-            (("--json",), dict(dest="json_output", action="store_true", help="Print only JSON.")),
+            json_flag("Print only JSON."),
             allow,
         ],
     )
@@ -144,7 +148,7 @@ def build_parser() -> ArgumentParser:
         arguments=[
             (("prompt",), dict(type=str, help="Prompt file.")),
             (("-k", "--k"), dict(type=int, default=5, help="Nearest tokens to list per prompt position.")),
-            (("--json",), dict(dest="json_output", action="store_true", help="Print only JSON: each position's token ids, tokens (as spelled and as text) and similarities, and the label-word counts.")),
+            json_flag("Print only JSON: each position's token ids, tokens (as spelled and as text) and similarities, and the label-word counts."),
             allow,
         ],
     )
@@ -154,7 +158,7 @@ def build_parser() -> ArgumentParser:
             (("prompt",), dict(type=str, help="Prompt file to find neighbours of.")),
             (("--bank",), dict(type=str, required=True, help="Folder searched for prompt files (.safetensors, at any depth).")),
             (("-k", "--k"), dict(type=int, default=10, help="How many of the most similar to list.")),
-            (("--json",), dict(dest="json_output", action="store_true", help="Print only JSON: the ranked files with similarities, and the skipped files with why.")),
+            json_flag("Print only JSON: the ranked files with similarities, and the skipped files with why."),
         ],
     )
     command(
