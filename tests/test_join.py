@@ -60,3 +60,28 @@ def test_shorter_prompts_are_padded_where_the_family_pads():
     assert right.attention_mask.tolist() == [[0, 1, 1, 1, 1], [1, 1, 1, 1, 0]]  # ... or trailing padding
     assert right.inputs_embeds.squeeze(-1)[1, :4].tolist() == [20, 3, 4, 5]
     assert right.prompt_mask.sum(1).tolist() == [2, 1]
+
+
+def test_a_prompt_shared_by_many_rows_gets_the_same_gradient_every_time():
+    # Indexing sums a repeated row's gradients with parallel atomic adds on a CPU, so a run's prompt differed from
+    # process to process; the bank's lookup must sum them in a fixed order. 64 rows x 20 x 384 is far above the
+    # size at which the CPU kernels go parallel.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(threads, 2))
+    try:
+        generator = torch.Generator().manual_seed(0)
+        bank = PromptBank(torch.randn(2, 20, 384, generator=generator))
+        ids = torch.tensor([0, 1] * 32)
+        upstream = torch.randn(64, 20, 384, generator=generator)
+
+        def gradient() -> torch.Tensor:
+            bank.zero_grad()
+            prompts, _ = bank(ids)
+            prompts.backward(upstream)
+            return bank.weight.grad.clone()
+
+        first = gradient()
+        assert torch.allclose(first[0], upstream[0::2].sum(0), atol=1e-4)  # each prompt gets its own rows' sum
+        assert all(torch.equal(first, gradient()) for _ in range(30))
+    finally:
+        torch.set_num_threads(threads)

@@ -10,7 +10,16 @@ per row like the prompts, so that rows of a DePT task and of a plain one share a
 """
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def rows_of(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """(N, ...) table, (B,) indices -> (B, ...) rows, whose gradient sums into the table in a fixed order.
+
+    Indexing (`table[ids]`) sums a repeated row's gradients with parallel atomic adds on a CPU, so the same run
+    differs from process to process in the last bits; an embedding lookup sums them in order, here and on CUDA."""
+    return F.embedding(ids, table.flatten(1)).view(len(ids), *table.shape[1:])
 
 
 class PromptBank(nn.Module):
@@ -79,11 +88,11 @@ class PromptBank(nn.Module):
 
     def forward(self, prompt_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,) prompt indices -> (B, P_max, H) prompts, zero-padded, and their (B,) lengths."""
-        return self.weight[prompt_ids], self.lengths.to(prompt_ids.device)[prompt_ids]
+        return rows_of(self.weight, prompt_ids), self.lengths.to(prompt_ids.device)[prompt_ids]
 
     def offsets(self, prompt_ids: torch.Tensor) -> torch.Tensor | None:
         """(B,) prompt indices -> (B, N_max, H) input offsets, zero-padded; None when no prompt has one."""
-        return None if self.input_offsets is None else self.input_offsets[prompt_ids]
+        return None if self.input_offsets is None else rows_of(self.input_offsets, prompt_ids)
 
     def offset(self, name_or_index: str | int = 0) -> torch.Tensor | None:
         """One prompt's input offset, (N_i, H), detached; None when it has none."""

@@ -19,7 +19,7 @@ from softprompt import embedded
 from softprompt import init as initialisers
 from softprompt.anchor_cache import AnchorCache
 from softprompt.attention import finite_attention
-from softprompt.bank import PromptBank
+from softprompt.bank import PromptBank, rows_of
 from softprompt.embedded import EMBEDDED_MODEL  # noqa: F401  re-exported: the default model
 from softprompt.errors import UserError, first_line
 from softprompt.join import IGNORE_INDEX, Joined, insertion_offsets, join
@@ -362,7 +362,7 @@ class SoftPromptModel(nn.Module):
         label_mask = self.label_batch["attention_mask"].to(self.device)
         L = label_ids.shape[0]
         anchors = self.pooled(label_ids.repeat(len(ids), 1), label_mask.repeat(len(ids), 1), ids.repeat_interleave(L), inputs=False)
-        return anchors.view(len(ids), L, -1)[rows]  # (B, L, H)
+        return rows_of(anchors.view(len(ids), L, -1), rows)  # (B, L, H)
 
     def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_ids: torch.Tensor, prompt_offsets: torch.Tensor | None = None, inputs: bool = True) -> torch.Tensor:
         """Encoder-only: (B, T) tokens, each row under its prompt -> (B, H) mean-pooled embeddings, prompt included;
