@@ -1,17 +1,23 @@
 """The same training loop under torchrun: two CPU processes (gloo), one log, one prompt file, one checkpoint, the
-prompt of one process with the same global batch, and evaluation sharded without duplicates."""
+prompt of one process with the same global batch, and evaluation sharded without duplicates; and under FSDP 2, the
+frozen weights sharded and the prompt whole, to the same prompt."""
 
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 import torch
+from accelerate.utils import DistributedType
 
 from conftest import save_model, sentiment_rows, tiny_gpt2
 from softprompt import checkpoint
 from softprompt.bank import PromptBank
+from softprompt.errors import UserError
+from softprompt.fsdp import keep_prompt_whole
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
 from softprompt.train import train_prompt
@@ -56,7 +62,25 @@ score = task.score
 task.score = lambda predictions, examples: scored.append(predictions) or score(predictions, examples)
 result = train_prompt(model, task, examples, examples[:7], {PROMPT!r}, options, "run", progress=False)
 if int(os.environ["RANK"]) == 0:
-    print("RESULT" + json.dumps({{"metrics": result.history[-1], "predictions": scored[-1]}}))
+    sharded = {{part: [type(p).__name__ == "DTensor" for p in getattr(model, part).parameters()] for part in ("base", "bank")}}
+    print("RESULT" + json.dumps({{"metrics": result.history[-1], "predictions": scored[-1], "sharded": sharded}}))
+"""
+
+# accelerate 1.15 turns FSDP on for GPUs only (a CPU run is MULTI_CPU whatever the config says); the same accelerator
+# with its distributed type set to FSDP after start-up prepares the model with FSDP 2's fully_shard, as on GPUs.
+FSDP_ON_CPU = """
+import softprompt.run
+from accelerate import Accelerator
+from accelerate.state import PartialState
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+class FSDPOnCPU(Accelerator):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        PartialState().distributed_type = self.state.distributed_type = DistributedType.FSDP
+        self.state.fsdp_plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap", transformer_cls_names_to_wrap=["GPT2Block"])
+
+softprompt.run.Accelerator = FSDPOnCPU
 """
 
 
@@ -64,7 +88,24 @@ def test_two_processes_reach_the_one_process_prompt_shard_evaluation_and_resume(
     """The same global batch of 10 (2 x 5 rows, or 2 micro-batches of 5 in one process) gives the same prompt;
     evaluation split 3 + 4 over the processes scores each of 7 examples once, as one process does; two processes
     resume from their checkpoint (each its own random generators) to the prompt of one uninterrupted process."""
-    (tmp_path / "run.py").write_text(SCRIPT)
+    two, at_six, trained = two_process_runs(tmp_path, SCRIPT)
+    assert not any(two["sharded"]["base"] + two["sharded"]["bank"])
+    same_as_one_process(tmp_path, two, at_six, trained)
+
+
+def test_under_fsdp_the_frozen_model_is_sharded_and_the_prompt_trains_whole_as_in_one_process(tmp_path):
+    """FSDP 2 shards the frozen weights and leaves the prompt bank whole on every process: Adafactor trains it, its
+    gradient is averaged over the processes, evaluation scores every example on gathered weights, and a checkpoint
+    resumes to the prompt of one uninterrupted process."""
+    two, at_six, trained = two_process_runs(tmp_path, SCRIPT.replace("model = tiny_gpt2()", FSDP_ON_CPU + "model = tiny_gpt2()", 1))
+    assert all(two["sharded"]["base"]) and two["sharded"]["bank"] == [False]
+    same_as_one_process(tmp_path, two, at_six, trained)
+
+
+def two_process_runs(tmp_path: Path, script: str):
+    """`script` run by two processes for 6 steps, then resumed to 8: the first run's result, its prompt at step 6,
+    and a reader of the trained prompt in a run's newest checkpoint."""
+    (tmp_path / "run.py").write_text(script)
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
 
     def two_processes(*args) -> dict:
@@ -78,15 +119,38 @@ def test_two_processes_reach_the_one_process_prompt_shard_evaluation_and_resume(
     two = two_processes("6", "new")
     assert [p.name for p in checkpoint.complete(tmp_path / "run")] == ["step-00000006"]  # one checkpoint, written once
     assert sorted(f.name for f in checkpoint.latest(tmp_path / "run").iterdir()) == ["rng-0.safetensors", "rng-1.safetensors", "state.safetensors"]
+    at_six = trained("run", 2)
+    two_processes("8", "resume")
+    return two, at_six, trained
+
+
+def same_as_one_process(tmp_path: Path, two: dict, at_six: torch.Tensor, trained) -> None:
+    """The two processes' evaluation at step 6 is one process's with their prompt, and their prompt at step 8 (after
+    resuming) is that of one process with the same global batch."""
     model = tiny_gpt2()
     task = make_task(DataOptions(verbalizers={"0": "no", "1": "yes"}))
     examples = task.examples(sentiment_rows() * 2, "rows", None)
-    model.bank = PromptBank(trained("run", 2))  # the two processes' prompt at step 6, evaluated there
+    model.bank = PromptBank(at_six)
     predictions = task.predict_all(model, [e.fields for e in examples[:7]], progress=False)
     assert two["predictions"] == predictions
     assert two["metrics"] == {"step": 6, **{f"eval/{k}": v for k, v in task.score(predictions, examples[:7]).items()}}
 
-    two_processes("8", "resume")
     train_prompt(model, task, examples, examples[:7], PROMPT, TrainOptions(**{**ONE_STEP, "max_steps": 8, "output_dir": str(tmp_path / "one")}), tmp_path / "one", progress=False)
     torch.testing.assert_close(trained("run", 2), trained("one", 1), rtol=1e-4, atol=1e-5)
     assert not torch.equal(trained("one", 1), tiny_gpt2().initial_prompt("vocab", 4, first_n=40, seed=42))
+
+
+def test_fsdp_leaves_the_prompt_bank_out_of_the_sharding_and_refuses_fsdp_1():
+    model = tiny_gpt2()
+    model.bank = PromptBank(torch.zeros(4, model.hidden))
+
+    def accelerator(kind, version=2):
+        return SimpleNamespace(distributed_type=kind, state=SimpleNamespace(fsdp_plugin=SimpleNamespace(fsdp_version=version, ignored_modules=None)))
+
+    data_parallel = accelerator(DistributedType.MULTI_CPU)
+    assert keep_prompt_whole(data_parallel, model) == [] and data_parallel.state.fsdp_plugin.ignored_modules is None
+    fsdp = accelerator(DistributedType.FSDP)
+    assert keep_prompt_whole(fsdp, model) == [model.bank.weight]
+    assert fsdp.state.fsdp_plugin.ignored_modules == [model.bank]
+    with pytest.raises(UserError, match="fsdp_version 1 in the accelerate config: softprompt runs under FSDP 2"):
+        keep_prompt_whole(accelerator(DistributedType.FSDP, version=1), model)

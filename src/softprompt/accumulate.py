@@ -17,14 +17,16 @@ def accumulation_steps(batch_size: int, micro_batch_size: int, processes: int) -
     return batch_size // per_step
 
 
-def backward_accumulated(wrapped, micro_batches: list[dict], accelerator: Accelerator, autocast, step: int, params: list | None = None, scaler=None) -> float:
+def backward_accumulated(wrapped, micro_batches: list[dict], accelerator: Accelerator, autocast, step: int, params: list | None = None, scaler=None, unsynced: list | tuple = ()) -> float:
     """Backpropagate micro-batches so that the trained parameters' gradient (`params`; the prompt bank's when None) is
     that of one batch holding them all, on every process together: each micro-batch's summed loss is divided by the
     number of loss items (target tokens, or rows for encoder-only classification) in the whole effective batch.
     Returns that batch's mean loss.
 
     A mean per micro-batch would weigh a token of a short-target micro-batch more than one of a long-target one.
-    With a loss scaler (fp16) the losses are scaled up and the gradients left scaled, for the scaler's step."""
+    With a loss scaler (fp16) the losses are scaled up and the gradients left scaled, for the scaler's step.
+    `unsynced`: parameters that no wrapper averages over the processes (the prompt bank, kept whole under FSDP), whose
+    gradients are averaged here as DDP and FSDP average the rest."""
     total_loss = torch.zeros((), device=accelerator.device)
     total_items = torch.zeros((), device=accelerator.device)
     for k, batch in enumerate(micro_batches):
@@ -33,10 +35,13 @@ def backward_accumulated(wrapped, micro_batches: list[dict], accelerator: Accele
             out = wrapped(**batch)
             if not torch.isfinite(out.loss_sum):
                 raise NonFinite(f"the loss became {out.loss_sum.item()} at step {step}: lower --train.lr, or use --train.precision=fp32")
-            loss = out.loss_sum * accelerator.num_processes  # DDP averages over processes: undo it
+            loss = out.loss_sum * accelerator.num_processes  # DDP and FSDP average over processes: undo it
             accelerator.backward(scaler.scale(loss) if scaler else loss)
         total_loss += out.loss_sum.detach().float()
         total_items += out.loss_items
+    for p in unsynced:
+        if p.grad is not None:
+            p.grad = accelerator.reduce(p.grad, reduction="mean")
     totals = accelerator.reduce(torch.stack([total_loss, total_items]), reduction="sum")  # over processes
     items = totals[1].clamp(min=1)
     for p in accelerator.unwrap_model(wrapped).bank.parameters() if params is None else params:

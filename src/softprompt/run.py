@@ -13,6 +13,7 @@ from accelerate.utils import DistributedType, gather_object
 from softprompt import run_output
 from softprompt.accumulate import accumulation_steps
 from softprompt.errors import UserError
+from softprompt.fsdp import gathered
 from softprompt.methods import Method
 from softprompt.methods.prompt import T5_TYPES
 from softprompt.model import SoftPromptModel
@@ -95,7 +96,8 @@ def evaluate_sharded(method: Method, model: SoftPromptModel, task: Task, example
     Under FSDP and DeepSpeed every forward pass gathers weights from all processes, so each evaluates everything,
     in step with the others."""
     if accelerator.num_processes == 1 or accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        return method.evaluate(model, task, examples, batch_size, progress)
+        with gathered(model):
+            return method.evaluate(model, task, examples, batch_size, progress)
     n, k, rank = len(examples), accelerator.num_processes, accelerator.process_index
     share = examples[rank * n // k : (rank + 1) * n // k]
     predictions = gather_object(method.predictions(model, task, share, batch_size, progress))  # shares in rank order

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from softprompt import checkpoint, run_output
 from softprompt.accumulate import accumulation_steps, backward_accumulated  # noqa: F401  re-exported
 from softprompt.errors import UserError
+from softprompt.fsdp import keep_prompt_whole, same_on_every_process
 from softprompt.methods import Method, make_method
 from softprompt.methods.prompt import PAPER_LR, PROMPT_FILE, T5_EMBEDDING_RMS, T5_TYPES, default_lr, initial_prompt  # noqa: F401  re-exported
 from softprompt.model import SoftPromptModel
@@ -93,7 +94,11 @@ class Training:
     def __init__(self, run: Run, train_examples: list[Example]):
         self.run = run
         self.identity = self._identity()
-        self.checkpoints = run.accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED)  # sharded state is not gathered yet
+        self.unsynced = keep_prompt_whole(run.accelerator, run.model)  # under FSDP, the prompt bank's trained parameters
+        # checkpoints hold whole trained tensors: not under DeepSpeed, nor under FSDP for methods that train sharded weights
+        whole = {id(p) for p in self.unsynced}
+        sharded = run.accelerator.distributed_type == DistributedType.FSDP and any(id(p) not in whole for p in run.params)
+        self.checkpoints = run.accelerator.distributed_type != DistributedType.DEEPSPEED and not sharded
         resumed, state, self.rng = self._checkpoint_to_resume()
         self._prepare(train_examples)
         self.best, self.stale = -math.inf, 0
@@ -122,7 +127,8 @@ class Training:
         generators."""
         run, o, accelerator = self.run, self.run.o, self.run.accelerator
         if o.resume and not self.checkpoints:
-            raise UserError("--train.resume: checkpoints are written under data parallel training only, not yet under FSDP or DeepSpeed")
+            where = "DeepSpeed" if run.accelerator.distributed_type == DistributedType.DEEPSPEED else f"FSDP for {run.method.name}, whose trained weights are sharded (prompt tuning's are not)"
+            raise UserError(f"--train.resume: checkpoints are not written under {where}")
         resumed = checkpoint.latest(run.output_dir) if o.resume else None
         if resumed:
             state, rng = checkpoint.load(resumed, accelerator.process_index, accelerator.num_processes)
@@ -148,6 +154,7 @@ class Training:
         self.schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps else 1.0)
         self.wrapped, self.optimizer, self.loader = run.accelerator.prepare(run.model, optimizer, self.loader)
         run.params = run.method.parameters(run.model)  # FSDP replaces parameters in place with sharded ones
+        same_on_every_process(self.unsynced)
 
     def _restore(self, state: dict, resumed: Path) -> None:
         """Continue from a checkpoint: trained parameters, optimiser, schedule, best so far and the log up to it."""
@@ -211,7 +218,7 @@ class Training:
     def _step(self, step: int, signals: checkpoint.StopSignals) -> bool:
         """One step: update, log, evaluate and checkpoint when due; True when training stops early."""
         run, o, result = self.run, self.run.o, self.run.result
-        step_loss = backward_accumulated(self.wrapped, [next(self.batches) for _ in range(run.accum)], run.accelerator, run.autocast, step, run.params, run.scaler)
+        step_loss = backward_accumulated(self.wrapped, [next(self.batches) for _ in range(run.accum)], run.accelerator, run.autocast, step, run.params, run.scaler, self.unsynced)
         self._update(step)
         self.done = step
         self.running = step_loss if step == 1 else 0.9 * self.running + 0.1 * step_loss
@@ -229,7 +236,7 @@ class Training:
         if self.checkpoints and (stopping or result.stopped_early or step == run.max_steps or (self.save_every and step % self.save_every == 0)):
             saved = self.save_checkpoint(step)
         if stopping:
-            run.say(f"stopped by a signal after step {step}: " + (f"checkpoint {saved}; continue with --train.resume=true" if saved else "no checkpoint (FSDP, DeepSpeed)"))
+            run.say(f"stopped by a signal after step {step}: " + (f"checkpoint {saved}; continue with --train.resume=true" if saved else "no checkpoint (sharded trained weights)"))
             raise KeyboardInterrupt
         return result.stopped_early
 
