@@ -140,7 +140,7 @@ def same_as_one_process(tmp_path: Path, two: dict, at_six: torch.Tensor, trained
     assert not torch.equal(trained("one", 1), tiny_gpt2().initial_prompt("vocab", 4, first_n=40, seed=42))
 
 
-def test_fsdp_leaves_the_prompt_bank_out_of_the_sharding_and_refuses_fsdp_1():
+def test_fsdp_leaves_the_prompt_bank_out_of_the_sharding_and_refuses_fsdp_1_and_methods_that_train_the_model():
     model = tiny_gpt2()
     model.bank = PromptBank(torch.zeros(4, model.hidden))
 
@@ -148,9 +148,12 @@ def test_fsdp_leaves_the_prompt_bank_out_of_the_sharding_and_refuses_fsdp_1():
         return SimpleNamespace(distributed_type=kind, state=SimpleNamespace(fsdp_plugin=SimpleNamespace(fsdp_version=version, ignored_modules=None)))
 
     data_parallel = accelerator(DistributedType.MULTI_CPU)
-    assert keep_prompt_whole(data_parallel, model) == [] and data_parallel.state.fsdp_plugin.ignored_modules is None
+    model_weight = next(model.base.parameters())
+    assert keep_prompt_whole(data_parallel, model, "lora", [model_weight]) == [] and data_parallel.state.fsdp_plugin.ignored_modules is None
     fsdp = accelerator(DistributedType.FSDP)
-    assert keep_prompt_whole(fsdp, model) == [model.bank.weight]
+    assert keep_prompt_whole(fsdp, model, "prompt", [model.bank.weight]) == [model.bank.weight]
     assert fsdp.state.fsdp_plugin.ignored_modules == [model.bank]
     with pytest.raises(UserError, match="fsdp_version 1 in the accelerate config: softprompt runs under FSDP 2"):
-        keep_prompt_whole(accelerator(DistributedType.FSDP, version=1), model)
+        keep_prompt_whole(accelerator(DistributedType.FSDP, version=1), model, "prompt", [model.bank.weight])
+    with pytest.raises(UserError, match="--method lora: under FSDP softprompt trains prompts only"):
+        keep_prompt_whole(accelerator(DistributedType.FSDP), model, "lora", [model_weight])

@@ -20,14 +20,20 @@ from torch.distributed.fsdp import FSDPModule
 from softprompt.errors import UserError
 
 
-def keep_prompt_whole(accelerator: Accelerator, model: nn.Module) -> list[nn.Parameter]:
+def keep_prompt_whole(accelerator: Accelerator, model: nn.Module, method: str, trained: list[nn.Parameter]) -> list[nn.Parameter]:
     """Before `accelerator.prepare`: under FSDP, leave the model's prompt bank out of the sharding. Returns the bank's
-    trained parameters, whose gradients no wrapper will average; none when not under FSDP."""
+    trained parameters, whose gradients no wrapper will average; none when not under FSDP.
+
+    A method that trains weights of the model itself (`trained` outside the bank) is refused under FSDP: those weights
+    would be sharded, and saving them would need every process to gather them."""
     if accelerator.distributed_type != DistributedType.FSDP:
         return []
     plugin = accelerator.state.fsdp_plugin
     if plugin.fsdp_version != 2:
         raise UserError(f"fsdp_version {plugin.fsdp_version} in the accelerate config: softprompt runs under FSDP 2 (fsdp_version: 2, as configs/accelerate-fsdp.yaml)")
+    bank = {id(p) for p in model.bank.parameters()}
+    if any(id(p) not in bank for p in trained):
+        raise UserError(f"--method {method}: under FSDP softprompt trains prompts only; {method} trains weights of the model, which FSDP would shard, and saving sharded weights is not supported: run it under data parallel training (configs/accelerate-ddp.yaml)")
     plugin.ignored_modules = [model.bank]
     return [p for p in model.bank.parameters() if p.requires_grad]
 

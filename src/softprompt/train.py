@@ -94,11 +94,8 @@ class Training:
     def __init__(self, run: Run, train_examples: list[Example]):
         self.run = run
         self.identity = self._identity()
-        self.unsynced = keep_prompt_whole(run.accelerator, run.model)  # under FSDP, the prompt bank's trained parameters
-        # checkpoints hold whole trained tensors: not under DeepSpeed, nor under FSDP for methods that train sharded weights
-        whole = {id(p) for p in self.unsynced}
-        sharded = run.accelerator.distributed_type == DistributedType.FSDP and any(id(p) not in whole for p in run.params)
-        self.checkpoints = run.accelerator.distributed_type != DistributedType.DEEPSPEED and not sharded
+        self.unsynced = keep_prompt_whole(run.accelerator, run.model, run.method.name, run.params)  # under FSDP, the prompt bank's trained parameters
+        self.checkpoints = run.accelerator.distributed_type != DistributedType.DEEPSPEED  # ZeRO-3's partitioned state is not gathered
         resumed, state, self.rng = self._checkpoint_to_resume()
         self._prepare(train_examples)
         self.best, self.stale = -math.inf, 0
@@ -127,8 +124,7 @@ class Training:
         generators."""
         run, o, accelerator = self.run, self.run.o, self.run.accelerator
         if o.resume and not self.checkpoints:
-            where = "DeepSpeed" if run.accelerator.distributed_type == DistributedType.DEEPSPEED else f"FSDP for {run.method.name}, whose trained weights are sharded (prompt tuning's are not)"
-            raise UserError(f"--train.resume: checkpoints are not written under {where}")
+            raise UserError("--train.resume: checkpoints are not written under DeepSpeed, whose partitioned state is not gathered; under data parallel training and FSDP they are")
         resumed = checkpoint.latest(run.output_dir) if o.resume else None
         if resumed:
             state, rng = checkpoint.load(resumed, accelerator.process_index, accelerator.num_processes)
@@ -236,7 +232,7 @@ class Training:
         if self.checkpoints and (stopping or result.stopped_early or step == run.max_steps or (self.save_every and step % self.save_every == 0)):
             saved = self.save_checkpoint(step)
         if stopping:
-            run.say(f"stopped by a signal after step {step}: " + (f"checkpoint {saved}; continue with --train.resume=true" if saved else "no checkpoint (sharded trained weights)"))
+            run.say(f"stopped by a signal after step {step}: " + (f"checkpoint {saved}; continue with --train.resume=true" if saved else "no checkpoint (DeepSpeed)"))
             raise KeyboardInterrupt
         return result.stopped_early
 
