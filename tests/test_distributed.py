@@ -15,6 +15,7 @@ from accelerate.utils import DistributedType
 
 from conftest import save_model, sentiment_rows, tiny_gpt2
 from softprompt import checkpoint
+from softprompt import train as training
 from softprompt.bank import PromptBank
 from softprompt.errors import UserError
 from softprompt.fsdp import keep_prompt_whole
@@ -57,13 +58,23 @@ model = tiny_gpt2()
 task = make_task(DataOptions(verbalizers={{"0": "no", "1": "yes"}}))
 examples = task.examples(sentiment_rows() * 2, "rows", None)
 options = TrainOptions(**{{**{ONE_STEP!r}, "output_dir": "run", "max_steps": int(sys.argv[1]), "resume": sys.argv[2] == "resume"}})
+import softprompt.train
+backward, first_gradient = softprompt.train.backward_accumulated, []  # the prompt's gradient at the first step
+
+def recorded(*args, **kwargs):
+    loss = backward(*args, **kwargs)
+    if not first_gradient:
+        first_gradient.append(model.bank.weight.grad.flatten().tolist())
+    return loss
+
+softprompt.train.backward_accumulated = recorded
 scored = []  # the predictions each evaluation scores, gathered from both processes
 score = task.score
 task.score = lambda predictions, examples: scored.append(predictions) or score(predictions, examples)
 result = train_prompt(model, task, examples, examples[:7], {PROMPT!r}, options, "run", progress=False)
 if int(os.environ["RANK"]) == 0:
     sharded = {{part: [type(p).__name__ == "DTensor" for p in getattr(model, part).parameters()] for part in ("base", "bank")}}
-    print("RESULT" + json.dumps({{"metrics": result.history[-1], "predictions": scored[-1], "sharded": sharded}}))
+    print("RESULT" + json.dumps({{"metrics": result.history[-1], "predictions": scored[-1], "sharded": sharded, "first_gradient": first_gradient[0]}}))
 """
 
 # accelerate 1.15 turns FSDP on for GPUs only (a CPU run is MULTI_CPU whatever the config says); the same accelerator
@@ -84,22 +95,22 @@ softprompt.run.Accelerator = FSDPOnCPU
 """
 
 
-def test_two_processes_reach_the_one_process_prompt_shard_evaluation_and_resume(tmp_path):
+def test_two_processes_reach_the_one_process_prompt_shard_evaluation_and_resume(tmp_path, monkeypatch):
     """The same global batch of 10 (2 x 5 rows, or 2 micro-batches of 5 in one process) gives the same prompt;
     evaluation split 3 + 4 over the processes scores each of 7 examples once, as one process does; two processes
     resume from their checkpoint (each its own random generators) to the prompt of one uninterrupted process."""
     two, at_six, trained = two_process_runs(tmp_path, SCRIPT)
     assert not any(two["sharded"]["base"] + two["sharded"]["bank"])
-    same_as_one_process(tmp_path, two, at_six, trained)
+    same_as_one_process(tmp_path, monkeypatch, two, at_six, trained)
 
 
-def test_under_fsdp_the_frozen_model_is_sharded_and_the_prompt_trains_whole_as_in_one_process(tmp_path):
+def test_under_fsdp_the_frozen_model_is_sharded_and_the_prompt_trains_whole_as_in_one_process(tmp_path, monkeypatch):
     """FSDP 2 shards the frozen weights and leaves the prompt bank whole on every process: Adafactor trains it, its
     gradient is averaged over the processes, evaluation scores every example on gathered weights, and a checkpoint
     resumes to the prompt of one uninterrupted process."""
     two, at_six, trained = two_process_runs(tmp_path, SCRIPT.replace("model = tiny_gpt2()", FSDP_ON_CPU + "model = tiny_gpt2()", 1))
     assert all(two["sharded"]["base"]) and two["sharded"]["bank"] == [False]
-    same_as_one_process(tmp_path, two, at_six, trained)
+    same_as_one_process(tmp_path, monkeypatch, two, at_six, trained)
 
 
 def two_process_runs(tmp_path: Path, script: str):
@@ -124,9 +135,9 @@ def two_process_runs(tmp_path: Path, script: str):
     return two, at_six, trained
 
 
-def same_as_one_process(tmp_path: Path, two: dict, at_six: torch.Tensor, trained) -> None:
-    """The two processes' evaluation at step 6 is one process's with their prompt, and their prompt at step 8 (after
-    resuming) is that of one process with the same global batch."""
+def same_as_one_process(tmp_path: Path, monkeypatch, two: dict, at_six: torch.Tensor, trained) -> None:
+    """The two processes' evaluation at step 6 is one process's with their prompt, and their gradient at the first step
+    and prompt at step 8 (after resuming) are those of one process with the same global batch."""
     model = tiny_gpt2()
     task = make_task(DataOptions(verbalizers={"0": "no", "1": "yes"}))
     examples = task.examples(sentiment_rows() * 2, "rows", None)
@@ -135,17 +146,29 @@ def same_as_one_process(tmp_path: Path, two: dict, at_six: torch.Tensor, trained
     assert two["predictions"] == predictions
     assert two["metrics"] == {"step": 6, **{f"eval/{k}": v for k, v in task.score(predictions, examples[:7]).items()}}
 
+    backward, first_gradient = training.backward_accumulated, []
+
+    def recorded(*args, **kwargs):
+        loss = backward(*args, **kwargs)
+        if not first_gradient:
+            first_gradient.append(model.bank.weight.grad.flatten().clone())
+        return loss
+
+    monkeypatch.setattr(training, "backward_accumulated", recorded)
     train_prompt(model, task, examples, examples[:7], PROMPT, TrainOptions(**{**ONE_STEP, "max_steps": 8, "output_dir": str(tmp_path / "one")}), tmp_path / "one", progress=False)
+    assert first_gradient[0].abs().max() > 1e-3  # a gradient whose scale the comparison below can see
+    torch.testing.assert_close(torch.tensor(two["first_gradient"]), first_gradient[0], rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(trained("run", 2), trained("one", 1), rtol=1e-4, atol=1e-5)
     assert not torch.equal(trained("one", 1), tiny_gpt2().initial_prompt("vocab", 4, first_n=40, seed=42))
 
 
-def test_fsdp_leaves_the_prompt_bank_out_of_the_sharding_and_refuses_fsdp_1_and_methods_that_train_the_model():
+def test_fsdp_leaves_the_prompt_bank_out_of_the_sharding_and_refuses_what_would_shard_it_or_the_trained_weights():
     model = tiny_gpt2()
     model.bank = PromptBank(torch.zeros(4, model.hidden))
 
-    def accelerator(kind, version=2):
-        return SimpleNamespace(distributed_type=kind, state=SimpleNamespace(fsdp_plugin=SimpleNamespace(fsdp_version=version, ignored_modules=None)))
+    def accelerator(kind, version=2, cpu_ram_efficient_loading=False):
+        plugin = SimpleNamespace(fsdp_version=version, cpu_ram_efficient_loading=cpu_ram_efficient_loading, ignored_modules=None)
+        return SimpleNamespace(distributed_type=kind, state=SimpleNamespace(fsdp_plugin=plugin))
 
     data_parallel = accelerator(DistributedType.MULTI_CPU)
     model_weight = next(model.base.parameters())
@@ -155,5 +178,7 @@ def test_fsdp_leaves_the_prompt_bank_out_of_the_sharding_and_refuses_fsdp_1_and_
     assert fsdp.state.fsdp_plugin.ignored_modules == [model.bank]
     with pytest.raises(UserError, match="fsdp_version 1 in the accelerate config: softprompt runs under FSDP 2"):
         keep_prompt_whole(accelerator(DistributedType.FSDP, version=1), model, "prompt", [model.bank.weight])
+    with pytest.raises(UserError, match="fsdp_cpu_ram_efficient_loading: true in the accelerate config"):
+        keep_prompt_whole(accelerator(DistributedType.FSDP, cpu_ram_efficient_loading=True), model, "prompt", [model.bank.weight])
     with pytest.raises(UserError, match="--method lora: under FSDP softprompt trains prompts only"):
         keep_prompt_whole(accelerator(DistributedType.FSDP), model, "lora", [model_weight])

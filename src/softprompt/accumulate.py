@@ -35,13 +35,12 @@ def backward_accumulated(wrapped, micro_batches: list[dict], accelerator: Accele
             out = wrapped(**batch)
             if not torch.isfinite(out.loss_sum):
                 raise NonFinite(f"the loss became {out.loss_sum.item()} at step {step}: lower --train.lr, or use --train.precision=fp32")
-            loss = out.loss_sum * accelerator.num_processes  # DDP and FSDP average over processes: undo it
+            loss = out.loss_sum * accelerator.num_processes  # gradients are averaged over processes (by DDP, or below): undo it
             accelerator.backward(scaler.scale(loss) if scaler else loss)
         total_loss += out.loss_sum.detach().float()
         total_items += out.loss_items
-    for p in unsynced:
-        if p.grad is not None:
-            p.grad = accelerator.reduce(p.grad, reduction="mean")
+    for p in unsynced:  # every process takes part in each reduction, with or without a gradient of its own
+        p.grad = accelerator.reduce(torch.zeros_like(p) if p.grad is None else p.grad, reduction="mean")
     totals = accelerator.reduce(torch.stack([total_loss, total_items]), reduction="sum")  # over processes
     items = totals[1].clamp(min=1)
     for p in accelerator.unwrap_model(wrapped).bank.parameters() if params is None else params:

@@ -15,10 +15,11 @@ from torch import nn
 
 
 def rows_of(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """(N, ...) table, (B,) indices -> (B, ...) rows, whose gradient sums into the table in a fixed order.
+    """(N, ...) table, (B,) int64 or int32 indices in [0, N) on the table's device -> (B, ...) rows, whose gradient
+    sums into the table deterministically.
 
     Indexing (`table[ids]`) sums a repeated row's gradients with parallel atomic adds on a CPU, so the same run
-    differs from process to process in the last bits; an embedding lookup sums them in order, here and on CUDA."""
+    differs from process to process in the last bits; an embedding lookup's backward sums them in row order."""
     return F.embedding(ids, table.flatten(1)).view(len(ids), *table.shape[1:])
 
 

@@ -1,9 +1,9 @@
 """Prompt tuning under FSDP (version 2, through accelerate): the frozen model is sharded over the processes and the
 prompt bank is not.
 
-- Every process keeps the whole prompt (P x H numbers, as under DDP), so the optimiser (Adafactor's factored
-  statistics included), evaluation, the saved prompt and checkpoints see a plain tensor, never a shard. FSDP averages
-  the gradients of what it shards; the bank's it leaves alone, and accumulate.py averages them.
+- Every process keeps the whole prompt (P x H numbers, as under DDP), so the optimiser, evaluation, the saved prompt
+  and checkpoints see a plain tensor, never a shard. FSDP averages the gradients of what it shards; the bank's it
+  leaves alone, and accumulate.py averages them.
 - Training runs the model's own forward, whose hooks gather each layer's weights. Evaluation calls parts of the
   model directly (label scoring, the prompt's keys and values), so the weights outside the wrapped layers are
   gathered for it, once.
@@ -31,6 +31,8 @@ def keep_prompt_whole(accelerator: Accelerator, model: nn.Module, method: str, t
     plugin = accelerator.state.fsdp_plugin
     if plugin.fsdp_version != 2:
         raise UserError(f"fsdp_version {plugin.fsdp_version} in the accelerate config: softprompt runs under FSDP 2 (fsdp_version: 2, as configs/accelerate-fsdp.yaml)")
+    if plugin.cpu_ram_efficient_loading:
+        raise UserError("fsdp_cpu_ram_efficient_loading: true in the accelerate config: it reloads every weight as a shard, the prompt bank too, which stays whole; set it to false (configs/accelerate-fsdp.yaml)")
     bank = {id(p) for p in model.bank.parameters()}
     if any(id(p) not in bank for p in trained):
         raise UserError(f"--method {method}: under FSDP softprompt trains prompts only; {method} trains weights of the model, which FSDP would shard, and saving sharded weights is not supported: run it under data parallel training (configs/accelerate-ddp.yaml)")

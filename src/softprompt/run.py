@@ -13,7 +13,7 @@ from accelerate.utils import DistributedType, gather_object
 from softprompt import run_output
 from softprompt.accumulate import accumulation_steps
 from softprompt.errors import UserError
-from softprompt.fsdp import gathered
+from softprompt.fsdp import gathered, keep_prompt_whole
 from softprompt.methods import Method
 from softprompt.methods.prompt import T5_TYPES
 from softprompt.model import SoftPromptModel
@@ -50,6 +50,7 @@ class Run:
         if o.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         self.params = method.parameters(model)
+        self.unsynced = keep_prompt_whole(accelerator, model, method.name, self.params)  # under FSDP, the bank's trained parameters
         self.metadata = {**model.identity(), **method.metadata(), "task": task.describe(), "training": asdict(o)}
         self.log_path = output_dir / run_output.LOG_FILE
         self.result = TrainResult(method.path(output_dir), lr=o.lr)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from softprompt import checkpoint, run_output
 from softprompt.accumulate import accumulation_steps, backward_accumulated  # noqa: F401  re-exported
 from softprompt.errors import UserError
-from softprompt.fsdp import keep_prompt_whole, same_on_every_process
+from softprompt.fsdp import same_on_every_process
 from softprompt.methods import Method, make_method
 from softprompt.methods.prompt import PAPER_LR, PROMPT_FILE, T5_EMBEDDING_RMS, T5_TYPES, default_lr, initial_prompt  # noqa: F401  re-exported
 from softprompt.model import SoftPromptModel
@@ -94,8 +94,7 @@ class Training:
     def __init__(self, run: Run, train_examples: list[Example]):
         self.run = run
         self.identity = self._identity()
-        self.unsynced = keep_prompt_whole(run.accelerator, run.model, run.method.name, run.params)  # under FSDP, the prompt bank's trained parameters
-        self.checkpoints = run.accelerator.distributed_type != DistributedType.DEEPSPEED  # ZeRO-3's partitioned state is not gathered
+        self.checkpoints = run.accelerator.distributed_type != DistributedType.DEEPSPEED  # DeepSpeed's partitioned state is not gathered
         resumed, state, self.rng = self._checkpoint_to_resume()
         self._prepare(train_examples)
         self.best, self.stale = -math.inf, 0
@@ -124,7 +123,7 @@ class Training:
         generators."""
         run, o, accelerator = self.run, self.run.o, self.run.accelerator
         if o.resume and not self.checkpoints:
-            raise UserError("--train.resume: checkpoints are not written under DeepSpeed, whose partitioned state is not gathered; under data parallel training and FSDP they are")
+            raise UserError("--train.resume: checkpoints are not written under DeepSpeed, whose partitioned state is not gathered")
         resumed = checkpoint.latest(run.output_dir) if o.resume else None
         if resumed:
             state, rng = checkpoint.load(resumed, accelerator.process_index, accelerator.num_processes)
@@ -150,7 +149,7 @@ class Training:
         self.schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps else 1.0)
         self.wrapped, self.optimizer, self.loader = run.accelerator.prepare(run.model, optimizer, self.loader)
         run.params = run.method.parameters(run.model)  # FSDP replaces parameters in place with sharded ones
-        same_on_every_process(self.unsynced)
+        same_on_every_process(run.unsynced)
 
     def _restore(self, state: dict, resumed: Path) -> None:
         """Continue from a checkpoint: trained parameters, optimiser, schedule, best so far and the log up to it."""
@@ -214,7 +213,7 @@ class Training:
     def _step(self, step: int, signals: checkpoint.StopSignals) -> bool:
         """One step: update, log, evaluate and checkpoint when due; True when training stops early."""
         run, o, result = self.run, self.run.o, self.run.result
-        step_loss = backward_accumulated(self.wrapped, [next(self.batches) for _ in range(run.accum)], run.accelerator, run.autocast, step, run.params, run.scaler, self.unsynced)
+        step_loss = backward_accumulated(self.wrapped, [next(self.batches) for _ in range(run.accum)], run.accelerator, run.autocast, step, run.params, run.scaler, run.unsynced)
         self._update(step)
         self.done = step
         self.running = step_loss if step == 1 else 0.9 * self.running + 0.1 * step_loss
