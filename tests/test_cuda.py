@@ -1,13 +1,18 @@
 """attention.py: the kernel choice, checked on any machine, and bf16 autocast on a left-padded decoder-only batch
-keeping the prompt's gradient finite, run where a GPU is present."""
+keeping the prompt's gradient finite; and training under the shipped FSDP config. Run where a GPU is present."""
 
 import contextlib
+import json
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from conftest import gpt2_tokenizer, sentiment_rows, tiny_gpt2
+from conftest import gpt2_tokenizer, save_model, sentiment_rows, tiny_gpt2
+from softprompt import checkpoint
 from softprompt import model as model_module
 from softprompt.attention import finite_attention
 from softprompt.bank import PromptBank
@@ -66,3 +71,30 @@ def test_bf16_gradients_on_a_left_padded_batch_are_finite():
         assert torch.isfinite(grad).all() and grad.abs().sum() > 0
         with torch.no_grad():
             model.bank.weight -= 0.1 * grad
+
+
+@needs_cuda
+def test_the_shipped_fsdp_config_trains_a_whole_prompt_checkpoints_and_resumes(tmp_path):
+    """configs/accelerate-fsdp.yaml on one GPU: accelerate's own FSDP 2 shards the frozen Llama, the prompt trains
+    whole; a run of 4 steps resumes from its checkpoint to 6."""
+    folder = save_model(tiny_llama(), tmp_path / "model")
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows() * 4))
+    config = Path(__file__).parents[1] / "configs" / "accelerate-fsdp.yaml"
+
+    def launch(steps: int, resume: str) -> str:
+        command = [
+            "accelerate", "launch", "--config_file", str(config), "--num_processes", "1", "-m", "softprompt.cli", "train",
+            "--model.name", folder, "--data.train", "train.jsonl", "--data.validation", "train.jsonl",
+            "--data.verbalizers", '{"0": "no", "1": "yes"}', "--prompt.length", "8", "--prompt.init", "random",
+            "--train.max_steps", str(steps), "--train.batch_size", "8", "--train.eval_every", "2",
+            "--train.output_dir", "run", "--train.resume", resume,
+        ]
+        done = subprocess.run(command, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout + done.stderr
+
+    launch(4, "false")
+    assert checkpoint.latest(tmp_path / "run").name == "step-00000004"
+    assert "resuming from" in launch(6, "true")
+    assert checkpoint.latest(tmp_path / "run").name == "step-00000006"
+    assert (tmp_path / "run" / "prompt.safetensors").is_file()
