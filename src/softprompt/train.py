@@ -148,7 +148,7 @@ class Training:
         optimizer = make_optimizer(run.method.param_groups(run.model, run.params, o), o)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps else 1.0)
         self.wrapped, self.optimizer, self.loader = run.accelerator.prepare(run.model, optimizer, self.loader)
-        run.params = run.method.parameters(run.model)  # FSDP replaces parameters in place with sharded ones
+        run.params = run.method.parameters(run.model)  # a wrapper may replace parameters in place (DeepSpeed partitions them)
         same_on_every_process(run.unsynced)
 
     def _restore(self, state: dict, resumed: Path) -> None:
