@@ -53,12 +53,12 @@ from conftest import sentiment_rows, tiny_gpt2
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
 from softprompt.train import train_prompt
+import softprompt.train
 
 model = tiny_gpt2()
 task = make_task(DataOptions(verbalizers={{"0": "no", "1": "yes"}}))
 examples = task.examples(sentiment_rows() * 2, "rows", None)
 options = TrainOptions(**{{**{ONE_STEP!r}, "output_dir": "run", "max_steps": int(sys.argv[1]), "resume": sys.argv[2] == "resume"}})
-import softprompt.train
 backward, first_gradient = softprompt.train.backward_accumulated, []  # the prompt's gradient at the first step
 
 def recorded(*args, **kwargs):
