@@ -16,7 +16,7 @@ from softprompt.errors import UserError
 from softprompt.experiments import sweep as sweep_module
 from softprompt.experiments.grid import load_sweep
 from softprompt.experiments.plots import write_plots
-from softprompt.experiments.sweep import DONE_FILE, check_finished, run_sweep, write_results
+from softprompt.experiments.sweep import DONE_FILE, check_finished, parse_only, run_sweep, write_results
 from softprompt.experiments.table import markdown
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -254,6 +254,37 @@ def test_a_bad_shard_is_refused_in_one_line_before_anything_runs(finished_sweep,
     assert main(["sweep", str(finished_sweep[0].path), "--output", str(tmp_path / "none"), "--shard", shard]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: --shard: give K/N with 1 <= K <= N, e.g. 1/4 (got '{shard}')")
+    assert not (tmp_path / "none").exists()
+
+
+def test_only_runs_the_cells_of_the_chosen_axis_values(finished_sweep, tmp_path, monkeypatch, capsys):
+    sweep = copied(finished_sweep, tmp_path)
+    ids = [c.id for c in sweep.cells]  # length-1_seed-1, length-1_seed-2, length-2_seed-1, length-2_seed-2
+    for cell in ids:
+        (sweep.output / "cells" / cell / DONE_FILE).unlink()
+    real, calls = sweep_module.train, []
+    monkeypatch.setattr(sweep_module, "train", lambda *args, **kwargs: calls.append(Path(args[-1]).name) or real(*args, **kwargs))
+
+    only = parse_only("prompt.length=2", sweep)
+    assert only == {"prompt.length": [2]}  # the value as the grid holds it, not the text
+    assert [r["cell"] for r in run_sweep(sweep, progress=False, only=only)] == ids[2:] and calls == ids[2:]
+    assert main(["sweep", str(sweep.path), "--output", str(sweep.output), "--only", "prompt.length=1,2 train.seed=2", "--dry_run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("sweep: 2 cells (only prompt.length=1,2 train.seed=2: 2 of 4 cells), 1 finished, 1 to run")
+    assert f"to run  {ids[1]}" in out and f"done    {ids[3]}" in out and ids[0] not in out
+
+
+@pytest.mark.parametrize("only, message", [
+    ("seed=1", "--only: seed is not an axis of {path} (its axes: prompt.length, train.seed)"),
+    ("train.seed=3", "--only: train.seed has no value 3 in {path} (its values: 1, 2)"),
+    ("train.seed", "--only: give AXIS=VALUE[,VALUE...], space-separated, e.g. 'task=sst2 train.seed=1,2' (got 'train.seed')"),
+])
+def test_a_bad_only_is_refused_in_one_line_before_anything_runs(finished_sweep, tmp_path, capsys, monkeypatch, only, message):
+    monkeypatch.setattr(sweep_module, "train", lambda *args, **kwargs: pytest.fail("a cell ran"))
+    path = finished_sweep[0].path
+    assert main(["sweep", str(path), "--output", str(tmp_path / "none"), "--only", only]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err == "error: " + message.format(path=path) + "\n"
     assert not (tmp_path / "none").exists()
 
 

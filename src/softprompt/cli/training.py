@@ -92,26 +92,28 @@ def transfer(model: ModelOptions, prompt: PromptOptions, data: DataOptions, trai
     return result
 
 
-def sweep(file: str, output: str | None = None, dry_run: bool = False, shard: str | None = None) -> dict:
+def sweep(file: str, output: str | None = None, dry_run: bool = False, shard: str | None = None, only: str | None = None) -> dict:
     """Run a sweep file: training runs over a grid of options (method, prompt length, initialiser, model, task, seed,
     ...), each in OUTPUT/cells/<cell>/; finished cells are not run again. Writes OUTPUT/results.csv, results.md and
     PNG plots. With --shard K/N, N processes share the output folder: each writes the tables of the cells
-    finished so far, and the last to end writes them all."""
+    finished so far, and the last to end writes them all; --only runs the cells of chosen axis values."""
     from softprompt.experiments.grid import load_sweep
-    from softprompt.experiments.sweep import parse_shard, run_sweep, shard_cells, write_results
+    from softprompt.experiments.sweep import parse_only, parse_shard, run_sweep, shard_cells, write_results
     from softprompt.experiments.table import MARKDOWN_FILE
 
     part = parse_shard(shard)
     plan = load_sweep(file, output)  # every cell checked before any model loads
-    mine, todo = shard_cells(plan, part)
-    scope = f" (shard {shard}: {len(mine)} of {len(plan.cells)} cells)" if part else ""
+    chosen = parse_only(only, plan)
+    mine, todo = shard_cells(plan, part, chosen)
+    scope = ", ".join(([f"only {only}"] if chosen else []) + ([f"shard {shard}"] if part else []))
+    scope = f" ({scope}: {len(mine)} of {len(plan.cells)} cells)" if scope else ""
     print(f"sweep: {len(mine)} cells{scope}, {len(mine) - len(todo)} finished, {len(todo)} to run -> {plan.output}")
     if dry_run:
         to_run = {cell.id for cell in todo}
         for cell in mine:
             print(f"  {'to run' if cell.id in to_run else 'done  '}  {cell.id}")
         return {"cells": [c.id for c in mine], "to_run": [c.id for c in todo]}
-    rows = run_sweep(plan, shard=part)
+    rows = run_sweep(plan, shard=part, only=chosen)
     written = write_results(plan, rows)
     print((plan.output / MARKDOWN_FILE).read_text(encoding="utf-8"))
     print("wrote: " + ", ".join(str(p) for p in written))

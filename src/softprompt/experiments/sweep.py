@@ -11,6 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
+import yaml
 from tqdm.auto import tqdm
 
 from softprompt.checkpoint import CHECKPOINTS
@@ -79,19 +80,51 @@ def in_shard(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]:
     return cells[k - 1::n]
 
 
-def shard_cells(sweep: Sweep, shard: tuple[int, int] | None) -> tuple[list[Cell], list[Cell]]:
-    """A shard's cells (`in_shard`) and those of them not finished yet, both in the grid's order."""
-    mine = in_shard(sweep.cells, shard)
+def parse_only(text: str | None, sweep: Sweep) -> dict[str, list] | None:
+    """'AXIS=V[,V...] [AXIS=V...]' as {axis: [values]}, each value one of the sweep's for that axis; None for None."""
+    if text is None:
+        return None
+    only: dict[str, list] = {}
+    for condition in text.split():
+        axis, sign, values = condition.partition("=")
+        if not sign or not values:
+            raise UserError(f"--only: give AXIS=VALUE[,VALUE...], space-separated, e.g. 'task=sst2 train.seed=1,2' (got {condition!r})")
+        if axis not in sweep.axes:
+            raise UserError(f"--only: {axis} is not an axis of {sweep.path} (its axes: {', '.join(sweep.axes)})")
+        only[axis] = [_axis_value(axis, value, sweep) for value in values.split(",")]
+    return only
+
+
+def _axis_value(axis: str, text: str, sweep: Sweep):
+    """The value of `axis` that `text` spells (as the sweep file writes it, or as YAML reads it)."""
+    for value in sweep.axes[axis]:
+        if text == str(value) or yaml.safe_load(text) == value:
+            return value
+    raise UserError(f"--only: {axis} has no value {text} in {sweep.path} (its values: {', '.join(map(str, sweep.axes[axis]))})")
+
+
+def selected(cells: list[Cell], only: dict[str, list] | None) -> list[Cell]:
+    """The cells whose value on each axis of `only` is one of its values; a cell the axis does not matter to (a
+    model-tuning cell on prompt.length) is kept."""
+    if not only:
+        return cells
+    return [c for c in cells if all(axis not in c.axes or c.axes[axis] in values for axis, values in only.items())]
+
+
+def shard_cells(sweep: Sweep, shard: tuple[int, int] | None, only: dict[str, list] | None = None) -> tuple[list[Cell], list[Cell]]:
+    """A shard's cells (`in_shard`) among those selected (`selected`) and those of them not finished yet, both in the
+    grid's order."""
+    mine = in_shard(selected(sweep.cells, only), shard)
     unfinished = {cell.id for cell in check_finished(sweep)}
     return mine, [cell for cell in mine if cell.id in unfinished]
 
 
-def run_sweep(sweep: Sweep, progress: bool = True, shard: tuple[int, int] | None = None) -> list[dict]:
-    """Run every unfinished cell (of one shard: `in_shard`), in the grid's order; returns the rows of every
-    finished cell, in the grid's order."""
-    mine, todo = shard_cells(sweep, shard)
-    if shard is None:
-        clear_temporaries(sweep.output)  # of results and plots whose writes a kill cut short (other shards may be writing)
+def run_sweep(sweep: Sweep, progress: bool = True, shard: tuple[int, int] | None = None, only: dict[str, list] | None = None) -> list[dict]:
+    """Run every unfinished cell (of one shard: `in_shard`; of the selected ones: `selected`), in the grid's order;
+    returns the rows of every finished cell, in the grid's order."""
+    mine, todo = shard_cells(sweep, shard, only)
+    if shard is None and not only:
+        clear_temporaries(sweep.output)  # of results and plots whose writes a kill cut short (other processes may be writing)
     data: dict[str, tuple] = {}  # each data section's examples, loaded once
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc="sweep", unit="cell", disable=not progress, dynamic_ncols=True)
     try:
