@@ -276,7 +276,9 @@ def test_only_runs_the_cells_of_the_chosen_axis_values(finished_sweep, tmp_path,
 
 @pytest.mark.parametrize("only, message", [
     ("seed=1", "--only: seed is not an axis of {path} (its axes: prompt.length, train.seed)"),
-    ("train.seed=3", "--only: train.seed has no value 3 in {path} (its values: 1, 2)"),
+    ("train.seed=3", "--only: train.seed has no value '3' in {path} (its values: 1, 2)"),
+    ("train.seed=[", "--only: train.seed has no value '[' in {path} (its values: 1, 2)"),
+    ("train.seed=1,,2", "--only: train.seed has no value '' in {path} (its values: 1, 2)"),
     ("train.seed", "--only: give AXIS=VALUE[,VALUE...], space-separated, e.g. 'task=sst2 train.seed=1,2' (got 'train.seed')"),
 ])
 def test_a_bad_only_is_refused_in_one_line_before_anything_runs(finished_sweep, tmp_path, capsys, monkeypatch, only, message):

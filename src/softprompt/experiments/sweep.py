@@ -97,10 +97,14 @@ def parse_only(text: str | None, sweep: Sweep) -> dict[str, list] | None:
 
 def _axis_value(axis: str, text: str, sweep: Sweep):
     """The value of `axis` that `text` spells (as the sweep file writes it, or as YAML reads it)."""
+    try:
+        read = yaml.safe_load(text)
+    except yaml.YAMLError:
+        read = text
     for value in sweep.axes[axis]:
-        if text == str(value) or yaml.safe_load(text) == value:
+        if text == str(value) or read == value:
             return value
-    raise UserError(f"--only: {axis} has no value {text} in {sweep.path} (its values: {', '.join(map(str, sweep.axes[axis]))})")
+    raise UserError(f"--only: {axis} has no value {text!r} in {sweep.path} (its values: {', '.join(map(str, sweep.axes[axis]))})")
 
 
 def selected(cells: list[Cell], only: dict[str, list] | None) -> list[Cell]:
