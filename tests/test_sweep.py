@@ -267,6 +267,7 @@ def test_only_runs_the_cells_of_the_chosen_axis_values(finished_sweep, tmp_path,
 
     only = parse_only("prompt.length=2", sweep)
     assert only == {"prompt.length": [2]}  # the value as the grid holds it, not the text
+    assert parse_only("train.seed=2 prompt.length=2.0 train.seed=1,2", sweep) == {"train.seed": [2, 1], "prompt.length": [2]}
     assert [r["cell"] for r in run_sweep(sweep, progress=False, only=only)] == ids[2:] and calls == ids[2:]
     assert main(["sweep", str(sweep.path), "--output", str(sweep.output), "--only", "prompt.length=1,2 train.seed=2", "--dry_run"]) == 0
     out = capsys.readouterr().out
@@ -278,7 +279,9 @@ def test_only_runs_the_cells_of_the_chosen_axis_values(finished_sweep, tmp_path,
     ("seed=1", "--only: seed is not an axis of {path} (its axes: prompt.length, train.seed)"),
     ("train.seed=3", "--only: train.seed has no value '3' in {path} (its values: 1, 2)"),
     ("train.seed=[", "--only: train.seed has no value '[' in {path} (its values: 1, 2)"),
-    ("train.seed=1,,2", "--only: train.seed has no value '' in {path} (its values: 1, 2)"),
+    ("train.seed=1, prompt.length=2", "--only: an empty value in 'train.seed=1,': list values with commas and no spaces, e.g. train.seed=1,2"),
+    ("=1", "--only: give AXIS=VALUE[,VALUE...], space-separated, e.g. 'task=sst2 train.seed=1,2' (got '=1')"),
+    ("  ", "--only: give AXIS=VALUE[,VALUE...], space-separated, e.g. 'task=sst2 train.seed=1,2' (got nothing)"),
     ("train.seed", "--only: give AXIS=VALUE[,VALUE...], space-separated, e.g. 'task=sst2 train.seed=1,2' (got 'train.seed')"),
 ])
 def test_a_bad_only_is_refused_in_one_line_before_anything_runs(finished_sweep, tmp_path, capsys, monkeypatch, only, message):

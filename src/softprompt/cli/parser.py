@@ -204,7 +204,7 @@ def build_parser() -> ArgumentParser:
             (("--output",), dict(type=str | None, default=None, help="Output folder; default: the file's `output:`, else runs/sweeps/<file name>.")),
             (("--dry_run",), dict(action="store_true", help="Check the file and list the cells, finished or to run; train nothing.")),
             (("--shard",), dict(type=str | None, default=None, help="K/N: run only the K-th of every N cells, for N processes (one per GPU or machine) sharing one output folder.")),
-            (("--only",), dict(type=str | None, default=None, help="'AXIS=VALUE[,VALUE...] ...': run only the cells with these values, e.g. 'task=sst2 train.seed=1,2'; the tables still show every finished cell.")),
+            (("--only",), dict(type=str | None, default=None, help="'AXIS=VALUE[,VALUE...] ...': run only the cells with one of the listed values on every axis named (axes: the grid's keys, task and variant), e.g. 'task=sst2 train.seed=1,2'; with --shard, the shards split these cells. The tables still show every finished cell.")),
         ],
     )
     command(

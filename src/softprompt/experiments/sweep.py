@@ -81,30 +81,51 @@ def in_shard(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]:
 
 
 def parse_only(text: str | None, sweep: Sweep) -> dict[str, list] | None:
-    """'AXIS=V[,V...] [AXIS=V...]' as {axis: [values]}, each value one of the sweep's for that axis; None for None."""
+    """'AXIS=V[,V...] [AXIS=V...]' as {axis: [values]}: a cell is selected when, on every axis named, its value is one
+    of those listed (an axis named twice lists the values of both). Each value must be one of the sweep's for that
+    axis. None for None."""
     if text is None:
         return None
+    usage = "give AXIS=VALUE[,VALUE...], space-separated, e.g. 'task=sst2 train.seed=1,2'"
+    if not text.split():
+        raise UserError(f"--only: {usage} (got nothing)")
     only: dict[str, list] = {}
     for condition in text.split():
         axis, sign, values = condition.partition("=")
-        if not sign or not values:
-            raise UserError(f"--only: give AXIS=VALUE[,VALUE...], space-separated, e.g. 'task=sst2 train.seed=1,2' (got {condition!r})")
+        if not (axis and sign and values):
+            raise UserError(f"--only: {usage} (got {condition!r})")
         if axis not in sweep.axes:
             raise UserError(f"--only: {axis} is not an axis of {sweep.path} (its axes: {', '.join(sweep.axes)})")
-        only[axis] = [_axis_value(axis, value, sweep) for value in values.split(",")]
+        if "" in values.split(","):
+            raise UserError(f"--only: an empty value in {condition!r}: list values with commas and no spaces, e.g. train.seed=1,2")
+        chosen = only.setdefault(axis, [])
+        for spelled in values.split(","):
+            value = _axis_value(axis, spelled, sweep)
+            if value not in chosen:
+                chosen.append(value)
     return only
 
 
 def _axis_value(axis: str, text: str, sweep: Sweep):
-    """The value of `axis` that `text` spells (as the sweep file writes it, or as YAML reads it)."""
+    """The value of `axis` that `text` spells: as the sweep file writes it, as YAML reads it, or the same number."""
     try:
         read = yaml.safe_load(text)
     except yaml.YAMLError:
         read = text
     for value in sweep.axes[axis]:
-        if text == str(value) or read == value:
+        if text == str(value) or read == value or _same_number(text, value):
             return value
     raise UserError(f"--only: {axis} has no value {text!r} in {sweep.path} (its values: {', '.join(map(str, sweep.axes[axis]))})")
+
+
+def _same_number(text: str, value) -> bool:
+    """Whether `text` is the number `value` (YAML reads 5e-4 as a string, Python as 0.0005)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return float(text) == value
+    except ValueError:
+        return False
 
 
 def selected(cells: list[Cell], only: dict[str, list] | None) -> list[Cell]:
