@@ -91,15 +91,16 @@ def parse_only(text: str | None, sweep: Sweep) -> dict[str, list] | None:
         raise UserError(f"--only: {usage} (got nothing)")
     only: dict[str, list] = {}
     for condition in text.split():
-        axis, sign, values = condition.partition("=")
-        if not (axis and sign and values):
+        axis, sign, listed = condition.partition("=")
+        if not (axis and sign and listed):
             raise UserError(f"--only: {usage} (got {condition!r})")
         if axis not in sweep.axes:
             raise UserError(f"--only: {axis} is not an axis of {sweep.path} (its axes: {', '.join(sweep.axes)})")
-        if "" in values.split(","):
+        spellings = listed.split(",")
+        if "" in spellings:
             raise UserError(f"--only: an empty value in {condition!r}: list values with commas and no spaces, e.g. train.seed=1,2")
         chosen = only.setdefault(axis, [])
-        for spelled in values.split(","):
+        for spelled in spellings:
             value = _axis_value(axis, spelled, sweep)
             if value not in chosen:
                 chosen.append(value)
