@@ -1,6 +1,6 @@
 """The same training loop under torchrun: two CPU processes (gloo), one log, one prompt file, one checkpoint, the
-prompt of one process with the same global batch, and evaluation sharded without duplicates; and under FSDP 2, the
-frozen weights sharded and the prompt whole, to the same prompt."""
+prompt of one process with the same global batch, and evaluation sharded without duplicates; and under FSDP 2 and
+DeepSpeed ZeRO-3, the frozen weights sharded and the prompt whole, to the same prompt."""
 
 import json
 import os
@@ -18,7 +18,7 @@ from softprompt import checkpoint
 from softprompt import train as training
 from softprompt.bank import PromptBank
 from softprompt.errors import UserError
-from softprompt.fsdp import keep_prompt_whole
+from softprompt.sharding import keep_prompt_whole
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
 from softprompt.train import train_prompt
@@ -73,7 +73,8 @@ score = task.score
 task.score = lambda predictions, examples: scored.append(predictions) or score(predictions, examples)
 result = train_prompt(model, task, examples, examples[:7], {PROMPT!r}, options, "run", progress=False)
 if int(os.environ["RANK"]) == 0:
-    sharded = {{part: [type(p).__name__ == "DTensor" for p in getattr(model, part).parameters()] for part in ("base", "bank")}}
+    # each process holds a share of a sharded weight: an FSDP DTensor, or a DeepSpeed parameter's own partition
+    sharded = {{part: [type(p).__name__ == "DTensor" or (hasattr(p, "ds_id") and p.ds_tensor.numel() < p.ds_numel) for p in getattr(model, part).parameters()] for part in ("base", "bank")}}
     print("RESULT" + json.dumps({{"metrics": result.history[-1], "predictions": scored[-1], "sharded": sharded, "first_gradient": first_gradient[0]}}))
 """
 
@@ -94,6 +95,31 @@ class FSDPOnCPU(Accelerator):
 softprompt.run.Accelerator = FSDPOnCPU
 """
 
+# accelerate 1.15 turns DeepSpeed on for GPUs only, too; the same set-up after start-up, with the shipped ZeRO-3 config's
+# DeepSpeed options, prepares the model as on GPUs (ZeRO-3 partitions every weight over the gloo processes). DeepSpeed's
+# shared-memory all-reduce for CPU inference, compiled on first use, is left out: ZeRO-3's gloo collectives need none.
+DEEPSPEED_ON_CPU = f"""
+import deepspeed, deepspeed.comm.torch, softprompt.run, yaml
+from accelerate import Accelerator
+from accelerate.state import PartialState
+from accelerate.utils import DeepSpeedPlugin, DistributedType
+
+deepspeed.comm.torch.build_shm_op = lambda: None
+
+class DeepSpeedOnCPU(Accelerator):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        deepspeed.init_distributed(dist_backend="gloo")
+        PartialState().distributed_type = self.state.distributed_type = DistributedType.DEEPSPEED
+        with open({str(Path(__file__).parents[1] / "configs" / "accelerate-deepspeed-zero3.yaml")!r}) as f:
+            plugin = DeepSpeedPlugin(**yaml.safe_load(f)["deepspeed_config"])
+        plugin.set_mixed_precision("no")
+        plugin.select(_from_accelerator_state=True)
+        self.state.deepspeed_plugins, self.deepspeed_engine_wrapped = plugin, None
+
+softprompt.run.Accelerator = DeepSpeedOnCPU
+"""
+
 
 def test_two_processes_reach_the_one_process_prompt_shard_evaluation_and_resume(tmp_path, monkeypatch):
     """The same global batch of 10 (2 x 5 rows, or 2 micro-batches of 5 in one process) gives the same prompt;
@@ -111,6 +137,60 @@ def test_under_fsdp_the_frozen_model_is_sharded_and_the_prompt_trains_whole_as_i
     two, at_six, trained = two_process_runs(tmp_path, SCRIPT.replace("model = tiny_gpt2()", FSDP_ON_CPU + "model = tiny_gpt2()", 1))
     assert all(two["sharded"]["base"]) and two["sharded"]["bank"] == [False]
     same_as_one_process(tmp_path, monkeypatch, two, at_six, trained)
+
+
+def test_under_deepspeed_zero3_the_frozen_model_is_partitioned_and_the_prompt_trains_whole_as_in_one_process(tmp_path, monkeypatch):
+    """ZeRO-3 partitions the frozen weights and never sees the prompt bank: softprompt's Adafactor trains it, its
+    gradient is averaged over the processes, evaluation scores every example, and a checkpoint resumes to the prompt of
+    one uninterrupted process."""
+    two, at_six, trained = two_process_runs(tmp_path, SCRIPT.replace("model = tiny_gpt2()", DEEPSPEED_ON_CPU + "model = tiny_gpt2()", 1))
+    assert all(two["sharded"]["base"]) and two["sharded"]["bank"] == [False]
+    same_as_one_process(tmp_path, monkeypatch, two, at_six, trained)
+
+
+def test_the_shipped_deepspeed_config_trains_checkpoints_and_resumes_through_accelerate_launch(tmp_path, monkeypatch):
+    """`accelerate launch --config_file configs/accelerate-deepspeed-zero3.yaml` on one CPU process: a run of 3 steps
+    resumes from its checkpoint to 6 and reaches the prompt of an uninterrupted run without DeepSpeed."""
+    from softprompt.cli import main
+
+    folder = save_model(tiny_gpt2(), tmp_path / "model")
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows() * 4))
+    (tmp_path / "launched.py").write_text(  # the CLI, without DeepSpeed's shared-memory all-reduce (see DEEPSPEED_ON_CPU)
+        "import sys, deepspeed.comm.torch\n"
+        "deepspeed.comm.torch.build_shm_op = lambda: None\n"
+        "from accelerate.state import PartialState\n"
+        "from softprompt.cli import main\n"
+        "code = main()\n"
+        "print('distributed:', PartialState().distributed_type)\n"
+        "sys.exit(code)\n"
+    )
+    options = [
+        "--model.name", folder, "--data.train", "train.jsonl", "--data.validation", "train.jsonl",
+        "--data.verbalizers", '{"0": "no", "1": "yes"}', "--prompt.length", "4", "--prompt.vocab_first_n", "40",
+        "--train.batch_size", "8", "--train.eval_every", "3", "--train.lr", "0.3",
+    ]
+    config = str(Path(__file__).parents[1] / "configs" / "accelerate-deepspeed-zero3.yaml")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    def launch(steps: int, resume: str) -> str:
+        command = ["accelerate", "launch", "--config_file", config, "--num_processes", "1", "launched.py", "train", *options, "--train.max_steps", str(steps), "--train.output_dir", "run", "--train.resume", resume]
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "distributed: DistributedType.DEEPSPEED" in done.stdout
+        return done.stdout + done.stderr
+
+    launch(3, "false")
+    assert checkpoint.latest(tmp_path / "run").name == "step-00000003"
+    assert "resuming from" in launch(6, "true")
+    assert checkpoint.latest(tmp_path / "run").name == "step-00000006"
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *options, "--train.max_steps", "6", "--train.output_dir", "one"]) == 0
+
+    def trained(run: str) -> torch.Tensor:
+        return checkpoint.load(checkpoint.latest(tmp_path / run), 0, 1)[0]["trained"][0]
+
+    torch.testing.assert_close(trained("run"), trained("one"), rtol=1e-4, atol=1e-6)
+    assert not torch.equal(trained("one"), tiny_gpt2().initial_prompt("vocab", 4, first_n=40, seed=42))
 
 
 def two_process_runs(tmp_path: Path, script: str):
@@ -162,7 +242,7 @@ def same_as_one_process(tmp_path: Path, monkeypatch, two: dict, at_six: torch.Te
     assert not torch.equal(trained("one", 1), tiny_gpt2().initial_prompt("vocab", 4, first_n=40, seed=42))
 
 
-def test_fsdp_leaves_the_prompt_bank_out_of_the_sharding_and_refuses_what_would_shard_it_or_the_trained_weights():
+def test_fsdp_and_deepspeed_leave_the_prompt_bank_out_of_the_sharding_and_refuse_what_would_shard_it_or_the_trained_weights(monkeypatch):
     model = tiny_gpt2()
     model.bank = PromptBank(torch.zeros(4, model.hidden))
 
@@ -182,3 +262,13 @@ def test_fsdp_leaves_the_prompt_bank_out_of_the_sharding_and_refuses_what_would_
         keep_prompt_whole(accelerator(DistributedType.FSDP, cpu_ram_efficient_loading=True), model, "prompt", [model.bank.weight])
     with pytest.raises(UserError, match="--method lora: under FSDP softprompt trains prompts only"):
         keep_prompt_whole(accelerator(DistributedType.FSDP), model, "lora", [model_weight])
+
+    deepspeed = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, num_processes=2)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    assert keep_prompt_whole(deepspeed, model, "prompt", [model.bank.weight]) == [model.bank.weight]
+    with pytest.raises(UserError, match="--method lora: under DeepSpeed softprompt trains prompts only"):
+        keep_prompt_whole(deepspeed, model, "lora", [model_weight])
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 4)  # accelerate off GPUs: its own count is wrong
+    with pytest.raises(UserError, match="accelerate counts 2 of the 4 processes launched: it runs DeepSpeed on GPUs only"):
+        keep_prompt_whole(deepspeed, model, "prompt", [model.bank.weight])

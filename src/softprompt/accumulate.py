@@ -7,6 +7,7 @@ from accelerate import Accelerator
 
 from softprompt.errors import UserError
 from softprompt.optim import NonFinite
+from softprompt.sharding import backward, no_sync
 
 
 def accumulation_steps(batch_size: int, micro_batch_size: int, processes: int) -> int:
@@ -25,18 +26,18 @@ def backward_accumulated(wrapped, micro_batches: list[dict], accelerator: Accele
 
     A mean per micro-batch would weigh a token of a short-target micro-batch more than one of a long-target one.
     With a loss scaler (fp16) the losses are scaled up and the gradients left scaled, for the scaler's step.
-    `unsynced`: parameters that no wrapper averages over the processes (the prompt bank, kept whole under FSDP), whose
+    `unsynced`: parameters that no wrapper averages over the processes (the prompt bank, kept whole under FSDP and DeepSpeed), whose
     gradients are averaged here as DDP and FSDP average the rest."""
     total_loss = torch.zeros((), device=accelerator.device)
     total_items = torch.zeros((), device=accelerator.device)
     for k, batch in enumerate(micro_batches):
-        sync = contextlib.nullcontext() if k == len(micro_batches) - 1 else accelerator.no_sync(wrapped)
+        sync = contextlib.nullcontext() if k == len(micro_batches) - 1 else no_sync(accelerator, wrapped)
         with sync, autocast():
             out = wrapped(**batch)
             if not torch.isfinite(out.loss_sum):
                 raise NonFinite(f"the loss became {out.loss_sum.item()} at step {step}: lower --train.lr, or use --train.precision=fp32")
             loss = out.loss_sum * accelerator.num_processes  # gradients are averaged over processes (by DDP, or below): undo it
-            accelerator.backward(scaler.scale(loss) if scaler else loss)
+            backward(accelerator, scaler.scale(loss) if scaler else loss)
         total_loss += out.loss_sum.detach().float()
         total_items += out.loss_items
     for p in unsynced:  # every process takes part in each reduction, with or without a gradient of its own

@@ -151,7 +151,7 @@ class SoftPromptModel(nn.Module):
 
     @property
     def hidden(self) -> int:
-        return self.input_embeddings().weight.shape[1]
+        return self.input_embeddings().embedding_dim  # not the weight's shape, which DeepSpeed empties when it partitions it
 
     @property
     def device(self) -> torch.device:
@@ -169,7 +169,7 @@ class SoftPromptModel(nn.Module):
             "base_model": self.name,
             "family": self.family,
             "hidden_size": self.hidden,
-            "vocab_size": self.input_embeddings().weight.shape[0],
+            "vocab_size": self.input_embeddings().num_embeddings,
             "embedding_fingerprint": self.fingerprint(),
         }
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, gather_object
+from accelerate.utils import gather_object
 
 from softprompt import run_output
 from softprompt.accumulate import accumulation_steps
 from softprompt.errors import UserError
-from softprompt.fsdp import gathered, keep_prompt_whole
+from softprompt.sharding import SHARDED, gathered, keep_prompt_whole
 from softprompt.methods import Method
 from softprompt.methods.prompt import T5_TYPES
 from softprompt.model import SoftPromptModel
@@ -50,7 +50,7 @@ class Run:
         if o.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         self.params = method.parameters(model)
-        self.unsynced = keep_prompt_whole(accelerator, model, method.name, self.params)  # under FSDP, the bank's trained parameters
+        self.unsynced = keep_prompt_whole(accelerator, model, method.name, self.params)  # sharded: the bank's trained parameters
         self.metadata = {**model.identity(), **method.metadata(), "task": task.describe(), "training": asdict(o)}
         self.log_path = output_dir / run_output.LOG_FILE
         self.result = TrainResult(method.path(output_dir), lr=o.lr)
@@ -96,7 +96,7 @@ def evaluate_sharded(method: Method, model: SoftPromptModel, task: Task, example
     padded in); the predictions are gathered in the examples' order and scored once, the same on every process.
     Under FSDP and DeepSpeed every forward pass gathers weights from all processes, so each evaluates everything,
     in step with the others."""
-    if accelerator.num_processes == 1 or accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+    if accelerator.num_processes == 1 or accelerator.distributed_type in SHARDED:
         with gathered(model):
             return method.evaluate(model, task, examples, batch_size, progress)
     n, k, rank = len(examples), accelerator.num_processes, accelerator.process_index

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from softprompt import checkpoint, run_output
 from softprompt.accumulate import accumulation_steps, backward_accumulated  # noqa: F401  re-exported
 from softprompt.errors import UserError
-from softprompt.fsdp import same_on_every_process
+from softprompt.sharding import prepare, same_on_every_process
 from softprompt.methods import Method, make_method
 from softprompt.methods.prompt import PAPER_LR, PROMPT_FILE, T5_EMBEDDING_RMS, T5_TYPES, default_lr, initial_prompt  # noqa: F401  re-exported
 from softprompt.model import SoftPromptModel
@@ -94,7 +94,6 @@ class Training:
     def __init__(self, run: Run, train_examples: list[Example]):
         self.run = run
         self.identity = self._identity()
-        self.checkpoints = run.accelerator.distributed_type != DistributedType.DEEPSPEED  # DeepSpeed's partitioned state is not gathered
         resumed, state, self.rng = self._checkpoint_to_resume()
         self._prepare(train_examples)
         self.best, self.stale = -math.inf, 0
@@ -122,8 +121,6 @@ class Training:
         """With train.resume, the newest checkpoint, checked to be of this same run: its folder, state and random
         generators."""
         run, o, accelerator = self.run, self.run.o, self.run.accelerator
-        if o.resume and not self.checkpoints:
-            raise UserError("--train.resume: checkpoints are not written under DeepSpeed, whose partitioned state is not gathered")
         resumed = checkpoint.latest(run.output_dir) if o.resume else None
         if resumed:
             state, rng = checkpoint.load(resumed, accelerator.process_index, accelerator.num_processes)
@@ -147,8 +144,8 @@ class Training:
         )
         optimizer = make_optimizer(run.method.param_groups(run.model, run.params, o), o)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps else 1.0)
-        self.wrapped, self.optimizer, self.loader = run.accelerator.prepare(run.model, optimizer, self.loader)
-        run.params = run.method.parameters(run.model)  # a wrapper may replace parameters in place (DeepSpeed partitions them)
+        self.wrapped, self.optimizer, self.loader = prepare(run.accelerator, run.model, optimizer, self.loader)
+        run.params = run.method.parameters(run.model)
         same_on_every_process(run.unsynced)
 
     def _restore(self, state: dict, resumed: Path) -> None:
@@ -227,11 +224,10 @@ class Training:
             result.stopped_early = True
             run.say(f"early stopping at step {step}: {run.task.metric} has not improved for {o.patience} evaluations (best {self.best:.2f} at step {result.best_step})")
         stopping = signals.requested(run.accelerator)
-        saved = None
-        if self.checkpoints and (stopping or result.stopped_early or step == run.max_steps or (self.save_every and step % self.save_every == 0)):
+        if stopping or result.stopped_early or step == run.max_steps or (self.save_every and step % self.save_every == 0):
             saved = self.save_checkpoint(step)
         if stopping:
-            run.say(f"stopped by a signal after step {step}: " + (f"checkpoint {saved}; continue with --train.resume=true" if saved else "no checkpoint (DeepSpeed)"))
+            run.say(f"stopped by a signal after step {step}: checkpoint {saved}; continue with --train.resume=true")
             raise KeyboardInterrupt
         return result.stopped_early
 
@@ -241,7 +237,7 @@ class Training:
         if scaler:
             scaler.unscale_(optimizer)
         if run.o.max_grad_norm:
-            run.accelerator.clip_grad_norm_(run.params, run.o.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(run.params, run.o.max_grad_norm)  # whole on every process, gradients averaged
         if scaler:
             scaler.step(optimizer)
             scaler.update()

@@ -1,0 +1,111 @@
+"""Prompt tuning over a sharded frozen model, through accelerate: FSDP 2, or DeepSpeed ZeRO-3. The frozen weights are
+spread over the processes; the prompt bank is not.
+
+- Every process keeps the whole prompt (P x H numbers, as under DDP), so the optimiser, evaluation, the saved prompt
+  and checkpoints see a plain tensor, never a shard. The wrappers average the gradients of what they hold; the bank's
+  they never see, and accumulate.py averages them.
+- FSDP leaves the bank out through its plugin's `ignored_modules`. DeepSpeed has no such list: the model is handed to
+  it with its bank set aside, and the optimiser (the bank's only) stays softprompt's, so DeepSpeed's backward, step
+  and clipping, which would drive an optimiser of its own, are not used.
+- Training runs the model's own forward, whose hooks gather each layer's weights. Evaluation calls parts of the
+  model directly (label scoring, the prompt's keys and values): DeepSpeed's hooks sit on every module and gather
+  them; FSDP's on its wrapped layers only, so the weights outside them are gathered for it, once.
+"""
+
+import contextlib
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType, broadcast
+from torch import nn
+from torch.distributed.fsdp import FSDPModule
+
+from softprompt.errors import UserError
+
+SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
+def keep_prompt_whole(accelerator: Accelerator, model: nn.Module, method: str, trained: list[nn.Parameter]) -> list[nn.Parameter]:
+    """Before `accelerator.prepare`: under FSDP or DeepSpeed, leave the model's prompt bank out of the sharding.
+    Returns the bank's trained parameters, whose gradients no wrapper will average; none when not sharded.
+
+    A method that trains weights of the model itself (`trained` outside the bank) is refused: those weights would be
+    sharded, and saving them would need every process to gather them."""
+    kind = accelerator.distributed_type
+    if kind not in SHARDED:
+        return []
+    if kind == DistributedType.FSDP:
+        _check_fsdp(accelerator.state.fsdp_plugin)
+    else:
+        _check_deepspeed(accelerator)
+    name = "FSDP" if kind == DistributedType.FSDP else "DeepSpeed"
+    bank = {id(p) for p in model.bank.parameters()}
+    if any(id(p) not in bank for p in trained):
+        raise UserError(f"--method {method}: under {name} softprompt trains prompts only; {method} trains weights of the model, which {name} would shard, and saving sharded weights is not supported: run it under data parallel training (configs/accelerate-ddp.yaml)")
+    if kind == DistributedType.FSDP:
+        accelerator.state.fsdp_plugin.ignored_modules = [model.bank]
+    return [p for p in model.bank.parameters() if p.requires_grad]
+
+
+def _check_fsdp(plugin) -> None:
+    if plugin.fsdp_version != 2:
+        raise UserError(f"fsdp_version {plugin.fsdp_version} in the accelerate config: softprompt runs under FSDP 2 (fsdp_version: 2, as configs/accelerate-fsdp.yaml)")
+    if plugin.cpu_ram_efficient_loading:
+        raise UserError("fsdp_cpu_ram_efficient_loading: true in the accelerate config: it reloads every weight as a shard, the prompt bank too, which stays whole; set it to false (configs/accelerate-fsdp.yaml)")
+
+
+def _check_deepspeed(accelerator: Accelerator) -> None:
+    launched = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    if launched != accelerator.num_processes:  # accelerate turns DeepSpeed on without its processes off GPUs
+        raise UserError(f"the accelerate config asks for DeepSpeed, and accelerate counts {accelerator.num_processes} of the {launched} processes launched: it runs DeepSpeed on GPUs only; on CPUs use configs/accelerate-ddp.yaml")
+
+
+def prepare(accelerator: Accelerator, model: nn.Module, optimizer: torch.optim.Optimizer, loader):
+    """`accelerator.prepare` of the model, its optimiser and data loader; under DeepSpeed the model goes without its
+    prompt bank (which DeepSpeed would partition) and the optimiser is left as it is."""
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return accelerator.prepare(model, optimizer, loader)
+    bank = model.bank
+    del model.bank
+    try:
+        wrapped, loader = accelerator.prepare(model, loader)
+    finally:
+        model.bank = bank
+    return wrapped, optimizer, loader
+
+
+def backward(accelerator: Accelerator, loss: torch.Tensor) -> None:
+    """`accelerator.backward`, but under DeepSpeed, whose engine would also step an optimiser it does not have, the
+    plain backward pass (its hooks gather the weights it needs)."""
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        loss.backward()
+    else:
+        accelerator.backward(loss)
+
+
+def no_sync(accelerator: Accelerator, wrapped: nn.Module):
+    """Skip the wrapper's gradient averaging for a micro-batch (DeepSpeed holds no trained weight to average)."""
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        return contextlib.nullcontext()
+    return accelerator.no_sync(wrapped)
+
+
+@torch.no_grad()
+def same_on_every_process(params: list[nn.Parameter]) -> None:
+    """Start every process from process 0's values, as DDP does when it wraps a model."""
+    for p in params:
+        broadcast(p.data, from_process=0)
+
+
+@contextlib.contextmanager
+def gathered(model: nn.Module):
+    """The weights FSDP holds outside its wrapped layers, whole on every process for the duration (no-op unless the
+    model is sharded by FSDP)."""
+    if not isinstance(model, FSDPModule):
+        yield
+        return
+    model.unshard()
+    try:
+        yield
+    finally:
+        model.reshard()
