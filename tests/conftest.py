@@ -9,6 +9,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 import torch
+
+if not torch.cuda.is_available():  # DeepSpeed (for its tests) warns on stdout, when first imported, that it found no GPU
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")  # (saving a model imports it); said up front, it stays quiet
+
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 

@@ -1,5 +1,6 @@
 """attention.py: the kernel choice, checked on any machine, and bf16 autocast on a left-padded decoder-only batch
-keeping the prompt's gradient finite; and training under the shipped FSDP config. Run where a GPU is present."""
+keeping the prompt's gradient finite; and training under the shipped FSDP and ZeRO-3 configs. Run where a GPU is
+present."""
 
 import contextlib
 import json
@@ -74,12 +75,13 @@ def test_bf16_gradients_on_a_left_padded_batch_are_finite():
 
 
 @needs_cuda
-def test_the_shipped_fsdp_config_trains_a_whole_prompt_checkpoints_and_resumes(tmp_path):
-    """configs/accelerate-fsdp.yaml on one GPU: accelerate's own FSDP 2 shards the frozen Llama, the prompt trains
-    whole; a run of 4 steps resumes from its checkpoint to 6."""
+@pytest.mark.parametrize("config", ["accelerate-fsdp.yaml", "accelerate-deepspeed-zero3.yaml"])
+def test_the_shipped_sharding_configs_train_a_whole_prompt_checkpoint_and_resume(tmp_path, config):
+    """configs/accelerate-fsdp.yaml and accelerate-deepspeed-zero3.yaml on one GPU: accelerate's own FSDP 2 or ZeRO-3
+    shards the frozen Llama, the prompt trains whole; a run of 4 steps resumes from its checkpoint to 6."""
     folder = save_model(tiny_llama(), tmp_path / "model")
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows() * 4))
-    config = Path(__file__).parents[1] / "configs" / "accelerate-fsdp.yaml"
+    config = Path(__file__).parents[1] / "configs" / config
 
     def launch(steps: int, resume: str) -> str:
         command = [

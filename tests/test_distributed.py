@@ -18,6 +18,7 @@ from softprompt import checkpoint
 from softprompt import train as training
 from softprompt.bank import PromptBank
 from softprompt.errors import UserError
+from softprompt.methods.prompt import embedding_scale
 from softprompt.sharding import keep_prompt_whole
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
@@ -59,12 +60,14 @@ model = tiny_gpt2()
 task = make_task(DataOptions(verbalizers={{"0": "no", "1": "yes"}}))
 examples = task.examples(sentiment_rows() * 2, "rows", None)
 options = TrainOptions(**{{**{ONE_STEP!r}, "output_dir": "run", "max_steps": int(sys.argv[1]), "resume": sys.argv[2] == "resume"}})
-backward, first_gradient = softprompt.train.backward_accumulated, []  # the prompt's gradient at the first step
+from softprompt.methods.prompt import embedding_scale
+backward, first_gradient, matrix = softprompt.train.backward_accumulated, [], {{}}  # at the first step: the prompt's gradient,
 
-def recorded(*args, **kwargs):
+def recorded(*args, **kwargs):  # and what reads the embedding matrix, read on the model as wrapped for training
     loss = backward(*args, **kwargs)
     if not first_gradient:
         first_gradient.append(model.bank.weight.grad.flatten().tolist())
+        matrix.update(labels=model.initial_prompt("labels", 4, labels=["no", "yes"], first_n=40, seed=1).flatten().tolist(), fingerprint=str(model.fingerprint()), scale=embedding_scale(model))
     return loss
 
 softprompt.train.backward_accumulated = recorded
@@ -75,7 +78,7 @@ result = train_prompt(model, task, examples, examples[:7], {PROMPT!r}, options, 
 if int(os.environ["RANK"]) == 0:
     # each process holds a share of a sharded weight: an FSDP DTensor, or a DeepSpeed parameter's own partition
     sharded = {{part: [type(p).__name__ == "DTensor" or (hasattr(p, "ds_id") and p.ds_tensor.numel() < p.ds_numel) for p in getattr(model, part).parameters()] for part in ("base", "bank")}}
-    print("RESULT" + json.dumps({{"metrics": result.history[-1], "predictions": scored[-1], "sharded": sharded, "first_gradient": first_gradient[0]}}))
+    print("RESULT" + json.dumps({{"metrics": result.history[-1], "predictions": scored[-1], "sharded": sharded, "first_gradient": first_gradient[0], "matrix": matrix}}))
 """
 
 # accelerate 1.15 turns FSDP on for GPUs only (a CPU run is MULTI_CPU whatever the config says); the same accelerator
@@ -217,8 +220,10 @@ def two_process_runs(tmp_path: Path, script: str):
 
 def same_as_one_process(tmp_path: Path, monkeypatch, two: dict, at_six: torch.Tensor, trained) -> None:
     """The two processes' evaluation at step 6 is one process's with their prompt, and their gradient at the first step
-    and prompt at step 8 (after resuming) are those of one process with the same global batch."""
+    and prompt at step 8 (after resuming) are those of one process with the same global batch; what reads the embedding
+    matrix (an initialiser, the fingerprint, the default rate's scale) reads it whole, sharded or not."""
     model = tiny_gpt2()
+    assert two["matrix"] == {"labels": model.initial_prompt("labels", 4, labels=["no", "yes"], first_n=40, seed=1).flatten().tolist(), "fingerprint": str(model.fingerprint()), "scale": embedding_scale(model)}
     task = make_task(DataOptions(verbalizers={"0": "no", "1": "yes"}))
     examples = task.examples(sentiment_rows() * 2, "rows", None)
     model.bank = PromptBank(at_six)

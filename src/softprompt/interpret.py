@@ -49,7 +49,11 @@ def nearest_tokens(model, prompt: torch.Tensor, k: int = 5) -> NearestTokens:
     """The `k` vocabulary tokens nearest to each of the (P, H) prompt's vectors, for a SoftPromptModel `model`.
 
     Only rows the tokenizer can name are candidates (some models pad their embedding matrix beyond the vocabulary)."""
-    embeddings = model.input_embeddings().weight
+    with model.embedding_matrix() as embeddings:
+        return _nearest_tokens(model, prompt, embeddings, k)
+
+
+def _nearest_tokens(model, prompt: torch.Tensor, embeddings: torch.Tensor, k: int) -> NearestTokens:
     rows = min(embeddings.shape[0], len(model.tokenizer))
     if prompt.dim() != 2 or prompt.shape[1] != embeddings.shape[1]:
         raise UserError(f"the prompt has shape {tuple(prompt.shape)}; the model's embeddings are {embeddings.shape[1]} wide")

@@ -29,6 +29,7 @@ from softprompt.pickles import hub_pickle_message, refuse_pickled_folder
 from softprompt.prefix_cache import PrefixCache
 from softprompt.prefix_cache import applies as cache_applies
 from softprompt.prompt import embedding_fingerprint
+from softprompt.sharding import whole
 from softprompt.template import PLAIN, Template
 
 ENCODER_DECODER, DECODER_ONLY, ENCODER_ONLY = "encoder-decoder", "decoder-only", "encoder-only"
@@ -157,8 +158,14 @@ class SoftPromptModel(nn.Module):
     def device(self) -> torch.device:
         return self.input_embeddings().weight.device
 
+    def embedding_matrix(self):
+        """A context holding the (V, H) input-embedding matrix whole, however FSDP or DeepSpeed shards it (every
+        process enters it together)."""
+        return whole(self.input_embeddings().weight)
+
     def fingerprint(self) -> str:
-        return embedding_fingerprint(self.input_embeddings().weight)
+        with self.embedding_matrix() as weights:
+            return embedding_fingerprint(weights)
 
     def base_parameters(self) -> int:
         return sum(p.numel() for p in self.base.parameters())
@@ -179,7 +186,10 @@ class SoftPromptModel(nn.Module):
 
     def initial_prompt(self, init: str, length: int, *, text: str = "", labels: list[str] = (), first_n: int = 5000, scale: float = 0.5, seed: int = 0) -> torch.Tensor:
         """A (P, H) prompt from one of the initialisers: random, vocab, labels, text."""
-        weights = self.input_embeddings().weight
+        with self.embedding_matrix() as weights:
+            return self._initial_prompt(weights, init, length, text=text, labels=labels, first_n=first_n, scale=scale, seed=seed)
+
+    def _initial_prompt(self, weights: torch.Tensor, init: str, length: int, *, text: str, labels: list[str], first_n: int, scale: float, seed: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(seed)
         special = frozenset(self.tokenizer.all_special_ids)
         if init == "random":

@@ -19,6 +19,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType, broadcast
 from torch import nn
 from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
 
 from softprompt.errors import UserError
 
@@ -95,6 +96,21 @@ def same_on_every_process(params: list[nn.Parameter]) -> None:
     """Start every process from process 0's values, as DDP does when it wraps a model."""
     for p in params:
         broadcast(p.data, from_process=0)
+
+
+@contextlib.contextmanager
+def whole(weight: torch.Tensor):
+    """`weight` whole on this process for the duration, however FSDP or DeepSpeed shards it; every process must ask
+    together (the shards are gathered from all of them)."""
+    if isinstance(weight, DTensor):
+        yield weight.full_tensor()
+    elif hasattr(weight, "ds_id"):  # a DeepSpeed ZeRO-3 parameter, holding this process's partition only
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([weight]):
+            yield weight
+    else:
+        yield weight
 
 
 @contextlib.contextmanager

@@ -27,7 +27,8 @@ def embedding_scale(model: SoftPromptModel) -> float:
     """The size of the model's embedding entries relative to T5's: 1 on T5, else their RMS over T5's 11.6."""
     if model.base.config.model_type in T5_TYPES:
         return 1.0
-    rms = model.input_embeddings().weight.detach().float().pow(2).mean().sqrt().item()
+    with model.embedding_matrix() as weights:
+        rms = weights.detach().float().pow(2).mean().sqrt().item()
     return rms / T5_EMBEDDING_RMS
 
 
