@@ -19,13 +19,14 @@ from softprompt import train as training
 from softprompt.bank import PromptBank
 from softprompt.errors import UserError
 from softprompt.methods.prompt import embedding_scale
-from softprompt.sharding import keep_prompt_whole
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
+from softprompt.run import check_launch
+from softprompt.sharding import keep_prompt_whole
 from softprompt.tasks import make_task
 from softprompt.train import train_prompt
 
 PROMPT = PromptOptions(length=4, init="vocab", vocab_first_n=40)
-ONE_STEP = dict(max_steps=6, batch_size=10, micro_batch_size=5, eval_every=3, save_every=3, keep_checkpoints=1, lr=0.3)
+ONE_STEP = dict(max_steps=6, batch_size=10, micro_batch_size=5, eval_every=3, save_every=3, keep_checkpoints=1, lr=0.3, max_grad_norm=0.5)  # gradient norms here: 0.4-1.8
 
 
 def test_two_processes_train_one_prompt(tmp_path):
@@ -142,11 +143,20 @@ def test_under_fsdp_the_frozen_model_is_sharded_and_the_prompt_trains_whole_as_i
     same_as_one_process(tmp_path, monkeypatch, two, at_six, trained)
 
 
-def test_under_deepspeed_zero3_the_frozen_model_is_partitioned_and_the_prompt_trains_whole_as_in_one_process(tmp_path, monkeypatch):
+@pytest.mark.parametrize("loaded", ["whole", "partitioned"])
+def test_under_deepspeed_zero3_the_frozen_model_is_partitioned_and_the_prompt_trains_whole_as_in_one_process(tmp_path, monkeypatch, loaded):
     """ZeRO-3 partitions the frozen weights and never sees the prompt bank: softprompt's Adafactor trains it, its
     gradient is averaged over the processes, evaluation scores every example, and a checkpoint resumes to the prompt of
-    one uninterrupted process."""
-    two, at_six, trained = two_process_runs(tmp_path, SCRIPT.replace("model = tiny_gpt2()", DEEPSPEED_ON_CPU + "model = tiny_gpt2()", 1))
+    one uninterrupted process. The model is built whole, or loaded after accelerate has started (as `softprompt train`
+    does under DeepSpeed), which loads it partitioned: the initialisers then gather the embedding matrix."""
+    model = "model = tiny_gpt2()"
+    if loaded == "partitioned":
+        folder = save_model(tiny_gpt2(), tmp_path / "model")
+        model = f"""DeepSpeedOnCPU()
+from softprompt.model import SoftPromptModel
+model = SoftPromptModel.load({folder!r})
+assert hasattr(model.base.get_input_embeddings().weight, "ds_id") and model.base.get_input_embeddings().weight.numel() == 0"""
+    two, at_six, trained = two_process_runs(tmp_path, SCRIPT.replace("model = tiny_gpt2()", DEEPSPEED_ON_CPU + model, 1))
     assert all(two["sharded"]["base"]) and two["sharded"]["bank"] == [False]
     same_as_one_process(tmp_path, monkeypatch, two, at_six, trained)
 
@@ -268,12 +278,16 @@ def test_fsdp_and_deepspeed_leave_the_prompt_bank_out_of_the_sharding_and_refuse
     with pytest.raises(UserError, match="--method lora: under FSDP softprompt trains prompts only"):
         keep_prompt_whole(accelerator(DistributedType.FSDP), model, "lora", [model_weight])
 
-    deepspeed = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, num_processes=2)
-    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
-    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    deepspeed = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED)
     assert keep_prompt_whole(deepspeed, model, "prompt", [model.bank.weight]) == [model.bank.weight]
     with pytest.raises(UserError, match="--method lora: under DeepSpeed softprompt trains prompts only"):
         keep_prompt_whole(deepspeed, model, "lora", [model_weight])
-    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 4)  # accelerate off GPUs: its own count is wrong
-    with pytest.raises(UserError, match="accelerate counts 2 of the 4 processes launched: it runs DeepSpeed on GPUs only"):
-        keep_prompt_whole(deepspeed, model, "prompt", [model.bank.weight])
+
+
+def test_a_launch_accelerate_would_run_wrongly_is_refused_in_one_line(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    check_launch(SimpleNamespace(num_processes=2, mixed_precision="no"))
+    with pytest.raises(UserError, match="2 processes were launched and accelerate counts 1, so each would train on its own: on CPUs launch with ACCELERATE_USE_CPU=1"):
+        check_launch(SimpleNamespace(num_processes=1, mixed_precision="no"))  # accelerate launch off GPUs, without --cpu
+    with pytest.raises(UserError, match="mixed_precision bf16 in the accelerate config or launch options: softprompt sets the precision itself"):
+        check_launch(SimpleNamespace(num_processes=2, mixed_precision="bf16"))

@@ -152,7 +152,7 @@ class SoftPromptModel(nn.Module):
 
     @property
     def hidden(self) -> int:
-        return self.input_embeddings().embedding_dim  # not the weight's shape, which DeepSpeed empties when it partitions it
+        return _embedding_shape(self.input_embeddings())[1]
 
     @property
     def device(self) -> torch.device:
@@ -168,7 +168,10 @@ class SoftPromptModel(nn.Module):
             return embedding_fingerprint(weights)
 
     def base_parameters(self) -> int:
-        return sum(p.numel() for p in self.base.parameters())
+        return sum(_numel(p) for p in self.base.parameters())
+
+    def base_bytes(self) -> int:
+        return sum(_numel(p) * p.element_size() for p in self.base.parameters())
 
     def identity(self) -> dict:
         """What a prompt file records about the model it belongs to."""
@@ -176,7 +179,7 @@ class SoftPromptModel(nn.Module):
             "base_model": self.name,
             "family": self.family,
             "hidden_size": self.hidden,
-            "vocab_size": self.input_embeddings().num_embeddings,
+            "vocab_size": _embedding_shape(self.input_embeddings())[0],
             "embedding_fingerprint": self.fingerprint(),
         }
 
@@ -461,3 +464,15 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _to(batch: dict, device) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
+
+
+def _embedding_shape(embeddings: nn.Module) -> tuple[int, int]:
+    """(V, H) of an input-embedding module, also when DeepSpeed has partitioned its weight (emptied, its shape kept
+    as ds_shape)."""
+    weight = embeddings.weight
+    return tuple(getattr(weight, "ds_shape", weight.shape))
+
+
+def _numel(weight: torch.Tensor) -> int:
+    """The numbers in a weight, also when DeepSpeed has partitioned it (emptied, its size kept as ds_numel)."""
+    return getattr(weight, "ds_numel", weight.numel())

@@ -2,6 +2,7 @@
 processes), save the method's result, and append the run's report to results.jsonl."""
 
 import math
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -31,6 +32,7 @@ class Run:
         self.model, self.method, self.task, self.o = model, method, task, o
         self.validation_examples, self.output_dir, self.progress = validation_examples, output_dir, progress
         self.accelerator = accelerator = Accelerator(log_with="tensorboard", project_dir=str(output_dir))
+        check_launch(accelerator)
         self.precision = resolve_precision(o.precision, accelerator.device.type)
         if self.precision == "fp16" and model.base.config.model_type in T5_TYPES:
             self.say("warning: T5 overflows in float16 (NaN losses); --train.precision=bf16 is the safe choice")
@@ -89,6 +91,16 @@ class Run:
             self.result.report = run_report(self.method, self.model, self.task, self.o, self.params, self.base_parameters, self.result, seconds - self.eval_seconds, self.eval_seconds, self.memory)
             run_output.log(self.output_dir / run_output.RESULTS_FILE, self.result.report, self.accelerator)
         return self.result
+
+
+def check_launch(accelerator: Accelerator) -> None:
+    """Refuse in one line what accelerate would run wrongly: processes that each count themselves alone, and
+    accelerate's own mixed precision on top of softprompt's."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if accelerator.num_processes != launched:  # accelerate off GPUs, without being told to use the CPU
+        raise UserError(f"{launched} processes were launched and accelerate counts {accelerator.num_processes}, so each would train on its own: on CPUs launch with ACCELERATE_USE_CPU=1 (torchrun) or accelerate launch --cpu; DeepSpeed runs on GPUs only")
+    if accelerator.mixed_precision != "no":
+        raise UserError(f"mixed_precision {accelerator.mixed_precision} in the accelerate config or launch options: softprompt sets the precision itself (--train.precision), so set it to no")
 
 
 def evaluate_sharded(method: Method, model: SoftPromptModel, task: Task, examples: list[Example], batch_size: int, progress: bool, accelerator: Accelerator) -> dict[str, float]:

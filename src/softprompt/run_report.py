@@ -100,7 +100,7 @@ def size_report(frozen, prompt_path: Path) -> str:
     """Trainable parameters and their share, and the prompt file's size beside the model's."""
     trainable = frozen.bank.weight[0].numel()
     total = frozen.base_parameters()
-    model_bytes = sum(p.numel() * p.element_size() for p in frozen.base.parameters())
+    model_bytes = frozen.base_bytes()
     return (
         f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)\n"
         f"prompt file: {human_size(prompt_path.stat().st_size)} (model: {human_size(model_bytes)})"

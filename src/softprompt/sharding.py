@@ -7,12 +7,15 @@ spread over the processes; the prompt bank is not.
 - FSDP leaves the bank out through its plugin's `ignored_modules`. DeepSpeed has no such list: the model is handed to
   it with its bank set aside, and the optimiser (the bank's only) stays softprompt's, so DeepSpeed's backward, step
   and clipping, which would drive an optimiser of its own, are not used.
+- Under DeepSpeed the model can load partitioned (start_before_loading); what reads its embedding matrix before
+  training (the initialisers, the default learning rate) then gathers it whole for the moment (`whole`).
 - Training runs the model's own forward, whose hooks gather each layer's weights. Evaluation calls parts of the
   model directly (label scoring, the prompt's keys and values): DeepSpeed's hooks sit on every module and gather
   them; FSDP's on its wrapped layers only, so the weights outside them are gathered for it, once.
 """
 
 import contextlib
+import os
 
 import torch
 from accelerate import Accelerator
@@ -37,8 +40,6 @@ def keep_prompt_whole(accelerator: Accelerator, model: nn.Module, method: str, t
         return []
     if kind == DistributedType.FSDP:
         _check_fsdp(accelerator.state.fsdp_plugin)
-    else:
-        _check_deepspeed(accelerator)
     name = "FSDP" if kind == DistributedType.FSDP else "DeepSpeed"
     bank = {id(p) for p in model.bank.parameters()}
     if any(id(p) not in bank for p in trained):
@@ -55,10 +56,12 @@ def _check_fsdp(plugin) -> None:
         raise UserError("fsdp_cpu_ram_efficient_loading: true in the accelerate config: it reloads every weight as a shard, the prompt bank too, which stays whole; set it to false (configs/accelerate-fsdp.yaml)")
 
 
-def _check_deepspeed(accelerator: Accelerator) -> None:
-    launched = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-    if launched != accelerator.num_processes:  # accelerate turns DeepSpeed on without its processes off GPUs
-        raise UserError(f"the accelerate config asks for DeepSpeed, and accelerate counts {accelerator.num_processes} of the {launched} processes launched: it runs DeepSpeed on GPUs only; on CPUs use configs/accelerate-ddp.yaml")
+def start_before_loading() -> None:
+    """Under DeepSpeed (an accelerate config with it, through accelerate launch), start accelerate before the model
+    loads: transformers then loads each weight as partitions over the processes (ZeRO-3's zero.Init), so no process
+    ever holds the whole model."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        Accelerator()
 
 
 def prepare(accelerator: Accelerator, model: nn.Module, optimizer: torch.optim.Optimizer, loader):
