@@ -76,10 +76,11 @@ scored = []  # the predictions each evaluation scores, gathered from both proces
 score = task.score
 task.score = lambda predictions, examples: scored.append(predictions) or score(predictions, examples)
 result = train_prompt(model, task, examples, examples[:7], {PROMPT!r}, options, "run", progress=False)
+from transformers.integrations import is_deepspeed_zero3_enabled  # a model loaded now would load partitioned
 if int(os.environ["RANK"]) == 0:
     # each process holds a share of a sharded weight: an FSDP DTensor, or a DeepSpeed parameter's own partition
     sharded = {{part: [type(p).__name__ == "DTensor" or (hasattr(p, "ds_id") and p.ds_tensor.numel() < p.ds_numel) for p in getattr(model, part).parameters()] for part in ("base", "bank")}}
-    print("RESULT" + json.dumps({{"metrics": result.history[-1], "predictions": scored[-1], "sharded": sharded, "first_gradient": first_gradient[0], "matrix": matrix}}))
+    print("RESULT" + json.dumps({{"metrics": result.history[-1], "predictions": scored[-1], "sharded": sharded, "first_gradient": first_gradient[0], "matrix": matrix, "zero3_after": is_deepspeed_zero3_enabled()}}))
 """
 
 # accelerate 1.15 turns FSDP on for GPUs only (a CPU run is MULTI_CPU whatever the config says); the same accelerator
@@ -147,8 +148,8 @@ def test_under_fsdp_the_frozen_model_is_sharded_and_the_prompt_trains_whole_as_i
 def test_under_deepspeed_zero3_the_frozen_model_is_partitioned_and_the_prompt_trains_whole_as_in_one_process(tmp_path, monkeypatch, loaded):
     """ZeRO-3 partitions the frozen weights and never sees the prompt bank: softprompt's Adafactor trains it, its
     gradient is averaged over the processes, evaluation scores every example, and a checkpoint resumes to the prompt of
-    one uninterrupted process. The model is built whole, or loaded after accelerate has started (as `softprompt train`
-    does under DeepSpeed), which loads it partitioned: the initialisers then gather the embedding matrix."""
+    one uninterrupted process. The model is built whole, or loaded after accelerate has started, which loads it
+    partitioned: the initialisers then gather the embedding matrix. After the run a model loads whole again."""
     model = "model = tiny_gpt2()"
     if loaded == "partitioned":
         folder = save_model(tiny_gpt2(), tmp_path / "model")
@@ -233,6 +234,7 @@ def same_as_one_process(tmp_path: Path, monkeypatch, two: dict, at_six: torch.Te
     and prompt at step 8 (after resuming) are those of one process with the same global batch; what reads the embedding
     matrix (an initialiser, the fingerprint, the default rate's scale) reads it whole, sharded or not."""
     model = tiny_gpt2()
+    assert two["zero3_after"] is False
     assert two["matrix"] == {"labels": model.initial_prompt("labels", 4, labels=["no", "yes"], first_n=40, seed=1).flatten().tolist(), "fingerprint": str(model.fingerprint()), "scale": embedding_scale(model)}
     task = make_task(DataOptions(verbalizers={"0": "no", "1": "yes"}))
     examples = task.examples(sentiment_rows() * 2, "rows", None)
@@ -286,8 +288,9 @@ def test_fsdp_and_deepspeed_leave_the_prompt_bank_out_of_the_sharding_and_refuse
 
 def test_a_launch_accelerate_would_run_wrongly_is_refused_in_one_line(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
-    check_launch(SimpleNamespace(num_processes=2, mixed_precision="no"))
-    with pytest.raises(UserError, match="2 processes were launched and accelerate counts 1, so each would train on its own: on CPUs launch with ACCELERATE_USE_CPU=1"):
-        check_launch(SimpleNamespace(num_processes=1, mixed_precision="no"))  # accelerate launch off GPUs, without --cpu
-    with pytest.raises(UserError, match="mixed_precision bf16 in the accelerate config or launch options: softprompt sets the precision itself"):
-        check_launch(SimpleNamespace(num_processes=2, mixed_precision="bf16"))
+    check_launch(SimpleNamespace(num_processes=2, mixed_precision="no", distributed_type=DistributedType.MULTI_CPU))
+    with pytest.raises(UserError, match="accelerate counts 1 of the 2 processes launched, so they would not train together: on CPUs launch with ACCELERATE_USE_CPU=1"):
+        check_launch(SimpleNamespace(num_processes=1, mixed_precision="no", distributed_type=DistributedType.NO))  # off GPUs, without ACCELERATE_USE_CPU=1
+    check_launch(SimpleNamespace(num_processes=8, mixed_precision="no", distributed_type=DistributedType.XLA))  # TPUs keep their own count
+    with pytest.raises(UserError, match="mixed_precision bf16 in the accelerate config, its launch options or the DeepSpeed config: softprompt sets the precision itself"):
+        check_launch(SimpleNamespace(num_processes=2, mixed_precision="bf16", distributed_type=DistributedType.MULTI_CPU))

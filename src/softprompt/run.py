@@ -9,12 +9,12 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object
+from accelerate.utils import DistributedType, gather_object
 
 from softprompt import run_output
 from softprompt.accumulate import accumulation_steps
 from softprompt.errors import UserError
-from softprompt.sharding import SHARDED, gathered, keep_prompt_whole
+from softprompt.sharding import SHARDED, forget_zero3, gathered, keep_prompt_whole
 from softprompt.methods import Method
 from softprompt.methods.prompt import T5_TYPES
 from softprompt.model import SoftPromptModel
@@ -86,6 +86,7 @@ class Run:
 
     def finish(self) -> TrainResult:
         """The result, its report appended to results.jsonl (the main process)."""
+        forget_zero3(self.accelerator)
         if self.accelerator.is_main_process:
             seconds = time.perf_counter() - self.started
             self.result.report = run_report(self.method, self.model, self.task, self.o, self.params, self.base_parameters, self.result, seconds - self.eval_seconds, self.eval_seconds, self.memory)
@@ -96,11 +97,11 @@ class Run:
 def check_launch(accelerator: Accelerator) -> None:
     """Refuse in one line what accelerate would run wrongly: processes that each count themselves alone, and
     accelerate's own mixed precision on top of softprompt's."""
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if accelerator.num_processes != launched:  # accelerate off GPUs, without being told to use the CPU
-        raise UserError(f"{launched} processes were launched and accelerate counts {accelerator.num_processes}, so each would train on its own: on CPUs launch with ACCELERATE_USE_CPU=1 (torchrun) or accelerate launch --cpu; DeepSpeed runs on GPUs only")
+    launched = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun and accelerate launch (not on TPUs)
+    if accelerator.num_processes != launched and accelerator.distributed_type != DistributedType.XLA:  # off GPUs, not told to use the CPU
+        raise UserError(f"accelerate counts {accelerator.num_processes} of the {launched} processes launched, so they would not train together: on CPUs launch with ACCELERATE_USE_CPU=1 (torchrun or accelerate launch); DeepSpeed runs on GPUs only")
     if accelerator.mixed_precision != "no":
-        raise UserError(f"mixed_precision {accelerator.mixed_precision} in the accelerate config or launch options: softprompt sets the precision itself (--train.precision), so set it to no")
+        raise UserError(f"mixed_precision {accelerator.mixed_precision} in the accelerate config, its launch options or the DeepSpeed config: softprompt sets the precision itself (--train.precision), so set it to no")
 
 
 def evaluate_sharded(method: Method, model: SoftPromptModel, task: Task, examples: list[Example], batch_size: int, progress: bool, accelerator: Accelerator) -> dict[str, float]:

@@ -7,15 +7,15 @@ spread over the processes; the prompt bank is not.
 - FSDP leaves the bank out through its plugin's `ignored_modules`. DeepSpeed has no such list: the model is handed to
   it with its bank set aside, and the optimiser (the bank's only) stays softprompt's, so DeepSpeed's backward, step
   and clipping, which would drive an optimiser of its own, are not used.
-- Under DeepSpeed the model can load partitioned (start_before_loading); what reads its embedding matrix before
-  training (the initialisers, the default learning rate) then gathers it whole for the moment (`whole`).
+- A model loaded while accelerate runs under ZeRO-3 loads partitioned (transformers' zero.Init); what reads its
+  embedding matrix (the initialisers, the default learning rate) gathers it whole for the moment (`whole`). After a
+  run, transformers forgets ZeRO-3 (`forget_zero3`), so that a model loaded later loads whole, as the first did.
 - Training runs the model's own forward, whose hooks gather each layer's weights. Evaluation calls parts of the
   model directly (label scoring, the prompt's keys and values): DeepSpeed's hooks sit on every module and gather
   them; FSDP's on its wrapped layers only, so the weights outside them are gathered for it, once.
 """
 
 import contextlib
-import os
 
 import torch
 from accelerate import Accelerator
@@ -56,14 +56,6 @@ def _check_fsdp(plugin) -> None:
         raise UserError("fsdp_cpu_ram_efficient_loading: true in the accelerate config: it reloads every weight as a shard, the prompt bank too, which stays whole; set it to false (configs/accelerate-fsdp.yaml)")
 
 
-def start_before_loading() -> None:
-    """Under DeepSpeed (an accelerate config with it, through accelerate launch), start accelerate before the model
-    loads: transformers then loads each weight as partitions over the processes (ZeRO-3's zero.Init), so no process
-    ever holds the whole model."""
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
-        Accelerator()
-
-
 def prepare(accelerator: Accelerator, model: nn.Module, optimizer: torch.optim.Optimizer, loader):
     """`accelerator.prepare` of the model, its optimiser and data loader; under DeepSpeed the model goes without its
     prompt bank (which DeepSpeed would partition) and the optimiser is left as it is."""
@@ -92,6 +84,16 @@ def no_sync(accelerator: Accelerator, wrapped: nn.Module):
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         return contextlib.nullcontext()
     return accelerator.no_sync(wrapped)
+
+
+def forget_zero3(accelerator: Accelerator) -> None:
+    """After a run under DeepSpeed: drop the ZeRO-3 config that accelerate registered with transformers when it
+    started, which would make a model loaded later in this process load partitioned, and in float32 whatever its
+    dtype."""
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        from transformers.integrations import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
 
 
 @torch.no_grad()

@@ -15,7 +15,6 @@ def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: 
     checks.check_model(model)
     from softprompt.methods import make_method
     from softprompt.model import EMBEDDED_MODEL, SoftPromptModel
-    from softprompt.sharding import start_before_loading
     from softprompt.tasks import make_task
     from softprompt.train import RESULTS_FILE, run_summary
     from softprompt.train import train as train_with
@@ -25,8 +24,6 @@ def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: 
     task = make_task(data)
     train_examples = task.load(data.train, data.limit_train)
     validation = task.load(data.validation, data.limit_validation) if data.validation else None
-    if chosen.trains:
-        start_before_loading()  # under DeepSpeed, the model loads partitioned
     frozen = SoftPromptModel.load(model.name or EMBEDDED_MODEL, model.family, model.dtype, model.readout_scale, model.trust_pickle)
     model_bytes = frozen.base_bytes()
     if report:
