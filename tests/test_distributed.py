@@ -259,7 +259,7 @@ def same_as_one_process(tmp_path: Path, monkeypatch, two: dict, at_six: torch.Te
     assert not torch.equal(trained("one", 1), tiny_gpt2().initial_prompt("vocab", 4, first_n=40, seed=42))
 
 
-def test_fsdp_and_deepspeed_leave_the_prompt_bank_out_of_the_sharding_and_refuse_what_would_shard_it_or_the_trained_weights(monkeypatch):
+def test_fsdp_and_deepspeed_leave_the_prompt_bank_out_of_the_sharding_and_refuse_what_would_shard_it_or_the_trained_weights():
     model = tiny_gpt2()
     model.bank = PromptBank(torch.zeros(4, model.hidden))
 

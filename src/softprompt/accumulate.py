@@ -26,8 +26,8 @@ def backward_accumulated(wrapped, micro_batches: list[dict], accelerator: Accele
 
     A mean per micro-batch would weigh a token of a short-target micro-batch more than one of a long-target one.
     With a loss scaler (fp16) the losses are scaled up and the gradients left scaled, for the scaler's step.
-    `unsynced`: parameters that no wrapper averages over the processes (the prompt bank, kept whole under FSDP and DeepSpeed), whose
-    gradients are averaged here as DDP and FSDP average the rest."""
+    `unsynced`: parameters that no wrapper averages over the processes (the prompt bank, kept whole under FSDP and
+    DeepSpeed), whose gradients are averaged here as DDP and FSDP average the rest."""
     total_loss = torch.zeros((), device=accelerator.device)
     total_items = torch.zeros((), device=accelerator.device)
     for k, batch in enumerate(micro_batches):
