@@ -163,8 +163,9 @@ assert hasattr(model.base.get_input_embeddings().weight, "ds_id") and model.base
 
 
 def test_the_shipped_deepspeed_config_trains_checkpoints_and_resumes_through_accelerate_launch(tmp_path, monkeypatch):
-    """`accelerate launch --config_file configs/accelerate-deepspeed-zero3.yaml` on one CPU process: a run of 3 steps
-    resumes from its checkpoint to 6 and reaches the prompt of an uninterrupted run without DeepSpeed."""
+    """`accelerate launch --config_file configs/accelerate-deepspeed-zero3.yaml` on one CPU process: the model loads
+    partitioned, in its own dtype or the one asked for; a run of 3 steps resumes from its checkpoint to 6 and reaches
+    the prompt of an uninterrupted run without DeepSpeed."""
     from softprompt.cli import main
 
     folder = save_model(tiny_gpt2(), tmp_path / "model")
@@ -174,6 +175,14 @@ def test_the_shipped_deepspeed_config_trains_checkpoints_and_resumes_through_acc
         "deepspeed.comm.torch.build_shm_op = lambda: None\n"
         "from accelerate.state import PartialState\n"
         "from softprompt.cli import main\n"
+        "from softprompt.model import SoftPromptModel\n"
+        "load = SoftPromptModel.load\n"
+        "def loaded(cls, *args, **kwargs):  # how the model's weights arrive\n"
+        "    model = load(*args, **kwargs)\n"
+        "    weight = model.base.get_input_embeddings().weight\n"
+        "    print('loaded:', 'partitioned' if weight.numel() == 0 else 'whole', getattr(weight, 'ds_tensor', weight).dtype)\n"
+        "    return model\n"
+        "SoftPromptModel.load = classmethod(loaded)\n"
         "code = main()\n"
         "print('distributed:', PartialState().distributed_type)\n"
         "sys.exit(code)\n"
@@ -186,14 +195,14 @@ def test_the_shipped_deepspeed_config_trains_checkpoints_and_resumes_through_acc
     config = str(Path(__file__).parents[1] / "configs" / "accelerate-deepspeed-zero3.yaml")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
 
-    def launch(steps: int, resume: str) -> str:
-        command = ["accelerate", "launch", "--config_file", config, "--num_processes", "1", "launched.py", "train", *options, "--train.max_steps", str(steps), "--train.output_dir", "run", "--train.resume", resume]
+    def launch(steps: int, resume: str, *more: str) -> str:
+        command = ["accelerate", "launch", "--config_file", config, "--num_processes", "1", "launched.py", "train", *options, "--train.max_steps", str(steps), "--train.output_dir", "run", "--train.resume", resume, *more]
         done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]
         assert "distributed: DistributedType.DEEPSPEED" in done.stdout
         return done.stdout + done.stderr
 
-    launch(3, "false")
+    assert "loaded: partitioned torch.float32" in launch(3, "false")
     assert checkpoint.latest(tmp_path / "run").name == "step-00000003"
     assert "resuming from" in launch(6, "true")
     assert checkpoint.latest(tmp_path / "run").name == "step-00000006"
@@ -205,6 +214,7 @@ def test_the_shipped_deepspeed_config_trains_checkpoints_and_resumes_through_acc
 
     torch.testing.assert_close(trained("run"), trained("one"), rtol=1e-4, atol=1e-6)
     assert not torch.equal(trained("one"), tiny_gpt2().initial_prompt("vocab", 4, first_n=40, seed=42))
+    assert "loaded: partitioned torch.bfloat16" in launch(1, "false", "--model.dtype", "bfloat16")
 
 
 def two_process_runs(tmp_path: Path, script: str):

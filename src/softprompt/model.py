@@ -29,11 +29,17 @@ from softprompt.pickles import hub_pickle_message, refuse_pickled_folder
 from softprompt.prefix_cache import PrefixCache
 from softprompt.prefix_cache import applies as cache_applies
 from softprompt.prompt import embedding_fingerprint
-from softprompt.sharding import whole
+from softprompt.sharding import loading_in, whole
 from softprompt.template import PLAIN, Template
 
 ENCODER_DECODER, DECODER_ONLY, ENCODER_ONLY = "encoder-decoder", "decoder-only", "encoder-only"
 FAMILIES = (ENCODER_DECODER, DECODER_ONLY, ENCODER_ONLY)
+
+def checkpoint_dtype(config) -> torch.dtype:
+    """The dtype a model's weights are stored in, by its config (float32 when it does not say)."""
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or torch.float32
+    return getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
 
 def resolve_model_path(name: str) -> str:
     """What to load for a model name: an embedded model's folder (offline, see embedded.py), a local folder as an
@@ -133,7 +139,8 @@ class SoftPromptModel(nn.Module):
                 ENCODER_ONLY: transformers.AutoModel,
             }[family]
             torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-            base = auto.from_pretrained(path, dtype=torch_dtype, local_files_only=local, use_safetensors=None if trust_pickle else True)
+            with loading_in(checkpoint_dtype(config) if dtype == "auto" else torch_dtype):  # under ZeRO-3
+                base = auto.from_pretrained(path, dtype=torch_dtype, local_files_only=local, use_safetensors=None if trust_pickle else True)
             tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=local)
         except (OSError, ValueError) as e:
             reason = first_line(e)

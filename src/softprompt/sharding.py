@@ -7,15 +7,18 @@ spread over the processes; the prompt bank is not.
 - FSDP leaves the bank out through its plugin's `ignored_modules`. DeepSpeed has no such list: the model is handed to
   it with its bank set aside, and the optimiser (the bank's only) stays softprompt's, so DeepSpeed's backward, step
   and clipping, which would drive an optimiser of its own, are not used.
-- A model loaded while accelerate runs under ZeRO-3 loads partitioned (transformers' zero.Init); what reads its
-  embedding matrix (the initialisers, the default learning rate) gathers it whole for the moment (`whole`). After a
-  run, transformers forgets ZeRO-3 (`forget_zero3`), so that a model loaded later loads whole, as the first did.
+- Under DeepSpeed `softprompt train` starts accelerate before it loads the model (`start_before_loading`), so that
+  transformers loads each weight straight into its partitions (ZeRO-3's zero.Init), in the dtype asked for
+  (`loading_in`). What reads the embedding matrix (the initialisers, the default learning rate) gathers it whole for
+  the moment (`whole`). After a run, transformers forgets ZeRO-3 (`forget_zero3`), so that a model loaded later in the
+  process loads whole, as without DeepSpeed.
 - Training runs the model's own forward, whose hooks gather each layer's weights. Evaluation calls parts of the
   model directly (label scoring, the prompt's keys and values): DeepSpeed's hooks sit on every module and gather
   them; FSDP's on its wrapped layers only, so the weights outside them are gathered for it, once.
 """
 
 import contextlib
+import os
 
 import torch
 from accelerate import Accelerator
@@ -84,6 +87,39 @@ def no_sync(accelerator: Accelerator, wrapped: nn.Module):
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         return contextlib.nullcontext()
     return accelerator.no_sync(wrapped)
+
+
+def start_before_loading() -> None:
+    """Under DeepSpeed (an accelerate config with it), start accelerate now, before the model loads: accelerate then
+    registers ZeRO-3 with transformers, which loads each weight straight into its partitions, so no process holds the
+    whole model."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        Accelerator()
+
+
+@contextlib.contextmanager
+def loading_in(dtype: torch.dtype):
+    """While transformers loads a model into ZeRO-3 partitions, have the DeepSpeed config it reads name `dtype`:
+    zero.Init makes every weight in the dtype of that config's bf16/fp16 switches (float32 when both are off),
+    whatever the load asks for. No-op without ZeRO-3."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        yield
+        return
+    from transformers.integrations.deepspeed import deepspeed_config
+
+    config = deepspeed_config()
+    saved = {key: config.get(key) for key in ("bf16", "fp16")}
+    config["bf16"], config["fp16"] = {"enabled": dtype == torch.bfloat16}, {"enabled": dtype == torch.float16}
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                config.pop(key, None)
+            else:
+                config[key] = value
 
 
 def forget_zero3(accelerator: Accelerator) -> None:
