@@ -35,6 +35,7 @@ from softprompt.template import PLAIN, Template
 ENCODER_DECODER, DECODER_ONLY, ENCODER_ONLY = "encoder-decoder", "decoder-only", "encoder-only"
 FAMILIES = (ENCODER_DECODER, DECODER_ONLY, ENCODER_ONLY)
 
+
 def checkpoint_dtype(config) -> torch.dtype:
     """The dtype a model's weights are stored in, by its config (float32 when it does not say)."""
     dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or torch.float32

@@ -124,8 +124,8 @@ def loading_in(dtype: torch.dtype):
 
 def forget_zero3(accelerator: Accelerator) -> None:
     """After a run under DeepSpeed: drop the ZeRO-3 config that accelerate registered with transformers when it
-    started, which would make a model loaded later in this process load partitioned, and in float32 whatever its
-    dtype."""
+    started, which would make a model loaded later in this process load partitioned, outside any run that would
+    gather its weights."""
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         from transformers.integrations import unset_hf_deepspeed_config
 
