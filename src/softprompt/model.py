@@ -29,7 +29,7 @@ from softprompt.pickles import hub_pickle_message, refuse_pickled_folder
 from softprompt.prefix_cache import PrefixCache
 from softprompt.prefix_cache import applies as cache_applies
 from softprompt.prompt import embedding_fingerprint
-from softprompt.sharding import loading_in, whole
+from softprompt.sharding import loading_in, whole, whole_numel, whole_shape
 from softprompt.template import PLAIN, Template
 
 ENCODER_DECODER, DECODER_ONLY, ENCODER_ONLY = "encoder-decoder", "decoder-only", "encoder-only"
@@ -160,7 +160,7 @@ class SoftPromptModel(nn.Module):
 
     @property
     def hidden(self) -> int:
-        return _embedding_shape(self.input_embeddings())[1]
+        return whole_shape(self.input_embeddings().weight)[1]
 
     @property
     def device(self) -> torch.device:
@@ -176,10 +176,10 @@ class SoftPromptModel(nn.Module):
             return embedding_fingerprint(weights)
 
     def base_parameters(self) -> int:
-        return sum(_numel(p) for p in self.base.parameters())
+        return sum(whole_numel(p) for p in self.base.parameters())
 
     def base_bytes(self) -> int:
-        return sum(_numel(p) * p.element_size() for p in self.base.parameters())
+        return sum(whole_numel(p) * p.element_size() for p in self.base.parameters())
 
     def identity(self) -> dict:
         """What a prompt file records about the model it belongs to."""
@@ -187,7 +187,7 @@ class SoftPromptModel(nn.Module):
             "base_model": self.name,
             "family": self.family,
             "hidden_size": self.hidden,
-            "vocab_size": _embedding_shape(self.input_embeddings())[0],
+            "vocab_size": whole_shape(self.input_embeddings().weight)[0],
             "embedding_fingerprint": self.fingerprint(),
         }
 
@@ -472,15 +472,3 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _to(batch: dict, device) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
-
-
-def _embedding_shape(embeddings: nn.Module) -> tuple[int, int]:
-    """(V, H) of an input-embedding module, also when DeepSpeed has partitioned its weight (emptied, its shape kept
-    as ds_shape)."""
-    weight = embeddings.weight
-    return tuple(getattr(weight, "ds_shape", weight.shape))
-
-
-def _numel(weight: torch.Tensor) -> int:
-    """The numbers in a weight, also when DeepSpeed has partitioned it (emptied, its size kept as ds_numel)."""
-    return getattr(weight, "ds_numel", weight.numel())

@@ -154,6 +154,16 @@ def whole(weight: torch.Tensor):
         yield weight
 
 
+def whole_shape(weight: torch.Tensor) -> tuple[int, ...]:
+    """The shape of `weight` whole: a DTensor's is already; DeepSpeed empties a partitioned weight and keeps it aside."""
+    return tuple(getattr(weight, "ds_shape", weight.shape))
+
+
+def whole_numel(weight: torch.Tensor) -> int:
+    """The numbers in `weight` whole (as `whole_shape`)."""
+    return getattr(weight, "ds_numel", weight.numel())
+
+
 @contextlib.contextmanager
 def gathered(model: nn.Module):
     """The weights FSDP holds outside its wrapped layers, whole on every process for the duration (no-op unless the
