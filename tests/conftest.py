@@ -113,3 +113,11 @@ def save_model(model: SoftPromptModel, folder) -> str:
     model.base.save_pretrained(folder)
     model.tokenizer.save_pretrained(folder)
     return str(folder)
+
+
+def embedding_readings(model: SoftPromptModel) -> dict:
+    """What reads a model's embedding matrix: the labels initialiser, the fingerprint and the default rate's scale."""
+    from softprompt.methods.prompt import embedding_scale
+
+    labels = model.initial_prompt("labels", 4, labels=["no", "yes"], first_n=40, seed=1)
+    return {"labels": labels.flatten().tolist(), "fingerprint": str(model.fingerprint()), "scale": embedding_scale(model)}

@@ -13,12 +13,11 @@ import pytest
 import torch
 from accelerate.utils import DistributedType
 
-from conftest import save_model, sentiment_rows, tiny_gpt2
+from conftest import embedding_readings, save_model, sentiment_rows, tiny_gpt2
 from softprompt import checkpoint
 from softprompt import train as training
 from softprompt.bank import PromptBank
 from softprompt.errors import UserError
-from softprompt.methods.prompt import embedding_scale
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.run import check_launch
 from softprompt.sharding import keep_prompt_whole
@@ -51,7 +50,7 @@ def test_two_processes_train_one_prompt(tmp_path):
 SCRIPT = f"""
 import json, os, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
-from conftest import sentiment_rows, tiny_gpt2
+from conftest import embedding_readings, sentiment_rows, tiny_gpt2
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
 from softprompt.train import train_prompt
@@ -61,14 +60,13 @@ model = tiny_gpt2()
 task = make_task(DataOptions(verbalizers={{"0": "no", "1": "yes"}}))
 examples = task.examples(sentiment_rows() * 2, "rows", None)
 options = TrainOptions(**{{**{ONE_STEP!r}, "output_dir": "run", "max_steps": int(sys.argv[1]), "resume": sys.argv[2] == "resume"}})
-from softprompt.methods.prompt import embedding_scale
 backward, first_gradient, matrix = softprompt.train.backward_accumulated, [], {{}}  # at the first step: the prompt's gradient,
 
 def recorded(*args, **kwargs):  # and what reads the embedding matrix, read on the model as wrapped for training
     loss = backward(*args, **kwargs)
     if not first_gradient:
         first_gradient.append(model.bank.weight.grad.flatten().tolist())
-        matrix.update(labels=model.initial_prompt("labels", 4, labels=["no", "yes"], first_n=40, seed=1).flatten().tolist(), fingerprint=str(model.fingerprint()), scale=embedding_scale(model))
+        matrix.update(embedding_readings(model))
     return loss
 
 softprompt.train.backward_accumulated = recorded
@@ -245,7 +243,7 @@ def same_as_one_process(tmp_path: Path, monkeypatch, two: dict, at_six: torch.Te
     matrix (an initialiser, the fingerprint, the default rate's scale) reads it whole, sharded or not."""
     model = tiny_gpt2()
     assert two["zero3_after"] is False
-    assert two["matrix"] == {"labels": model.initial_prompt("labels", 4, labels=["no", "yes"], first_n=40, seed=1).flatten().tolist(), "fingerprint": str(model.fingerprint()), "scale": embedding_scale(model)}
+    assert two["matrix"] == embedding_readings(model)
     task = make_task(DataOptions(verbalizers={"0": "no", "1": "yes"}))
     examples = task.examples(sentiment_rows() * 2, "rows", None)
     model.bank = PromptBank(at_six)
