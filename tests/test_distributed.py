@@ -93,7 +93,7 @@ class FSDPOnCPU(Accelerator):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         PartialState().distributed_type = self.state.distributed_type = DistributedType.FSDP
-        self.state.fsdp_plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap", transformer_cls_names_to_wrap=["GPT2Block"])
+        self.state.fsdp_plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap", transformer_cls_names_to_wrap=["GPT2Block"], cpu_ram_efficient_loading=FROM_PROCESS_0)
 
 softprompt.run.Accelerator = FSDPOnCPU
 """
@@ -133,11 +133,19 @@ def test_two_processes_reach_the_one_process_prompt_shard_evaluation_and_resume(
     same_as_one_process(tmp_path, monkeypatch, two, at_six, trained)
 
 
-def test_under_fsdp_the_frozen_model_is_sharded_and_the_prompt_trains_whole_as_in_one_process(tmp_path, monkeypatch):
+@pytest.mark.parametrize("loaded", ["on every process", "from process 0"])
+def test_under_fsdp_the_frozen_model_is_sharded_and_the_prompt_trains_whole_as_in_one_process(tmp_path, monkeypatch, loaded):
     """FSDP 2 shards the frozen weights and leaves the prompt bank whole on every process: Adafactor trains it, its
     gradient is averaged over the processes, evaluation scores every example on gathered weights, and a checkpoint
-    resumes to the prompt of one uninterrupted process."""
-    two, at_six, trained = two_process_runs(tmp_path, SCRIPT.replace("model = tiny_gpt2()", FSDP_ON_CPU + "model = tiny_gpt2()", 1))
+    resumes to the prompt of one uninterrupted process. Each process shards its own copy of the model, or (with
+    fsdp_cpu_ram_efficient_loading) process 0's: then process 1's own weights, made different here, are not used."""
+    model = f"FROM_PROCESS_0 = {loaded == 'from process 0'}\n{FSDP_ON_CPU}model = tiny_gpt2()"
+    if loaded == "from process 0":
+        model += """
+if os.environ["RANK"] == "1":
+    import torch
+    torch.nn.init.normal_(model.base.transformer.h[0].mlp.c_fc.weight)"""
+    two, at_six, trained = two_process_runs(tmp_path, SCRIPT.replace("model = tiny_gpt2()", model, 1))
     assert all(two["sharded"]["base"]) and two["sharded"]["bank"] == [False]
     same_as_one_process(tmp_path, monkeypatch, two, at_six, trained)
 
@@ -267,26 +275,21 @@ def same_as_one_process(tmp_path: Path, monkeypatch, two: dict, at_six: torch.Te
     assert not torch.equal(trained("one", 1), tiny_gpt2().initial_prompt("vocab", 4, first_n=40, seed=42))
 
 
-def test_fsdp_and_deepspeed_leave_the_prompt_bank_out_of_the_sharding_and_refuse_what_would_shard_it_or_the_trained_weights():
+def test_under_fsdp_and_deepspeed_the_bank_trains_unsynced_and_what_would_shard_trained_weights_is_refused():
     model = tiny_gpt2()
     model.bank = PromptBank(torch.zeros(4, model.hidden))
 
-    def accelerator(kind, version=2, cpu_ram_efficient_loading=False):
-        plugin = SimpleNamespace(fsdp_version=version, cpu_ram_efficient_loading=cpu_ram_efficient_loading, ignored_modules=None)
-        return SimpleNamespace(distributed_type=kind, state=SimpleNamespace(fsdp_plugin=plugin))
+    def fsdp(version=2):
+        return SimpleNamespace(distributed_type=DistributedType.FSDP, state=SimpleNamespace(fsdp_plugin=SimpleNamespace(fsdp_version=version)))
 
-    data_parallel = accelerator(DistributedType.MULTI_CPU)
+    data_parallel = SimpleNamespace(distributed_type=DistributedType.MULTI_CPU)
     model_weight = next(model.base.parameters())
-    assert keep_prompt_whole(data_parallel, model, "lora", [model_weight]) == [] and data_parallel.state.fsdp_plugin.ignored_modules is None
-    fsdp = accelerator(DistributedType.FSDP)
-    assert keep_prompt_whole(fsdp, model, "prompt", [model.bank.weight]) == [model.bank.weight]
-    assert fsdp.state.fsdp_plugin.ignored_modules == [model.bank]
+    assert keep_prompt_whole(data_parallel, model, "lora", [model_weight]) == []  # DDP averages every gradient
+    assert keep_prompt_whole(fsdp(), model, "prompt", [model.bank.weight]) == [model.bank.weight]
     with pytest.raises(UserError, match="fsdp_version 1 in the accelerate config: softprompt runs under FSDP 2"):
-        keep_prompt_whole(accelerator(DistributedType.FSDP, version=1), model, "prompt", [model.bank.weight])
-    with pytest.raises(UserError, match="fsdp_cpu_ram_efficient_loading: true in the accelerate config"):
-        keep_prompt_whole(accelerator(DistributedType.FSDP, cpu_ram_efficient_loading=True), model, "prompt", [model.bank.weight])
+        keep_prompt_whole(fsdp(version=1), model, "prompt", [model.bank.weight])
     with pytest.raises(UserError, match="--method lora: under FSDP softprompt trains prompts only"):
-        keep_prompt_whole(accelerator(DistributedType.FSDP), model, "lora", [model_weight])
+        keep_prompt_whole(fsdp(), model, "lora", [model_weight])
 
     deepspeed = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED)
     assert keep_prompt_whole(deepspeed, model, "prompt", [model.bank.weight]) == [model.bank.weight]

@@ -14,7 +14,7 @@ from accelerate.utils import DistributedType, gather_object
 from softprompt import run_output
 from softprompt.accumulate import accumulation_steps
 from softprompt.errors import UserError
-from softprompt.sharding import SHARDED, forget_zero3, gathered, keep_prompt_whole
+from softprompt.sharding import SHARDED, forget_zero3, gathered, keep_prompt_whole, to_device
 from softprompt.methods import Method
 from softprompt.methods.prompt import T5_TYPES
 from softprompt.model import SoftPromptModel
@@ -43,12 +43,12 @@ class Run:
             raise UserError("--train.max_steps must be at least 1")
 
         self.base_parameters = model.base_parameters()
-        model.to(accelerator.device)
+        to_device(accelerator, model)
         self.memory = PeakMemory(accelerator.device)  # above the process holding the model on its device
         self.started = time.perf_counter()
         method.prepare(model, task, train_examples, o.seed)
         model.input_budget(task.options.max_input_length, task.options.max_target_length)  # the prompt leaves room for inputs
-        model.to(accelerator.device)
+        to_device(accelerator, model)
         if o.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         self.params = method.parameters(model)

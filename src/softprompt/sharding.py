@@ -4,10 +4,11 @@ spread over the processes; the prompt bank is not.
 - Every process keeps the whole prompt (P x H numbers, as under DDP), so the optimiser, evaluation, the saved prompt
   and checkpoints see a plain tensor, never a shard. The wrappers average the gradients of what they hold; the bank's
   they never see, and accumulate.py averages them.
-- FSDP leaves the bank out through its plugin's `ignored_modules`. DeepSpeed has no such list: the model is handed to
-  it with its bank set aside, and the optimiser (the bank's only) stays softprompt's, so DeepSpeed's backward, step
-  and clipping, which would drive an optimiser of its own, are not used.
-- Under DeepSpeed `softprompt train` starts accelerate before it loads the model (`start_before_loading`), so that
+- The model is handed to `accelerator.prepare` with its bank set aside, and the optimiser (the bank's only) stays
+  softprompt's: FSDP with `fsdp_cpu_ram_efficient_loading` would otherwise reload the bank as a shard from process 0,
+  and DeepSpeed's backward, step and clipping, which would drive an optimiser of its own, are not used.
+- Under FSDP the frozen model waits in CPU memory (`to_device`) and reaches the devices as shards, layer by layer.
+  Under DeepSpeed `softprompt train` starts accelerate before it loads the model (`start_before_loading`), so that
   transformers loads each weight straight into its partitions (ZeRO-3's zero.Init), in the dtype asked for
   (`loading_in`). What reads the embedding matrix (the initialisers, the default learning rate) gathers it whole for
   the moment (`whole`). After a run, transformers forgets ZeRO-3 (`forget_zero3`), so that a model loaded later in the
@@ -18,11 +19,10 @@ spread over the processes; the prompt bank is not.
 """
 
 import contextlib
-import os
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, broadcast
+from accelerate.utils import DistributedType, broadcast, parse_flag_from_env
 from torch import nn
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
@@ -33,41 +33,47 @@ SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
 def keep_prompt_whole(accelerator: Accelerator, model: nn.Module, method: str, trained: list[nn.Parameter]) -> list[nn.Parameter]:
-    """Before `accelerator.prepare`: under FSDP or DeepSpeed, leave the model's prompt bank out of the sharding.
-    Returns the bank's trained parameters, whose gradients no wrapper will average; none when not sharded.
+    """Before `prepare` (which shards the model without its prompt bank): under FSDP or DeepSpeed, the bank's trained
+    parameters, whose gradients no wrapper will average; none when not sharded.
 
-    A method that trains weights of the model itself (`trained` outside the bank) is refused: those weights would be
-    sharded, and saving them would need every process to gather them."""
+    Refused in one line: FSDP 1, and a method that trains weights of the model itself (`trained` outside the bank),
+    whose weights would be sharded, and saving them would need every process to gather them."""
     kind = accelerator.distributed_type
     if kind not in SHARDED:
         return []
-    if kind == DistributedType.FSDP:
-        _check_fsdp(accelerator.state.fsdp_plugin)
     name = "FSDP" if kind == DistributedType.FSDP else "DeepSpeed"
+    if kind == DistributedType.FSDP and accelerator.state.fsdp_plugin.fsdp_version != 2:
+        raise UserError(f"fsdp_version {accelerator.state.fsdp_plugin.fsdp_version} in the accelerate config: softprompt runs under FSDP 2 (fsdp_version: 2, as configs/accelerate-fsdp.yaml)")
     bank = {id(p) for p in model.bank.parameters()}
     if any(id(p) not in bank for p in trained):
         raise UserError(f"--method {method}: under {name} softprompt trains prompts only; {method} trains weights of the model, which {name} would shard, and saving sharded weights is not supported: run it under data parallel training (configs/accelerate-ddp.yaml)")
-    if kind == DistributedType.FSDP:
-        accelerator.state.fsdp_plugin.ignored_modules = [model.bank]
     return [p for p in model.bank.parameters() if p.requires_grad]
 
 
-def _check_fsdp(plugin) -> None:
-    if plugin.fsdp_version != 2:
-        raise UserError(f"fsdp_version {plugin.fsdp_version} in the accelerate config: softprompt runs under FSDP 2 (fsdp_version: 2, as configs/accelerate-fsdp.yaml)")
-    if plugin.cpu_ram_efficient_loading:
-        raise UserError("fsdp_cpu_ram_efficient_loading: true in the accelerate config: it reloads every weight as a shard, the prompt bank too, which stays whole; set it to false (configs/accelerate-fsdp.yaml)")
+def to_device(accelerator: Accelerator, model: nn.Module) -> None:
+    """`model.to(device)`; but under FSDP the frozen model stays in CPU memory, where it loaded, and `prepare` moves
+    each layer to the device as it shards it: no device ever holds the whole model."""
+    if accelerator.distributed_type != DistributedType.FSDP:
+        model.to(accelerator.device)
+        return
+    for child in model.children():
+        if child is not model.base:
+            child.to(accelerator.device)
 
 
 def prepare(accelerator: Accelerator, model: nn.Module, optimizer: torch.optim.Optimizer, loader):
-    """`accelerator.prepare` of the model, its optimiser and data loader; under DeepSpeed the model goes without its
-    prompt bank (which DeepSpeed would partition) and the optimiser is left as it is."""
-    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+    """`accelerator.prepare` of the model, its optimiser and data loader; sharded, the model goes without its prompt
+    bank and the optimiser (the bank's) is left as it is. FSDP 2 takes a model only with an optimiser, whose
+    parameters it swaps for their shards: it gets a stand-in over a frozen weight, never stepped."""
+    if accelerator.distributed_type not in SHARDED:
         return accelerator.prepare(model, optimizer, loader)
     bank = model.bank
     del model.bank
     try:
-        wrapped, loader = accelerator.prepare(model, loader)
+        if accelerator.distributed_type == DistributedType.FSDP:
+            wrapped, _, loader = accelerator.prepare(model, torch.optim.SGD([next(model.parameters())], lr=0.0), loader)
+        else:
+            wrapped, loader = accelerator.prepare(model, loader)
     finally:
         model.bank = bank
     return wrapped, optimizer, loader
@@ -93,7 +99,7 @@ def start_before_loading() -> None:
     """Under DeepSpeed (an accelerate config with it), start accelerate now, before the model loads: accelerate then
     registers ZeRO-3 with transformers, which loads each weight straight into its partitions, so no process holds the
     whole model."""
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+    if parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
         Accelerator()
 
 
