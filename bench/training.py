@@ -150,16 +150,40 @@ def trainer(kind: str, base, tokenizer, family: str, s: Setting, checkpointing: 
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
+    readout = label_readout(model, tokenizer, batch) if family == "encoder-only" and kind != "softprompt" else None
 
     def step():
         with autocast():
-            out = model(**batch)
-            loss = out.loss if getattr(out, "loss", None) is not None else out.last_hidden_state.float().pow(2).mean()  # encoder-only without a head: a stand-in readout
+            loss = readout() if readout else model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     return step
+
+
+def label_readout(model, tokenizer, batch: dict):
+    """Encoder-only (MiniLM has no head): the loss of softprompt's readout, for PEFT and full fine-tuning to compute as
+    softprompt's step does. The batch and the label texts each pass through the model (PEFT's: under its prompt),
+    are mean-pooled over their positions (prompt included) and compared by cosine; cross-entropy on class 0."""
+    import torch.nn.functional as F
+
+    from softprompt.model import cosine, mean_pool
+
+    labels = {k: v.to(DEVICE) for k, v in tokenizer(["w1", "w2"], padding=True, return_tensors="pt").items()}
+    class_ids = torch.zeros(len(batch["input_ids"]), dtype=torch.long, device=DEVICE)
+
+    def pooled(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state  # PEFT: (B, P + T, H)
+        prompt = mask.new_ones(len(ids), hidden.shape[1] - ids.shape[1])
+        return mean_pool(hidden, torch.cat([prompt, mask], dim=1))
+
+    def loss() -> torch.Tensor:
+        sentences = pooled(batch["input_ids"], batch["attention_mask"])  # (B, H)
+        anchors = pooled(labels["input_ids"], labels["attention_mask"]).unsqueeze(0)  # (1, L, H)
+        return F.cross_entropy(20.0 * cosine(sentences, anchors.expand(len(sentences), -1, -1)).float(), class_ids)
+
+    return loss
 
 
 def step_times(name: str, s: Setting, quick: bool) -> list[dict]:
@@ -311,7 +335,7 @@ def section(s: Setting, quick: bool, times: list[dict], memory: list[dict], scal
         f" torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, accelerate {accelerate.__version__};"
         f" {seconds:.0f} s. Batch {s.batch}, T = {s.length} input tokens ({s.target} of them the target for decoder-only; T5: {s.target} target tokens more),"
         f" prompt P = {s.prompt}, AdamW for all three. Models: " + "; ".join(f"{k}: {v}" for k, v in models.items()) + ".",
-        "MiniLM has no head: PEFT and full fine-tuning take the mean square of its last hidden states as a stand-in loss, softprompt its label readout.",
+        "MiniLM has no head: all three take softprompt's label readout (the batch and the two label texts each through the model, PEFT's under its prompt, compared by cosine).",
         "",
         f"Step time, median ratio over {s.rounds} rounds (min-max), the three trainers alternating within each round. Goals: softprompt / peft <= 1.0;"
         " softprompt / full within 5% of the floor 2(P + T) / 3T.",
