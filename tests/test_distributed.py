@@ -20,7 +20,7 @@ from softprompt.bank import PromptBank
 from softprompt.errors import UserError
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.run import check_launch
-from softprompt.sharding import keep_prompt_whole
+from softprompt.sharding import keep_prompt_whole, to_device
 from softprompt.tasks import make_task
 from softprompt.train import train_prompt
 
@@ -78,7 +78,7 @@ from transformers.integrations import is_deepspeed_zero3_enabled  # a model load
 if int(os.environ["RANK"]) == 0:
     # each process holds a share of a sharded weight: an FSDP DTensor, or a DeepSpeed parameter's own partition
     sharded = {{part: [type(p).__name__ == "DTensor" or (hasattr(p, "ds_id") and p.ds_tensor.numel() < p.ds_numel) for p in getattr(model, part).parameters()] for part in ("base", "bank")}}
-    print("RESULT" + json.dumps({{"metrics": result.history[-1], "predictions": scored[-1], "sharded": sharded, "first_gradient": first_gradient[0], "matrix": matrix, "zero3_after": is_deepspeed_zero3_enabled()}}))
+    print("RESULT" + json.dumps({{"metrics": result.history[-1], "predictions": scored[-1], "sharded": sharded, "first_gradient": first_gradient[0], "matrix": matrix, "zero3_after": is_deepspeed_zero3_enabled(), "tied": model.base.lm_head.weight is model.base.transformer.wte.weight}}))
 """
 
 # accelerate 1.15 turns FSDP on for GPUs only (a CPU run is MULTI_CPU whatever the config says); the same accelerator
@@ -138,7 +138,8 @@ def test_under_fsdp_the_frozen_model_is_sharded_and_the_prompt_trains_whole_as_i
     """FSDP 2 shards the frozen weights and leaves the prompt bank whole on every process: Adafactor trains it, its
     gradient is averaged over the processes, evaluation scores every example on gathered weights, and a checkpoint
     resumes to the prompt of one uninterrupted process. Each process shards its own copy of the model, or (with
-    fsdp_cpu_ram_efficient_loading) process 0's: then process 1's own weights, made different here, are not used."""
+    fsdp_cpu_ram_efficient_loading) process 0's: then process 1's own weights, made different here, are not used, and
+    the tied embeddings, untied on the way, are tied again."""
     model = f"FROM_PROCESS_0 = {loaded == 'from process 0'}\n{FSDP_ON_CPU}model = tiny_gpt2()"
     if loaded == "from process 0":
         model += """
@@ -251,6 +252,7 @@ def same_as_one_process(tmp_path: Path, monkeypatch, two: dict, at_six: torch.Te
     matrix (an initialiser, the fingerprint, the default rate's scale) reads it whole, sharded or not."""
     model = tiny_gpt2()
     assert two["zero3_after"] is False
+    assert two["tied"] is True  # GPT-2's output embeddings still the input embeddings, one weight
     assert two["matrix"] == embedding_readings(model)
     task = make_task(DataOptions(verbalizers={"0": "no", "1": "yes"}))
     examples = task.examples(sentiment_rows() * 2, "rows", None)
@@ -295,6 +297,20 @@ def test_under_fsdp_and_deepspeed_the_bank_trains_unsynced_and_what_would_shard_
     assert keep_prompt_whole(deepspeed, model, "prompt", [model.bank.weight]) == [model.bank.weight]
     with pytest.raises(UserError, match="--method lora: under DeepSpeed softprompt trains prompts only"):
         keep_prompt_whole(deepspeed, model, "lora", [model_weight])
+
+
+@pytest.mark.parametrize("kind", [DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MULTI_CPU])
+@pytest.mark.parametrize("trains", [True, False])
+def test_under_fsdp_a_model_to_be_sharded_waits_in_cpu_memory_and_everything_else_moves_to_the_device(kind, trains):
+    """The meta device stands in for a GPU: under FSDP, a method that trains (prepare will shard the model onto the
+    device) leaves the frozen model where it loaded and moves the bank; otherwise (prompt design, which prepare never
+    sees, or another distributed type) everything moves."""
+    model = tiny_gpt2()
+    model.bank = PromptBank(torch.zeros(4, model.hidden))
+    to_device(SimpleNamespace(distributed_type=kind, device=torch.device("meta")), model, sharded_later=trains)
+    waits = kind == DistributedType.FSDP and trains
+    assert {p.device.type for p in model.base.parameters()} == {"cpu" if waits else "meta"}
+    assert model.bank.weight.device.type == "meta"
 
 
 def test_a_launch_accelerate_would_run_wrongly_is_refused_in_one_line(monkeypatch):

@@ -154,6 +154,11 @@ class SoftPromptModel(nn.Module):
         recorded = path if local and name not in embedded.MODELS else name
         return cls(base.eval(), tokenizer, family, recorded, readout_scale=readout_scale)
 
+    def tie_weights(self, *args, **kwargs) -> None:
+        """The base model's shared weights (tied input and output embeddings) shared again, as accelerate asks of the
+        model it shards after moving it to the meta device and back (FSDP's `fsdp_cpu_ram_efficient_loading`)."""
+        self.base.tie_weights(*args, **kwargs)
+
     # ----- sizes and identity -------------------------------------------------------------------------
     def input_embeddings(self) -> nn.Embedding:
         return self.base.get_input_embeddings()

@@ -43,12 +43,12 @@ class Run:
             raise UserError("--train.max_steps must be at least 1")
 
         self.base_parameters = model.base_parameters()
-        to_device(accelerator, model)
-        self.memory = PeakMemory(accelerator.device)  # above the process holding the model on its device
+        to_device(accelerator, model, method.trains)
+        self.memory = PeakMemory(accelerator.device)  # above the process holding the model on its device (FSDP: in CPU memory)
         self.started = time.perf_counter()
         method.prepare(model, task, train_examples, o.seed)
         model.input_budget(task.options.max_input_length, task.options.max_target_length)  # the prompt leaves room for inputs
-        to_device(accelerator, model)
+        to_device(accelerator, model, method.trains)
         if o.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         self.params = method.parameters(model)

@@ -8,6 +8,8 @@ spread over the processes; the prompt bank is not.
   softprompt's: FSDP with `fsdp_cpu_ram_efficient_loading` would otherwise reload the bank as a shard from process 0,
   and DeepSpeed's backward, step and clipping, which would drive an optimiser of its own, are not used.
 - Under FSDP the frozen model waits in CPU memory (`to_device`) and reaches the devices as shards, layer by layer.
+  With `fsdp_cpu_ram_efficient_loading` accelerate moves the model to the meta device and back, which unties shared
+  weights unless the root module re-ties them (SoftPromptModel.tie_weights).
   Under DeepSpeed `softprompt train` starts accelerate before it loads the model (`start_before_loading`), so that
   transformers loads each weight straight into its partitions (ZeRO-3's zero.Init), in the dtype asked for
   (`loading_in`). What reads the embedding matrix (the initialisers, the default learning rate) gathers it whole for
@@ -50,10 +52,11 @@ def keep_prompt_whole(accelerator: Accelerator, model: nn.Module, method: str, t
     return [p for p in model.bank.parameters() if p.requires_grad]
 
 
-def to_device(accelerator: Accelerator, model: nn.Module) -> None:
-    """`model.to(device)`; but under FSDP the frozen model stays in CPU memory, where it loaded, and `prepare` moves
-    each layer to the device as it shards it: no device ever holds the whole model."""
-    if accelerator.distributed_type != DistributedType.FSDP:
+def to_device(accelerator: Accelerator, model: nn.Module, sharded_later: bool) -> None:
+    """`model.to(device)`; but under FSDP, when `prepare` will shard the model (`sharded_later`: the method trains),
+    the frozen model stays in CPU memory, where it loaded, and `prepare` moves it to the device as it shards it, one
+    wrapped layer at a time (the layers the accelerate config's auto-wrap policy names)."""
+    if accelerator.distributed_type != DistributedType.FSDP or not sharded_later:
         model.to(accelerator.device)
         return
     for child in model.children():
