@@ -20,7 +20,7 @@ from softprompt.bank import PromptBank
 from softprompt.errors import UserError
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.run import check_launch
-from softprompt.sharding import keep_prompt_whole, to_device
+from softprompt.sharding import fsdp_not_run, keep_prompt_whole, to_device
 from softprompt.tasks import make_task
 from softprompt.train import train_prompt
 
@@ -311,6 +311,14 @@ def test_under_fsdp_a_model_to_be_sharded_waits_in_cpu_memory_and_everything_els
     waits = kind == DistributedType.FSDP and trains
     assert {p.device.type for p in model.base.parameters()} == {"cpu" if waits else "meta"}
     assert model.bank.weight.device.type == "meta"
+
+
+def test_an_fsdp_config_that_accelerate_runs_as_data_parallel_is_said(monkeypatch):
+    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
+    assert fsdp_not_run(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU)) is None
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # as accelerate launch sets it from an FSDP config
+    assert fsdp_not_run(SimpleNamespace(distributed_type=DistributedType.FSDP)) is None
+    assert "accelerate runs on GPUs only: this run is data parallel" in fsdp_not_run(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU))
 
 
 def test_a_launch_accelerate_would_run_wrongly_is_refused_in_one_line(monkeypatch):

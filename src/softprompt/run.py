@@ -14,7 +14,7 @@ from accelerate.utils import DistributedType, gather_object
 from softprompt import run_output
 from softprompt.accumulate import accumulation_steps
 from softprompt.errors import UserError
-from softprompt.sharding import SHARDED, forget_zero3, gathered, keep_prompt_whole, to_device
+from softprompt.sharding import SHARDED, forget_zero3, fsdp_not_run, gathered, keep_prompt_whole, to_device
 from softprompt.methods import Method
 from softprompt.methods.prompt import T5_TYPES
 from softprompt.model import SoftPromptModel
@@ -33,6 +33,8 @@ class Run:
         self.validation_examples, self.output_dir, self.progress = validation_examples, output_dir, progress
         self.accelerator = accelerator = Accelerator(log_with="tensorboard", project_dir=str(output_dir))
         check_launch(accelerator)
+        if note := fsdp_not_run(accelerator):
+            self.say(note)
         self.precision = resolve_precision(o.precision, accelerator.device.type)
         if self.precision == "fp16" and model.base.config.model_type in T5_TYPES:
             self.say("warning: T5 overflows in float16 (NaN losses); --train.precision=bf16 is the safe choice")

@@ -52,6 +52,14 @@ def keep_prompt_whole(accelerator: Accelerator, model: nn.Module, method: str, t
     return [p for p in model.bank.parameters() if p.requires_grad]
 
 
+def fsdp_not_run(accelerator: Accelerator) -> str | None:
+    """A note when the accelerate config asks for FSDP and accelerate runs without it (it shards over GPUs only, and
+    runs CPU processes as data parallel training)."""
+    if parse_flag_from_env("ACCELERATE_USE_FSDP") and accelerator.distributed_type != DistributedType.FSDP:
+        return "note: the accelerate config asks for FSDP, which accelerate runs on GPUs only: this run is data parallel, and every process holds the whole model"
+    return None
+
+
 def to_device(accelerator: Accelerator, model: nn.Module, sharded_later: bool) -> None:
     """`model.to(device)`; but under FSDP, when `prepare` will shard the model (`sharded_later`: the method trains),
     the frozen model stays in CPU memory, where it loaded, and `prepare` moves it to the device as it shards it, one
