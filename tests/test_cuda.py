@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,25 +79,32 @@ def test_bf16_gradients_on_a_left_padded_batch_are_finite():
 @pytest.mark.parametrize("config", ["accelerate-fsdp.yaml", "accelerate-deepspeed-zero3.yaml"])
 def test_the_shipped_sharding_configs_train_a_whole_prompt_checkpoint_and_resume(tmp_path, config):
     """configs/accelerate-fsdp.yaml and accelerate-deepspeed-zero3.yaml on one GPU: accelerate's own FSDP 2 or ZeRO-3
-    shards the frozen Llama, the prompt trains whole; a run of 4 steps resumes from its checkpoint to 6."""
+    shards the frozen Llama, the prompt trains whole; a run of 4 steps resumes from its checkpoint to 6 and reaches
+    the prompt of an uninterrupted run on the GPU without either (float32, so that only kernel order differs)."""
     folder = save_model(tiny_llama(), tmp_path / "model")
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows() * 4))
     config = Path(__file__).parents[1] / "configs" / config
+    options = [
+        "train", "--model.name", folder, "--data.train", "train.jsonl", "--data.validation", "train.jsonl",
+        "--data.verbalizers", '{"0": "no", "1": "yes"}', "--prompt.length", "8", "--prompt.init", "random",
+        "--train.batch_size", "8", "--train.eval_every", "2", "--train.precision", "fp32",
+    ]
 
-    def launch(steps: int, resume: str) -> str:
-        command = [
-            "accelerate", "launch", "--config_file", str(config), "--num_processes", "1", "-m", "softprompt.cli", "train",
-            "--model.name", folder, "--data.train", "train.jsonl", "--data.validation", "train.jsonl",
-            "--data.verbalizers", '{"0": "no", "1": "yes"}', "--prompt.length", "8", "--prompt.init", "random",
-            "--train.max_steps", str(steps), "--train.batch_size", "8", "--train.eval_every", "2",
-            "--train.output_dir", "run", "--train.resume", resume,
-        ]
+    def run(launcher: list[str], steps: int, output: str, resume: str = "false") -> str:
+        command = [*launcher, "-m", "softprompt.cli", *options, "--train.max_steps", str(steps), "--train.output_dir", output, "--train.resume", resume]
         done = subprocess.run(command, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout + done.stderr
 
-    launch(4, "false")
+    sharded = ["accelerate", "launch", "--config_file", str(config), "--num_processes", "1"]
+    run(sharded, 4, "run")
     assert checkpoint.latest(tmp_path / "run").name == "step-00000004"
-    assert "resuming from" in launch(6, "true")
+    assert "resuming from" in run(sharded, 6, "run", "true")
     assert checkpoint.latest(tmp_path / "run").name == "step-00000006"
     assert (tmp_path / "run" / "prompt.safetensors").is_file()
+    run([sys.executable], 6, "plain")
+
+    def trained(output: str) -> torch.Tensor:
+        return checkpoint.load(checkpoint.latest(tmp_path / output), 0, 1)[0]["trained"][0]
+
+    torch.testing.assert_close(trained("run"), trained("plain"), rtol=1e-3, atol=1e-4)
