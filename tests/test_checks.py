@@ -5,6 +5,7 @@ from dataclasses import replace
 import pytest
 import yaml
 
+from softprompt.accumulate import accumulation_steps, micro_batch
 from softprompt.checks import check_training_command, output_folder
 from softprompt.cli import main
 from softprompt.errors import UserError
@@ -72,7 +73,16 @@ def test_train_refuses_bad_options_before_loading(config, capsys, option, messag
 
 def test_train_refuses_a_batch_that_micro_batches_do_not_divide(config, capsys, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    fails_with(capsys, ["train", "--config", config, "--train.batch_size=10", "--train.micro_batch_size=4"], "--train.batch_size 10 is not a multiple of --train.micro_batch_size x processes = 4")
+    fails_with(capsys, ["train", "--config", config, "--train.batch_size=10", "--train.micro_batch_size=4"], "--train.batch_size 10 is not a multiple of --train.micro_batch_size x processes = 4 (4 rows x 1 processes)")
+    monkeypatch.setenv("WORLD_SIZE", "3")  # as torchrun sets it: the micro-batch capped at the share of 2 rows
+    fails_with(capsys, ["train", "--config", config, "--train.batch_size=8"], "--train.batch_size 8 is not a multiple of --train.micro_batch_size x processes = 6 (2 rows x 3 processes, the micro-batch capped at batch_size / processes)")
+
+
+@pytest.mark.parametrize("batch, micro, processes, rows, steps", [(32, 32, 1, 32, 1), (32, 32, 8, 4, 1), (32, 2, 8, 2, 2), (10, 5, 2, 5, 1), (8, 32, 1, 8, 1)])
+def test_a_recipe_runs_unchanged_on_more_processes_its_micro_batch_capped_at_their_share(batch, micro, processes, rows, steps):
+    """The default 32-row batch and micro-batch on 8 processes: 4 rows each, one micro-batch per step."""
+    assert micro_batch(batch, micro, processes) == rows
+    assert accumulation_steps(batch, micro, processes) == steps
 
 
 def test_train_refuses_an_output_folder_that_is_or_lies_under_a_file(config, a_file, capsys):

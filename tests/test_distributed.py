@@ -42,6 +42,7 @@ def test_two_processes_train_one_prompt(tmp_path):
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("saved: ") == 1  # only the main process reports
+    assert done.stderr.count("processes: 2 (MULTI_CPU)") == 1
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "eval/accuracy" in r] == [10, 20]  # logged once, not per process
     assert (tmp_path / "run" / "prompt.safetensors").is_file()
@@ -323,9 +324,34 @@ def test_an_fsdp_config_that_accelerate_runs_as_data_parallel_is_said(monkeypatc
 
 def test_a_launch_accelerate_would_run_wrongly_is_refused_in_one_line(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED", raising=False)
     check_launch(SimpleNamespace(num_processes=2, mixed_precision="no", distributed_type=DistributedType.MULTI_CPU))
-    with pytest.raises(UserError, match="accelerate counts 1 of the 2 processes launched, so they would not train together: on CPUs launch with ACCELERATE_USE_CPU=1"):
+    with pytest.raises(UserError, match="accelerate counts 1 of the 2 processes launched, so they would not train together: on CPUs launch with ACCELERATE_USE_CPU=1 \\(torchrun or accelerate launch\\)$"):
         check_launch(SimpleNamespace(num_processes=1, mixed_precision="no", distributed_type=DistributedType.NO))  # off GPUs, without ACCELERATE_USE_CPU=1
+    with pytest.raises(UserError, match="; DeepSpeed shards over GPUs only$"):
+        check_launch(SimpleNamespace(num_processes=1, mixed_precision="no", distributed_type=DistributedType.DEEPSPEED))
     check_launch(SimpleNamespace(num_processes=8, mixed_precision="no", distributed_type=DistributedType.XLA))  # TPUs keep their own count
     with pytest.raises(UserError, match="mixed_precision bf16 in the accelerate config, its launch options or the DeepSpeed config: softprompt sets the precision itself"):
         check_launch(SimpleNamespace(num_processes=2, mixed_precision="bf16", distributed_type=DistributedType.MULTI_CPU))
+
+
+def test_what_accelerate_cannot_start_with_stops_in_one_line_and_a_wrong_launch_stops_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    import softprompt.run
+    from softprompt.cli import main
+
+    def refuses(*args, **kwargs):  # as accelerate 1.15 does for an FSDP 1 config on CPUs
+        raise RuntimeError("There are currently no available devices found, must be one of 'XPU', 'CUDA'.\nmore")
+
+    monkeypatch.setattr(softprompt.run, "Accelerator", refuses)
+    with pytest.raises(UserError, match="^accelerate cannot start with this launch and its config: There are currently no available devices found, must be one of 'XPU', 'CUDA'.$"):
+        softprompt.run.start_accelerate()
+    monkeypatch.undo()
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows()))
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as if launched as two processes that accelerate counts as one each
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text('{"model_type": "no-such-type"}')  # a model that would fail to load
+    argv = ["train", "--model.name", str(tmp_path / "model"), "--data.train", str(tmp_path / "train.jsonl"), "--data.verbalizers", '{"0": "no", "1": "yes"}', "--train.output_dir", str(tmp_path / "run")]
+    assert main(argv) == 1
+    assert capsys.readouterr().err.startswith("error: accelerate counts 1 of the 2 processes launched")  # not the model's error
+    assert not (tmp_path / "run").exists()

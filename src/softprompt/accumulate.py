@@ -10,11 +10,19 @@ from softprompt.optim import NonFinite
 from softprompt.sharding import backward, no_sync
 
 
+def micro_batch(batch_size: int, micro_batch_size: int, processes: int) -> int:
+    """Rows per forward pass on each process: --train.micro_batch_size, capped at each process's share of the batch,
+    so that a recipe runs unchanged on any number of processes."""
+    return min(micro_batch_size, max(batch_size // processes, 1))
+
+
 def accumulation_steps(batch_size: int, micro_batch_size: int, processes: int) -> int:
-    micro = min(micro_batch_size, batch_size)
+    """Micro-batches each process runs per step."""
+    micro = micro_batch(batch_size, micro_batch_size, processes)
     per_step = micro * processes
     if batch_size % per_step:
-        raise UserError(f"--train.batch_size {batch_size} is not a multiple of --train.micro_batch_size x processes = {per_step}")
+        capped = ", the micro-batch capped at batch_size / processes" if micro < micro_batch_size else ""
+        raise UserError(f"--train.batch_size {batch_size} is not a multiple of --train.micro_batch_size x processes = {per_step} ({micro} rows x {processes} processes{capped})")
     return batch_size // per_step
 
 

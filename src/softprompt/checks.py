@@ -153,10 +153,9 @@ def check_train(o: TrainOptions) -> None:
     at_most("--train.epochs", o.epochs, MAX_SIZE)
     if o.epochs is None:
         at_least("--train.max_steps", o.max_steps, 1)
-    processes = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun and accelerate launch
-    per_step = min(o.micro_batch_size, o.batch_size) * processes
-    if o.batch_size % per_step:
-        raise UserError(f"--train.batch_size {o.batch_size} is not a multiple of --train.micro_batch_size x processes = {per_step}")
+    from softprompt.accumulate import accumulation_steps
+
+    accumulation_steps(o.batch_size, o.micro_batch_size, int(os.environ.get("WORLD_SIZE", "1")))  # processes: set by torchrun and accelerate launch
     output_folder("--train.output_dir", o.output_dir)
 
 

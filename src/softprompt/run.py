@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, gather_object
+from accelerate.utils import DistributedType, gather_object, parse_flag_from_env
 
 from softprompt import run_output
-from softprompt.accumulate import accumulation_steps
-from softprompt.errors import UserError
+from softprompt.accumulate import accumulation_steps, micro_batch
+from softprompt.errors import UserError, first_line
 from softprompt.sharding import SHARDED, forget_zero3, fsdp_not_run, gathered, keep_prompt_whole, to_device
 from softprompt.methods import Method
 from softprompt.methods.prompt import T5_TYPES
@@ -31,8 +31,9 @@ class Run:
     def __init__(self, model: SoftPromptModel, method: Method, task: Task, train_examples: list[Example], validation_examples: list[Example] | None, o: TrainOptions, output_dir: Path, progress: bool):
         self.model, self.method, self.task, self.o = model, method, task, o
         self.validation_examples, self.output_dir, self.progress = validation_examples, output_dir, progress
-        self.accelerator = accelerator = Accelerator(log_with="tensorboard", project_dir=str(output_dir))
-        check_launch(accelerator)
+        self.accelerator = accelerator = start_accelerate(log_with="tensorboard", project_dir=str(output_dir))
+        if accelerator.num_processes > 1:
+            self.say(f"processes: {accelerator.num_processes} ({accelerator.distributed_type.value})")
         if note := fsdp_not_run(accelerator):
             self.say(note)
         self.precision = resolve_precision(o.precision, accelerator.device.type)
@@ -40,6 +41,7 @@ class Run:
             self.say("warning: T5 overflows in float16 (NaN losses); --train.precision=bf16 is the safe choice")
         self.scaler = torch.amp.GradScaler(accelerator.device.type) if self.precision == "fp16" else None
         self.accum = accumulation_steps(o.batch_size, o.micro_batch_size, accelerator.num_processes)
+        self.micro_batch = micro_batch(o.batch_size, o.micro_batch_size, accelerator.num_processes)
         self.max_steps = math.ceil(o.epochs * len(train_examples) / o.batch_size) if o.epochs else o.max_steps
         if self.max_steps < 1:
             raise UserError("--train.max_steps must be at least 1")
@@ -96,12 +98,26 @@ class Run:
         return self.result
 
 
+def start_accelerate(**kwargs) -> Accelerator:
+    """accelerate, started for this launch and its config and checked (`check_launch`); what accelerate cannot start
+    with (an FSDP 1 config on CPUs, ...) stops with one line. `softprompt train` starts it before the model loads, so
+    that a wrong launch costs no loading time (and under DeepSpeed the model then loads partitioned, sharding.py)."""
+    try:
+        accelerator = Accelerator(**kwargs)
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f"accelerate cannot start with this launch and its config: {first_line(e)}") from None
+    check_launch(accelerator)
+    return accelerator
+
+
 def check_launch(accelerator: Accelerator) -> None:
     """Refuse in one line what accelerate would run wrongly: processes that each count themselves alone, and
     accelerate's own mixed precision on top of softprompt's."""
     launched = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun and accelerate launch (not on TPUs)
     if accelerator.num_processes != launched and accelerator.distributed_type != DistributedType.XLA:  # off GPUs, not told to use the CPU
-        raise UserError(f"accelerate counts {accelerator.num_processes} of the {launched} processes launched, so they would not train together: on CPUs launch with ACCELERATE_USE_CPU=1 (torchrun or accelerate launch); DeepSpeed runs on GPUs only")
+        asked = accelerator.distributed_type == DistributedType.DEEPSPEED or parse_flag_from_env("ACCELERATE_USE_DEEPSPEED")
+        deepspeed = "; DeepSpeed shards over GPUs only" if asked else ""
+        raise UserError(f"accelerate counts {accelerator.num_processes} of the {launched} processes launched, so they would not train together: on CPUs launch with ACCELERATE_USE_CPU=1 (torchrun or accelerate launch){deepspeed}")
     if accelerator.mixed_precision != "no":
         raise UserError(f"mixed_precision {accelerator.mixed_precision} in the accelerate config, its launch options or the DeepSpeed config: softprompt sets the precision itself (--train.precision), so set it to no")
 

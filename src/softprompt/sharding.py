@@ -10,7 +10,7 @@ spread over the processes; the prompt bank is not.
 - Under FSDP the frozen model waits in CPU memory (`to_device`) and reaches the devices as shards, layer by layer.
   With `fsdp_cpu_ram_efficient_loading` accelerate moves the model to the meta device and back, which unties shared
   weights unless the root module re-ties them (SoftPromptModel.tie_weights).
-- Under DeepSpeed `softprompt train` starts accelerate before it loads the model (`start_before_loading`), so that
+- Under DeepSpeed `softprompt train` starts accelerate before it loads the model (run.py, `start_accelerate`), so that
   transformers loads each weight straight into its partitions (ZeRO-3's zero.Init), in the dtype asked for
   (`loading_in`). What reads the embedding matrix (the initialisers, the default learning rate) gathers it whole for
   the moment (`whole`). After a run, transformers forgets ZeRO-3 (`forget_zero3`), so that a model loaded later in the
@@ -104,14 +104,6 @@ def no_sync(accelerator: Accelerator, wrapped: nn.Module):
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         return contextlib.nullcontext()
     return accelerator.no_sync(wrapped)
-
-
-def start_before_loading() -> None:
-    """Under DeepSpeed (an accelerate config with it), start accelerate now, before the model loads: accelerate then
-    registers ZeRO-3 with transformers, which loads each weight straight into its partitions, so no process holds the
-    whole model."""
-    if parse_flag_from_env("ACCELERATE_USE_DEEPSPEED"):
-        Accelerator()
 
 
 @contextlib.contextmanager

@@ -136,7 +136,7 @@ class Training:
         self.generator = torch.Generator()  # reseeded every epoch (_batches), so that a data position is restored exactly
         self.loader = DataLoader(
             train_examples,
-            batch_size=min(o.micro_batch_size, o.batch_size),
+            batch_size=run.micro_batch,
             shuffle=True,
             drop_last=len(train_examples) >= o.micro_batch_size,
             collate_fn=lambda rows: {**run.task.batch(run.model, rows), "prompt_ids": torch.zeros(len(rows), dtype=torch.long)},

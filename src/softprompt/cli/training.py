@@ -15,7 +15,7 @@ def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: 
     checks.check_model(model)
     from softprompt.methods import make_method
     from softprompt.model import EMBEDDED_MODEL, SoftPromptModel, resolve_model_path
-    from softprompt.sharding import start_before_loading
+    from softprompt.run import start_accelerate
     from softprompt.tasks import make_task
     from softprompt.train import RESULTS_FILE, run_summary
     from softprompt.train import train as train_with
@@ -27,7 +27,7 @@ def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: 
     validation = task.load(data.validation, data.limit_validation) if data.validation else None
     if chosen.trains:
         resolve_model_path(model.name or EMBEDDED_MODEL)  # an embedded model's folder made first, whole
-        start_before_loading()  # under DeepSpeed, the model then loads partitioned
+        start_accelerate()  # a wrong launch stops before the model loads; under DeepSpeed the model loads partitioned
     frozen = SoftPromptModel.load(model.name or EMBEDDED_MODEL, model.family, model.dtype, model.readout_scale, model.trust_pickle)
     model_bytes = frozen.base_bytes()
     if report:
