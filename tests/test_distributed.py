@@ -43,6 +43,8 @@ def test_two_processes_train_one_prompt(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("saved: ") == 1  # only the main process reports
     assert done.stderr.count("processes: 2 (MULTI_CPU)") == 1
+    report = json.loads((tmp_path / "run" / "results.jsonl").read_text())
+    assert (report["processes"], report["distributed"]) == (2, "MULTI_CPU")
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "eval/accuracy" in r] == [10, 20]  # logged once, not per process
     assert (tmp_path / "run" / "prompt.safetensors").is_file()

@@ -27,7 +27,7 @@ TRAINED = ["prompt", "model", "prefix", "lora", "adapter"]
 LR = {"prompt": None, "model": 1e-3, "prefix": 5e-2, "lora": 1e-2, "adapter": 1e-2}  # rates that fit the tiny models fast
 REPORT_KEYS = {
     "time", "method", "model", "family", "task", "trainable_parameters", "base_parameters", "trainable_percent", "bytes_per_task", "saved",
-    "train_seconds", "eval_seconds", "peak_memory_bytes", "peak_memory_of", "metrics", "best_step", "steps", "stopped_early", "config",
+    "train_seconds", "eval_seconds", "peak_memory_bytes", "peak_memory_of", "processes", "distributed", "metrics", "best_step", "steps", "stopped_early", "config",
 }
 
 
@@ -83,6 +83,7 @@ def test_a_short_run_trains_only_what_the_method_says_and_reloads(name, family, 
     assert report["base_parameters"] == base and report["trainable_percent"] == pytest.approx(100 * report["trainable_parameters"] / base)
     assert rows(tmp_path) == [json.loads(json.dumps(report))]
     assert REPORT_KEYS <= set(report) and report["method"] == name and report["steps"] == steps and report["task"] == "classification"
+    assert (report["processes"], report["distributed"]) == (1, "NO")
     assert report["metrics"] == result.metrics and set(result.metrics) == {"accuracy", "macro_f1"}
     assert report["bytes_per_task"] == method.stored_bytes(tmp_path) > 0 and report["peak_memory_of"] == "rss" and report["peak_memory_bytes"] >= 0
     assert set(report["config"]) == {"model", "method", "prompt", "data", "train"} and report["config"]["method"]["name"] == name

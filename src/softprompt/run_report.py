@@ -62,8 +62,8 @@ def _max_rss() -> int | None:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def run_report(method: Method, model: SoftPromptModel, task: Task, o: TrainOptions, params: list, base_parameters: int, result: TrainResult, train_seconds: float, eval_seconds: float, memory: PeakMemory) -> dict:
-    """One run's row of results.jsonl."""
+def run_report(method: Method, model: SoftPromptModel, task: Task, o: TrainOptions, params: list, base_parameters: int, result: TrainResult, train_seconds: float, eval_seconds: float, memory: PeakMemory, processes: int = 1, distributed: str = "NO") -> dict:
+    """One run's row of results.jsonl; `processes` and `distributed`: how accelerate ran it (MULTI_GPU, FSDP, ...)."""
     trainable = sum(p.numel() for p in params)
     dtype = next(model.base.parameters()).dtype
     return {
@@ -81,6 +81,8 @@ def run_report(method: Method, model: SoftPromptModel, task: Task, o: TrainOptio
         "eval_seconds": round(eval_seconds, 3),
         "peak_memory_bytes": memory.peak(),
         "peak_memory_of": memory.kind,
+        "processes": processes,
+        "distributed": distributed,
         "metrics": result.metrics,
         "best_step": result.best_step,
         "steps": result.steps,
