@@ -121,3 +121,10 @@ def embedding_readings(model: SoftPromptModel) -> dict:
 
     labels = model.initial_prompt("labels", 4, labels=["no", "yes"], first_n=40, seed=1)
     return {"labels": labels.flatten().tolist(), "fingerprint": str(model.fingerprint()), "scale": embedding_scale(model)}
+
+
+def trained_prompt(run_folder, processes: int = 1) -> torch.Tensor:
+    """The trained prompt in a run folder's newest checkpoint, written by `processes` processes."""
+    from softprompt import checkpoint
+
+    return checkpoint.load(checkpoint.latest(run_folder), 0, processes)[0]["trained"][0]

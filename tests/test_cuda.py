@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from conftest import gpt2_tokenizer, save_model, sentiment_rows, tiny_gpt2
+from conftest import gpt2_tokenizer, save_model, sentiment_rows, tiny_gpt2, trained_prompt
 from softprompt import checkpoint
 from softprompt import model as model_module
 from softprompt.attention import finite_attention
@@ -104,7 +104,4 @@ def test_the_shipped_sharding_configs_train_a_whole_prompt_checkpoint_and_resume
     assert (tmp_path / "run" / "prompt.safetensors").is_file()
     run([sys.executable], 6, "plain")
 
-    def trained(output: str) -> torch.Tensor:
-        return checkpoint.load(checkpoint.latest(tmp_path / output), 0, 1)[0]["trained"][0]
-
-    torch.testing.assert_close(trained("run"), trained("plain"), rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(trained_prompt(tmp_path / "run"), trained_prompt(tmp_path / "plain"), rtol=1e-3, atol=1e-4)

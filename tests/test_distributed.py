@@ -13,7 +13,7 @@ import pytest
 import torch
 from accelerate.utils import DistributedType
 
-from conftest import embedding_readings, save_model, sentiment_rows, tiny_gpt2
+from conftest import embedding_readings, save_model, sentiment_rows, tiny_gpt2, trained_prompt
 from softprompt import checkpoint
 from softprompt import train as training
 from softprompt.bank import PromptBank
@@ -219,11 +219,8 @@ def test_the_shipped_deepspeed_config_trains_checkpoints_and_resumes_through_acc
     monkeypatch.chdir(tmp_path)
     assert main(["train", *options, "--train.max_steps", "6", "--train.output_dir", "one"]) == 0
 
-    def trained(run: str) -> torch.Tensor:
-        return checkpoint.load(checkpoint.latest(tmp_path / run), 0, 1)[0]["trained"][0]
-
-    torch.testing.assert_close(trained("run"), trained("one"), rtol=1e-4, atol=1e-6)
-    assert not torch.equal(trained("one"), tiny_gpt2().initial_prompt("vocab", 4, first_n=40, seed=42))
+    torch.testing.assert_close(trained_prompt(tmp_path / "run"), trained_prompt(tmp_path / "one"), rtol=1e-4, atol=1e-6)
+    assert not torch.equal(trained_prompt(tmp_path / "one"), tiny_gpt2().initial_prompt("vocab", 4, first_n=40, seed=42))
     assert "loaded: partitioned torch.bfloat16" in launch(1, "false", "--model.dtype", "bfloat16")
 
 
@@ -239,7 +236,7 @@ def two_process_runs(tmp_path: Path, script: str):
         return json.loads(done.stdout.split("RESULT")[1])
 
     def trained(run: str, processes: int) -> torch.Tensor:
-        return checkpoint.load(checkpoint.latest(tmp_path / run), 0, processes)[0]["trained"][0]
+        return trained_prompt(tmp_path / run, processes)
 
     two = two_processes("6", "new")
     assert [p.name for p in checkpoint.complete(tmp_path / "run")] == ["step-00000006"]  # one checkpoint, written once
