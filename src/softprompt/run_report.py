@@ -62,7 +62,7 @@ def _max_rss() -> int | None:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def run_report(method: Method, model: SoftPromptModel, task: Task, o: TrainOptions, params: list, base_parameters: int, result: TrainResult, train_seconds: float, eval_seconds: float, memory: PeakMemory, processes: int = 1, distributed: str = "NO") -> dict:
+def run_report(method: Method, model: SoftPromptModel, task: Task, o: TrainOptions, params: list, base_parameters: int, result: TrainResult, train_seconds: float, eval_seconds: float, memory: PeakMemory, processes: int, distributed: str) -> dict:
     """One run's row of results.jsonl; `processes` and `distributed`: how accelerate ran it (MULTI_GPU, FSDP, ...)."""
     trainable = sum(p.numel() for p in params)
     dtype = next(model.base.parameters()).dtype
