@@ -139,6 +139,15 @@ def test_the_prompt_stays_float32_under_bf16_autocast(name):
     assert prompts.dtype == torch.float32 and torch.equal(prompts[1], bank.prompt(0)) and lengths.tolist() == [8, 8]
 
 
+@pytest.mark.parametrize("name", list(REPARAMS))
+def test_a_reparameterisation_lives_on_its_initial_prompts_device(name):
+    """The meta device stands in for a GPU: an initial prompt there (the model's embeddings) puts every parameter and
+    buffer there, where the bank's first fold runs."""
+    reparam = make_reparam(prompt_options(name), torch.randn(8, 32, device="meta"), seed=0)
+    assert {t.device.type for t in [*reparam.parameters(), *reparam.buffers()]} == {"meta"}
+    assert ReparamBank(reparam).prompt(0).device.type == "meta"
+
+
 def test_residual_dropout_acts_only_while_training():
     residual = Residual(torch.randn(5, 16), bottleneck=3, dropout=0.5).train()
     assert not torch.equal(residual(), residual.fold())

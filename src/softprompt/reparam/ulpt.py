@@ -29,7 +29,7 @@ class ULPT(Reparam):
     def __init__(self, initial: torch.Tensor, rank: int = 64, seed: int = 0):
         super().__init__()
         initial = initial.detach().float()  # (P, H)
-        up = projection(rank, initial.shape[1], seed)  # (r, H)
+        up = projection(rank, initial.shape[1], seed).to(initial.device)  # (r, H), drawn on the CPU
         shift = initial.mean(dim=0)  # (H,)
         spread = initial.std(dim=0, unbiased=False) if initial.shape[0] > 1 else initial.abs().mean(dim=0)  # (H,)
         unit = initial.pow(2).mean().sqrt().clamp(min=1e-6)
