@@ -4,6 +4,7 @@ present."""
 
 import contextlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -19,8 +20,11 @@ from softprompt import model as model_module
 from softprompt.attention import finite_attention
 from softprompt.bank import PromptBank
 from softprompt.model import SoftPromptModel
-from softprompt.options import DataOptions
+from softprompt.methods import make_method
+from softprompt.options import DataOptions, MethodOptions, PromptOptions, TrainOptions
+from softprompt.prompt import load_prompt
 from softprompt.tasks import make_task
+from softprompt.train import PROMPT_FILE, train
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -73,6 +77,24 @@ def test_bf16_gradients_on_a_left_padded_batch_are_finite():
         assert torch.isfinite(grad).all() and grad.abs().sum() > 0
         with torch.no_grad():
             model.bank.weight -= 0.1 * grad
+
+
+@needs_cuda
+@pytest.mark.parametrize("reparam", ["none", "residual", "ulpt"])
+def test_bf16_training_with_gradient_checkpointing_on_a_left_padded_batch(tmp_path, reparam):
+    """With gradient checkpointing the backward pass runs each layer's forward again: it must choose the attention
+    kernels the forward pass chose (torch stops at recomputed tensors of other shapes otherwise). The reparameterised
+    prompts are built on the GPU, where the model's embeddings are."""
+    model = tiny_llama()
+    task = make_task(DataOptions(verbalizers={"0": "terrible", "1": "great"}))
+    rows = [{**r, "text": " ".join([r["text"]] * (1 + i % 4))} for i, r in enumerate(sentiment_rows())]  # many pads
+    extra = {"residual": dict(bottleneck=16), "ulpt": dict(rank=4)}.get(reparam, {})
+    method = make_method(MethodOptions(), PromptOptions(length=8, init="random", reparam=reparam, **extra))
+    o = TrainOptions(max_steps=3, batch_size=len(rows), micro_batch_size=len(rows), eval_every=1000, log_every=1, precision="bf16", gradient_checkpointing=True)
+    train(model, method, task, task.examples(rows, "rows", None), None, o, tmp_path, progress=False)
+    losses = [json.loads(line)["train/loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
+    assert torch.isfinite(load_prompt(tmp_path / PROMPT_FILE).prompt).all()
 
 
 @needs_cuda

@@ -29,6 +29,7 @@ from torch import nn
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
+from softprompt.attention import finite_attention
 from softprompt.errors import UserError
 
 SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED)
@@ -92,11 +93,13 @@ def prepare(accelerator: Accelerator, model: nn.Module, optimizer: torch.optim.O
 
 def backward(accelerator: Accelerator, loss: torch.Tensor) -> None:
     """`accelerator.backward`, but under DeepSpeed, whose engine would also step an optimiser it does not have, the
-    plain backward pass (its hooks gather the weights it needs)."""
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        loss.backward()
-    else:
-        accelerator.backward(loss)
+    plain backward pass (its hooks gather the weights it needs). Under `finite_attention`, as the forward pass ran:
+    with gradient checkpointing the backward pass runs the forward again, and must choose the kernels it chose."""
+    with finite_attention(loss.device):
+        if accelerator.distributed_type == DistributedType.DEEPSPEED:
+            loss.backward()
+        else:
+            accelerator.backward(loss)
 
 
 def no_sync(accelerator: Accelerator, wrapped: nn.Module):
