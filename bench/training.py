@@ -121,6 +121,7 @@ def batch_for(base, family: str, s: Setting) -> dict:
 
 def trainer(kind: str, base, tokenizer, family: str, s: Setting, checkpointing: bool, fresh: bool = True):
     """A function running one training step of `kind` on `base` (a copy of it when `fresh`)."""
+    from softprompt.attention import finite_attention
     from softprompt.bank import PromptBank
     from softprompt.model import SoftPromptModel
     from softprompt.train import enable_gradient_checkpointing
@@ -152,10 +153,11 @@ def trainer(kind: str, base, tokenizer, family: str, s: Setting, checkpointing: 
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     readout = label_readout(model, tokenizer, batch) if family == "encoder-only" and kind != "softprompt" else None
 
-    def step():
-        with autocast():
-            loss = readout() if readout else model(**batch).loss
-        loss.backward()
+    def step():  # all three under softprompt's choice of attention kernels (attention.py), backward pass included
+        with finite_attention(DEVICE):
+            with autocast():
+                loss = readout() if readout else model(**batch).loss
+            loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
