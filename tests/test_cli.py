@@ -99,6 +99,15 @@ def test_errors_are_one_line_with_no_traceback_and_no_output(tmp_path, model_fol
         main(["--debug", "train", "--config", str(config), f"--data.train={bad}"])
 
 
+def test_an_option_spelled_with_hyphens_is_refused_with_its_spelling(capsys):
+    assert main(["sweep", "configs/sweeps/minilm-methods.yaml", "--dry-run", "--train.max-steps=3"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "options are spelled with underscores: --dry_run, --train.max_steps" in err
+    assert main(["train", "--train.max_stepz", "3"]) == 2
+    assert "underscores" not in capsys.readouterr().err  # a misspelling with no hyphen gets no such hint
+
+
 def test_help_documents_every_option(capsys):
     with pytest.raises(SystemExit) as exit:
         main(["train", "--help"])

@@ -51,8 +51,17 @@ def parse_error(message: str) -> str:
     key = re.search(r'Parser key "([^"]+)"', message)
     given = re.search(r"(?:Given|Got) value: ?(.*)", message)
     if not (key and given):
-        return " ".join(message.split())
+        return " ".join(message.split()) + underscores(message)
     expected = re.findall(r"Expected an? (<class '(\w+)'>|typing\.Literal\[(.*?)\])", message)
     kinds = [TYPE_NAMES.get(name, name) if name else f"one of {literal}" for _, name, literal in expected]
     takes = f": it takes {' or '.join(dict.fromkeys(kinds))}" if kinds else ""
     return f"--{key[1]}: {given[1].strip()!r} is not a valid value{takes}"
+
+
+def underscores(message: str) -> str:
+    """For unknown options spelled with hyphens (--dry-run), a hint at their spelling with underscores (--dry_run)."""
+    unknown = re.search(r"nrecognized arguments: (.*)", message)
+    hyphened = [a.split("=")[0] for a in unknown[1].split() if a.startswith("--") and "-" in a[2:]] if unknown else []
+    if not hyphened:
+        return ""
+    return f"; options are spelled with underscores: {', '.join('--' + a[2:].replace('-', '_') for a in hyphened)}"
