@@ -25,7 +25,7 @@ def make_reparam(o: PromptOptions, initial: torch.Tensor, seed: int, gain: float
     """The reparameterisation `o.reparam` names, starting from the (P, H) prompt `initial`. `seed` is the
     projection's when `o.projection_seed` is unset; `gain` the residual LayerNorm's starting gain."""
     if o.reparam == "residual":
-        return Residual(initial, o.bottleneck, o.reparam_dropout, gain).to(initial.device)  # its MLP is built on the CPU
+        return Residual(initial, o.bottleneck, o.reparam_dropout, gain)
     if o.reparam == "ulpt":
         return ULPT(initial, o.rank, seed if o.projection_seed is None else o.projection_seed)
     raise ValueError(f"no reparameterisation named {o.reparam!r}")

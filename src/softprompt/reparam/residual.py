@@ -27,7 +27,7 @@ class Residual(Reparam):
             nn.Linear(bottleneck, hidden),
             nn.Dropout(dropout),
             nn.LayerNorm(hidden),
-        )
+        ).to(initial.device)  # drawn on the CPU (the same start on every machine), then where the prompt is
         with torch.no_grad():
             self.mlp[-1].weight.fill_(gain)
         self.bottleneck, self.dropout, self.gain = bottleneck, dropout, gain
