@@ -57,13 +57,17 @@ def tiny_llama() -> SoftPromptModel:
     return SoftPromptModel(LlamaForCausalLM(config), tok, name="tiny-llama").cuda()  # head size 64, as the kernels like
 
 
+def uneven_rows() -> list[dict]:
+    """The sentiment rows at 1x to 4x their length: a batch of them is mostly pads (left padding, decoder-only)."""
+    return [{**r, "text": " ".join([r["text"]] * (1 + i % 4))} for i, r in enumerate(sentiment_rows())]
+
+
 @needs_cuda
 def test_bf16_gradients_on_a_left_padded_batch_are_finite():
     model = tiny_llama()
     task = make_task(DataOptions(verbalizers={"0": "terrible", "1": "great"}))
     task.prepare(model)
-    rows = sentiment_rows()
-    rows = [{**r, "text": " ".join([r["text"]] * (1 + i % 4))} for i, r in enumerate(rows)]  # lengths 1x to 4x: many pads
+    rows = uneven_rows()
     batch = {k: v.cuda() for k, v in task.batch(model, task.examples(rows, "rows", None)).items()}
     assert (batch["attention_mask"][:, 0] == 0).any()  # left padding
     model.bank = PromptBank(model.initial_prompt("random", 8, seed=1)).cuda()
@@ -87,7 +91,7 @@ def test_bf16_training_with_gradient_checkpointing_on_a_left_padded_batch(tmp_pa
     prompts are built on the GPU, where the model's embeddings are."""
     model = tiny_llama()
     task = make_task(DataOptions(verbalizers={"0": "terrible", "1": "great"}))
-    rows = [{**r, "text": " ".join([r["text"]] * (1 + i % 4))} for i, r in enumerate(sentiment_rows())]  # many pads
+    rows = uneven_rows()
     extra = {"residual": dict(bottleneck=16), "ulpt": dict(rank=4)}.get(reparam, {})
     method = make_method(MethodOptions(), PromptOptions(length=8, init="random", reparam=reparam, **extra))
     o = TrainOptions(max_steps=3, batch_size=len(rows), micro_batch_size=len(rows), eval_every=1000, log_every=1, precision="bf16", gradient_checkpointing=True)
