@@ -171,7 +171,9 @@ def label_readout(model, tokenizer, batch: dict):
     import torch.nn.functional as F
 
     from softprompt.model import cosine, mean_pool
+    from softprompt.options import ModelOptions
 
+    scale = ModelOptions().readout_scale  # softprompt's default
     labels = {k: v.to(DEVICE) for k, v in tokenizer(["w1", "w2"], padding=True, return_tensors="pt").items()}
     class_ids = torch.zeros(len(batch["input_ids"]), dtype=torch.long, device=DEVICE)
 
@@ -183,7 +185,7 @@ def label_readout(model, tokenizer, batch: dict):
     def loss() -> torch.Tensor:
         sentences = pooled(batch["input_ids"], batch["attention_mask"])  # (B, H)
         anchors = pooled(labels["input_ids"], labels["attention_mask"]).unsqueeze(0)  # (1, L, H)
-        return F.cross_entropy(20.0 * cosine(sentences, anchors.expand(len(sentences), -1, -1)).float(), class_ids)
+        return F.cross_entropy(scale * cosine(sentences, anchors.expand(len(sentences), -1, -1)).float(), class_ids)
 
     return loss
 
