@@ -128,3 +128,24 @@ def trained_prompt(run_folder, processes: int = 1) -> torch.Tensor:
     from softprompt import checkpoint
 
     return checkpoint.load(checkpoint.latest(run_folder), 0, processes)[0]["trained"][0]
+
+
+def greedy_reference(model: SoftPromptModel, prompt: torch.Tensor, texts: list[str], max_new_tokens: int) -> list[str]:
+    """The truth for generation with a prompt placed first: greedy decoding of each text alone, recomputing
+    [prompt; embedded text (; generated tokens)] from scratch at every step, with no cache and no padding."""
+    base, embed, eos = model.base, model.input_embeddings(), model.tokenizer.eos_token_id
+    outputs = []
+    with torch.no_grad():
+        for text in texts:
+            ids = model.tokenizer(text, return_tensors="pt")["input_ids"][0]  # (T,)
+            new: list[int] = []
+            while len(new) < max_new_tokens and eos not in new:
+                if model.family == "encoder-decoder":
+                    encoder = torch.cat([prompt, embed(ids)])[None]  # (1, P + T, H)
+                    decoder = torch.tensor([[base.config.decoder_start_token_id, *new]])
+                    logits = base(inputs_embeds=encoder, decoder_input_ids=decoder).logits
+                else:
+                    logits = base(inputs_embeds=torch.cat([prompt, embed(torch.cat([ids, torch.tensor(new, dtype=torch.long)]))])[None]).logits
+                new.append(int(logits[0, -1].argmax()))
+            outputs.append(model.tokenizer.decode(new, skip_special_tokens=True).strip())
+    return outputs

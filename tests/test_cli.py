@@ -282,3 +282,20 @@ def test_predict_prints_one_line_per_text_whatever_line_breaks_an_answer_holds(t
     assert capsys.readouterr().out.splitlines() == ["first line\\nsecond line", "a\\nb\\nc\\nd", "plain"]
     assert main(["predict", str(tmp_path / "run" / "prompt.safetensors"), "x", "y", "z", "--json"]) == 0
     assert [json.loads(line)["prediction"] for line in capsys.readouterr().out.splitlines()] == answers
+
+
+@pytest.mark.parametrize("family", ["encoder-only"])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--prompt.length=200"], "--prompt.length 200 leaves no room for the input: {model} has 128 positions"),
+        (["--prompt.length=100"], "--prompt.length 100: --prompt.init=vocab samples 100 distinct tokens, and the first 40 ids of {model}'s vocabulary (--prompt.vocab_first_n) hold 35 that are not special tokens"),
+        (["--prompt.length=100", "--prompt.init=labels", "--prompt.vocab_first_n=5000"], "--prompt.init=labels samples 98 distinct tokens, and the first 5000 ids of {model}'s vocabulary (--prompt.vocab_first_n) hold"),
+    ],
+)
+def test_a_prompt_the_model_cannot_hold_is_refused_in_one_line_before_it_is_built(tmp_path, model_folder, capsys, options, message):
+    config = recipe(tmp_path, model_folder)
+    assert main(["train", "--config", str(config), *options]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message.format(model=model_folder) in err, err
+    assert not (tmp_path / "run").exists()

@@ -9,10 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import BUILDERS, save_model
+from conftest import BUILDERS, greedy_reference, save_model
 from softprompt.bank import PromptBank
 from softprompt.cli import main
 from softprompt.embedded import sha256_of
+from softprompt.interop.peft import peft_generation_fault
 from softprompt.model import SoftPromptModel
 from softprompt.prompt import load_prompt, save_prompt
 
@@ -20,8 +21,13 @@ TEXTS = ["the movie was great", "a film is bad"]  # as many tokens each: no padd
 
 
 def prompt_file(tmp_path, family, length=4) -> tuple:
-    """A random prompt for the tiny model of `family`, saved beside that model's folder."""
-    folder = save_model(BUILDERS[family](), tmp_path / "model")
+    """A random prompt for the tiny model of `family`, saved beside that model's folder. The tiny T5's pad row is
+    zeroed: otherwise its greedy decoding repeats its decoder start token (pad) and writes no word to compare."""
+    tiny = BUILDERS[family]()
+    if family == "encoder-decoder":
+        with torch.no_grad():
+            tiny.input_embeddings().weight[tiny.tokenizer.pad_token_id] = 0
+    folder = save_model(tiny, tmp_path / "model")
     model = SoftPromptModel.load(folder)
     prompt = torch.randn(length, model.hidden, generator=torch.Generator().manual_seed(1))
     path = tmp_path / "prompt.safetensors"
@@ -35,29 +41,63 @@ def export(path, output, capsys=None) -> str:
 
 
 @pytest.mark.parametrize("family", ["encoder-decoder", "decoder-only"])
-def test_peft_loads_the_export_and_gives_softprompts_outputs(tmp_path, family, capsys):
+def test_peft_loads_the_export_and_gives_softprompts_logits(tmp_path, family):
     path, folder, model, prompt = prompt_file(tmp_path, family)
     export(path, tmp_path / "adapter")
     theirs = peft.PeftModel.from_pretrained(SoftPromptModel.load(folder).base, str(tmp_path / "adapter"))
     assert theirs.active_peft_config.num_virtual_tokens == 4
     model.bank = PromptBank(prompt)
-    prompt_ids = torch.zeros(len(TEXTS), dtype=torch.long)
     if family == "encoder-decoder":
         batch = model.tokenize(["the movie was great", "a film"], ["yes", "no one"])  # encoder and target padding
-        ours = model(**batch, prompt_ids=prompt_ids).logits
-        peft_logits = theirs(**batch).logits
     else:
         batch = model.tokenize(TEXTS)
-        ours = model(**batch, prompt_ids=prompt_ids).logits
-        peft_logits = theirs(**batch).logits
+    ours = model(**batch, prompt_ids=torch.zeros(len(TEXTS), dtype=torch.long)).logits
+    peft_logits = theirs(**batch).logits
     assert ours.shape == peft_logits.shape
     assert (ours - peft_logits).abs().max().item() < 1e-6
 
-    generated = theirs.generate(**model.tokenize(TEXTS), max_new_tokens=4, do_sample=False, pad_token_id=model.tokenizer.pad_token_id)
+
+@pytest.mark.parametrize("family", ["encoder-decoder", "decoder-only"])
+def test_softprompts_generation_equals_a_loop_that_recomputes_everything(tmp_path, family):
+    path, folder, model, prompt = prompt_file(tmp_path, family)
+    model.bank = PromptBank(prompt)
+    expected = greedy_reference(model, prompt, TEXTS, max_new_tokens=4)
+    assert all(expected)  # the random prompt makes each text generate something to compare
+    assert model.generate(TEXTS, max_new_tokens=4) == expected
+
+
+@pytest.mark.parametrize("family", ["encoder-decoder", "decoder-only"])
+def test_peft_generates_what_the_reference_does_except_where_it_is_known_not_to(tmp_path, family, request):
+    fault = peft_generation_fault(family)
+    if fault:  # strict: once a release fixes it, this fails until the known range is narrowed
+        request.applymarker(pytest.mark.xfail(strict=True, reason=fault))
+    path, folder, model, prompt = prompt_file(tmp_path, family)
+    export(path, tmp_path / "adapter")
+    theirs = peft.PeftModel.from_pretrained(SoftPromptModel.load(folder).base, str(tmp_path / "adapter"))
+    batch = model.tokenize(TEXTS)
+    generated = theirs.generate(**batch, max_new_tokens=4, do_sample=False, pad_token_id=model.tokenizer.pad_token_id)
     if family == "decoder-only":
-        generated = generated[:, model.tokenize(TEXTS)["input_ids"].shape[1]:]  # PEFT returns the input too
+        generated = generated[:, batch["input_ids"].shape[1]:]  # PEFT returns the input too
     decoded = [t.strip() for t in model.tokenizer.batch_decode(generated, skip_special_tokens=True)]
-    assert decoded == model.generate(TEXTS, max_new_tokens=4)
+    assert decoded == greedy_reference(model, prompt, TEXTS, max_new_tokens=4)
+
+
+@pytest.mark.parametrize(
+    ("family", "peft_version", "transformers_version", "faulty"),
+    [("decoder-only", "0.21.2", "5.23.0", False), ("decoder-only", "0.21.2", "5.24.0", True), ("decoder-only", "0.21.1", "5.25.0", True), ("encoder-decoder", "0.21.2", "5.25.0", False)],
+)
+def test_peft_generation_fault_names_the_versions_it_applies_to(family, peft_version, transformers_version, faulty):
+    fault = peft_generation_fault(family, {"peft": peft_version, "transformers": transformers_version})
+    assert (fault is not None) == faulty
+    if faulty:
+        assert fault.startswith(f"PEFT {peft_version} with transformers {transformers_version}: ")
+
+
+def test_export_warns_of_a_known_peft_generation_fault_under_the_installed_versions(tmp_path, capsys):
+    path, *_ = prompt_file(tmp_path, "decoder-only")
+    err = export(path, tmp_path / "adapter", capsys)
+    fault = peft_generation_fault("decoder-only")
+    assert (f"warning: {fault}\n" in err) if fault else ("generate" not in err)
 
 
 @pytest.mark.parametrize("family", ["encoder-only"])

@@ -11,6 +11,11 @@ def random_uniform(length: int, hidden: int, scale: float = 0.5, generator: torc
     return (torch.rand(length, hidden, generator=generator) * 2 - 1) * scale
 
 
+def vocab_candidates(vocab_size: int, first_n: int, exclude: set[int] | frozenset[int] = frozenset()) -> list[int]:
+    """The token ids `sampled_vocab` draws from: the first `first_n` of the vocabulary, less `exclude`."""
+    return [i for i in range(min(first_n, vocab_size)) if i not in exclude]
+
+
 def sampled_vocab(
     embeddings: torch.Tensor,
     length: int,
@@ -19,7 +24,7 @@ def sampled_vocab(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Rows of `embeddings` drawn without replacement from the first `first_n` token ids, skipping `exclude`."""
-    candidates = torch.tensor([i for i in range(min(first_n, embeddings.shape[0])) if i not in exclude])
+    candidates = torch.tensor(vocab_candidates(embeddings.shape[0], first_n, exclude), dtype=torch.long)
     if len(candidates) < length:
         raise ValueError(f"cannot sample {length} distinct tokens from the first {first_n} ids ({len(candidates)} usable)")
     chosen = candidates[torch.randperm(len(candidates), generator=generator)[:length]]

@@ -206,8 +206,17 @@ class SoftPromptModel(nn.Module):
             return self._initial_prompt(weights, init, length, text=text, labels=labels, first_n=first_n, scale=scale, seed=seed)
 
     def _initial_prompt(self, weights: torch.Tensor, init: str, length: int, *, text: str, labels: list[str], first_n: int, scale: float, seed: int) -> torch.Tensor:
+        self.check_prompt_length(length)
         generator = torch.Generator().manual_seed(seed)
         special = frozenset(self.tokenizer.all_special_ids)
+        if init in ("vocab", "labels"):
+            sampled = length - min(len(labels), length) if init == "labels" else length
+            usable = len(initialisers.vocab_candidates(weights.shape[0], first_n, special))
+            if sampled > usable:
+                raise UserError(
+                    f"--prompt.length {length}: --prompt.init={init} samples {sampled} distinct tokens, and the first "
+                    f"{first_n} ids of {self.name}'s vocabulary (--prompt.vocab_first_n) hold {usable} that are not special tokens"
+                )
         if init == "random":
             return initialisers.random_uniform(length, self.hidden, scale, generator)
         if init == "vocab":
@@ -221,6 +230,13 @@ class SoftPromptModel(nn.Module):
                 raise UserError("--prompt.init=text needs --prompt.text")
             return initialisers.from_token_ids(weights, self.token_ids(text), length)
         raise UserError(f"--prompt.init: unknown initialiser {init!r} (random, vocab, labels, text, or a prompt file)")
+
+    def check_prompt_length(self, length: int, source: str = "") -> None:
+        """Refuse a prompt that fills every position the model has, before it is built or run; `source` names where
+        its length comes from (the option by default)."""
+        if self.max_positions is not None and length >= self.max_positions:
+            what = f"{source}: a prompt of {length} vectors" if source else f"--prompt.length {length}"
+            raise UserError(f"{what} leaves no room for the input: {self.name} has {self.max_positions} positions")
 
     # ----- tokenisation -------------------------------------------------------------------------------
     def input_budget(self, max_input_length: int, max_target_length: int) -> int:

@@ -14,9 +14,11 @@ encoder-only models PEFT puts it before [CLS], softprompt after it, so their out
 import contextlib
 import json
 import os
+from importlib import metadata
 from pathlib import Path
 
 import torch
+from packaging.version import Version
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
@@ -40,6 +42,28 @@ PLACEMENT_NOTES = {  # where PEFT's placement differs from softprompt's, as expo
     "decoder-only": "note: PEFT puts the prompt before the whole input, as softprompt does only for rows without left padding "
     "and tokenizers that add no leading BOS (GPT-2); with left padding or a leading BOS (Llama) their outputs differ",
 }
+
+# Where PEFT's generate() with an exported prompt is known to differ from a greedy loop that recomputes
+# [prompt; text] at every step (softprompt's output): family, newest PEFT release and oldest transformers release
+# seen affected, and what goes wrong. PEFT's logits for the same batch still equal softprompt's.
+GENERATION_FAULTS = [
+    ("decoder-only", "0.21.2", "5.24.0", "PEFT's generate ignores the position ids that transformers passes it, so its greedy text differs from softprompt's (its logits agree)"),
+]
+
+
+def peft_generation_fault(family: str, versions: dict[str, str] | None = None) -> str | None:
+    """Why PEFT's generation with an exported prompt of `family` is known to be wrong under `versions` (the installed
+    peft and transformers by default); None when no known fault applies or PEFT is not installed."""
+    if versions is None:
+        try:
+            versions = {name: metadata.version(name) for name in ("peft", "transformers")}
+        except metadata.PackageNotFoundError:
+            return None
+    peft, transformers = Version(versions["peft"]), Version(versions["transformers"])
+    for affected, newest_peft, oldest_transformers, why in GENERATION_FAULTS:
+        if family == affected and peft <= Version(newest_peft) and transformers >= Version(oldest_transformers):
+            return f"PEFT {peft} with transformers {transformers}: {why}"
+    return None
 
 
 def submodules(task_type: str | None) -> int:
@@ -89,6 +113,9 @@ def export_adapter(prompt_path: str, output: str, family: str | None = None) -> 
     notes = [PLACEMENT_NOTES[family]] if family in PLACEMENT_NOTES else []
     if "{prompt}" in file.metadata.get("task", {}).get("template", ""):
         notes.append("warning: the prompt was trained at the {prompt} slot of its template; PEFT puts it before the input, so its outputs differ")
+    fault = peft_generation_fault(family)
+    if fault:
+        notes.append(f"warning: {fault}")
     return notes
 
 

@@ -46,6 +46,7 @@ def initial_prompt(model: SoftPromptModel, o: PromptOptions, task, seed: int, al
     if o.init not in INITIALISERS:
         file = init_file(o)
         check_compatible(file, model.hidden, model.fingerprint(), o.init, allow_other_model)
+        model.check_prompt_length(file.length, f"--prompt.init {o.init}")
         return file.prompt, file.offset
     labels = getattr(task, "label_texts", [])
     return model.initial_prompt(o.init, o.length, text=o.text, labels=labels, first_n=o.vocab_first_n, scale=o.random_scale, seed=seed), None
