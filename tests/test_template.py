@@ -115,7 +115,9 @@ def test_roberta_style_positions_leave_room_for_the_prompt():
 
 def test_a_prompt_that_leaves_no_room_is_refused():
     model = tiny_roberta()
-    model.bank = PromptBank(model.initial_prompt("random", 32))
+    with pytest.raises(UserError, match="^--prompt.length 32 leaves no room for the input: tiny-roberta has 32 positions$"):
+        model.initial_prompt("random", 32)  # refused before it is built
+    model.bank = PromptBank(torch.zeros(32, model.hidden))  # a prompt made elsewhere: refused before the model runs
     with pytest.raises(UserError, match="prompt.length 32 leave no room for the input: tiny-roberta has 32 positions"):
         model.class_scores(["great"], ["great", "awful"])
 
