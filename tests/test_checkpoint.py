@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import sentiment_rows, tiny_gpt2
+from conftest import save_model, sentiment_rows, tiny_gpt2
 from softprompt import checkpoint
 from softprompt.errors import UserError
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
@@ -31,7 +31,7 @@ import sys, time
 import torch
 sys.path.insert(0, {str(TESTS)!r})
 torch.set_num_threads(1)
-from conftest import sentiment_rows, tiny_gpt2
+from conftest import save_model, sentiment_rows, tiny_gpt2
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
 from softprompt.train import train_prompt
@@ -186,6 +186,52 @@ def test_resume_refuses_another_prompt_or_other_data_naming_the_field(tmp_path):
     other = make_task(DataOptions(verbalizers={"0": "no", "1": "yes"}, max_input_length=64))
     with pytest.raises(UserError, match=r"^--train.resume: .*was trained with (task|data).max_input_length 512, not 64$"):
         train_prompt(model, other, examples, examples, PROMPT, TrainOptions(**{**OPTIONS, "max_steps": 4, "resume": True}), tmp_path, progress=False)
+
+
+def resume(folder, model, task, train_examples, validation_examples):
+    return train_prompt(model, task, train_examples, validation_examples, PROMPT, TrainOptions(**{**OPTIONS, "max_steps": 4, "resume": True}), folder, progress=False)
+
+
+@pytest.mark.parametrize("change", ["a row dropped", "a label flipped", "validation changed"])
+def test_resume_refuses_data_whose_rows_changed(tmp_path, change):
+    train(tmp_path, max_steps=2)
+    model, task, examples = setup()
+    rows = sentiment_rows()
+    if change in ("a row dropped", "validation changed"):
+        rows = rows[1:]
+    elif change == "a label flipped":
+        rows[0]["label"] = 1 - rows[0]["label"]
+    changed = task.examples(rows, "rows", None)
+    kind, option = ("validation", "--data.validation") if change == "validation changed" else ("train", "--data.train")
+    train_rows, validation_rows = (examples, changed) if kind == "validation" else (changed, examples)
+    with pytest.raises(UserError, match=rf"^--train.resume: .*step-00000002 was trained on other {kind} data than {option} now holds"):
+        resume(tmp_path, model, task, train_rows, validation_rows)
+
+
+def test_resume_takes_the_same_rows_from_a_path_spelled_otherwise(tmp_path, monkeypatch, capsys):
+    from softprompt.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    Path("tr.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows()))
+    folder = save_model(tiny_gpt2(), tmp_path / "model")
+    command = ["train", "--model.name", folder, "--data.verbalizers", '{"0": "no", "1": "yes"}', "--prompt.length=4", "--prompt.vocab_first_n=40", "--train.batch_size=5", "--train.micro_batch_size=5", "--train.output_dir=run"]
+    assert main([*command, "--data.train=tr.jsonl", "--train.max_steps=2"]) == 0
+    assert main([*command, "--data.train=./tr.jsonl", "--train.max_steps=3", "--train.resume=true"]) == 0
+    assert "resuming from run/checkpoints/step-00000002 (step 2)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change", ["readout_scale", "dtype"])
+def test_resume_refuses_a_model_run_another_way_naming_how(tmp_path, change):
+    train(tmp_path, max_steps=2)
+    model, task, examples = setup()
+    if change == "readout_scale":
+        model.readout_scale = 5.0
+        expected = "model.readout_scale 20.0, not 5.0"
+    else:
+        model.base.to(torch.float64)
+        expected = "model.dtype 'float32', not 'float64'"
+    with pytest.raises(UserError, match=rf"^--train.resume: .*step-00000002 was trained with {expected}$"):
+        resume(tmp_path, model, task, examples, examples)
 
 
 def test_a_resumed_run_whose_best_was_its_last_step_ends_holding_that_best(tmp_path, monkeypatch):

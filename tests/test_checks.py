@@ -60,6 +60,7 @@ TRAIN_CASES = [
     ("--data.limit_validation=-1", "--data.limit_validation must be at least 1 (got -1)"),
     ("--data.max_input_length=0", "--data.max_input_length must be at least 1 (got 0)"),
     ("--data.max_target_length=0", "--data.max_target_length must be at least 1 (got 0)"),
+    ("--data.max_target_length=5000", "--data.max_target_length must be at most 4096 (got 5000)"),
     ("--data.train=null", "--data.train: give a training file"),
     ("--train.keep_checkpoints=0", "--train.keep_checkpoints must be at least 1 (got 0)"),
     ("--train.save_every=-1", "--train.save_every must not be negative (got -1)"),

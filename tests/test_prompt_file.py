@@ -127,3 +127,14 @@ def test_metadata_is_json_in_the_safetensors_header(tmp_path):
     header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
     assert header["__metadata__"]["format"] == "softprompt"
     assert json.loads(header["__metadata__"]["metadata"])["task"] == {"type": "squad"}
+
+
+def test_a_loaded_prompt_is_a_copy_that_a_rewrite_of_the_file_in_place_leaves_alone(tmp_path):
+    path = save_prompt(tmp_path / "p.safetensors", torch.ones(4, 8), {"base_model": "tiny"}, torch.ones(2, 8))
+    loaded = load_prompt(path)
+    size = path.stat().st_size
+    with open(path, "r+b") as f:  # the tensors are the file's last bytes: zero them where they lie
+        f.seek(size - 4 * (4 * 8 + 2 * 8))
+        f.write(bytes(4 * (4 * 8 + 2 * 8)))
+    assert torch.equal(load_prompt(path).prompt, torch.zeros(4, 8))  # the file did change
+    assert torch.equal(loaded.prompt, torch.ones(4, 8)) and torch.equal(loaded.offset, torch.ones(2, 8))

@@ -181,6 +181,46 @@ def test_hot_load_new_changed_and_deleted_files_without_touching_requests_in_fli
     assert list(engine.snapshot().tasks) == ["sentiment"]
 
 
+def rewrite_in_place(path: Path, content: bytes, upto: int) -> None:
+    """Overwrite the first `upto` bytes of `path` with `content`'s, as a writer part-way through rewriting it in place."""
+    with open(path, "r+b") as f:
+        f.write(content[:upto])
+    stamp = time.time_ns() + 1_000_000 * (1 + path.stat().st_mtime_ns % 7)  # a new modification time, whatever the clock's grain
+    os.utime(path, ns=(stamp, stamp))
+
+
+@pytest.mark.parametrize("watching", [False, True])
+def test_a_file_rewritten_in_place_is_never_served_half_written(tmp_path, watching, monkeypatch):
+    model = tiny_gpt2()
+    folder = tmp_path / "prompts"
+    path = write_prompt(folder / "sentiment.safetensors", model, SENTIMENT, 4, seed=1)
+    old = load_prompt(path).prompt
+    new_bytes = write_prompt(tmp_path / "new.safetensors", model, SENTIMENT, 4, seed=2).read_bytes()
+    assert len(new_bytes) == path.stat().st_size  # the same size: only the contents change
+    new = load_prompt(tmp_path / "new.safetensors").prompt
+    engine = Engine(model, folder)
+    served = lambda: engine.snapshot().tasks["sentiment"].prompt.prompt  # noqa: E731
+    if not watching:  # the writer goes on during the asked-for rescan's settling pause
+        wait = threading.Event.wait
+
+        def writing_meanwhile(event, seconds=None):
+            rewrite_in_place(path, new_bytes, len(new_bytes) - 100)
+            return wait(event, 0)
+
+        monkeypatch.setattr(threading.Event, "wait", writing_meanwhile)
+    data_start = 8 + int.from_bytes(new_bytes[:8], "little")  # safetensors: header length, header, then the tensors
+    rewrite_in_place(path, new_bytes, data_start + 2 * model.hidden * 4)  # the header and 2 of the 4 new rows: a torn mix
+    assert not torch.equal(load_prompt(path).prompt, old) and not torch.equal(load_prompt(path).prompt, new)
+    report = engine.rescan(watching=watching)
+    assert not report.changed and torch.equal(served(), old)  # the old prompt keeps serving
+    monkeypatch.undo()
+    rewrite_in_place(path, new_bytes, len(new_bytes))
+    if watching:
+        assert not engine.rescan(watching=True).changed  # changed since the last rescan: not settled yet
+    assert engine.rescan(watching=watching).changed == ["sentiment"]
+    assert torch.equal(served(), new)
+
+
 # ----- the scheduler ----------------------------------------------------------------------------------------
 def recording(fail_on=None):
     batches = []
@@ -353,6 +393,60 @@ def test_periodic_rescans(served):
         assert client.post("/v1/predict", json={"task": "mood", "inputs": ["great"]}).status_code == 200
 
 
+def test_generation_is_capped_and_bounded_in_time_by_the_servers_settings(served, monkeypatch):
+    model, folder, engine = served
+    calls = []
+    generate = model.generate
+    monkeypatch.setattr(model, "generate", lambda *a, **k: calls.append(k) or generate(*a, **k))
+    with client_for(engine, max_new_tokens=2, timeout_seconds=7.5) as client:
+        assert client.post("/v1/predict", json={"task": "answer", "inputs": ["who is it"]}).status_code == 200
+    assert calls and all(k["max_new_tokens"] == 2 and k["max_time"] == 7.5 for k in calls)  # the file records 3
+
+
+def test_a_request_past_its_deadline_answers_504_and_healthz_names_the_stuck_pass(served, monkeypatch):
+    _, _, engine = served
+    release, running = threading.Event(), threading.Event()
+    run = engine.run
+
+    def stuck(rows):
+        running.set()
+        release.wait(30)
+        return run(rows)
+
+    monkeypatch.setattr(engine, "run", stuck)
+    with client_for(engine, timeout_seconds=0.3) as client:
+        late = client.post("/v1/predict", json={"task": "sentiment", "inputs": ["great"]})
+        assert late.status_code == 504
+        assert late.json() == {"error": "no answer within 0.3 s (--timeout_seconds): the model is busy or the request is too large"}
+        assert running.wait(5)
+        deadline = time.monotonic() + 10
+        while client.get("/healthz").status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        health = client.get("/healthz")
+        assert health.status_code == 503 and health.json()["status"] == "stuck" and health.json()["busy_seconds"] >= 0.3
+        release.set()
+        while client.get("/healthz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.post("/v1/predict", json={"task": "sentiment", "inputs": ["great"]}).status_code == 200  # the worker is free
+
+
+def test_a_prompt_file_recording_an_endless_answer_is_refused_by_serve_and_predict(served, capsys):
+    model, folder, engine = served
+    write_prompt(folder / "endless.safetensors", model, {**ANSWER, "max_target_length": 1_000_000})
+    message = "the recorded task's max_target_length must be 1 to 4096 tokens (got 1000000)"
+    assert f"endless.safetensors: {message}" in [r["error"] for r in engine.rescan().refused]
+    assert main(["predict", str(folder / "endless.safetensors"), "who is it"]) == 1
+    assert capsys.readouterr().err == f"error: {folder / 'endless.safetensors'}: {message}\n"
+
+
+def test_a_prompt_file_recording_no_label_texts_is_refused_naming_it(served, capsys):
+    model, folder, engine = served
+    write_prompt(folder / "bare.safetensors", model, {**SENTIMENT, "verbalizers": {}})
+    refused = {r["file"]: r["error"] for r in engine.rescan().refused}
+    assert refused["bare.safetensors"].startswith("bare.safetensors: the recorded task: --data.verbalizers: a classification task needs label texts")
+
+
 def test_concurrent_requests_through_the_scheduler(served):
     _, _, engine = served
     requests = [
@@ -393,6 +487,8 @@ def test_serve_checks_its_options_before_the_model_loads(tmp_path, capsys, monke
         (["--prompts", str(folder), "--max_wait_ms", "-1"], "--max_wait_ms must not be negative"),
         (["--prompts", str(folder), "--port", "70000"], "--port must be between 0 and 65535"),
         (["--prompts", str(folder), "--token", " "], "--token: the token is empty"),
+        (["--prompts", str(folder), "--token", ""], "--token: the token is empty; give one, or leave the option out to serve without one"),
+        (["--prompts", str(folder), "--token="], "--token: the token is empty"),
         (["--prompts", str(folder), "--device", "tpu"], "--device: 'tpu' is not auto, cpu or cuda[:N]"),
         (["--prompts", str(tmp_path / "empty")], "no prompt file in"),
     ]
@@ -401,6 +497,10 @@ def test_serve_checks_its_options_before_the_model_loads(tmp_path, capsys, monke
         assert main(["serve", *args]) == 1, args
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    monkeypatch.setenv("SOFTPROMPT_TOKEN", "")  # set, but to nothing: no fallback to serving without a token
+    assert main(["serve", "--prompts", str(folder)]) == 1
+    assert capsys.readouterr().err == "error: SOFTPROMPT_TOKEN: the token is empty; give one, or unset it to serve without one\n"
+    monkeypatch.delenv("SOFTPROMPT_TOKEN")
     write_prompt(folder / "other.safetensors", model, SENTIMENT, base_model="another-model")
     assert main(["serve", "--prompts", str(folder)]) == 1
     assert "the prompt files name different models" in capsys.readouterr().err

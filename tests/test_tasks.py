@@ -416,3 +416,29 @@ def test_public_mr_split_and_latin1():
     train, validation = task("mr").load(path + "@train"), task("mr").load(path + "@validation")
     assert (len(train), len(validation)) == (9596, 1066) and sum(e.class_id for e in validation) == 533
     assert any("\xe9" in e.input for e in train + validation)  # é, decoded as Latin-1
+
+
+@pytest.mark.parametrize(
+    ("verbalizers", "message"),
+    [
+        ({"0": "", "1": "good"}, "--data.verbalizers: label '0' has an empty text; give each label a word or phrase"),
+        ({"0": "good", "1": "   "}, "--data.verbalizers: label '1' has an empty text; give each label a word or phrase"),
+        ({"0": "good", "1": "good"}, "--data.verbalizers: labels '0' and '1' share the text 'good'; give each label its own"),
+        ({"0": "good", "1": " good "}, "--data.verbalizers: labels '0' and '1' share the text 'good'; give each label its own"),
+    ],
+)
+def test_empty_or_shared_label_texts_are_refused(verbalizers, message):
+    with pytest.raises(UserError) as refused:
+        make_task(DataOptions(verbalizers=verbalizers))
+    assert str(refused.value) == message
+
+
+@pytest.mark.parametrize("family", ["decoder-only"])
+def test_empty_label_texts_are_refused_by_train_before_the_model_loads_with_labels_init(tmp_path, model_folder, capsys):
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"text": "great", "label": 1}\n{"text": "awful", "label": 0}\n')
+    command = ["train", "--model.name", model_folder, "--data.train", str(data), "--data.verbalizers", '{"0": "", "1": "good"}', "--prompt.init=labels", "--train.output_dir", str(tmp_path / "run")]
+    assert main(command) == 1
+    assert capsys.readouterr().err == "error: --data.verbalizers: label '0' has an empty text; give each label a word or phrase\n"
+    assert not (tmp_path / "run").exists()
+

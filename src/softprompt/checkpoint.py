@@ -111,15 +111,24 @@ def _processes(n: int) -> str:
     return f"{n} process" + ("es" if n != 1 else "")
 
 
+ROW_OPTIONS = {"train": "--data.train", "validation": "--data.validation"}
+
+
 def check_same_run(state: dict, identity: dict, options: dict, path: Path) -> None:
     """Refuse to resume a checkpoint with another model, method, task, prompt, data or training options (other than
-    those in RESUMABLE_CHANGES), naming the first field that differs."""
+    those in RESUMABLE_CHANGES), naming the first field that differs. A field that a checkpoint of an earlier
+    version does not record is not compared."""
     for section, value in identity.items():
-        saved = state["identity"].get(section)
-        pairs = [(f"{section}.{k}", saved.get(k), value.get(k)) for k in value.keys() | saved.keys()] if isinstance(value, dict) and isinstance(saved, dict) else [(section, saved, value)]
-        for name, was, now in sorted(pairs, key=lambda p: p[0]):
-            if was != now:
-                raise UserError(f"--train.resume: {path} was trained with {name} {was!r}, not {now!r}")
+        if section not in state["identity"]:
+            continue
+        saved = state["identity"][section]
+        pairs = [(k, saved[k], value[k]) for k in value.keys() & saved.keys()] if isinstance(value, dict) and isinstance(saved, dict) else [(None, saved, value)]
+        for key, was, now in sorted(pairs, key=lambda p: p[0] or ""):
+            if was == now:
+                continue
+            if section == "rows":
+                raise UserError(f"--train.resume: {path} was trained on other {key} data than {ROW_OPTIONS[key]} now holds (rows added, dropped or changed); resume with the same data, or start a new run in another --train.output_dir")
+            raise UserError(f"--train.resume: {path} was trained with {section}{'.' + key if key else ''} {was!r}, not {now!r}")
     for key, value in options.items():
         if key not in RESUMABLE_CHANGES and state["options"].get(key) != value:
             raise UserError(f"--train.{key}: {path} was trained with {state['options'].get(key)!r}, not {value!r}; resume with the same value")

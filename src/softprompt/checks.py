@@ -13,6 +13,7 @@ from softprompt.options import DataOptions, ModelOptions, PromptOptions, TrainOp
 
 MAX_SEED = 2**32 - 1  # numpy, seeded with the rest, takes no larger seed
 MAX_SIZE = 1_000_000  # a prompt length, width or rank beyond any model: refused before it allocates
+MAX_TARGET_LENGTH = 4096  # tokens a target (or a generated answer) may have: a longer one generates for minutes
 
 
 TAKES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping", list: "a list"}
@@ -117,7 +118,8 @@ def check_data(o: DataOptions) -> None:
 
     check_name(o.task)
     at_least("--data.max_input_length", o.max_input_length, 1)
-    valid_size("--data.max_target_length", o.max_target_length)
+    at_least("--data.max_target_length", o.max_target_length, 1)
+    at_most("--data.max_target_length", o.max_target_length, MAX_TARGET_LENGTH)
     at_least("--data.limit_train", o.limit_train, 1)
     at_least("--data.limit_validation", o.limit_validation, 1)
 

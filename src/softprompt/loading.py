@@ -3,10 +3,12 @@
 from pathlib import Path
 
 from softprompt.bank import PromptBank
+from softprompt.checks import MAX_TARGET_LENGTH
 from softprompt.errors import UserError
 from softprompt.model import SoftPromptModel
 from softprompt.options import DataOptions
 from softprompt.prompt import PromptFile, check_compatible, load_prompt
+from softprompt.tasks import Task, make_task
 
 
 def load_with_prompts(paths: list[str], model_name: str | None = None, family: str | None = None, allow_other_model: bool = False, dtype: str = "auto", readout_scale: float = 20.0, trust_pickle: bool = False) -> tuple[SoftPromptModel, list[PromptFile]]:
@@ -50,12 +52,24 @@ def task_options(file: PromptFile, overrides: DataOptions | None = None, where: 
         max_input_length=task.get("max_input_length", 512),
         max_target_length=task.get("max_target_length", 8),
     )
+    n = options.max_target_length
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_TARGET_LENGTH:
+        raise UserError(f"{where}: the recorded task's max_target_length must be 1 to {MAX_TARGET_LENGTH} tokens (got {n!r})")
     if overrides is not None:
         default = DataOptions()
         for key, value in vars(overrides).items():
             if value != getattr(default, key):
                 setattr(options, key, value)
     return options
+
+
+def recorded_task(file: PromptFile, where: str) -> Task:
+    """The task a prompt file records, as prediction and serving run it; what is wrong with it names the file."""
+    options = task_options(file, where=where)
+    try:
+        return make_task(options)
+    except UserError as e:
+        raise UserError(f"{where}: the recorded task: {e}") from None
 
 
 def _unique_names(names: list[str]) -> list[str]:

@@ -466,13 +466,14 @@ class SoftPromptModel(nn.Module):
         return -self.target_losses(logits, j, batch["labels"]).sum(-1)
 
     @torch.no_grad()
-    def generate(self, inputs: list, prompt_ids=None, *, template: Template | None = None, max_new_tokens: int = 16, max_input_length: int = 512) -> list[str]:
-        """Greedy decoding of each input (a text, or a dict of fields for `template`) with its prompt."""
+    def generate(self, inputs: list, prompt_ids=None, *, template: Template | None = None, max_new_tokens: int = 16, max_input_length: int = 512, max_time: float | None = None) -> list[str]:
+        """Greedy decoding of each input (a text, or a dict of fields for `template`) with its prompt; `max_time`
+        (seconds) stops it early, after the step that passes it."""
         if self.family == ENCODER_ONLY:
             raise UserError("an encoder-only model does not generate text: use a classification task")
         batch = _to(self.tokenize(inputs, template=template, max_input_length=max_input_length, max_target_length=max_new_tokens), self.device)
         ids = self._prompt_ids(len(inputs), prompt_ids)
-        greedy = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=self.tokenizer.pad_token_id)
+        greedy = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=self.tokenizer.pad_token_id, max_time=max_time)
         out = self.prefix_cache.generate(self, batch, ids, **greedy) if self.reuses_prefixes(batch, ids) else None
         if out is None:
             j = self.joined(batch["input_ids"], batch["attention_mask"], ids, prompt_offsets=batch.get("prompt_offsets"))

@@ -130,8 +130,9 @@ def load_prompt(path: str | os.PathLike) -> PromptFile:
             for name, dtype in tensors.items():
                 if dtype != "F32":
                     raise UserError(f"{path}: the {name} tensor is stored as {dtype}, expected F32 (float32)")
-            prompt = f.get_tensor(TENSOR_NAME)
-            offset = f.get_tensor(OFFSET_NAME) if OFFSET_NAME in tensors else None
+            # copies: safetensors hands out views of the mapped file, which a rewrite in place would change under us
+            prompt = f.get_tensor(TENSOR_NAME).clone()
+            offset = f.get_tensor(OFFSET_NAME).clone() if OFFSET_NAME in tensors else None
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{path}: not a readable safetensors file ({_safetensors_reason(path, e)})") from None
     try:

@@ -1,9 +1,9 @@
 """What a run writes in its output folder besides its result: the log (metrics.jsonl), the rows of results.jsonl and
-messages, from the main process only; and clearing what an earlier or killed run left there."""
+messages, from the main process only; and clearing what a killed run's writes left there (run_folder.py clears an
+earlier run)."""
 
 import datetime
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -33,17 +33,6 @@ def clear_killed_writes(output_dir: Path) -> None:
     names = [method.output for method in METHODS.values()] + [LOG_FILE, RESULTS_FILE]
     clear_temporaries(output_dir, names)
     clear_temporaries(output_dir / checkpoint.CHECKPOINTS)
-
-
-def clear_previous_run(output_dir: Path) -> None:
-    """A new run replaces an earlier one in the same folder, whatever its method: never one run's result beside
-    another's log. results.jsonl stays: it keeps every run's row."""
-    for method in METHODS.values():
-        path = output_dir / method.output
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    (output_dir / LOG_FILE).unlink(missing_ok=True)
-    shutil.rmtree(output_dir / "tensorboard", ignore_errors=True)
-    shutil.rmtree(output_dir / checkpoint.CHECKPOINTS, ignore_errors=True)
 
 
 def keep_log_until(path: Path, step: int) -> None:

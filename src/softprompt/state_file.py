@@ -50,7 +50,7 @@ def load_state(path: str | os.PathLike):
         header = f.metadata() or {}
         if STRUCTURE not in header:
             raise ValueError(f"no {STRUCTURE} structure in its header")
-        tensors = {key: f.get_tensor(key) for key in f.keys()}
+        tensors = {key: f.get_tensor(key).clone() for key in f.keys()}  # copies, not views of the mapped file
     try:
         return _decode(json.loads(header[STRUCTURE]), tensors)
     except (AttributeError, TypeError, KeyError, RecursionError) as e:

@@ -7,6 +7,7 @@ killed run continue with --train.resume=true to the prompt an uninterrupted run 
 The run's set-up, evaluation and report are in run.py; one step's gradient in accumulate.py; the optimiser in optim.py.
 """
 
+import hashlib
 import json
 import math
 from dataclasses import asdict
@@ -18,7 +19,7 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from softprompt import checkpoint, run_output
+from softprompt import checkpoint, run_folder, run_output
 from softprompt.accumulate import accumulation_steps, backward_accumulated  # noqa: F401  re-exported
 from softprompt.errors import UserError
 from softprompt.sharding import prepare, same_on_every_process
@@ -74,17 +75,18 @@ def train(
     o = method.training_options(model, o)
     set_seed(o.seed)
     run = Run(model, method, task, train_examples, validation_examples, o, output_dir, progress)
-    if run.accelerator.is_main_process:
-        run_output.clear_killed_writes(output_dir)
-    if not method.trains:  # prompt design: one evaluation, and the design is saved
+    with run_folder.hold(output_dir, model.name, run.accelerator.is_main_process):
         if run.accelerator.is_main_process:
-            run_output.clear_previous_run(output_dir)
-        run.result.metrics = run.score(0)
-        run.save(run.result.metrics, 0)
-        return run.finish()
-    training = Training(run, train_examples)
-    training.steps()
-    return training.end()
+            run_output.clear_killed_writes(output_dir)
+        if not method.trains:  # prompt design: one evaluation, and the design is saved
+            if run.accelerator.is_main_process:
+                run_folder.clear_previous_run(output_dir)
+            run.result.metrics = run.score(0)
+            run.save(run.result.metrics, 0)
+            return run.finish()
+        training = Training(run, train_examples)
+        training.steps()
+        return training.end()
 
 
 class Training:
@@ -93,7 +95,7 @@ class Training:
 
     def __init__(self, run: Run, train_examples: list[Example]):
         self.run = run
-        self.identity = self._identity()
+        self.identity = self._identity(train_examples)
         resumed, state, self.rng = self._checkpoint_to_resume()
         self._prepare(train_examples)
         self.best, self.stale = -math.inf, 0
@@ -104,17 +106,25 @@ class Training:
         if state:
             self._restore(state, resumed)
         elif run.accelerator.is_main_process:
-            run_output.clear_previous_run(run.output_dir)
+            run_folder.clear_previous_run(run.output_dir)
         run.accelerator.init_trackers("tensorboard")
         self.bar = tqdm(total=run.max_steps, initial=min(self.start, run.max_steps), desc="training", disable=not run.progress or not run.accelerator.is_main_process, dynamic_ncols=True)
         self.save_every = run.o.eval_every if run.o.save_every is None else run.o.save_every
         self.done = self.start  # the last step whose update is complete
 
-    def _identity(self) -> dict:
-        """The same run, wherever it is resumed: its model, method, task and options, as plain values (as a checkpoint
-        reads them back)."""
-        run = self.run
-        identity = {"model": run.model.identity(), "method": run.method.metadata(), "task": run.task.describe(), "prompt": asdict(run.method.prompt_options), "data": asdict(run.task.options)}
+    def _identity(self, train_examples: list[Example]) -> dict:
+        """The same run, wherever it is resumed: its model (and the dtype and readout scale it runs with), method,
+        task, options and the rows it trains and is scored on (their digest: the data's paths may change, their
+        contents may not), as plain values (as a checkpoint reads them back)."""
+        run, model = self.run, self.run.model
+        data = {k: v for k, v in asdict(run.task.options).items() if k not in ("train", "validation")}
+        rows = {"train": examples_digest(train_examples), "validation": examples_digest(run.validation_examples)}
+        with model.embedding_matrix() as weights:
+            dtype = str(weights.dtype).removeprefix("torch.")
+        identity = {
+            "model": {**model.identity(), "dtype": dtype, "readout_scale": model.readout_scale},
+            "method": run.method.metadata(), "task": run.task.describe(), "prompt": asdict(run.method.prompt_options), "data": data, "rows": rows,
+        }
         return json.loads(json.dumps(identity, default=str))
 
     def _checkpoint_to_resume(self) -> tuple[Path | None, dict | None, dict | None]:
@@ -295,6 +305,14 @@ class Training:
             run.save({}, self.done)
             result.best_step = self.done
         return run.finish()
+
+
+def examples_digest(examples: list[Example] | None) -> str | None:
+    """sha256 of the examples as loaded (fields, targets, labels, in order): the data a run trains or is scored on."""
+    if examples is None:
+        return None
+    text = json.dumps([asdict(e) for e in examples], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _batches(loader, generator: torch.Generator, seed: int, position: int, accelerator: Accelerator):

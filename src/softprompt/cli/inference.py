@@ -20,11 +20,11 @@ def predict(prompt: str, texts: list[str], file: str | None = None, batch_size: 
         texts = [t for t in _input_text(file).splitlines() if t.strip()]
     if not texts:
         raise UserError("no texts to predict: give them as arguments, with --file, or on standard input")
-    from softprompt.loading import load_with_prompts, task_options
-    from softprompt.tasks import make_task
+    from softprompt.loading import load_with_prompts, recorded_task
+    from softprompt.prompt import load_prompt
 
-    frozen, files = load_with_prompts([prompt], model.name, model.family, allow_other_model, model.dtype, model.readout_scale, model.trust_pickle)
-    task = make_task(task_options(files[0], where=prompt))
+    task = recorded_task(load_prompt(prompt), prompt)  # before the model loads
+    frozen, _ = load_with_prompts([prompt], model.name, model.family, allow_other_model, model.dtype, model.readout_scale, model.trust_pickle)
     task.prepare(frozen)
     out = task.predict_all(frozen, task.fields_from_texts(texts), batch_size, progress=False)
     for text, prediction in zip(texts, out, strict=True):
@@ -80,8 +80,8 @@ def ensemble(prompts: list[str], model: ModelOptions, data: DataOptions, batch_s
     return report.as_dict()
 
 
-def serve(prompts: str, model: str | None = None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, max_batch_size: int = 32, max_wait_ms: float = 5.0, max_inputs: int = 64, max_input_chars: int = 20_000, max_body_bytes: int = 1_000_000, rescan_seconds: float = 0.0, device: str = "auto", dtype: str = "auto", allow_other_model: bool = False, no_kv_reuse: bool = False) -> None:
+def serve(prompts: str, model: str | None = None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, max_batch_size: int = 32, max_wait_ms: float = 5.0, max_inputs: int = 64, max_input_chars: int = 20_000, max_body_bytes: int = 1_000_000, rescan_seconds: float = 0.0, device: str = "auto", dtype: str = "auto", allow_other_model: bool = False, no_kv_reuse: bool = False, max_new_tokens: int = 256, timeout_seconds: float = 60.0) -> None:
     """Serve every prompt of a folder over HTTP from one frozen model: rows of all tasks run in shared batches."""
     from softprompt.serve.server import run
 
-    run(prompts, model, host, port, token, max_batch_size, max_wait_ms, max_inputs, max_input_chars, max_body_bytes, rescan_seconds, device, dtype, allow_other_model, kv_reuse=not no_kv_reuse)
+    run(prompts, model, host, port, token, max_batch_size, max_wait_ms, max_inputs, max_input_chars, max_body_bytes, rescan_seconds, device, dtype, allow_other_model, kv_reuse=not no_kv_reuse, max_new_tokens=max_new_tokens, timeout_seconds=timeout_seconds)

@@ -191,6 +191,8 @@ def build_parser() -> ArgumentParser:
             (("--max_input_chars",), dict(type=int, default=20_000, help="Characters an input may hold, all its fields together (413 beyond).")),
             (("--max_body_bytes",), dict(type=int, default=1_000_000, help="Bytes a request body may hold (413 beyond), checked before parsing.")),
             (("--rescan_seconds",), dict(type=float, default=0.0, help="Rescan the prompt folder this often (0: only on POST /v1/tasks).")),
+            (("--max_new_tokens",), dict(type=int, default=256, help="The most tokens a generated answer may have, whatever its prompt file records.")),
+            (("--timeout_seconds",), dict(type=float, default=60.0, help="A request not answered within this answers 504, and a generation stops after it; /healthz answers 503 while one model pass has run longer.")),
             (("--device",), dict(type=str, default="auto", help="auto (CUDA when available), cpu, or cuda[:N].")),
             (("--dtype",), dict(type=Literal["auto", "float32", "bfloat16", "float16"], default="auto", help="Dtype of the frozen weights.")),
             (("--no_kv_reuse",), dict(action="store_true", help="Decoder-only: recompute each prompt's keys and values in every pass instead of reusing them (the outputs are the same).")),

@@ -13,6 +13,9 @@ def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: 
     one of the paper's comparison methods; every run appends its report to TRAIN.OUTPUT_DIR/results.jsonl."""
     checks.check_training_command(prompt, data, train)
     checks.check_model(model)
+    from softprompt.run_folder import check_output_folder
+
+    check_output_folder(train.output_dir, model.name)
     from softprompt.methods import make_method
     from softprompt.model import EMBEDDED_MODEL, SoftPromptModel, resolve_model_path
     from softprompt.run import start_accelerate

@@ -182,6 +182,6 @@ def _read_weights(path: Path, folder: Path) -> torch.Tensor:
         with safe_open(str(path), framework="pt") as f:
             if TENSOR_NAME not in f.keys():
                 raise UserError(f"{path}: no '{TENSOR_NAME}' tensor (not a prompt-tuning adapter)")
-            return f.get_tensor(TENSOR_NAME)
+            return f.get_tensor(TENSOR_NAME).clone()  # a copy, not a view of the mapped file
     except (SafetensorError, OSError) as e:
         raise UserError(f"{path}: not a readable safetensors file ({e})") from None

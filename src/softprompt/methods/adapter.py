@@ -84,7 +84,7 @@ class Adapters(Method):
         try:
             with safe_open(str(path), framework="pt") as f:
                 header = f.metadata() or {}
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
+                tensors = {k: f.get_tensor(k).clone() for k in f.keys()}  # copies, not views of the mapped file
         except (SafetensorError, OSError) as e:
             raise UserError(f"{path}: not a readable safetensors file ({e})") from None
         if header.get("format") != FORMAT:

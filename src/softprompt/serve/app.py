@@ -38,6 +38,8 @@ class Settings:
     max_batch_size: int = 32  # rows per model pass
     max_wait_ms: float = 5.0  # how long a batch waits to fill
     rescan_seconds: float = 0.0  # periodic rescans of the prompt folder; 0: only on POST /v1/tasks
+    max_new_tokens: int = 256  # the longest generated answer, whatever a prompt file records
+    timeout_seconds: float = 60.0  # a request's deadline (504 past it); a generation stops after it
 
 
 Input = str | dict[str, str]
@@ -104,6 +106,8 @@ def error(status: int, message: str, **headers) -> JSONResponse:
 def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
+    engine.max_new_tokens, engine.max_seconds = settings.max_new_tokens, settings.timeout_seconds
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.scheduler = Scheduler(engine.run, settings.max_batch_size, settings.max_wait_ms)
@@ -117,8 +121,11 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="softprompt", version=__version__, lifespan=lifespan, description="One frozen model serving a soft prompt per task; rows of different tasks run in one batch.")
 
-    @app.get("/healthz")
-    def healthz() -> dict:
+    @app.get("/healthz", responses={503: {"description": "The model has been busy with one pass for longer than a request may wait."}})
+    def healthz(request: Request):
+        busy = request.app.state.scheduler.busy_seconds()
+        if busy > settings.timeout_seconds:
+            return JSONResponse({"status": "stuck", "busy_seconds": round(busy, 1)}, status_code=503)
         return {"status": "ok"}
 
     @app.get("/v1/tasks")
@@ -130,6 +137,7 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
     answers = {
         400: {"model": ErrorBody, "description": "A body that cannot be read as text (not UTF-8)."},
         404: {"model": ErrorBody, "description": "An unknown task."},
+        504: {"model": ErrorBody, "description": "No answer within the server's deadline (--timeout_seconds)."},
         413: {"model": ErrorBody, "description": limits},
         422: {"model": ErrorBody, "description": "A body that is not JSON of this schema, or an input its task's template cannot take."},
     }
@@ -154,7 +162,10 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
             if size > settings.max_input_chars:
                 raise TooLarge(f"input {n} has {size} characters, more than the {settings.max_input_chars} allowed")
         rows = engine.prepare(pairs)
-        return {"predictions": await asyncio.wrap_future(request.app.state.scheduler.submit(rows))}
+        try:
+            return {"predictions": await asyncio.wait_for(asyncio.wrap_future(request.app.state.scheduler.submit(rows)), settings.timeout_seconds)}
+        except TimeoutError:  # its rows leave the queue, or their generation stops at the same deadline
+            return error(504, f"no answer within {settings.timeout_seconds:g} s (--timeout_seconds): the model is busy or the request is too large")
 
     @app.exception_handler(UnknownTask)
     async def unknown_task(request, e):

@@ -32,6 +32,7 @@ class Scheduler:
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
         self.batches = 0  # batches run so far
+        self._running_since: float | None = None  # when the batch being run started (monotonic), None when idle
         self._queue: deque[_Request] = deque()
         self._queued_rows = 0
         self._closed = False
@@ -101,8 +102,14 @@ class Scheduler:
                     self._queue.popleft()
             return parts
 
+    def busy_seconds(self) -> float:
+        """How long the batch being run has been running; 0 when idle."""
+        started = self._running_since
+        return 0.0 if started is None else time.monotonic() - started
+
     def _execute(self, parts: list[tuple[_Request, int, int]]) -> None:
         self.batches += 1
+        self._running_since = time.monotonic()
         try:
             self._answer(parts)
         except Exception as e:  # noqa: BLE001  one bad request must not fail the others of its batch
@@ -114,6 +121,8 @@ class Scheduler:
                     self._answer([part])
                 except Exception as e:  # noqa: BLE001
                     self._fail(part[0], e)
+        finally:
+            self._running_since = None
 
     def _answer(self, parts: list[tuple[_Request, int, int]]) -> None:
         live = [(r, lo, hi) for r, lo, hi in parts if not r.future.done()]

@@ -15,15 +15,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from softprompt.bank import PromptBank
+from softprompt.checks import MAX_TARGET_LENGTH
 from softprompt.errors import UserError
-from softprompt.loading import task_options
+from softprompt.loading import recorded_task
 from softprompt.model import DECODER_ONLY, SoftPromptModel
 from softprompt.prompt import PromptFile, check_compatible, load_prompt
-from softprompt.tasks import ClassificationTask, Task, make_task
+from softprompt.tasks import ClassificationTask, Task
 
 log = logging.getLogger("softprompt.serve")
 
 PROMPT_SUFFIX = ".safetensors"
+SETTLE_SECONDS = 0.1  # an asked-for rescan loads a new or changed file only once it has stayed unchanged this long
 
 
 class UnknownTask(UserError):
@@ -53,6 +55,13 @@ def file_state(path: Path) -> tuple[int, int, int]:
     """What changes when a file is rewritten or replaced: modification time, size and inode."""
     s = path.stat()
     return s.st_mtime_ns, s.st_size, s.st_ino
+
+
+def _state_or_none(path: Path) -> tuple[int, int, int] | None:
+    try:
+        return file_state(path)
+    except OSError:
+        return None
 
 
 def sha256(path: Path) -> str:
@@ -136,11 +145,14 @@ class Engine:
         self.fingerprint = model.fingerprint()
         self._served: dict[Path, ServedTask] = {}
         self._refused: dict[Path, Refused] = {}
+        self._settling: dict[Path, tuple[int, int, int]] = {}  # new or changed files as the last rescan saw them
         self.last_refused: list[dict] = []
         self._snapshot = Snapshot(self._new_bank([]), {})
         self._lock = threading.Lock()  # guards the current snapshot
         self._scan_lock = threading.Lock()  # one rescan at a time
         self._run_lock = threading.Lock()  # one model pass at a time
+        self.max_new_tokens: int | None = None  # the longest generated answer, whatever a prompt file records
+        self.max_seconds: float | None = None  # a generation stops after this long
         self.rescan()
 
     # ----- the served tasks ------------------------------------------------------------------------
@@ -155,18 +167,28 @@ class Engine:
         """The prompt files not served, each with why (as of the last rescan)."""
         return self.last_refused
 
-    def rescan(self) -> ScanReport:
+    def rescan(self, watching: bool = False) -> ScanReport:
         """Load new and changed prompt files (a new modification time, size or inode, then a new sha256), drop deleted
         ones, and swap in the new bank at once. A file that does not fit the model, or a link to a file outside the
         folder, is refused and logged; the rest keep serving, and a served file that changes into one refused (or
-        becomes unreadable) withdraws its task, with a logged line."""
+        becomes unreadable) withdraws its task, with a logged line.
+
+        A new or changed file loads only once it is settled, so that a file being written in place is never served
+        half-written: unchanged since the previous rescan when `watching` (periodic rescans), else unchanged over
+        SETTLE_SECONDS; until then its earlier version, if any, keeps serving."""
         with self._scan_lock:
             report = ScanReport()
             served: dict[Path, ServedTask] = {}
             names: dict[str, Path] = {}
             found, gone = discover(self.folder), set()
+            unsettled = self._unsettled([path for _, path in found], watching)
             for name, path in sorted(found, key=lambda f: f[1] not in self._served):  # a served file keeps its name
                 rel = self._relative(path)
+                if path in unsettled:
+                    if path in self._served:
+                        served[path] = self._served[path]
+                        names[name] = path
+                    continue
                 try:
                     if name in names:
                         self._refuse(path, f"{rel}: the task name {name!r} is taken by {self._relative(names[name])}", file_state(path))
@@ -197,6 +219,26 @@ class Engine:
             self._served = served
             return report
 
+    def _unsettled(self, paths: list[Path], watching: bool) -> set[Path]:
+        """The new or changed files among `paths` that may still be being written (see `rescan`)."""
+        changed = {}
+        for path in paths:
+            try:
+                state = file_state(path)
+            except OSError:
+                continue  # gone: the scan finds it so
+            known = self._served.get(path) or self._refused.get(path)
+            if known is None or known.state != state:
+                changed[path] = state
+        if watching:
+            unsettled = {path for path, state in changed.items() if self._settling.get(path) != state}
+        else:
+            if changed:
+                threading.Event().wait(SETTLE_SECONDS)
+            unsettled = {path for path, state in changed.items() if _state_or_none(path) != state}
+        self._settling = {path: changed[path] for path in unsettled}  # unchanged at the next rescan: settled
+        return unsettled
+
     def _scan_one(self, name: str, path: Path, rel: str, report: ScanReport) -> ServedTask | None:
         state = file_state(path)
         old = self._served.get(path)
@@ -210,6 +252,9 @@ class Engine:
             if old is not None and old.sha256 == digest:
                 return replace(old, state=state)  # touched, not changed
             entry = self._load(name, path, rel, digest, state)
+            if file_state(path) != state:  # written to while it loaded: the next rescan takes it
+                self._settling[path] = file_state(path)
+                return old
         except Exception as e:  # noqa: BLE001  a bad (or unreadable) file must never stop the server
             message = str(e).replace(str(path), rel) if isinstance(e, UserError) else f"{rel}: cannot load it ({type(e).__name__}: {e})"
             self._refuse(path, message, state)
@@ -222,7 +267,7 @@ class Engine:
     def _load(self, name: str, path: Path, rel: str, digest: str, state) -> ServedTask:
         file = load_prompt(path)
         check_compatible(file, self.model.hidden, self.fingerprint, rel, self.allow_other_model)
-        task = make_task(task_options(file, where=rel))
+        task = recorded_task(file, rel)
         entry = ServedTask(name, rel, task, file, digest, state)
         if not entry.classifies:
             task.prepare(self.model)  # refuses generation on an encoder-only model
@@ -304,12 +349,12 @@ class Engine:
         by_length = defaultdict(list)  # generation: one call per answer length
         for i, r in enumerate(rows):
             if not r.task.classifies:
-                by_length[r.task.task.options.max_target_length].append(i)
+                by_length[min(r.task.task.options.max_target_length, self.max_new_tokens or MAX_TARGET_LENGTH)].append(i)
         for max_new_tokens, indices in by_length.items():
             texts = self._render(rows, indices, self._fit_for_generation)
             longest = max(rows[i].task.task.options.max_input_length for i in indices)
             ids = [rows[i].task.prompt_id for i in indices]
-            answers = self.model.generate(texts, ids, max_new_tokens=max_new_tokens, max_input_length=longest)
+            answers = self.model.generate(texts, ids, max_new_tokens=max_new_tokens, max_input_length=longest, max_time=self.max_seconds)
             for i, answer in zip(indices, answers):
                 out[i] = answer
         return out
@@ -344,7 +389,7 @@ class Watcher:
     def _loop(self, engine: Engine, seconds: float) -> None:
         while not self._stop.wait(seconds):
             try:
-                engine.rescan()
+                engine.rescan(watching=True)
             except Exception:  # noqa: BLE001  keep watching
                 log.exception("rescan failed")
 

@@ -7,7 +7,7 @@ import socket
 import sys
 from pathlib import Path
 
-from softprompt.checks import MAX_SIZE, at_least, at_most, not_negative
+from softprompt.checks import MAX_SIZE, MAX_TARGET_LENGTH, at_least, at_most, not_negative, positive
 from softprompt.errors import UserError
 from softprompt.prompt import load_prompt
 from softprompt.serve.engine import discover, inside
@@ -15,15 +15,12 @@ from softprompt.serve.engine import discover, inside
 log = logging.getLogger("softprompt.serve")
 
 
-def check_options(prompts: str, host: str, port: int, token: str | None, max_batch_size: int, max_wait_ms: float, max_inputs: int, max_input_chars: int, max_body_bytes: int, rescan_seconds: float, device: str) -> None:
+def check_options(prompts: str, host: str, port: int, token: str | None, max_batch_size: int, max_wait_ms: float, max_inputs: int, max_input_chars: int, max_body_bytes: int, rescan_seconds: float, device: str, max_new_tokens: int = 256, timeout_seconds: float = 60.0) -> None:
     if not Path(prompts).is_dir():
         raise UserError(f"--prompts: {prompts} is not a folder" if Path(prompts).exists() else f"--prompts: no such folder {prompts}")
     if not 0 <= port <= 65535:
         raise UserError(f"--port must be between 0 and 65535 (got {port})")
-    if token is not None and not token.strip():
-        raise UserError("--token: the token is empty")
-    if token is not None and not (token.isascii() and token.isprintable() and " " not in token):
-        raise UserError("--token: use printable ASCII characters without spaces (as an HTTP header carries them)")
+    check_token(token, "--token")
     for option, value in (("--max_batch_size", max_batch_size), ("--max_inputs", max_inputs), ("--max_input_chars", max_input_chars), ("--max_body_bytes", max_body_bytes)):
         at_least(option, value, 1)
     at_most("--max_batch_size", max_batch_size, MAX_SIZE)
@@ -31,6 +28,10 @@ def check_options(prompts: str, host: str, port: int, token: str | None, max_bat
     at_most("--max_wait_ms", max_wait_ms, 60_000)  # a minute: a timer thread takes no longer wait
     not_negative("--rescan_seconds", rescan_seconds)
     at_most("--rescan_seconds", rescan_seconds, 86_400)  # a day
+    at_least("--max_new_tokens", max_new_tokens, 1)
+    at_most("--max_new_tokens", max_new_tokens, MAX_TARGET_LENGTH)
+    positive("--timeout_seconds", timeout_seconds)
+    at_most("--timeout_seconds", timeout_seconds, 86_400)
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise UserError(f"--device: {device!r} is not auto, cpu or cuda[:N]")
     if device.startswith("cuda"):
@@ -38,6 +39,25 @@ def check_options(prompts: str, host: str, port: int, token: str | None, max_bat
 
         if not torch.cuda.is_available():
             raise UserError(f"--device {device}: CUDA is not available here")
+
+
+def check_token(token: str | None, source: str) -> None:
+    """Refuse an empty token (`--token "$TOKEN"` with the variable unset would otherwise turn authentication off) and
+    one an HTTP header cannot carry; None means none was given."""
+    if token is not None and not token.strip():
+        without = "unset it" if source == "SOFTPROMPT_TOKEN" else "leave the option out"
+        raise UserError(f"{source}: the token is empty; give one, or {without} to serve without one")
+    if token is not None and not (token.isascii() and token.isprintable() and " " not in token):
+        raise UserError(f"{source}: use printable ASCII characters without spaces (as an HTTP header carries them)")
+
+
+def given_token(token: str | None) -> str | None:
+    """--token as given, else $SOFTPROMPT_TOKEN when it is set (checked the same way), else None: no token."""
+    if token is not None:
+        return token
+    token = os.environ.get("SOFTPROMPT_TOKEN")
+    check_token(token, "SOFTPROMPT_TOKEN")
+    return token
 
 
 def check_address(host: str, port: int) -> None:
@@ -89,9 +109,9 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def run(prompts: str, model: str | None = None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, max_batch_size: int = 32, max_wait_ms: float = 5.0, max_inputs: int = 64, max_input_chars: int = 20_000, max_body_bytes: int = 1_000_000, rescan_seconds: float = 0.0, device: str = "auto", dtype: str = "auto", allow_other_model: bool = False, kv_reuse: bool = True) -> None:
-    token = token or os.environ.get("SOFTPROMPT_TOKEN") or None
-    check_options(prompts, host, port, token, max_batch_size, max_wait_ms, max_inputs, max_input_chars, max_body_bytes, rescan_seconds, device)
+def run(prompts: str, model: str | None = None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, max_batch_size: int = 32, max_wait_ms: float = 5.0, max_inputs: int = 64, max_input_chars: int = 20_000, max_body_bytes: int = 1_000_000, rescan_seconds: float = 0.0, device: str = "auto", dtype: str = "auto", allow_other_model: bool = False, kv_reuse: bool = True, max_new_tokens: int = 256, timeout_seconds: float = 60.0) -> None:
+    token = given_token(token)
+    check_options(prompts, host, port, token, max_batch_size, max_wait_ms, max_inputs, max_input_chars, max_body_bytes, rescan_seconds, device, max_new_tokens, timeout_seconds)
     name, family = served_model(prompts, model)
     check_address(host, port)
     import torch
@@ -113,7 +133,7 @@ def run(prompts: str, model: str | None = None, host: str = "127.0.0.1", port: i
         log.info("model %s (%s) on %s%s", frozen.name, frozen.family, device, ", prompt keys/values reused" if reuses_prefixes(frozen) else "")
         engine = Engine(frozen, prompts, allow_other_model)
         log.info("serving %d tasks from %s: %s", len(engine.snapshot().tasks), prompts, ", ".join(engine.snapshot().tasks) or "none yet")
-        settings = Settings(token, max_inputs, max_input_chars, max_body_bytes, max_batch_size, max_wait_ms, rescan_seconds)
+        settings = Settings(token, max_inputs, max_input_chars, max_body_bytes, max_batch_size, max_wait_ms, rescan_seconds, max_new_tokens, timeout_seconds)
         uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="info", workers=1)
     finally:
         log.removeHandler(handler)

@@ -30,6 +30,7 @@ class ClassificationTask(Task):
             raise UserError(f"--data.verbalizers: {self.name} has the labels {', '.join(self.labels)}; give a text for each")
         self.label_values = list(self.labels or verbalizers)
         self.label_texts = [verbalizers[k] for k in self.label_values]
+        check_label_texts(self.label_values, self.label_texts)
 
     @property
     def input_column(self) -> str:
@@ -93,6 +94,18 @@ class ClassificationTask(Task):
     def summary(cls):
         row = super().summary()
         return {**row, "targets": " / ".join(cls.labels.values()) if cls.labels else row["targets"]}
+
+
+def check_label_texts(values: list[str], texts: list[str]) -> None:
+    """Refuse a label with an empty text (its log-probability is 0, so every prediction would be it) and two labels
+    with the same text (they could never be told apart)."""
+    seen: dict[str, str] = {}
+    for value, text in zip(values, texts):
+        if not text.strip():
+            raise UserError(f"--data.verbalizers: label {value!r} has an empty text; give each label a word or phrase")
+        if text.strip() in seen:
+            raise UserError(f"--data.verbalizers: labels {seen[text.strip()]!r} and {value!r} share the text {text.strip()!r}; give each label its own")
+        seen[text.strip()] = value
 
 
 class LabelledTask(ClassificationTask):
