@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import WORDS, gpt2_tokenizer  # noqa: E402  the tests' in-memory tokenizer
-from softprompt import checkpoint  # noqa: E402
+from softprompt import checkpoint, run_folder  # noqa: E402
 from softprompt.model import SoftPromptModel  # noqa: E402
 from softprompt.prompt import load_prompt  # noqa: E402
 from softprompt.state_file import load_state  # noqa: E402
@@ -110,7 +110,7 @@ def uninterrupted(cmd: list[str], output: Path) -> float:
 
 
 def hidden(output: Path) -> list[str]:
-    return sorted(str(p.relative_to(output)) for p in output.rglob(".*"))
+    return sorted(str(p.relative_to(output)) for p in output.rglob(".*") if p.name not in run_folder.OWN_FILES)  # not the folder's marker and lock
 
 
 def unreadable(output: Path) -> list[str]:

@@ -234,6 +234,22 @@ def test_resume_refuses_a_model_run_another_way_naming_how(tmp_path, change):
         resume(tmp_path, model, task, examples, examples)
 
 
+def test_resuming_a_finished_run_trains_nothing_and_adds_no_report(tmp_path, capsys):
+    train(tmp_path, max_steps=4)
+    rows = (tmp_path / "results.jsonl").read_text()
+    before = load_prompt(tmp_path / PROMPT_FILE).prompt
+    _, result = train(tmp_path, max_steps=4, resume=True)
+    assert result.steps == 4 and (tmp_path / "results.jsonl").read_text() == rows
+    assert torch.equal(load_prompt(tmp_path / PROMPT_FILE).prompt, before)
+    assert "the run had already ended at step 4; nothing was trained, and results.jsonl is unchanged" in capsys.readouterr().err
+
+
+def test_resume_refuses_fewer_steps_than_the_checkpoint_holds(tmp_path):
+    train(tmp_path, max_steps=4)
+    with pytest.raises(UserError, match=r"^--train.max_steps 2: .*step-00000004 is at step 4 already; resume with at least 4 steps$"):
+        train(tmp_path, max_steps=2, resume=True)
+
+
 def test_a_resumed_run_whose_best_was_its_last_step_ends_holding_that_best(tmp_path, monkeypatch):
     """Every evaluation scores the same, so the best stays at step 4, the last step of the first run."""
     monkeypatch.setattr(type(make_task(DataOptions(verbalizers={"0": "no", "1": "yes"}))), "score", lambda self, predictions, examples: {"accuracy": 50.0, "macro_f1": 50.0})

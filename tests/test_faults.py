@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from conftest import save_model, sentiment_rows, tiny_bert, tiny_gpt2
-from softprompt import checkpoint, files, prompt, state_file
+from softprompt import checkpoint, files, prompt, run_folder, state_file
 from softprompt import train as train_module
 from softprompt.cli import main
 from softprompt.errors import UserError
@@ -45,8 +45,9 @@ def disk_full_after(half_bytes: int = 10):
 
 
 def temporaries(folder: Path) -> list[str]:
-    """Hidden files and folders anywhere under `folder` (TensorBoard's event files aside): what a write leaves half-done."""
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*"))
+    """Hidden files and folders anywhere under `folder` (TensorBoard's event files aside) but the run folder's marker,
+    lock and holder: what a write leaves half-done."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*") if p.name not in run_folder.OWN_FILES)
 
 
 def setup():

@@ -2,6 +2,8 @@
 equal recomputing them, for scoring, generation, mixed tasks with prompts of different lengths, left-padded rows and
 ensembles; a changed prompt or changed weights are computed afresh; the other families never use it."""
 
+import warnings
+
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -85,6 +87,14 @@ def test_generation_equals_recomputation(decoder):
     (text_a, scores_a), (text_b, scores_b) = both(decoder, run)
     assert text_a == text_b and any(text_a)
     assert_scores_equal(scores_a, scores_b)
+
+
+def test_generation_with_reused_prefixes_warns_of_nothing(decoder):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        decoder.generate(TEXTS, IDS, max_new_tokens=2)
+    assert decoder.prefix_cache.hits + decoder.prefix_cache.misses > 0  # the reusing path ran
+    assert [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))] == []
 
 
 def test_ensembles_equal_recomputation_and_copies_of_one_prompt_equal_it(decoder):

@@ -17,7 +17,7 @@ import torch
 from fastapi.testclient import TestClient
 
 import softprompt
-from conftest import save_model, tiny_gpt2
+from conftest import save_model, tiny_bert, tiny_gpt2
 from softprompt.bank import PromptBank
 from softprompt.cli import main
 from softprompt.loading import task_options
@@ -445,6 +445,50 @@ def test_a_prompt_file_recording_no_label_texts_is_refused_naming_it(served, cap
     write_prompt(folder / "bare.safetensors", model, {**SENTIMENT, "verbalizers": {}})
     refused = {r["file"]: r["error"] for r in engine.rescan().refused}
     assert refused["bare.safetensors"].startswith("bare.safetensors: the recorded task: --data.verbalizers: a classification task needs label texts")
+
+
+def test_a_label_text_longer_than_the_models_positions_is_refused_by_serve_and_predict(tmp_path, capsys):
+    model = tiny_bert()  # 128 positions; each label is embedded under the prompt
+    folder = tmp_path / "prompts"
+    long_label = " ".join(["great"] * 130)
+    write_prompt(folder / "sentiment.safetensors", model, SENTIMENT, 4, seed=1)
+    write_prompt(folder / "long.safetensors", model, {**SENTIMENT, "verbalizers": {"0": "no", "1": long_label}}, 4, seed=2)
+    engine = Engine(model, folder)
+    refused = {r["file"]: r["error"] for r in engine.refused()}
+    assert refused["long.safetensors"].startswith("long.safetensors: --data.verbalizers: the label text 'great great great great great great grea...' has 132 tokens, which beside a 4-vector prompt overflow tiny-bert's 128 positions")
+    assert engine.predict([("sentiment", "great fun")])[0] in {"0", "1"}  # the others serve
+    path = write_prompt(tmp_path / "long.safetensors", model, {**SENTIMENT, "verbalizers": {"0": "no", "1": long_label}}, 4, seed=2, base_model=save_model(model, tmp_path / "bert"))
+    capsys.readouterr()
+    assert main(["predict", str(path), "great"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --data.verbalizers: the label text 'great great") and "overflow" in err
+
+
+def test_file_names_that_are_not_printable_text_are_refused_and_listed_escaped(served, caplog):
+    model, folder, engine = served
+    odd = [os.fsdecode(b"caf\xe9.safetensors"), "two\nrefused forged line.safetensors"]
+    for name in odd:
+        write_prompt(folder / name, model, SENTIMENT, 3, seed=9)
+    with caplog.at_level(logging.INFO, logger="softprompt.serve"), client_for(engine) as client:
+        report = client.post("/v1/tasks")
+        assert report.status_code == 200
+        refused = {r["file"]: r["error"] for r in report.json()["refused"]}
+        assert refused == {
+            "caf\\xe9.safetensors": "caf\\xe9.safetensors: the file name is not printable UTF-8 text; rename the file to serve it",
+            "two\\nrefused forged line.safetensors": "two\\nrefused forged line.safetensors: the file name is not printable UTF-8 text; rename the file to serve it",
+        }
+        assert client.get("/v1/tasks").status_code == 200
+        assert client.post("/v1/predict", json={"task": "sentiment", "inputs": ["great"]}).status_code == 200
+    assert all("\n" not in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("value", ["\ud800 great", {"question": "\udfff", "context": "c"}, '{"question": "\\ud800", "context": "c"}', "[" * 5000 + "]" * 5000, '{"question": ' + "9" * 5000 + ', "context": "c"}'])
+def test_inputs_that_are_not_text_or_not_parsable_answer_422(served, value):
+    _, _, engine = served
+    task = "sentiment" if isinstance(value, str) and value.startswith("\ud800") else "qa"
+    with client_for(engine) as client:
+        answer = client.post("/v1/predict", content=json.dumps({"task": task, "inputs": [value]}), headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422 and answer.json()["error"].startswith("input 1: "), answer.text
 
 
 def test_concurrent_requests_through_the_scheduler(served):

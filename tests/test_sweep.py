@@ -337,3 +337,11 @@ def test_each_shipped_sweep_file_passes_its_checks_with_the_runs_its_header_coun
     plan = load_sweep(path, str(tmp_path / "out"))
     assert len(plan.cells) == int(stated[1])
     assert len({cell.id for cell in plan.cells}) == len(plan.cells)
+
+
+def test_a_cell_whose_folder_name_is_too_long_is_refused_by_the_dry_run(tmp_path, files, capsys):
+    path = sweep_file(tmp_path, files, {"prompt.text": ["great " * 60, "bad"]}, prompt={"init": "text"})
+    assert main(["sweep", str(path), "--dry_run"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "over the 255 a file system allows" in err and err.startswith(f"error: {path}: cell "), err
+    assert not (tmp_path / "out").exists()

@@ -13,6 +13,7 @@ from softprompt.options import DataOptions, ModelOptions, PromptOptions, TrainOp
 
 MAX_SEED = 2**32 - 1  # numpy, seeded with the rest, takes no larger seed
 MAX_SIZE = 1_000_000  # a prompt length, width or rank beyond any model: refused before it allocates
+MAX_SCALE = 1000.0  # a random prompt's range or the encoder readout's scale past which float32 overflows, not learns
 MAX_TARGET_LENGTH = 4096  # tokens a target (or a generated answer) may have: a longer one generates for minutes
 
 
@@ -88,12 +89,14 @@ def output_folder(option: str, folder: str) -> None:
 
 def check_model(o: ModelOptions) -> None:
     positive("--model.readout_scale", o.readout_scale)
+    at_most("--model.readout_scale", o.readout_scale, MAX_SCALE)
 
 
 def check_prompt(o: PromptOptions) -> None:
     valid_size("--prompt.length", o.length)
     at_least("--prompt.vocab_first_n", o.vocab_first_n, 1)
     not_negative("--prompt.random_scale", o.random_scale)
+    at_most("--prompt.random_scale", o.random_scale, MAX_SCALE)
     names = get_args(PromptOptions.__annotations__["reparam"])
     if o.reparam not in names:
         raise UserError(f"--prompt.reparam: unknown reparameterisation {o.reparam!r} ({', '.join(names)})")

@@ -393,6 +393,18 @@ class SoftPromptModel(nn.Module):
         if self.family == ENCODER_ONLY:
             self.label_batch = dict(self.tokenizer(list(label_texts), padding=True, return_tensors="pt"))
 
+    def check_label_room(self, label_texts: list[str], prompt_length: int | None = None) -> None:
+        """Encoder-only: refuse a label text that, beside the prompt (the bank's longest by default), overflows the
+        model's positions; each label is embedded under the prompt as an input is."""
+        if self.family != ENCODER_ONLY or self.max_positions is None:
+            return
+        length = self.bank.length if prompt_length is None else prompt_length
+        for text in label_texts:
+            n = len(self.tokenizer(text)["input_ids"])
+            if n + length > self.max_positions:
+                shown = text if len(text) <= 40 else text[:40] + "..."
+                raise UserError(f"--data.verbalizers: the label text {shown!r} has {n} tokens, which beside a {length}-vector prompt overflow {self.name}'s {self.max_positions} positions")
+
     def label_anchors(self, prompt_ids: torch.Tensor) -> torch.Tensor:
         """(B,) prompt ids -> (B, L, H): each label text's mean-pooled embedding under the row's own prompt.
 

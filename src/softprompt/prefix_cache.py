@@ -16,12 +16,16 @@ prompts are kept; they are dropped when the model's weights change (moved, cast,
 
 import torch
 import torch.nn.functional as F
+import transformers
+from packaging.version import Version
 from transformers import DynamicCache, PreTrainedModel
 
 from softprompt.content_cache import ContentCache, autocast_state, digest
 from softprompt.join import IGNORE_INDEX, insertion_offsets
 from softprompt.next_token import next_token_losses, target_window
 
+# how generate() takes a cache: `cache` from transformers 5.24 (which deprecates `past_key_values`), before it the old name
+CACHE_ARGUMENT = "cache" if Version(transformers.__version__) >= Version("5.24") else "past_key_values"
 KV = tuple[torch.Tensor, torch.Tensor]  # keys, values of every layer: (layers, heads, L, head_dim) each
 
 
@@ -70,7 +74,7 @@ class PrefixCache(ContentCache):
         L = cache.get_seq_length()
         ids = batch["input_ids"]
         placeholders = ids.new_full((ids.shape[0], L), model.tokenizer.pad_token_id)  # stand for the cached prefix
-        out = model.base.generate(input_ids=torch.cat([placeholders, ids], 1), attention_mask=full_mask, past_key_values=cache, **options)
+        out = model.base.generate(input_ids=torch.cat([placeholders, ids], 1), attention_mask=full_mask, **{CACHE_ARGUMENT: cache}, **options)
         return out[:, L + ids.shape[1] :]  # (B, N): the new tokens only
 
     # ----- the cache -----------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ class Run:
         self.started = time.perf_counter()
         method.prepare(model, task, train_examples, o.seed)
         model.input_budget(task.options.max_input_length, task.options.max_target_length)  # the prompt leaves room for inputs
+        model.check_label_room(getattr(task, "label_texts", []))  # and, on an encoder, for its label texts
         to_device(accelerator, model, method.trains)
         if o.gradient_checkpointing:
             enable_gradient_checkpointing(model)
@@ -88,13 +89,14 @@ class Run:
         self.log(record)
         return scores
 
-    def finish(self) -> TrainResult:
-        """The result, its report appended to results.jsonl (the main process)."""
+    def finish(self, append: bool = True) -> TrainResult:
+        """The result and its report, appended to results.jsonl when `append` (the main process)."""
         forget_zero3(self.accelerator)
         if self.accelerator.is_main_process:
             seconds = time.perf_counter() - self.started
             self.result.report = run_report(self.method, self.model, self.task, self.o, self.params, self.base_parameters, self.result, seconds - self.eval_seconds, self.eval_seconds, self.memory, self.accelerator.num_processes, self.accelerator.distributed_type.value)
-            run_output.log(self.output_dir / run_output.RESULTS_FILE, self.result.report, self.accelerator)
+            if append:
+                run_output.log(self.output_dir / run_output.RESULTS_FILE, self.result.report, self.accelerator)
         return self.result
 
 

@@ -135,6 +135,8 @@ class Training:
         if resumed:
             state, rng = checkpoint.load(resumed, accelerator.process_index, accelerator.num_processes)
             checkpoint.check_same_run(state, self.identity, asdict(o), resumed)
+            if state["step"] > run.max_steps:
+                raise UserError(f"--train.max_steps {run.max_steps}: {resumed} is at step {state['step']} already; resume with at least {state['step']} steps")
             return resumed, state, rng
         if o.resume:
             run.say(f"--train.resume: no checkpoint in {run.output_dir / checkpoint.CHECKPOINTS}; starting a new run")
@@ -301,10 +303,12 @@ class Training:
             with torch.no_grad():
                 for p, kept in zip(run.params, self.best_state):
                     p.copy_(kept)
-        if not run.validation_examples:
+        if not run.validation_examples and self.done > self.start:
             run.save({}, self.done)
             result.best_step = self.done
-        return run.finish()
+        if self.done == self.start:
+            run.say(f"--train.resume: the run had already ended at step {self.done}; nothing was trained, and results.jsonl is unchanged")
+        return run.finish(append=self.done > self.start)
 
 
 def examples_digest(examples: list[Example] | None) -> str | None:

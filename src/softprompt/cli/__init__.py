@@ -40,22 +40,48 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     kwargs = {k: v for k, v in vars(args).items() if k not in ("config", "__path__")}
+    if sys.stdout is None:  # started with standard output closed (>&-): nowhere to write the results
+        print("error: standard output is closed; give the command somewhere to write", file=sys.stderr)
+        return 1
     try:
         _quiet_libraries()
         COMMANDS[name](**kwargs)
-        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        _flush_stdout()  # a closed pipe or a full disk shows here, not at exit
     except UserError as e:
         if debug:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # the reader went away (softprompt predict ... | head): as the Python docs advise for SIGPIPE
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the flush at exit fails no more
+        _stdout_to_devnull()
+        return 1
+    except OSError as e:  # the system refused a read or write the checks could not foresee (a full disk, /proc)
+        if debug:
+            raise
+        print(f"error: {f'{e.filename}: ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:  # stdout on /dev/full
+        _stdout_to_devnull()
+        raise OSError(e.errno, e.strerror, "standard output") from None
+
+
+def _stdout_to_devnull() -> None:
+    """Point standard output at /dev/null, so that the flush at exit fails no more."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _quiet_libraries() -> None:

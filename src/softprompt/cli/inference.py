@@ -44,12 +44,16 @@ def _input_text(file: str | None) -> str:
     """The text of --file, or of standard input without it; refuses anything that is not UTF-8 text."""
     if file and Path(file).is_dir():
         raise UserError(f"{file}: is a folder; give a text file")
-    if file and not Path(file).is_file():
+    if file and not Path(file).exists():  # a pipe (--file <(...)) exists without being a regular file
         raise UserError(f"{file}: no such file")
+    if not file and sys.stdin is None:
+        raise UserError("no texts to predict: standard input is closed; give them as arguments or with --file")
     try:
         text = Path(file).read_text(encoding="utf-8") if file else sys.stdin.read()
     except UnicodeDecodeError:
         text = None
+    except OSError as e:
+        raise UserError(f"{file or 'standard input'}: cannot read it ({e.strerror})") from None
     if text is None or "\0" in text:  # undecodable, or binary
         raise UserError(f"{file or 'standard input'}: not a UTF-8 text file")
     return text

@@ -124,6 +124,9 @@ def read_variants(spec, base: dict, parser, where: str) -> dict[str, dict]:
     return variants
 
 
+MAX_NAME_BYTES = 255  # the longest file or folder name most file systems take
+
+
 def expand(base: dict, tasks: dict, axes: dict[str, list], parser, output: Path, where: str, variants: dict[str, dict] | None = None) -> list[Cell]:
     """The cartesian product of the axes, axes that do not matter to a cell's method left out and repeats dropped.
     A variant's options apply before the grid's, so a grid axis overrides them."""
@@ -143,6 +146,8 @@ def expand(base: dict, tasks: dict, axes: dict[str, list], parser, output: Path,
     ids = cell_ids(chosen)
     cells = []
     for cell_id, kept, cell_options in zip(ids, chosen, options):
+        if len(cell_id.encode("utf-8")) > MAX_NAME_BYTES:
+            raise UserError(f"{where}: cell {cell_id[:60]}...: its folder name would be {len(cell_id.encode('utf-8'))} bytes, over the {MAX_NAME_BYTES} a file system allows; use shorter grid values or name them as variants")
         recipe = {**base, "data": {**base["data"], **(tasks.get(kept.get(TASK_AXIS)) or {})}}
         for axis, value in cell_options.items():
             recipe = with_option(recipe, axis, value)

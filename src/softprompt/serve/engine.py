@@ -6,7 +6,6 @@ hold the snapshot they were checked against, so a swap never changes a request i
 """
 
 import hashlib
-import json
 import logging
 import os
 import threading
@@ -21,6 +20,7 @@ from softprompt.loading import recorded_task
 from softprompt.model import DECODER_ONLY, SoftPromptModel
 from softprompt.prompt import PromptFile, check_compatible, load_prompt
 from softprompt.tasks import ClassificationTask, Task
+from softprompt.tasks.base import check_text, parse_json_input
 
 log = logging.getLogger("softprompt.serve")
 
@@ -44,6 +44,13 @@ def discover(folder: str | os.PathLike) -> list[tuple[str, Path]]:
         elif path.is_dir() and (path / f"prompt{PROMPT_SUFFIX}").is_file():
             found.append((path.name, path / f"prompt{PROMPT_SUFFIX}"))
     return found
+
+
+def printable(name: str) -> str:
+    """A file name as it may be logged and listed: bytes that are not UTF-8 as \\xNN, other characters that are not
+    printable (a line break, which would forge a log line) escaped."""
+    text = os.fsencode(name).decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def inside(folder: Path, path: Path) -> bool:
@@ -190,6 +197,9 @@ class Engine:
                         names[name] = path
                     continue
                 try:
+                    if rel != path.relative_to(self.folder).as_posix():  # escaped: not printable text
+                        self._refuse(path, f"{rel}: the file name is not printable UTF-8 text; rename the file to serve it", file_state(path))
+                        continue
                     if name in names:
                         self._refuse(path, f"{rel}: the task name {name!r} is taken by {self._relative(names[name])}", file_state(path))
                         continue
@@ -280,6 +290,11 @@ class Engine:
         if positions is None:
             return
         o = entry.task.options
+        if entry.classifies:
+            try:
+                model.check_label_room(entry.task.label_texts, entry.prompt.length)
+            except UserError as e:
+                raise UserError(f"{entry.file}: {e}") from None
         target = model.label_target_length(entry.task.label_texts) if entry.classifies else o.max_target_length
         needed = entry.prompt.length + (target + 1 if model.family == DECODER_ONLY else 0)
         if positions - needed < 1:
@@ -292,7 +307,7 @@ class Engine:
         self._refused[path] = Refused(self._relative(path), error, state)
 
     def _relative(self, path: Path) -> str:
-        return path.relative_to(self.folder).as_posix()
+        return printable(path.relative_to(self.folder).as_posix())
 
     def _new_bank(self, entries: list[ServedTask]) -> PromptBank:
         if not entries:
@@ -402,15 +417,16 @@ def input_fields(served: ServedTask, value: str | dict, n: int) -> dict[str, str
     """A request's input as the task's template fields; `n` numbers it in errors."""
     template = served.task.template
     if isinstance(value, str) and template.single:
+        check_text(value, n)
         return {template.fields[0]: value}
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            pass
+        value = parse_json_input(value)
     needed = template.fields
     if isinstance(value, dict) and all(isinstance(value.get(f), str) for f in needed):
-        return {f: value[f] for f in needed}
+        fields = {f: value[f] for f in needed}
+        for text in fields.values():
+            check_text(text, n)
+        return fields
     if template.fields == [""]:
         wanted = "a text"
     elif template.single:

@@ -95,15 +95,14 @@ class Task:
 
     def fields_from_texts(self, texts: list[str]) -> list[dict[str, str]]:
         """Inputs typed by a user: plain texts for a one-field template, else JSON objects holding every field."""
+        for n, text in enumerate(texts, 1):
+            check_text(text, n)
         if self.template.single:
             return [{self.template.fields[0]: t} for t in texts]
         needed = self.template.fields
         out = []
         for n, text in enumerate(texts, 1):
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError:
-                row = None
+            row = parse_json_input(text)
             if not isinstance(row, dict) or any(row.get(f) is None for f in needed):
                 raise UserError(f"input {n}: the template {self.template.text!r} needs a JSON object with the fields {', '.join(needed)}")
             out.append({f: str(row[f]) for f in needed})
@@ -163,6 +162,24 @@ class Task:
         else:
             metric = cls.metric + (f" (also {', '.join(others)})" if others else "")
         return {"task": cls.name, "template": cls.default_template, "targets": cls.targets, "metric": metric, "data": cls.description}
+
+
+def check_text(text: str, n: int) -> None:
+    """Refuse an input holding a lone surrogate (an undecodable byte in a command-line argument, or a JSON escape such
+    as \\ud800): no tokenizer takes it, and it is not text."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UserError(f"input {n}: not valid text (a lone surrogate, {text[e.start]!r}, at character {e.start + 1}); send UTF-8") from None
+
+
+def parse_json_input(text: str):
+    """A JSON object typed as an input, or None when the text is none: not JSON, nested too deep for Python, or a
+    number too long to convert."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
 
 
 def local_split(source: str) -> tuple[str, str | None]:

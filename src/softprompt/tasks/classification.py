@@ -62,6 +62,7 @@ class ClassificationTask(Task):
         return batch
 
     def prepare(self, model: SoftPromptModel) -> None:
+        model.check_label_room(self.label_texts)
         model.set_labels(self.label_texts)
 
     def predict(self, model, inputs, prompt_ids=None):
