@@ -99,6 +99,12 @@ def test_errors_are_one_line_with_no_traceback_and_no_output(tmp_path, model_fol
         main(["--debug", "train", "--config", str(config), f"--data.train={bad}"])
 
 
+def test_a_text_after_the_options_is_refused_with_where_it_goes(tmp_path, capsys):
+    assert main(["predict", str(tmp_path / "p.safetensors"), "--batch_size", "8", "great fun"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unrecognized arguments: great fun; texts, files and other arguments without a name go before the options" in err, err
+
+
 def test_an_option_spelled_with_hyphens_is_refused_with_its_spelling(capsys):
     assert main(["sweep", "configs/sweeps/minilm-methods.yaml", "--dry-run", "--train.max-steps=3"]) == 2
     err = capsys.readouterr().err

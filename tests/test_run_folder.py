@@ -1,6 +1,7 @@
 """A run's output folder: only what a run wrote is ever removed, never the model it loads, and one run writes it at a
 time (run_folder.py)."""
 
+import errno
 import json
 import os
 import subprocess
@@ -139,3 +140,21 @@ def test_hold_is_refused_while_held_and_free_after(tmp_path):
     with run_folder.hold(tmp_path / "run"):
         assert json.loads((tmp_path / "run" / run_folder.HOLDER).read_text())["pid"] == os.getpid()
     assert not (tmp_path / "run" / run_folder.HOLDER).exists()
+
+
+def test_a_folder_the_system_will_not_create_is_one_line(tmp_path, model_folder, capsys):
+    assert main(["train", "--config", recipe(tmp_path, model_folder, "/proc/softprompt-run")]) == 1
+    assert refused(capsys).startswith("error: --train.output_dir /proc/softprompt-run: cannot create the folder (")
+
+
+def test_a_write_the_system_refuses_mid_run_is_one_line(tmp_path, model_folder, capsys, monkeypatch):
+    from accelerate import Accelerator
+
+    output = tmp_path / "run"
+
+    def refused_tensorboard(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(output / "tensorboard"))
+
+    monkeypatch.setattr(Accelerator, "init_trackers", refused_tensorboard)
+    assert main(["train", "--config", recipe(tmp_path, model_folder, output)]) == 1
+    assert refused(capsys) == f"error: {output / 'tensorboard'}: Permission denied"

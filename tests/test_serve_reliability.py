@@ -304,6 +304,15 @@ def test_the_server_answers_on_after_clients_vanish_mid_request(server):
     assert "Traceback" not in log and "ERROR" not in log, log
 
 
+@pytest.mark.parametrize("garbage", [b"NOT HTTP AT ALL\r\n\r\n", b"GET /healthz HTTP/1.1\r\nBad Header Line\r\n\r\n", b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03"])
+def test_a_malformed_http_request_gets_a_json_400(server, garbage):
+    with server.connect() as sock:
+        sock.sendall(garbage)
+        status, answer = read_answer(sock.makefile("rb"))
+    assert status == 400 and json.loads(answer)["error"].startswith("malformed HTTP request")
+    assert server.client.predict("sentiment", ["great"])  # and the server answers on
+
+
 def test_while_serving_a_deleted_or_corrupted_file_is_withdrawn_with_a_log_line(server):
     (server.folder / "answer.safetensors").unlink()
     (server.folder / "qa.safetensors").write_bytes(b"\x00corrupted" * 30)

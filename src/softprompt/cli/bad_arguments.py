@@ -51,7 +51,7 @@ def parse_error(message: str) -> str:
     key = re.search(r'Parser key "([^"]+)"', message)
     given = re.search(r"(?:Given|Got) value: ?(.*)", message)
     if not (key and given):
-        return " ".join(message.split()) + underscores(message)
+        return " ".join(message.split()) + underscores(message) + positionals_after_options(message)
     expected = re.findall(r"Expected an? (<class '(\w+)'>|typing\.Literal\[(.*?)\])", message)
     kinds = [TYPE_NAMES.get(name, name) if name else f"one of {literal}" for _, name, literal in expected]
     takes = f": it takes {' or '.join(dict.fromkeys(kinds))}" if kinds else ""
@@ -65,3 +65,12 @@ def underscores(message: str) -> str:
     if not hyphened:
         return ""
     return f"; options are spelled with underscores: {', '.join('--' + a[2:].replace('-', '_') for a in hyphened)}"
+
+
+def positionals_after_options(message: str) -> str:
+    """For words left over after the options (`predict P --batch_size 8 text`), a hint that they go before them."""
+    unknown = re.search(r"nrecognized arguments: (.*)", message)
+    if not unknown or any(a.startswith("-") for a in unknown[1].split()):
+        return ""
+    return "; texts, files and other arguments without a name go before the options"
+

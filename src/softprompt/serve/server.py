@@ -134,7 +134,7 @@ def run(prompts: str, model: str | None = None, host: str = "127.0.0.1", port: i
         engine = Engine(frozen, prompts, allow_other_model)
         log.info("serving %d tasks from %s: %s", len(engine.snapshot().tasks), prompts, ", ".join(engine.snapshot().tasks) or "none yet")
         settings = Settings(token, max_inputs, max_input_chars, max_body_bytes, max_batch_size, max_wait_ms, rescan_seconds, max_new_tokens, timeout_seconds)
-        uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="info", workers=1)
+        uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="info", workers=1, http=json_errors_protocol())
     finally:
         log.removeHandler(handler)
 
@@ -146,3 +146,23 @@ def _log_to_stderr() -> logging.Handler:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     return handler
+
+
+def json_errors_protocol():
+    """uvicorn's HTTP/1.1 protocol with its answer to a malformed request (not HTTP at all, a bad request line or
+    header) in JSON, as every other error is; uvicorn's own is plain text."""
+    import json
+
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class JsonErrors(H11Protocol):
+        def send_400_response(self, msg: str) -> None:
+            body = json.dumps({"error": f"malformed HTTP request ({msg.rstrip('.')})"}).encode()
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+            for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=body), h11.EndOfMessage()):
+                self.transport.write(self.conn.send(event))
+            self.transport.close()
+
+    return JsonErrors
+
