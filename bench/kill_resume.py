@@ -34,10 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import WORDS, gpt2_tokenizer  # noqa: E402  the tests' in-memory tokenizer
-from softprompt import checkpoint, run_folder  # noqa: E402
-from softprompt.model import SoftPromptModel  # noqa: E402
-from softprompt.prompt import load_prompt  # noqa: E402
-from softprompt.state_file import load_state  # noqa: E402
+from softprompt.training import checkpoint, run_folder  # noqa: E402
+from softprompt.models.model import SoftPromptModel  # noqa: E402
+from softprompt.files.prompt_file import load_prompt  # noqa: E402
+from softprompt.files.state_file import load_state  # noqa: E402
 
 HEADER = "# Reliability\n\nWhat softprompt guarantees under faults, bad input, load and attack, each with the test or command that checks it.\n"
 STEPS = 300

@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from softprompt.embedded import MINILM  # noqa: E402
-from softprompt.model import SoftPromptModel  # noqa: E402
-from softprompt.prompt import save_prompt  # noqa: E402
+from softprompt.models.embedded import MINILM  # noqa: E402
+from softprompt.models.model import SoftPromptModel  # noqa: E402
+from softprompt.files.prompt_file import save_prompt  # noqa: E402
 
 from report import write_section  # noqa: E402  bench/report.py, beside this file
 from serving import TASKS, TEXTS, Server, machine, percentile  # noqa: E402

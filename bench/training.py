@@ -121,10 +121,10 @@ def batch_for(base, family: str, s: Setting) -> dict:
 
 def trainer(kind: str, base, tokenizer, family: str, s: Setting, checkpointing: bool, fresh: bool = True):
     """A function running one training step of `kind` on `base` (a copy of it when `fresh`)."""
-    from softprompt.attention import finite_attention
-    from softprompt.bank import PromptBank
-    from softprompt.model import SoftPromptModel
-    from softprompt.train import enable_gradient_checkpointing
+    from softprompt.core.attention import finite_attention
+    from softprompt.core.bank import PromptBank
+    from softprompt.models.model import SoftPromptModel
+    from softprompt.training.train import enable_gradient_checkpointing
 
     base = (copy.deepcopy(base) if fresh else base).to(DEVICE).train()
     if checkpointing:  # the same for all three: non-reentrant, every layer
@@ -170,7 +170,7 @@ def label_readout(model, tokenizer, batch: dict):
     are mean-pooled over their positions (prompt included) and compared by cosine; cross-entropy on class 0."""
     import torch.nn.functional as F
 
-    from softprompt.model import cosine, mean_pool
+    from softprompt.models.model import cosine, mean_pool
     from softprompt.options import ModelOptions
 
     scale = ModelOptions().readout_scale  # softprompt's default
@@ -269,9 +269,9 @@ def throughput_child(name: str, quick: bool) -> None:
     """Under torchrun: softprompt's training step on accelerate, the global batch split over the processes."""
     from accelerate import Accelerator
 
-    from softprompt.bank import PromptBank
-    from softprompt.model import SoftPromptModel
-    from softprompt.train import backward_accumulated
+    from softprompt.core.bank import PromptBank
+    from softprompt.models.model import SoftPromptModel
+    from softprompt.training.train import backward_accumulated
 
     torch.set_num_threads(1)
     s = SETTINGS["quick" if quick else "full"]

@@ -16,7 +16,7 @@ if not torch.cuda.is_available():  # DeepSpeed (for its tests) warns on stdout, 
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
-from softprompt.model import SoftPromptModel
+from softprompt.models.model import SoftPromptModel
 
 WORDS = (
     "the a movie film plot acting was is great terrible good bad awful wonderful boring fun loved hated "
@@ -125,7 +125,7 @@ def embedding_readings(model: SoftPromptModel) -> dict:
 
 def trained_prompt(run_folder, processes: int = 1) -> torch.Tensor:
     """The trained prompt in a run folder's newest checkpoint, written by `processes` processes."""
-    from softprompt import checkpoint
+    from softprompt.training import checkpoint
 
     return checkpoint.load(checkpoint.latest(run_folder), 0, processes)[0]["trained"][0]
 

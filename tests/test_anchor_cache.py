@@ -5,8 +5,8 @@ weights are computed afresh; training recomputes them with gradients."""
 import torch
 
 from conftest import tiny_bert
-from softprompt.bank import PromptBank
-from softprompt.model import SoftPromptModel
+from softprompt.core.bank import PromptBank
+from softprompt.models.model import SoftPromptModel
 
 TEXTS = ["great movie", "the plot was very boring and really bad", "cat", "i loved it", "not good"]
 LABELS = [["yes", "no"], ["good bad", "terrible"], ["red", "blue", "green"], ["yes", "no"], ["yes", "no"]]

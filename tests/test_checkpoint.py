@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from conftest import save_model, sentiment_rows, tiny_gpt2
-from softprompt import checkpoint
+from softprompt.training import checkpoint
 from softprompt.errors import UserError
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
-from softprompt.prompt import load_prompt
+from softprompt.files.prompt_file import load_prompt
 from softprompt.tasks import make_task
-from softprompt.train import PROMPT_FILE, train_prompt
+from softprompt.training.train import PROMPT_FILE, train_prompt
 
 TESTS = Path(__file__).parent
 PROMPT = PromptOptions(length=4, init="vocab", vocab_first_n=40)
@@ -34,7 +34,7 @@ torch.set_num_threads(1)
 from conftest import save_model, sentiment_rows, tiny_gpt2
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
-from softprompt.train import train_prompt
+from softprompt.training.train import train_prompt
 
 output, resume, delay = sys.argv[1], sys.argv[2] == "1", float(sys.argv[3])
 model = tiny_gpt2()

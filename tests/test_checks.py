@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 import yaml
 
-from softprompt.accumulate import accumulation_steps, micro_batch
+from softprompt.training.accumulate import accumulation_steps, micro_batch
 from softprompt.checks import check_training_command, output_folder
 from softprompt.cli import main
 from softprompt.errors import UserError

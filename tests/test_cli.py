@@ -17,9 +17,9 @@ import yaml
 from conftest import BUILDERS, save_model, sentiment_rows
 from softprompt.cli import build_parser, main
 from softprompt.errors import UserError
-from softprompt.files import write_text_atomic
-from softprompt.model import SoftPromptModel
-from softprompt.prompt import load_prompt, save_prompt
+from softprompt.files.atomic import write_text_atomic
+from softprompt.models.model import SoftPromptModel
+from softprompt.files.prompt_file import load_prompt, save_prompt
 
 
 def write_data(tmp_path):

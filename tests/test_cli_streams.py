@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import save_model, tiny_gpt2
-from softprompt.prompt import save_prompt
+from softprompt.files.prompt_file import save_prompt
 
 TASK = {"type": "classification", "template": "review {} it was", "verbalizers": {"0": "no", "1": "yes"}}
 

@@ -15,16 +15,16 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from conftest import gpt2_tokenizer, save_model, sentiment_rows, tiny_gpt2, trained_prompt
-from softprompt import checkpoint
-from softprompt import model as model_module
-from softprompt.attention import finite_attention
-from softprompt.bank import PromptBank
-from softprompt.model import SoftPromptModel
+from softprompt.training import checkpoint
+from softprompt.models import model as model_module
+from softprompt.core.attention import finite_attention
+from softprompt.core.bank import PromptBank
+from softprompt.models.model import SoftPromptModel
 from softprompt.methods import make_method
 from softprompt.options import DataOptions, MethodOptions, PromptOptions, TrainOptions
-from softprompt.prompt import load_prompt
+from softprompt.files.prompt_file import load_prompt
 from softprompt.tasks import make_task
-from softprompt.train import PROMPT_FILE, train
+from softprompt.training.train import PROMPT_FILE, train
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from softprompt.data import is_local, load_rows, load_squad, where
+from softprompt.data.readers import is_local, load_rows, load_squad, where
 from softprompt.errors import UserError
 from softprompt.options import DataOptions
 from softprompt.tasks import make_task

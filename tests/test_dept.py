@@ -4,14 +4,14 @@ import pytest
 import torch
 
 from conftest import sentiment_rows
-from softprompt.bank import PromptBank
+from softprompt.core.bank import PromptBank
 from softprompt.checks import check_prompt
-from softprompt.dept import DePTBank
+from softprompt.reparam.dept import DePTBank
 from softprompt.errors import UserError
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
-from softprompt.prompt import load_prompt
+from softprompt.files.prompt_file import load_prompt
 from softprompt.tasks import make_task
-from softprompt.train import PROMPT_FILE, train_prompt
+from softprompt.training.train import PROMPT_FILE, train_prompt
 
 LABELS = ["yes", "no"]
 
@@ -91,7 +91,7 @@ def test_the_offset_has_its_own_learning_rate(tiny, tmp_path):
 
 
 def test_a_file_without_an_offset_loads_as_before(tiny, tmp_path):
-    from softprompt.prompt import save_prompt
+    from softprompt.files.prompt_file import save_prompt
 
     save_prompt(tmp_path / "p.safetensors", torch.ones(2, tiny.hidden), {})
     file = load_prompt(tmp_path / "p.safetensors")
@@ -105,7 +105,7 @@ def test_dept_does_not_combine_with_a_reparameterisation():
 
 def test_export_to_peft_refuses_an_input_offset(tmp_path):
     from softprompt.interop.peft import export_adapter
-    from softprompt.prompt import save_prompt
+    from softprompt.files.prompt_file import save_prompt
 
     save_prompt(tmp_path / "p.safetensors", torch.ones(2, 8), {"family": "encoder-decoder", "base_model": "t5"}, torch.ones(3, 8))
     with pytest.raises(UserError, match="input offset"):
@@ -116,8 +116,8 @@ def test_export_to_peft_refuses_an_input_offset(tmp_path):
 def test_serving_mixes_slotted_dept_and_plain_prompts_row_by_row(tmp_path, tiny):
     """One scoring pass over rows of three served files: a prompt at a template slot, a DePT prompt with its offset,
     a plain prompt; every row scores as its file's prompt alone."""
-    from softprompt.loading import task_options
-    from softprompt.prompt import save_prompt
+    from softprompt.inference.loading import task_options
+    from softprompt.files.prompt_file import save_prompt
     from softprompt.serve.engine import Engine
 
     verbalizers = {"0": "no", "1": "yes"}
@@ -145,9 +145,9 @@ def test_serving_mixes_slotted_dept_and_plain_prompts_row_by_row(tmp_path, tiny)
 
 
 def test_eval_and_predict_load_the_offset_with_its_prompt(model_folder, family, tmp_path):
-    from softprompt.loading import load_with_prompts
-    from softprompt.model import SoftPromptModel
-    from softprompt.prompt import save_prompt
+    from softprompt.inference.loading import load_with_prompts
+    from softprompt.models.model import SoftPromptModel
+    from softprompt.files.prompt_file import save_prompt
 
     model = SoftPromptModel.load(model_folder)
     meta = {**model.identity(), "task": {"type": "classification", "verbalizers": {"0": "no", "1": "yes"}}}
@@ -173,7 +173,7 @@ def test_the_offset_never_reaches_a_decoder_only_target(tmp_path):
 
 def test_info_shows_the_offset(tmp_path, capsys):
     from softprompt.cli import main
-    from softprompt.prompt import save_prompt
+    from softprompt.files.prompt_file import save_prompt
 
     save_prompt(tmp_path / "p.safetensors", torch.ones(2, 8), {}, torch.ones(3, 8))
     main(["info", str(tmp_path / "p.safetensors")])
@@ -181,7 +181,7 @@ def test_info_shows_the_offset(tmp_path, capsys):
 
 
 def test_low_rank_factors_give_back_an_offset_of_that_rank():
-    from softprompt.dept import low_rank_factors
+    from softprompt.reparam.dept import low_rank_factors
 
     g = torch.Generator().manual_seed(0)
     offset = torch.randn(5, 2, generator=g) @ torch.randn(2, 16, generator=g)  # rank 2
@@ -209,7 +209,7 @@ def test_every_rank_of_an_offset_started_from_a_file_trains():
 def test_a_dept_run_initialised_from_a_dept_file_starts_from_its_prompt_and_offset(tiny, tmp_path):
     from softprompt.methods import make_method
     from softprompt.options import MethodOptions
-    from softprompt.prompt import save_prompt
+    from softprompt.files.prompt_file import save_prompt
 
     g = torch.Generator().manual_seed(3)
     prompt, offset = torch.randn(3, tiny.hidden, generator=g), torch.randn(4, 2, generator=g) @ torch.randn(2, tiny.hidden, generator=g)

@@ -14,15 +14,15 @@ import torch
 from accelerate.utils import DistributedType
 
 from conftest import embedding_readings, save_model, sentiment_rows, tiny_gpt2, trained_prompt
-from softprompt import checkpoint
-from softprompt import train as training
-from softprompt.bank import PromptBank
+from softprompt.training import checkpoint
+from softprompt.training import train as training
+from softprompt.core.bank import PromptBank
 from softprompt.errors import UserError
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
-from softprompt.run import check_launch
-from softprompt.sharding import fsdp_not_run, keep_prompt_whole, to_device
+from softprompt.training.run import check_launch
+from softprompt.models.sharding import fsdp_not_run, keep_prompt_whole, to_device
 from softprompt.tasks import make_task
-from softprompt.train import train_prompt
+from softprompt.training.train import train_prompt
 
 PROMPT = PromptOptions(length=4, init="vocab", vocab_first_n=40)
 ONE_STEP = dict(max_steps=6, batch_size=10, micro_batch_size=5, eval_every=3, save_every=3, keep_checkpoints=1, lr=0.3, max_grad_norm=0.5)  # gradient norms here: 0.4-1.8
@@ -56,14 +56,14 @@ sys.path.insert(0, {str(Path(__file__).parent)!r})
 from conftest import embedding_readings, sentiment_rows, tiny_gpt2
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
-from softprompt.train import train_prompt
-import softprompt.train
+from softprompt.training.train import train_prompt
+import softprompt.training.train
 
 model = tiny_gpt2()
 task = make_task(DataOptions(verbalizers={{"0": "no", "1": "yes"}}))
 examples = task.examples(sentiment_rows() * 2, "rows", None)
 options = TrainOptions(**{{**{ONE_STEP!r}, "output_dir": "run", "max_steps": int(sys.argv[1]), "resume": sys.argv[2] == "resume"}})
-backward, first_gradient, matrix = softprompt.train.backward_accumulated, [], {{}}  # at the first step: the prompt's gradient,
+backward, first_gradient, matrix = softprompt.training.train.backward_accumulated, [], {{}}  # at the first step: the prompt's gradient,
 
 def recorded(*args, **kwargs):  # and what reads the embedding matrix, read on the model as wrapped for training
     loss = backward(*args, **kwargs)
@@ -72,7 +72,7 @@ def recorded(*args, **kwargs):  # and what reads the embedding matrix, read on t
         matrix.update(embedding_readings(model))
     return loss
 
-softprompt.train.backward_accumulated = recorded
+softprompt.training.train.backward_accumulated = recorded
 scored = []  # the predictions each evaluation scores, gathered from both processes
 score = task.score
 task.score = lambda predictions, examples: scored.append(predictions) or score(predictions, examples)
@@ -87,7 +87,7 @@ if int(os.environ["RANK"]) == 0:
 # accelerate 1.15 turns FSDP on for GPUs only (a CPU run is MULTI_CPU whatever the config says); the same accelerator
 # with its distributed type set to FSDP after start-up prepares the model with FSDP 2's fully_shard, as on GPUs.
 FSDP_ON_CPU = """
-import softprompt.run
+import softprompt.training.run
 from accelerate import Accelerator
 from accelerate.state import PartialState
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
@@ -98,14 +98,14 @@ class FSDPOnCPU(Accelerator):
         PartialState().distributed_type = self.state.distributed_type = DistributedType.FSDP
         self.state.fsdp_plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap", transformer_cls_names_to_wrap=["GPT2Block"], cpu_ram_efficient_loading=FROM_PROCESS_0)
 
-softprompt.run.Accelerator = FSDPOnCPU
+softprompt.training.run.Accelerator = FSDPOnCPU
 """
 
 # accelerate 1.15 turns DeepSpeed on for GPUs only, too; the same set-up after start-up, with the shipped ZeRO-3 config's
 # DeepSpeed options, prepares the model as on GPUs (ZeRO-3 partitions every weight over the gloo processes). DeepSpeed's
 # shared-memory all-reduce for CPU inference, compiled on first use, is left out: ZeRO-3's gloo collectives need none.
 DEEPSPEED_ON_CPU = f"""
-import deepspeed, deepspeed.comm.torch, softprompt.run, yaml
+import deepspeed, deepspeed.comm.torch, softprompt.training.run, yaml
 from accelerate import Accelerator
 from accelerate.state import PartialState
 from accelerate.utils import DeepSpeedPlugin, DistributedType
@@ -123,7 +123,7 @@ class DeepSpeedOnCPU(Accelerator):
         plugin.select(_from_accelerator_state=True)
         self.state.deepspeed_plugins, self.deepspeed_engine_wrapped = plugin, None
 
-softprompt.run.Accelerator = DeepSpeedOnCPU
+softprompt.training.run.Accelerator = DeepSpeedOnCPU
 """
 
 
@@ -164,7 +164,7 @@ def test_under_deepspeed_zero3_the_frozen_model_is_partitioned_and_the_prompt_tr
     if loaded == "partitioned":
         folder = save_model(tiny_gpt2(), tmp_path / "model")
         model = f"""DeepSpeedOnCPU()
-from softprompt.model import SoftPromptModel
+from softprompt.models.model import SoftPromptModel
 model = SoftPromptModel.load({folder!r})
 assert hasattr(model.base.get_input_embeddings().weight, "ds_id") and model.base.get_input_embeddings().weight.numel() == 0"""
     two, at_six, trained = two_process_runs(tmp_path, SCRIPT.replace("model = tiny_gpt2()", DEEPSPEED_ON_CPU + model, 1))
@@ -185,7 +185,7 @@ def test_the_shipped_deepspeed_config_trains_checkpoints_and_resumes_through_acc
         "deepspeed.comm.torch.build_shm_op = lambda: None\n"
         "from accelerate.state import PartialState\n"
         "from softprompt.cli import main\n"
-        "from softprompt.model import SoftPromptModel\n"
+        "from softprompt.models.model import SoftPromptModel\n"
         "load = SoftPromptModel.load\n"
         "def loaded(cls, *args, **kwargs):  # how the model's weights arrive\n"
         "    model = load(*args, **kwargs)\n"
@@ -335,15 +335,15 @@ def test_a_launch_accelerate_would_run_wrongly_is_refused_in_one_line(monkeypatc
 
 
 def test_what_accelerate_cannot_start_with_stops_in_one_line_and_a_wrong_launch_stops_before_the_model_loads(tmp_path, monkeypatch, capsys):
-    import softprompt.run
+    import softprompt.training.run
     from softprompt.cli import main
 
     def refuses(*args, **kwargs):  # as accelerate 1.15 does for an FSDP 1 config on CPUs
         raise RuntimeError("There are currently no available devices found, must be one of 'XPU', 'CUDA'.\nmore")
 
-    monkeypatch.setattr(softprompt.run, "Accelerator", refuses)
+    monkeypatch.setattr(softprompt.training.run, "Accelerator", refuses)
     with pytest.raises(UserError, match="^accelerate cannot start with this launch and its config: There are currently no available devices found, must be one of 'XPU', 'CUDA'.$"):
-        softprompt.run.start_accelerate()
+        softprompt.training.run.start_accelerate()
     monkeypatch.undo()
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows()))
     monkeypatch.setenv("WORLD_SIZE", "2")  # as if launched as two processes that accelerate counts as one each

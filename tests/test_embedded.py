@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from softprompt import embedded
+from softprompt.models import embedded
 from softprompt.cli import main
-from softprompt.embedded import MARKER, SMOLLM2, FetchError, PackagedModel, WheelGGUFModel, pip_error
+from softprompt.models.embedded import MARKER, SMOLLM2, FetchError, PackagedModel, WheelGGUFModel, pip_error
 from softprompt.errors import UserError
-from softprompt.model import DECODER_ONLY, EMBEDDED_MODEL, SoftPromptModel, resolve_model_path
+from softprompt.models.model import DECODER_ONLY, EMBEDDED_MODEL, SoftPromptModel, resolve_model_path
 
 MEMBER = "fakemodel/tiny.gguf"
 CONTENT = b"a small stand-in for a GGUF file"
@@ -305,7 +305,7 @@ def test_a_cache_without_file_hashes_is_built_again(tmp_path, local_index, capsy
 
 
 def test_each_file_is_hashed_once_per_process_until_it_changes(tmp_path, local_index, monkeypatch):
-    from softprompt import integrity
+    from softprompt.files import integrity
 
     record = fake_record(fake_wheel(local_index))
     folder = record.materialise(tmp_path / "cache")

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from conftest import BUILDERS, sentiment_rows, tiny_gpt2
-from softprompt.bank import PromptBank
+from softprompt.core.bank import PromptBank
 from softprompt.cli import main
-from softprompt.ensemble import evaluate_ensemble
-from softprompt.model import ENCODER_ONLY
+from softprompt.inference.ensemble import evaluate_ensemble
+from softprompt.models.model import ENCODER_ONLY
 from softprompt.options import DataOptions
-from softprompt.prompt import save_prompt
+from softprompt.files.prompt_file import save_prompt
 from softprompt.tasks import make_task
 
 VERBALIZERS = {"0": "no", "1": "yes"}

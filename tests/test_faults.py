@@ -16,17 +16,18 @@ import torch
 import yaml
 
 from conftest import save_model, sentiment_rows, tiny_bert, tiny_gpt2
-from softprompt import checkpoint, files, prompt, run_folder, state_file
-from softprompt import train as train_module
+from softprompt.training import checkpoint, run_folder
+from softprompt.files import atomic as files, prompt_file as prompt, state_file
+from softprompt.training import train as train_module
 from softprompt.cli import main
 from softprompt.errors import UserError
 from softprompt.experiments import sweep as sweep_module
 from softprompt.experiments.grid import load_sweep
 from softprompt.experiments.sweep import DONE_FILE, run_sweep
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
-from softprompt.prompt import load_prompt, save_prompt
+from softprompt.files.prompt_file import load_prompt, save_prompt
 from softprompt.tasks import make_task
-from softprompt.train import PROMPT_FILE, RESULTS_FILE, NonFinite, train_prompt
+from softprompt.training.train import PROMPT_FILE, RESULTS_FILE, NonFinite, train_prompt
 
 TESTS = Path(__file__).parent
 PROMPT = PromptOptions(length=4, init="vocab", vocab_first_n=40)

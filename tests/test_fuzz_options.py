@@ -13,7 +13,7 @@ import pytest
 from conftest import BUILDERS, ModelLoaded, save_model, sentiment_rows
 from softprompt import cli
 from softprompt.cli import COMMANDS, main
-from softprompt.model import SoftPromptModel
+from softprompt.models.model import SoftPromptModel
 from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, TrainOptions
 
 SECTIONS = {"model": ModelOptions, "prompt": PromptOptions, "data": DataOptions, "train": TrainOptions, "method": MethodOptions}

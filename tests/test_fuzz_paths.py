@@ -10,7 +10,7 @@ import yaml
 from conftest import ModelLoaded, sentiment_rows
 from softprompt import cli
 from softprompt.cli import main
-from softprompt.model import SoftPromptModel
+from softprompt.models.model import SoftPromptModel
 
 
 @pytest.fixture

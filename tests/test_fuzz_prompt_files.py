@@ -17,9 +17,9 @@ from conftest import BUILDERS, save_model
 from softprompt import cli
 from softprompt.cli import main
 from softprompt.errors import UserError
-from softprompt.loading import load_with_prompts
-from softprompt.prompt import FORMAT, load_prompt, save_prompt
-from softprompt.state_file import STRUCTURE, load_state, save_state
+from softprompt.inference.loading import load_with_prompts
+from softprompt.files.prompt_file import FORMAT, load_prompt, save_prompt
+from softprompt.files.state_file import STRUCTURE, load_state, save_state
 
 SCALE = int(os.environ.get("SOFTPROMPT_FUZZ_SCALE", "1"))  # more generated cases per property, for a long run
 HIDDEN = 32

@@ -10,12 +10,12 @@ import re
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from softprompt import metrics
-from softprompt.data import load_squad
+from softprompt.tasks import metrics
+from softprompt.data.readers import load_squad
 from softprompt.errors import UserError
 from softprompt.options import DataOptions
 from softprompt.tasks import TASKS, Example, make_task
-from softprompt.template import Template
+from softprompt.core.template import Template
 
 SCALE = int(os.environ.get("SOFTPROMPT_FUZZ_SCALE", "1"))  # more generated cases per property, for a long run
 FUZZ = settings(max_examples=60 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

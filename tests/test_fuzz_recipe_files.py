@@ -14,7 +14,7 @@ from softprompt import cli
 from softprompt.cli import main
 from softprompt.errors import UserError
 from softprompt.experiments.grid import load_sweep
-from softprompt.model import SoftPromptModel
+from softprompt.models.model import SoftPromptModel
 
 SCALE = int(os.environ.get("SOFTPROMPT_FUZZ_SCALE", "1"))  # more generated cases per property, for a long run
 FUZZ = settings(max_examples=60 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -10,12 +10,12 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import BUILDERS, greedy_reference, save_model
-from softprompt.bank import PromptBank
+from softprompt.core.bank import PromptBank
 from softprompt.cli import main
-from softprompt.embedded import sha256_of
+from softprompt.models.embedded import sha256_of
 from softprompt.interop.peft import peft_generation_fault
-from softprompt.model import SoftPromptModel
-from softprompt.prompt import load_prompt, save_prompt
+from softprompt.models.model import SoftPromptModel
+from softprompt.files.prompt_file import load_prompt, save_prompt
 
 TEXTS = ["the movie was great", "a film is bad"]  # as many tokens each: no padding
 

@@ -7,9 +7,9 @@ import torch
 
 from conftest import BUILDERS, save_model
 from softprompt.cli import main
-from softprompt.interpret import label_hits, nearest_tokens, report, table
-from softprompt.model import SoftPromptModel
-from softprompt.prompt import save_prompt
+from softprompt.inference.interpret import label_hits, nearest_tokens, report, table
+from softprompt.models.model import SoftPromptModel
+from softprompt.files.prompt_file import save_prompt
 
 TEXT = "the movie was great fun"
 

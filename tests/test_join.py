@@ -2,8 +2,8 @@
 
 import torch
 
-from softprompt.bank import PromptBank
-from softprompt.join import IGNORE_INDEX, insertion_offsets, join
+from softprompt.core.bank import PromptBank
+from softprompt.core.join import IGNORE_INDEX, insertion_offsets, join
 
 
 def test_offsets_skip_left_padding_and_leading_special_token():

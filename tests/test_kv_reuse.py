@@ -9,8 +9,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from conftest import tiny_bert, tiny_gpt2, tiny_t5, word_tokenizer
-from softprompt.bank import PromptBank
-from softprompt.model import SoftPromptModel
+from softprompt.core.bank import PromptBank
+from softprompt.models.model import SoftPromptModel
 from softprompt.options import DataOptions
 from softprompt.tasks import make_task
 
@@ -212,7 +212,7 @@ def test_the_environment_switch_turns_it_off(monkeypatch):
 def test_a_prompt_placed_in_the_text_or_with_an_input_offset_is_recomputed(decoder):
     """A `{prompt}` slot inside the text or a DePT input offset changes what precedes or follows the prompt row by
     row: the cache steps aside, and the scores are those of recomputing."""
-    from softprompt.placement import MARK
+    from softprompt.core.placement import MARK
 
     slotted = [f"great {MARK}movie", "i loved it"]
     calls = decoder.prefix_cache.misses + decoder.prefix_cache.hits

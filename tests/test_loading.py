@@ -7,11 +7,11 @@ import pytest
 import transformers
 
 from conftest import BUILDERS, save_model
-from softprompt.bank import PromptBank
+from softprompt.core.bank import PromptBank
 from softprompt.errors import UserError
-from softprompt.loading import load_with_prompts
-from softprompt.model import EMBEDDED_MODEL, SoftPromptModel
-from softprompt.prompt import save_prompt
+from softprompt.inference.loading import load_with_prompts
+from softprompt.models.model import EMBEDDED_MODEL, SoftPromptModel
+from softprompt.files.prompt_file import save_prompt
 
 
 @pytest.mark.parametrize("name", ["./no-such-model", "../no-such-model", "runs/tiny/no-such-model", "~/no-such-softprompt-model"])

@@ -17,10 +17,10 @@ from softprompt.cli.parser import _method_name_option
 from softprompt.errors import UserError
 from softprompt.methods import METHODS, make_method
 from softprompt.methods.prompt_design import designed_template
-from softprompt.model import SoftPromptModel
+from softprompt.models.model import SoftPromptModel
 from softprompt.options import DataOptions, MethodOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
-from softprompt.train import RESULTS_FILE, backward_accumulated, default_lr, train
+from softprompt.training.train import RESULTS_FILE, backward_accumulated, default_lr, train
 
 VERBALIZERS = {"0": "no", "1": "yes"}
 TRAINED = ["prompt", "model", "prefix", "lora", "adapter"]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from softprompt import metrics
+from softprompt.tasks import metrics
 
 
 def test_normalisation_follows_the_official_squad_script():

@@ -3,7 +3,7 @@ that task run alone."""
 
 import torch
 
-from softprompt.bank import PromptBank
+from softprompt.core.bank import PromptBank
 from softprompt.options import DataOptions
 from softprompt.tasks import make_task
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from conftest import tiny_bert, tiny_gpt2, tiny_t5
-from softprompt.bank import PromptBank
+from softprompt.core.bank import PromptBank
 from softprompt.errors import UserError
-from softprompt.model import DECODER_ONLY, ENCODER_DECODER, ENCODER_ONLY
+from softprompt.models.model import DECODER_ONLY, ENCODER_DECODER, ENCODER_ONLY
 
 
 def outputs(model, inputs, targets=None):

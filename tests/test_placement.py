@@ -4,15 +4,15 @@ import pytest
 import torch
 
 from conftest import WORDS, sentiment_rows, tiny_gpt2, tiny_t5
-from softprompt.bank import PromptBank
+from softprompt.core.bank import PromptBank
 from softprompt.errors import UserError
-from softprompt.loading import task_options
+from softprompt.inference.loading import task_options
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
-from softprompt.placement import MARK
-from softprompt.prompt import load_prompt
+from softprompt.core.placement import MARK
+from softprompt.files.prompt_file import load_prompt
 from softprompt.tasks import make_task
-from softprompt.template import Template
-from softprompt.train import PROMPT_FILE, train_prompt
+from softprompt.core.template import Template
+from softprompt.training.train import PROMPT_FILE, train_prompt
 
 SLOTTED = Template("the movie {prompt} was {}")
 LABELS = ["yes", "no"]
@@ -133,7 +133,7 @@ def test_training_a_slotted_prompt_changes_only_the_prompt_and_records_the_templ
 
 def test_export_to_peft_warns_that_peft_puts_the_prompt_first(tmp_path):
     from softprompt.interop.peft import export_adapter
-    from softprompt.prompt import save_prompt
+    from softprompt.files.prompt_file import save_prompt
 
     meta = {"family": "encoder-decoder", "base_model": "t5", "task": {"template": "the movie {prompt} was {}"}}
     save_prompt(tmp_path / "p.safetensors", torch.ones(2, 8), meta)
@@ -157,8 +157,8 @@ CHAT = "<|im_start|>user\n{prompt} {}<|im_end|>\n<|im_start|>assistant\n"
 
 def test_smollm2_prompt_inside_the_user_turn_equals_its_text_typed_there():
     """The real SmolLM2-135M-Instruct (cached after its first load, see test_embedded.py) and its chat markup."""
-    from softprompt.embedded import SMOLLM2, FetchError
-    from softprompt.model import SoftPromptModel
+    from softprompt.models.embedded import SMOLLM2, FetchError
+    from softprompt.models.model import SoftPromptModel
 
     try:
         model = SoftPromptModel.load(SMOLLM2.name)

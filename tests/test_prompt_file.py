@@ -7,12 +7,12 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import BUILDERS
-from softprompt.bank import PromptBank
+from softprompt.core.bank import PromptBank
 from softprompt.errors import UserError
-from softprompt.files import atomic_path
-from softprompt.loading import load_with_prompts
-from softprompt.model import SoftPromptModel
-from softprompt.prompt import PromptFile, check_compatible, embedding_fingerprint, legacy_fingerprint, load_prompt, save_prompt
+from softprompt.files.atomic import atomic_path
+from softprompt.inference.loading import load_with_prompts
+from softprompt.models.model import SoftPromptModel
+from softprompt.files.prompt_file import PromptFile, check_compatible, embedding_fingerprint, legacy_fingerprint, load_prompt, save_prompt
 
 TEXTS = ["the movie was great", "bad", "i hated the ending"]
 LABELS = ["no", "yes"]

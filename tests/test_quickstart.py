@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from softprompt.bank import PromptBank
+from softprompt.core.bank import PromptBank
 from softprompt.cli import main
-from softprompt.model import EMBEDDED_MODEL, ENCODER_ONLY, SoftPromptModel, mean_pool
-from softprompt.quickstart import shipped
+from softprompt.models.model import EMBEDDED_MODEL, ENCODER_ONLY, SoftPromptModel, mean_pool
+from softprompt.experiments.quickstart import shipped
 
 
 @pytest.fixture(scope="module")

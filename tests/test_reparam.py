@@ -7,17 +7,17 @@ import pytest
 import torch
 
 from conftest import BUILDERS, sentiment_rows
-from softprompt.bank import PromptBank
+from softprompt.core.bank import PromptBank
 from softprompt.checks import check_prompt
 from softprompt.cli import main
 from softprompt.errors import UserError
 from softprompt.methods import make_method
 from softprompt.options import DataOptions, MethodOptions, PromptOptions, TrainOptions
-from softprompt.prompt import load_prompt, save_prompt
+from softprompt.files.prompt_file import load_prompt, save_prompt
 from softprompt.reparam import NAMES, REPARAMS, ReparamBank, Residual, ULPT, make_reparam
 from softprompt.reparam.ulpt import projection
 from softprompt.tasks import make_task
-from softprompt.train import PROMPT_FILE, RESULTS_FILE, train
+from softprompt.training.train import PROMPT_FILE, RESULTS_FILE, train
 
 VERBALIZERS = {"0": "no", "1": "yes"}
 OPTIONS = {"residual": dict(reparam="residual", bottleneck=6), "ulpt": dict(reparam="ulpt", rank=4)}

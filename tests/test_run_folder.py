@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from conftest import save_model, sentiment_rows, tiny_gpt2
-from softprompt import run_folder
+from softprompt.training import run_folder
 from softprompt.cli import main
 from softprompt.errors import UserError
-from softprompt.prompt import load_prompt
+from softprompt.files.prompt_file import load_prompt
 
 
 def recipe(tmp_path, model_folder, output) -> str:
@@ -108,7 +108,7 @@ def test_a_folder_an_earlier_version_wrote_without_a_marker_is_taken_as_a_run(tm
 
 HOLDER = """
 import sys, time
-from softprompt import run_folder
+from softprompt.training import run_folder
 with run_folder.hold(sys.argv[1]):
     print("holding", flush=True)
     time.sleep(120)

@@ -11,7 +11,7 @@ import transformers
 from conftest import save_model, sentiment_rows, tiny_gpt2
 from softprompt.cli import main
 from softprompt.errors import UserError
-from softprompt.model import SoftPromptModel
+from softprompt.models.model import SoftPromptModel
 from softprompt.options import ModelOptions
 
 
@@ -95,8 +95,8 @@ def test_a_pickle_with_a_payload_is_never_run_as_a_prompt_file_npy_adapter_or_st
 
     import numpy as np
 
-    from softprompt.prompt import load_prompt
-    from softprompt.state_file import load_state
+    from softprompt.files.prompt_file import load_prompt
+    from softprompt.files.state_file import load_state
 
     marker = tmp_path / "ran"
     payload = pickle.dumps(Payload(marker))

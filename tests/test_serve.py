@@ -18,11 +18,11 @@ from fastapi.testclient import TestClient
 
 import softprompt
 from conftest import save_model, tiny_bert, tiny_gpt2
-from softprompt.bank import PromptBank
+from softprompt.core.bank import PromptBank
 from softprompt.cli import main
-from softprompt.loading import task_options
-from softprompt.model import ENCODER_ONLY
-from softprompt.prompt import PromptFile, load_prompt, save_prompt
+from softprompt.inference.loading import task_options
+from softprompt.models.model import ENCODER_ONLY
+from softprompt.files.prompt_file import PromptFile, load_prompt, save_prompt
 from softprompt.serve.app import Settings, create_app
 from softprompt.serve.batching import Scheduler
 from softprompt.serve.client import Client, ServeError, ServerUnreachable
@@ -524,7 +524,7 @@ def test_concurrent_requests_through_the_scheduler(served):
 def test_serve_checks_its_options_before_the_model_loads(tmp_path, capsys, monkeypatch):
     model = tiny_gpt2()
     folder = served_folder(tmp_path / "prompts", model)
-    monkeypatch.setattr("softprompt.model.SoftPromptModel.load", lambda *a, **k: pytest.fail("the model loaded"))
+    monkeypatch.setattr("softprompt.models.model.SoftPromptModel.load", lambda *a, **k: pytest.fail("the model loaded"))
     cases = [
         (["--prompts", str(tmp_path / "missing")], "--prompts: no such folder"),
         (["--prompts", str(folder), "--max_batch_size", "0"], "--max_batch_size must be at least 1 (got 0)"),

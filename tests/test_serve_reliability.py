@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 import softprompt
 from conftest import save_model, tiny_gpt2
 from softprompt.cli import main
-from softprompt.prompt import save_prompt
+from softprompt.files.prompt_file import save_prompt
 from softprompt.serve.app import Settings, create_app
 from softprompt.serve.client import Client, ServeError
 from softprompt.serve.engine import Engine
@@ -126,7 +126,7 @@ def test_the_served_model_is_not_chosen_by_a_file_outside_the_folder(tmp_path, m
     write_prompt(tmp_path / "outside.safetensors", model, SENTIMENT, base_model="another-model")
     (folder / "link.safetensors").symlink_to(tmp_path / "outside.safetensors")
     chosen = []
-    monkeypatch.setattr("softprompt.model.SoftPromptModel.load", lambda name, *a, **k: chosen.append(name) or model)
+    monkeypatch.setattr("softprompt.models.model.SoftPromptModel.load", lambda name, *a, **k: chosen.append(name) or model)
     monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: None)
     assert main(["serve", "--prompts", str(folder), "--port", str(free_port())]) == 0
     assert chosen == ["tiny"]
@@ -183,7 +183,7 @@ def test_serve_listens_on_loopback_unless_told_and_warns_without_a_token(tmp_pat
     model = tiny_gpt2()
     folder = served_folder(tmp_path / "prompts", model)
     bound = []
-    monkeypatch.setattr("softprompt.model.SoftPromptModel.load", lambda *a, **k: model)
+    monkeypatch.setattr("softprompt.models.model.SoftPromptModel.load", lambda *a, **k: model)
     monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: bound.append(kwargs["host"]))
     monkeypatch.delenv("SOFTPROMPT_TOKEN", raising=False)
     port = str(free_port())

@@ -7,8 +7,8 @@ import torch
 
 from softprompt.cli import main
 from softprompt.errors import UserError
-from softprompt.prompt import load_prompt, save_prompt
-from softprompt.similar import rank
+from softprompt.files.prompt_file import load_prompt, save_prompt
+from softprompt.inference.similar import rank
 
 FINGERPRINT = "norms:1,2,3"
 

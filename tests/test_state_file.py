@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from softprompt.state_file import load_state, save_state
+from softprompt.files.state_file import load_state, save_state
 
 
 def test_state_round_trips_exactly_types_included(tmp_path):

@@ -10,16 +10,16 @@ import pytest
 import torch
 
 from conftest import WORDS, tiny_bert, tiny_gpt2, tiny_t5
-from softprompt import metrics
+from softprompt.tasks import metrics
 from softprompt.cli import main
 from softprompt.errors import UserError
-from softprompt.loading import task_options
+from softprompt.inference.loading import task_options
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
-from softprompt.prompt import load_prompt
+from softprompt.files.prompt_file import load_prompt
 from softprompt.tasks import TASKS, ClassificationTask, Example, SquadTask, Task, TextToTextTask, make_task
 from softprompt.tasks.base import local_split
-from softprompt.template import Template
-from softprompt.train import train_prompt
+from softprompt.core.template import Template
+from softprompt.training.train import train_prompt
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 NAMES = ["classification", "text2text", "squad", "mrqa", "boolq", "cb", "copa", "multirc", "record", "rte", "wic", "wsc", "trec", "sst5", "sst5-binary", "mr", "sst2"]

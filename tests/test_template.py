@@ -6,12 +6,12 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, RobertaConfig, RobertaModel
 
 from conftest import WORDS, sentiment_rows, tiny_bert, tiny_t5, word_tokenizer
-from softprompt.bank import PromptBank
+from softprompt.core.bank import PromptBank
 from softprompt.errors import UserError
-from softprompt.model import SoftPromptModel
+from softprompt.models.model import SoftPromptModel
 from softprompt.options import DataOptions
 from softprompt.tasks import make_task
-from softprompt.template import Template
+from softprompt.core.template import Template
 
 LONG = " ".join(WORDS[10:50])  # 40 words, one token each
 

@@ -9,12 +9,12 @@ from accelerate import Accelerator
 from transformers.optimization import Adafactor
 
 from conftest import BUILDERS, sentiment_rows, tiny_bert, tiny_gpt2
-from softprompt.bank import PromptBank
+from softprompt.core.bank import PromptBank
 from softprompt.errors import UserError
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
-from softprompt.prompt import load_prompt, save_prompt
+from softprompt.files.prompt_file import load_prompt, save_prompt
 from softprompt.tasks import make_task
-from softprompt.train import PROMPT_FILE, PromptAdafactor, accumulation_steps, backward_accumulated, default_lr, make_optimizer, resolve_precision, train_prompt
+from softprompt.training.train import PROMPT_FILE, PromptAdafactor, accumulation_steps, backward_accumulated, default_lr, make_optimizer, resolve_precision, train_prompt
 
 VERBALIZERS = {"0": "no", "1": "yes"}
 
@@ -191,7 +191,7 @@ def test_logs_metadata_and_best_prompt(tmp_path):
     assert [r["step"] for r in evals] == [10, 20]
     assert result.metrics["accuracy"] == max(r["eval/accuracy"] for r in evals)
     assert list(tmp_path.rglob("events.out.tfevents*")), "no TensorBoard event file"
-    from softprompt.prompt import load_prompt
+    from softprompt.files.prompt_file import load_prompt
 
     saved = load_prompt(tmp_path / PROMPT_FILE)
     assert torch.equal(saved.prompt, model.bank.prompt(0))  # the model holds the best prompt, as saved

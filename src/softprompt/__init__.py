@@ -1,9 +1,9 @@
 """softprompt: prompt tuning (Lester, Al-Rfou & Constant 2021) for any frozen Hugging Face model."""
 
-from softprompt.bank import PromptBank
+from softprompt.core.bank import PromptBank
 from softprompt.errors import UserError
-from softprompt.model import SoftPromptModel
-from softprompt.prompt import PromptFile, load_prompt, save_prompt
+from softprompt.models.model import SoftPromptModel
+from softprompt.files.prompt_file import PromptFile, load_prompt, save_prompt
 
 __all__ = ["PromptBank", "PromptFile", "SoftPromptModel", "UserError", "load_prompt", "save_prompt"]
 __version__ = "0.1.0"

@@ -129,7 +129,7 @@ def check_data(o: DataOptions) -> None:
 
 def check_data_files(o: DataOptions, prefix: str = "--data.") -> None:
     """Refuse a local training or validation file that does not exist or is a folder, before a model loads."""
-    from softprompt.data import is_local
+    from softprompt.data.readers import is_local
     from softprompt.tasks.base import local_split
 
     for option in ("train", "validation"):
@@ -158,7 +158,7 @@ def check_train(o: TrainOptions) -> None:
     at_most("--train.epochs", o.epochs, MAX_SIZE)
     if o.epochs is None:
         at_least("--train.max_steps", o.max_steps, 1)
-    from softprompt.accumulate import accumulation_steps
+    from softprompt.training.accumulate import accumulation_steps
 
     accumulation_steps(o.batch_size, o.micro_batch_size, int(os.environ.get("WORLD_SIZE", "1")))  # processes: set by torchrun and accelerate launch
     output_folder("--train.output_dir", o.output_dir)

@@ -12,7 +12,7 @@ def check_recipe_files(argv: list[str]) -> None:
     """Read the recipes of `--config` and `--SECTION` (a file, or written out) as jsonargparse will, refusing in one line
     naming the file (and line) or the option one that is missing, a folder, not UTF-8 or malformed YAML, or not a
     mapping of options."""
-    from softprompt.yaml_file import describe, mapping, parse_yaml, read_yaml
+    from softprompt.files.yaml_file import describe, mapping, parse_yaml, read_yaml
 
     command = next((a for a in argv if not a.startswith("-")), None)
     sections = SECTIONS.get(command, [])

@@ -20,8 +20,8 @@ def predict(prompt: str, texts: list[str], file: str | None = None, batch_size: 
         texts = [t for t in _input_text(file).splitlines() if t.strip()]
     if not texts:
         raise UserError("no texts to predict: give them as arguments, with --file, or on standard input")
-    from softprompt.loading import load_with_prompts, recorded_task
-    from softprompt.prompt import load_prompt
+    from softprompt.inference.loading import load_with_prompts, recorded_task
+    from softprompt.files.prompt_file import load_prompt
 
     task = recorded_task(load_prompt(prompt), prompt)  # before the model loads
     frozen, _ = load_with_prompts([prompt], model.name, model.family, allow_other_model, model.dtype, model.readout_scale, model.trust_pickle)
@@ -69,8 +69,8 @@ def ensemble(prompts: list[str], model: ModelOptions, data: DataOptions, batch_s
         raise UserError("--prompts: an ensemble needs at least two prompt files")
     if not (data.validation or data.train):
         raise UserError("--data.validation: give the data to evaluate on")
-    from softprompt.ensemble import evaluate_ensemble
-    from softprompt.loading import load_with_prompts, same_task, task_options
+    from softprompt.inference.ensemble import evaluate_ensemble
+    from softprompt.inference.loading import load_with_prompts, same_task, task_options
     from softprompt.tasks import make_task
 
     frozen, files = load_with_prompts(prompts, model.name, model.family, allow_other_model, model.dtype, model.readout_scale, model.trust_pickle)

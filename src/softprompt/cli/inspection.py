@@ -5,13 +5,13 @@ from pathlib import Path
 
 from softprompt import checks
 from softprompt.errors import UserError
-from softprompt.files import human_size
+from softprompt.files.atomic import human_size
 from softprompt.options import ModelOptions
 
 
 def info(prompt: str, json_output: bool = False) -> dict:
     """Show a prompt file's metadata."""
-    from softprompt.prompt import load_prompt
+    from softprompt.files.prompt_file import load_prompt
 
     file = load_prompt(prompt)
     size = Path(prompt).stat().st_size
@@ -26,7 +26,7 @@ def info(prompt: str, json_output: bool = False) -> dict:
 
 def models(json_output: bool = False) -> list[dict]:
     """List the embedded models (no model hub needed): source, pinned sha256 hashes, licence and cache state."""
-    from softprompt import embedded
+    from softprompt.models import embedded
 
     root = embedded.cache_root()
     rows = [embedded.describe(model, root) for model in embedded.MODELS.values()]
@@ -51,8 +51,8 @@ def neighbors(prompt: str, k: int = 5, json_output: bool = False, model: ModelOp
         raise UserError(f"-k must be at least 1 (got {k})")
     model = model or ModelOptions()
     checks.check_model(model)
-    from softprompt.interpret import label_hits, nearest_tokens, report, table
-    from softprompt.loading import load_with_prompts
+    from softprompt.inference.interpret import label_hits, nearest_tokens, report, table
+    from softprompt.inference.loading import load_with_prompts
 
     frozen, files = load_with_prompts([prompt], model.name, model.family, allow_other_model, model.dtype, model.readout_scale, model.trust_pickle)
     nearest = nearest_tokens(frozen, files[0].prompt, k)
@@ -72,8 +72,8 @@ def similar(prompt: str, bank: str, k: int = 10, json_output: bool = False) -> d
     source prompt: the best one can initialise training with --prompt.init FILE)."""
     if k < 1:
         raise UserError(f"-k must be at least 1 (got {k})")
-    from softprompt.prompt import load_prompt
-    from softprompt.similar import rank, table
+    from softprompt.files.prompt_file import load_prompt
+    from softprompt.inference.similar import rank, table
 
     target = load_prompt(prompt)
     ranking = rank(target, prompt, bank, k)

@@ -13,15 +13,15 @@ def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: 
     one of the paper's comparison methods; every run appends its report to TRAIN.OUTPUT_DIR/results.jsonl."""
     checks.check_training_command(prompt, data, train)
     checks.check_model(model)
-    from softprompt.run_folder import check_output_folder
+    from softprompt.training.run_folder import check_output_folder
 
     check_output_folder(train.output_dir, model.name)
     from softprompt.methods import make_method
-    from softprompt.model import EMBEDDED_MODEL, SoftPromptModel, resolve_model_path
-    from softprompt.run import start_accelerate
+    from softprompt.models.model import EMBEDDED_MODEL, SoftPromptModel, resolve_model_path
+    from softprompt.training.run import start_accelerate
     from softprompt.tasks import make_task
-    from softprompt.train import RESULTS_FILE, run_summary
-    from softprompt.train import train as train_with
+    from softprompt.training.train import RESULTS_FILE, run_summary
+    from softprompt.training.train import train as train_with
 
     chosen = make_method(method or MethodOptions(), prompt, allow_other_model)
     report = os.environ.get("RANK", "0") == "0"  # one report under torchrun / accelerate launch
@@ -61,8 +61,8 @@ def evaluate(prompt_file: str | None, model: ModelOptions, data: DataOptions, tr
     checks.check_model(model)
     if not (data.validation or data.train):
         raise UserError("--data.validation: give the data to evaluate on")
-    from softprompt.loading import load_with_prompts, task_options
-    from softprompt.model import EMBEDDED_MODEL, SoftPromptModel
+    from softprompt.inference.loading import load_with_prompts, task_options
+    from softprompt.models.model import EMBEDDED_MODEL, SoftPromptModel
     from softprompt.tasks import make_task
 
     if prompt_file:
@@ -130,6 +130,6 @@ def sweep(file: str, output: str | None = None, dry_run: bool = False, shard: st
 def quickstart(output: str = "runs/quickstart", steps: int = 150, seed: int = 42) -> dict:
     """Offline demo on the embedded all-MiniLM-L6-v2: prompt design vs prompt tuning on a shipped sentiment set."""
     checks.check_quickstart(output, steps, seed)
-    from softprompt.quickstart import run
+    from softprompt.experiments.quickstart import run
 
     return run(output, steps, seed)

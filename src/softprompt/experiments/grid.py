@@ -33,7 +33,7 @@ from typing import Any
 from softprompt import checks
 from softprompt.errors import UserError
 from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, TrainOptions
-from softprompt.yaml_file import describe, mapping, plain, read_yaml
+from softprompt.files.yaml_file import describe, mapping, plain, read_yaml
 
 SECTIONS = {"model": ModelOptions, "prompt": PromptOptions, "data": DataOptions, "train": TrainOptions, "method": MethodOptions}
 TASK_AXIS = "task"  # the axis over the sweep's `tasks:`
@@ -172,9 +172,9 @@ def matters(axis: str, method: str, shots: int = 0) -> bool:
 
 def check_cell(cell: Cell, where: str) -> None:
     """The checks `softprompt train` makes, and that every local data file and model folder exists."""
-    from softprompt.embedded import MODELS
+    from softprompt.models.embedded import MODELS
     from softprompt.methods import make_method
-    from softprompt.model import resolve_model_path
+    from softprompt.models.model import resolve_model_path
     from softprompt.tasks import make_task
 
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from softprompt.experiments.grid import SEED_AXIS, TASK_AXIS, slug
 from softprompt.experiments.table import group, mean_std
-from softprompt.files import atomic_path
+from softprompt.files.atomic import atomic_path
 
 LENGTH, INIT, MODEL, METHOD = "prompt.length", "prompt.init", "model.name", "method.name"
 STYLES = ("-", "--", ":", "-.")

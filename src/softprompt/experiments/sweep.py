@@ -14,16 +14,16 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
-from softprompt.checkpoint import CHECKPOINTS
+from softprompt.training.checkpoint import CHECKPOINTS
 from softprompt.errors import UserError
 from softprompt.experiments.grid import CELLS, Cell, Sweep
 from softprompt.experiments.plots import write_plots
 from softprompt.experiments.table import write_tables
-from softprompt.files import clear_temporaries, write_text_atomic
+from softprompt.files.atomic import clear_temporaries, write_text_atomic
 from softprompt.methods import make_method
-from softprompt.model import EMBEDDED_MODEL, SoftPromptModel
+from softprompt.models.model import EMBEDDED_MODEL, SoftPromptModel
 from softprompt.tasks import make_task
-from softprompt.train import train
+from softprompt.training.train import train
 
 DONE_FILE = "done.json"
 REPORTED = (  # the columns of results.csv taken from a run's report (run_report.run_report)

@@ -6,7 +6,7 @@ import statistics
 from pathlib import Path
 
 from softprompt.experiments.grid import SEED_AXIS
-from softprompt.files import human_size, write_text_atomic
+from softprompt.files.atomic import human_size, write_text_atomic
 
 CSV_FILE = "results.csv"
 MARKDOWN_FILE = "results.md"

@@ -13,9 +13,9 @@ from softprompt import checks
 from softprompt.experiments.grid import CELLS, Cell, Sweep, check_cell, check_data_files, parse_recipe, recipe_parser
 from softprompt.experiments.sweep import run_sweep
 from softprompt.experiments.table import write_csv
-from softprompt.files import write_text_atomic
+from softprompt.files.atomic import write_text_atomic
 from softprompt.methods import make_method
-from softprompt.model import EMBEDDED_MODEL, SoftPromptModel
+from softprompt.models.model import EMBEDDED_MODEL, SoftPromptModel
 from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
 

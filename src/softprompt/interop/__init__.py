@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from softprompt.errors import UserError
-from softprompt.prompt import save_prompt
+from softprompt.files.prompt_file import save_prompt
 
 
 @dataclass
@@ -55,7 +55,7 @@ def import_prompt(source: str, output: str, model_name: str | None = None, famil
 def base_identity(name: str, family: str | None, width: int, source: str, dtype: str = "auto") -> tuple[dict, str | None]:
     """The model's identity as prompt files record it, its width checked; when a hub model cannot be loaded (offline),
     only its name and family, with a note saying the width went unchecked."""
-    from softprompt.model import SoftPromptModel
+    from softprompt.models.model import SoftPromptModel
 
     try:
         model = SoftPromptModel.load(name, family, dtype)

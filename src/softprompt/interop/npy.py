@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from softprompt.embedded import sha256_of
+from softprompt.models.embedded import sha256_of
 from softprompt.errors import UserError, first_line
 from softprompt.interop import Imported
 

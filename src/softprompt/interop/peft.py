@@ -22,11 +22,11 @@ from packaging.version import Version
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from softprompt.embedded import sha256_of
+from softprompt.models.embedded import sha256_of
 from softprompt.errors import UserError
-from softprompt.files import atomic_folder
+from softprompt.files.atomic import atomic_folder
 from softprompt.interop import Imported
-from softprompt.prompt import load_prompt
+from softprompt.files.prompt_file import load_prompt
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"

@@ -15,7 +15,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from softprompt.errors import UserError
-from softprompt.files import atomic_path
+from softprompt.files.atomic import atomic_path
 from softprompt.methods.base import Method
 
 FORMAT = "softprompt-adapters"

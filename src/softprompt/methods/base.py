@@ -8,9 +8,9 @@ from pathlib import Path
 
 from torch import nn
 
-from softprompt.bank import PromptBank
-from softprompt.files import atomic_folder, write_text_atomic  # noqa: F401  atomic_folder re-exported for the methods
-from softprompt.model import SoftPromptModel
+from softprompt.core.bank import PromptBank
+from softprompt.files.atomic import atomic_folder, write_text_atomic  # noqa: F401  atomic_folder re-exported for the methods
+from softprompt.models.model import SoftPromptModel
 from softprompt.options import MethodOptions, PromptOptions, TrainOptions
 
 METHOD_FILE = "method.json"  # beside a saved model or peft adapter: what it was trained on and how

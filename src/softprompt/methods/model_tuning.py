@@ -2,7 +2,7 @@
 whole tuned model is saved with save_pretrained (safetensors), with its tokenizer, so that it loads as any model folder."""
 
 from softprompt.methods.base import Method, atomic_folder, write_metadata
-from softprompt.model import ENCODER_ONLY, SoftPromptModel
+from softprompt.models.model import ENCODER_ONLY, SoftPromptModel
 
 
 class ModelTuning(Method):

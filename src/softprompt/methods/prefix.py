@@ -6,7 +6,7 @@ can score labels (classification) but not generate text here."""
 
 from softprompt.errors import UserError
 from softprompt.methods.wrapped import TASK_TYPES, PeftMethod
-from softprompt.model import ENCODER_ONLY
+from softprompt.models.model import ENCODER_ONLY
 
 
 class PrefixTuning(PeftMethod):

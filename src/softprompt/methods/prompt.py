@@ -6,13 +6,13 @@ from pathlib import Path
 
 import torch
 
-from softprompt.bank import PromptBank
-from softprompt.dept import DePTBank
+from softprompt.core.bank import PromptBank
+from softprompt.reparam.dept import DePTBank
 from softprompt.errors import UserError
 from softprompt.methods.base import Method
-from softprompt.model import SoftPromptModel
+from softprompt.models.model import SoftPromptModel
 from softprompt.options import PromptOptions, TrainOptions
-from softprompt.prompt import check_compatible, load_prompt, save_prompt
+from softprompt.files.prompt_file import check_compatible, load_prompt, save_prompt
 from softprompt.reparam import ReparamBank, make_reparam
 
 PROMPT_FILE = "prompt.safetensors"

@@ -11,10 +11,10 @@ import random
 from dataclasses import replace
 
 from softprompt.errors import UserError
-from softprompt.files import write_text_atomic
+from softprompt.files.atomic import write_text_atomic
 from softprompt.methods.base import Method
-from softprompt.placement import without_slot
-from softprompt.template import Template
+from softprompt.core.placement import without_slot
+from softprompt.core.template import Template
 
 CONTEXT = "_context"  # the field before the task's template: the instruction and the shots, each on its own line
 

@@ -8,7 +8,7 @@ and never a stored copy. Saving takes `prompt(0)`, the folded plain prompt.
 import torch
 from torch import nn
 
-from softprompt.bank import PromptBank
+from softprompt.core.bank import PromptBank
 from softprompt.reparam.base import Reparam
 
 

@@ -13,12 +13,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from softprompt.bank import PromptBank
+from softprompt.core.bank import PromptBank
 from softprompt.checks import MAX_TARGET_LENGTH
 from softprompt.errors import UserError
-from softprompt.loading import recorded_task
-from softprompt.model import DECODER_ONLY, SoftPromptModel
-from softprompt.prompt import PromptFile, check_compatible, load_prompt
+from softprompt.inference.loading import recorded_task
+from softprompt.models.model import DECODER_ONLY, SoftPromptModel
+from softprompt.files.prompt_file import PromptFile, check_compatible, load_prompt
 from softprompt.tasks import ClassificationTask, Task
 from softprompt.tasks.base import check_text, parse_json_input
 

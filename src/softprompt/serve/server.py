@@ -9,7 +9,7 @@ from pathlib import Path
 
 from softprompt.checks import MAX_SIZE, MAX_TARGET_LENGTH, at_least, at_most, not_negative, positive
 from softprompt.errors import UserError
-from softprompt.prompt import load_prompt
+from softprompt.files.prompt_file import load_prompt
 from softprompt.serve.engine import discover, inside
 
 log = logging.getLogger("softprompt.serve")
@@ -117,8 +117,8 @@ def run(prompts: str, model: str | None = None, host: str = "127.0.0.1", port: i
     import torch
     import uvicorn
 
-    from softprompt.model import SoftPromptModel
-    from softprompt.prefix_cache import supports as reuses_prefixes
+    from softprompt.models.model import SoftPromptModel
+    from softprompt.models.prefix_cache import supports as reuses_prefixes
     from softprompt.serve.app import Settings, create_app
     from softprompt.serve.engine import Engine
 

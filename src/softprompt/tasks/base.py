@@ -7,11 +7,11 @@ from dataclasses import dataclass, field, replace
 import torch
 from tqdm.auto import tqdm
 
-from softprompt.data import is_local, json_type, load_rows
+from softprompt.data.readers import is_local, json_type, load_rows
 from softprompt.errors import UserError
-from softprompt.model import ENCODER_ONLY, SoftPromptModel
+from softprompt.models.model import ENCODER_ONLY, SoftPromptModel
 from softprompt.options import DataOptions
-from softprompt.template import Template
+from softprompt.core.template import Template
 
 SPLITS = ("train", "validation")  # FILE@train, FILE@validation: every 10th row (the 10th, 20th, ...) is validation
 

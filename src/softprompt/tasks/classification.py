@@ -5,10 +5,10 @@ take the most likely (rank classification), so a prediction is always one of the
 
 import torch
 
-from softprompt import metrics
-from softprompt.data import require_columns, where as row_where
+from softprompt.tasks import metrics
+from softprompt.data.readers import require_columns, where as row_where
 from softprompt.errors import UserError
-from softprompt.model import ENCODER_ONLY, SoftPromptModel
+from softprompt.models.model import ENCODER_ONLY, SoftPromptModel
 from softprompt.options import DataOptions
 from softprompt.tasks.base import Example, Task
 

@@ -3,7 +3,7 @@ out-of-domain transfer sets). The context is cut first when an input is too long
 
 import os
 
-from softprompt.data import load_mrqa, require_columns, where as row_where
+from softprompt.data.readers import load_mrqa, require_columns, where as row_where
 from softprompt.errors import UserError
 from softprompt.tasks.text2text import TextToTextTask
 

@@ -5,8 +5,8 @@ picks its label by rank classification; ReCoRD writes the answer entity."""
 
 import re
 
-from softprompt import metrics
-from softprompt.data import field, where as row_where
+from softprompt.tasks import metrics
+from softprompt.data.readers import field, where as row_where
 from softprompt.errors import UserError
 from softprompt.tasks.base import score_with_average
 from softprompt.tasks.classification import LabelledTask

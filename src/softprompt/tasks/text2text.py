@@ -1,7 +1,7 @@
 """Text-to-text: the model writes the target text; scored by exact match and token F1 (SQuAD normalisation)."""
 
-from softprompt import metrics
-from softprompt.data import require_columns, where as row_where
+from softprompt.tasks import metrics
+from softprompt.data.readers import require_columns, where as row_where
 from softprompt.errors import UserError
 from softprompt.tasks.base import Task
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from softprompt import checkpoint
-from softprompt.files import append_line, clear_temporaries, write_text_atomic
+from softprompt.training import checkpoint
+from softprompt.files.atomic import append_line, clear_temporaries, write_text_atomic
 from softprompt.methods import METHODS
 
 LOG_FILE = "metrics.jsonl"

@@ -6,8 +6,8 @@ import torch
 from accelerate import Accelerator
 
 from softprompt.errors import UserError
-from softprompt.optim import NonFinite
-from softprompt.sharding import backward, no_sync
+from softprompt.training.optim import NonFinite
+from softprompt.models.sharding import backward, no_sync
 
 
 def micro_batch(batch_size: int, micro_batch_size: int, processes: int) -> int:

@@ -6,7 +6,7 @@ when the frozen weights change."""
 
 import torch
 
-from softprompt.content_cache import ContentCache, autocast_state, digest
+from softprompt.models.content_cache import ContentCache, autocast_state, digest
 
 
 class AnchorCache(ContentCache):

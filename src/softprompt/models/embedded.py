@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Callable
 
 from softprompt.errors import UserError, first_line
-from softprompt.files import atomic_folder, human_size
-from softprompt.integrity import check_folder, check_sha256, folder_hashes, sha256_of  # noqa: F401  sha256_of re-exported
+from softprompt.files.atomic import atomic_folder, human_size
+from softprompt.files.integrity import check_folder, check_sha256, folder_hashes, sha256_of  # noqa: F401  sha256_of re-exported
 
 BUILD = ".build"  # the suffix of work folders
 MARKER = "softprompt-embedded.json"  # written last into a cache folder: what it was built from

@@ -11,16 +11,16 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, gather_object, parse_flag_from_env
 
-from softprompt import run_output
-from softprompt.accumulate import accumulation_steps, micro_batch
+from softprompt.training import run_output
+from softprompt.training.accumulate import accumulation_steps, micro_batch
 from softprompt.errors import UserError, first_line
-from softprompt.sharding import SHARDED, forget_zero3, fsdp_not_run, gathered, keep_prompt_whole, to_device
+from softprompt.models.sharding import SHARDED, forget_zero3, fsdp_not_run, gathered, keep_prompt_whole, to_device
 from softprompt.methods import Method
 from softprompt.methods.prompt import T5_TYPES
-from softprompt.model import SoftPromptModel
+from softprompt.models.model import SoftPromptModel
 from softprompt.options import TrainOptions
-from softprompt.run_report import PeakMemory, TrainResult, run_report
-from softprompt.step_modes import autocast_for, enable_gradient_checkpointing, resolve_precision
+from softprompt.training.run_report import PeakMemory, TrainResult, run_report
+from softprompt.training.step_modes import autocast_for, enable_gradient_checkpointing, resolve_precision
 from softprompt.tasks import Example, Task
 
 

@@ -4,10 +4,10 @@ comparison the paper makes: prompt design (the frozen model with label words onl
 from dataclasses import replace
 from importlib import resources
 
-from softprompt.model import EMBEDDED_MODEL, SoftPromptModel
+from softprompt.models.model import EMBEDDED_MODEL, SoftPromptModel
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
-from softprompt.train import size_report, train_prompt
+from softprompt.training.train import size_report, train_prompt
 
 # The MiniLM recipe of configs/minilm-sst2.yaml (which gives the evidence for each setting): a short
 # class-label-initialised prompt, Adafactor at a learning rate scaled to MiniLM's small embeddings, no dropout.

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from softprompt.errors import UserError
-from softprompt.prompt import PromptFile, fingerprint_difference, load_prompt
+from softprompt.files.prompt_file import PromptFile, fingerprint_difference, load_prompt
 
 
 @dataclass

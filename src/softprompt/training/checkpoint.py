@@ -25,8 +25,8 @@ import torch
 from safetensors import SafetensorError
 
 from softprompt.errors import UserError, first_line
-from softprompt.files import atomic_folder
-from softprompt.state_file import load_state, save_state
+from softprompt.files.atomic import atomic_folder
+from softprompt.files.state_file import load_state, save_state
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "state.safetensors"

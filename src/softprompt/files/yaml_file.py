@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from softprompt.data import read_text
+from softprompt.data.readers import read_text
 from softprompt.errors import UserError, first_line
 
 KINDS = {dict: "a mapping", list: "a list", str: "a string", bool: "true or false", int: "a number", float: "a number", type(None): "nothing",

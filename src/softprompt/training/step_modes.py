@@ -5,7 +5,7 @@ import contextlib
 import torch
 
 from softprompt.errors import UserError
-from softprompt.model import SoftPromptModel
+from softprompt.models.model import SoftPromptModel
 from softprompt.options import TrainOptions
 
 

@@ -19,19 +19,19 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from softprompt import checkpoint, run_folder, run_output
-from softprompt.accumulate import accumulation_steps, backward_accumulated  # noqa: F401  re-exported
+from softprompt.training import checkpoint, run_folder, run_output
+from softprompt.training.accumulate import accumulation_steps, backward_accumulated  # noqa: F401  re-exported
 from softprompt.errors import UserError
-from softprompt.sharding import prepare, same_on_every_process
+from softprompt.models.sharding import prepare, same_on_every_process
 from softprompt.methods import Method, make_method
 from softprompt.methods.prompt import PAPER_LR, PROMPT_FILE, T5_EMBEDDING_RMS, T5_TYPES, default_lr, initial_prompt  # noqa: F401  re-exported
-from softprompt.model import SoftPromptModel
-from softprompt.optim import NonFinite, PromptAdafactor, check_finite, make_optimizer, optimizer_step  # noqa: F401  re-exported
+from softprompt.models.model import SoftPromptModel
+from softprompt.training.optim import NonFinite, PromptAdafactor, check_finite, make_optimizer, optimizer_step  # noqa: F401  re-exported
 from softprompt.options import MethodOptions, PromptOptions, TrainOptions
-from softprompt.run import Run, evaluate_sharded  # noqa: F401  re-exported
-from softprompt.run_output import LOG_FILE, RESULTS_FILE  # noqa: F401  re-exported
-from softprompt.run_report import TrainResult, run_summary, size_report  # noqa: F401  re-exported
-from softprompt.step_modes import enable_gradient_checkpointing, resolve_precision, training_mode  # noqa: F401  re-exported
+from softprompt.training.run import Run, evaluate_sharded  # noqa: F401  re-exported
+from softprompt.training.run_output import LOG_FILE, RESULTS_FILE  # noqa: F401  re-exported
+from softprompt.training.run_report import TrainResult, run_summary, size_report  # noqa: F401  re-exported
+from softprompt.training.step_modes import enable_gradient_checkpointing, resolve_precision, training_mode  # noqa: F401  re-exported
 from softprompt.tasks import Example, Task
 
 

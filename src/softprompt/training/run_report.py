@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from softprompt.files import human_size
+from softprompt.files.atomic import human_size
 from softprompt.methods import Method
-from softprompt.model import SoftPromptModel
+from softprompt.models.model import SoftPromptModel
 from softprompt.options import TrainOptions
 from softprompt.tasks import Task
 

@@ -29,7 +29,7 @@ from torch import nn
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
-from softprompt.attention import finite_attention
+from softprompt.core.attention import finite_attention
 from softprompt.errors import UserError
 
 SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED)

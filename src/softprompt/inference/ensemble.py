@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from softprompt.model import SoftPromptModel
+from softprompt.models.model import SoftPromptModel
 from softprompt.tasks import Example, Task
 
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 
 from softprompt.errors import UserError
-from softprompt.placement import MARK, SLOT
+from softprompt.core.placement import MARK, SLOT
 
 FIELD = re.compile(r"\{(\w*)\}")
 

@@ -20,9 +20,9 @@ import transformers
 from packaging.version import Version
 from transformers import DynamicCache, PreTrainedModel
 
-from softprompt.content_cache import ContentCache, autocast_state, digest
-from softprompt.join import IGNORE_INDEX, insertion_offsets
-from softprompt.next_token import next_token_losses, target_window
+from softprompt.models.content_cache import ContentCache, autocast_state, digest
+from softprompt.core.join import IGNORE_INDEX, insertion_offsets
+from softprompt.core.next_token import next_token_losses, target_window
 
 # how generate() takes a cache: `cache` from transformers 5.24 (which deprecates `past_key_values`), before it the old name
 CACHE_ARGUMENT = "cache" if Version(transformers.__version__) >= Version("5.24") else "past_key_values"

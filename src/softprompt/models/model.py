@@ -15,22 +15,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from softprompt import embedded
-from softprompt import init as initialisers
-from softprompt.anchor_cache import AnchorCache
-from softprompt.attention import finite_attention
-from softprompt.bank import PromptBank, rows_of
-from softprompt.embedded import EMBEDDED_MODEL  # noqa: F401  re-exported: the default model
+from softprompt.models import embedded
+from softprompt.core import initialisers
+from softprompt.models.anchor_cache import AnchorCache
+from softprompt.core.attention import finite_attention
+from softprompt.core.bank import PromptBank, rows_of
+from softprompt.models.embedded import EMBEDDED_MODEL  # noqa: F401  re-exported: the default model
 from softprompt.errors import UserError, first_line
-from softprompt.join import IGNORE_INDEX, Joined, insertion_offsets, join
-from softprompt.placement import slot_offsets, without_slot
-from softprompt.next_token import next_token_losses, target_window
-from softprompt.pickles import hub_pickle_message, refuse_pickled_folder
-from softprompt.prefix_cache import PrefixCache
-from softprompt.prefix_cache import applies as cache_applies
-from softprompt.prompt import embedding_fingerprint
-from softprompt.sharding import loading_in, whole, whole_numel, whole_shape
-from softprompt.template import PLAIN, Template
+from softprompt.core.join import IGNORE_INDEX, Joined, insertion_offsets, join
+from softprompt.core.placement import slot_offsets, without_slot
+from softprompt.core.next_token import next_token_losses, target_window
+from softprompt.models.pickles import hub_pickle_message, refuse_pickled_folder
+from softprompt.models.prefix_cache import PrefixCache
+from softprompt.models.prefix_cache import applies as cache_applies
+from softprompt.files.prompt_file import embedding_fingerprint
+from softprompt.models.sharding import loading_in, whole, whole_numel, whole_shape
+from softprompt.core.template import PLAIN, Template
 
 ENCODER_DECODER, DECODER_ONLY, ENCODER_ONLY = "encoder-decoder", "decoder-only", "encoder-only"
 FAMILIES = (ENCODER_DECODER, DECODER_ONLY, ENCODER_ONLY)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from softprompt import checkpoint
+from softprompt.training import checkpoint
 from softprompt.errors import UserError
-from softprompt.files import write_text_atomic
+from softprompt.files.atomic import write_text_atomic
 from softprompt.methods import METHODS
-from softprompt.run_output import LOG_FILE, RESULTS_FILE
+from softprompt.training.run_output import LOG_FILE, RESULTS_FILE
 
 MARKER = ".softprompt-run.json"
 LOCK = ".softprompt.lock"

@@ -19,7 +19,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from softprompt.errors import UserError, first_line
-from softprompt.files import atomic_path
+from softprompt.files.atomic import atomic_path
 
 FORMAT = "softprompt"
 FORMAT_VERSION = 1
@@ -200,7 +200,7 @@ def check_metadata(metadata, path: Path) -> None:
     if not all(isinstance(v, str) for v in task.get("verbalizers", {}).values()):
         raise UserError(f"{path}: its metadata field 'task.verbalizers' holds a label text that is not a string")
     from softprompt.tasks import TASKS
-    from softprompt.template import Template
+    from softprompt.core.template import Template
 
     if task.get("type") is not None and task["type"] not in TASKS:
         raise UserError(f"{path}: its task {_short(task['type'])} is not one this softprompt knows ({', '.join(TASKS)})")

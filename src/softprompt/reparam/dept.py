@@ -10,7 +10,7 @@ serves it per row, so a DePT task and a plain one share batches.
 import torch
 from torch import nn
 
-from softprompt.bank import PromptBank
+from softprompt.core.bank import PromptBank
 
 
 class DePTBank(PromptBank):

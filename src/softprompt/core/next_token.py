@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from softprompt.join import IGNORE_INDEX
+from softprompt.core.join import IGNORE_INDEX
 
 
 def next_token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

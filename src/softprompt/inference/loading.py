@@ -2,12 +2,12 @@
 
 from pathlib import Path
 
-from softprompt.bank import PromptBank
+from softprompt.core.bank import PromptBank
 from softprompt.checks import MAX_TARGET_LENGTH
 from softprompt.errors import UserError
-from softprompt.model import SoftPromptModel
+from softprompt.models.model import SoftPromptModel
 from softprompt.options import DataOptions
-from softprompt.prompt import PromptFile, check_compatible, load_prompt
+from softprompt.files.prompt_file import PromptFile, check_compatible, load_prompt
 from softprompt.tasks import Task, make_task
 
 

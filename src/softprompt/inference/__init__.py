@@ -1,0 +1,1 @@
+"""Using trained prompts: loading them with their model, ensembles, interpretation, similar prompts."""

@@ -1,0 +1,1 @@
+"""The frozen model with its prompt bank (SoftPromptModel), loading, embedded models, caches and sharded weights."""
