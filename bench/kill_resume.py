@@ -27,24 +27,31 @@ import time
 from pathlib import Path
 
 import torch
-
 from report import write_section  # bench/report.py, beside this file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import WORDS, gpt2_tokenizer  # noqa: E402  the tests' in-memory tokenizer
-from softprompt.training import checkpoint, run_folder  # noqa: E402
-from softprompt.models.model import SoftPromptModel  # noqa: E402
+
 from softprompt.files.prompt_file import load_prompt  # noqa: E402
 from softprompt.files.state_file import load_state  # noqa: E402
+from softprompt.models.model import SoftPromptModel  # noqa: E402
+from softprompt.training import checkpoint, run_folder  # noqa: E402
 
 HEADER = "# Reliability\n\nWhat softprompt guarantees under faults, bad input, load and attack, each with the test or command that checks it.\n"
 STEPS = 300
 OPTIONS = [
-    f"--train.max_steps={STEPS}", "--train.batch_size=8", "--train.micro_batch_size=4", "--train.eval_every=50",
-    "--train.save_every=7", "--train.keep_checkpoints=2", "--train.log_every=1", "--train.seed=3",
-    "--prompt.length=8", "--prompt.vocab_first_n=40",
+    f"--train.max_steps={STEPS}",
+    "--train.batch_size=8",
+    "--train.micro_batch_size=4",
+    "--train.eval_every=50",
+    "--train.save_every=7",
+    "--train.keep_checkpoints=2",
+    "--train.log_every=1",
+    "--train.seed=3",
+    "--prompt.length=8",
+    "--prompt.vocab_first_n=40",
 ]
 
 
@@ -54,26 +61,59 @@ def build(folder: Path) -> tuple[str, str]:
 
     torch.manual_seed(0)
     tok = gpt2_tokenizer()
-    config = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=64, bos_token_id=0, eos_token_id=0, resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1)
+    config = GPT2Config(
+        vocab_size=len(tok),
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=64,
+        bos_token_id=0,
+        eos_token_id=0,
+        resid_pdrop=0.1,
+        embd_pdrop=0.1,
+        attn_pdrop=0.1,
+    )
     model = SoftPromptModel(GPT2LMHeadModel(config), tok, name="tiny-gpt2")
     model.base.save_pretrained(folder / "model")
     model.tokenizer.save_pretrained(folder / "model")
     rows = random.Random(0)
-    lines = [json.dumps({"text": f"{rows.choice(WORDS)} {rows.choice(WORDS)}", "label": rows.randrange(2)}) for _ in range(64)]
+    lines = [
+        json.dumps({"text": f"{rows.choice(WORDS)} {rows.choice(WORDS)}", "label": rows.randrange(2)})
+        for _ in range(64)
+    ]
     (folder / "train.jsonl").write_text("\n".join(lines) + "\n")
     return str(folder / "model"), str(folder / "train.jsonl")
 
 
 def command(model: str, data: str, output: Path, resume: bool = False) -> list[str]:
     return [
-        sys.executable, "-m", "softprompt", "train", "--model.name", model, "--data.train", data, "--data.validation", data,
-        "--data.verbalizers", '{"0": "no", "1": "yes"}', *OPTIONS, "--train.output_dir", str(output),
+        sys.executable,
+        "-m",
+        "softprompt",
+        "train",
+        "--model.name",
+        model,
+        "--data.train",
+        data,
+        "--data.validation",
+        data,
+        "--data.verbalizers",
+        '{"0": "no", "1": "yes"}',
+        *OPTIONS,
+        "--train.output_dir",
+        str(output),
         *(["--train.resume=true"] if resume else []),
     ]
 
 
 def environment() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "src")}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(ROOT / "src"),
+    }
 
 
 def logged_step(output: Path) -> int:
@@ -110,7 +150,9 @@ def uninterrupted(cmd: list[str], output: Path) -> float:
 
 
 def hidden(output: Path) -> list[str]:
-    return sorted(str(p.relative_to(output)) for p in output.rglob(".*") if p.name not in run_folder.OWN_FILES)  # not the folder's marker and lock
+    return sorted(
+        str(p.relative_to(output)) for p in output.rglob(".*") if p.name not in run_folder.OWN_FILES
+    )  # not the folder's marker and lock
 
 
 def unreadable(output: Path) -> list[str]:
@@ -145,7 +187,11 @@ def outcome(output: Path) -> dict:
 
 
 def same(a: dict, b: dict) -> bool:
-    return torch.equal(a["prompt"], b["prompt"]) and torch.equal(a["trained"], b["trained"]) and all(a[k] == b[k] for k in ("checkpoint", "log", "results"))
+    return (
+        torch.equal(a["prompt"], b["prompt"])
+        and torch.equal(a["trained"], b["trained"])
+        and all(a[k] == b[k] for k in ("checkpoint", "log", "results"))
+    )
 
 
 def main() -> None:
@@ -168,11 +214,23 @@ def main() -> None:
             left = hidden(output)
             broken = unreadable(output)
             resumed_from = checkpoint.latest(output)
-            subprocess.run(command(model, data, output, resume=True), env=environment(), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                command(model, data, output, resume=True),
+                env=environment(),
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             row = {
-                "step": step, "extra": extra, "logged": stopped, "from": resumed_from.name if resumed_from else "none",
-                "left": left, "broken_after_kill": broken, "same": same(outcome(output), whole),
-                "hidden_after_resume": hidden(output), "broken_after_resume": unreadable(output),
+                "step": step,
+                "extra": extra,
+                "logged": stopped,
+                "from": resumed_from.name if resumed_from else "none",
+                "left": left,
+                "broken_after_kill": broken,
+                "same": same(outcome(output), whole),
+                "hidden_after_resume": hidden(output),
+                "broken_after_resume": unreadable(output),
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -180,31 +238,39 @@ def main() -> None:
 
 
 def write(rows: list[dict], args, step_seconds: float) -> None:
-    ok = sum(r["same"] and not r["hidden_after_resume"] and not r["broken_after_resume"] and not r["broken_after_kill"] for r in rows)
-    table = ["| kill | killed after step (+ steps) | last step logged | resumed from | hidden temporaries left by the kill | files unreadable | resumed = uninterrupted | temporaries after resume |", "|---|---|---|---|---|---|---|---|"]
+    ok = sum(
+        r["same"] and not r["hidden_after_resume"] and not r["broken_after_resume"] and not r["broken_after_kill"]
+        for r in rows
+    )
+    table = [
+        "| kill | killed after step (+ steps) | last step logged | resumed from | hidden temporaries left by the kill | files unreadable | resumed = uninterrupted | temporaries after resume |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for k, r in enumerate(rows):
         table.append(
             f"| {k + 1} | {r['step']} (+{r['extra']}) | {r['logged']} | {r['from']} | {', '.join(r['left']) or 'none'} | "
             f"{', '.join(r['broken_after_kill'] + r['broken_after_resume']) or 'none'} | {'yes' if r['same'] else 'NO'} | {', '.join(r['hidden_after_resume']) or 'none'} |"
         )
-    text = "\n".join([
-        "## Kill and resume",
-        "",
-        f"**{ok} of {len(rows)}** runs killed with SIGKILL and resumed with `--train.resume=true` ended bit for bit with the",
-        "uninterrupted run's prompt file, last checkpoint, metrics log and results row, and left no hidden temporary and no",
-        "file that does not read back whole (prompt file, checkpoints, metrics.jsonl, results.jsonl; TensorBoard aside).",
-        "",
-        f"Command: `python bench/kill_resume.py --kills {args.kills} --seed {args.seed}` ({datetime.date.today()}, {platform.machine()}, "
-        f"Python {platform.python_version()}, torch {torch.__version__}). `softprompt train` on a tiny GPT-2 with dropout 0.1, CPU, one thread,",
-        f"{STEPS} steps of 2 micro-batches, evaluation every 50 steps, a checkpoint every 7, the metrics log written every step",
-        f"(about {1000 * step_seconds:.0f} ms a step). Each kill lands at a seeded random step plus a",
-        "seeded random 0-3 step-times, so in forward and backward passes, evaluations and writes alike.",
-        "",
-        *table,
-        "",
-        "A kill mid-write leaves at most a hidden temporary (`.NAME.*.tmp`, `checkpoints/.step-N.tmp`), never a visible",
-        "file cut short; the resumed run clears the temporaries before it starts.",
-    ])
+    text = "\n".join(
+        [
+            "## Kill and resume",
+            "",
+            f"**{ok} of {len(rows)}** runs killed with SIGKILL and resumed with `--train.resume=true` ended bit for bit with the",
+            "uninterrupted run's prompt file, last checkpoint, metrics log and results row, and left no hidden temporary and no",
+            "file that does not read back whole (prompt file, checkpoints, metrics.jsonl, results.jsonl; TensorBoard aside).",
+            "",
+            f"Command: `python bench/kill_resume.py --kills {args.kills} --seed {args.seed}` ({datetime.date.today()}, {platform.machine()}, "
+            f"Python {platform.python_version()}, torch {torch.__version__}). `softprompt train` on a tiny GPT-2 with dropout 0.1, CPU, one thread,",
+            f"{STEPS} steps of 2 micro-batches, evaluation every 50 steps, a checkpoint every 7, the metrics log written every step",
+            f"(about {1000 * step_seconds:.0f} ms a step). Each kill lands at a seeded random step plus a",
+            "seeded random 0-3 step-times, so in forward and backward passes, evaluations and writes alike.",
+            "",
+            *table,
+            "",
+            "A kill mid-write leaves at most a hidden temporary (`.NAME.*.tmp`, `checkpoints/.step-N.tmp`), never a visible",
+            "file cut short; the resumed run clears the temporaries before it starts.",
+        ]
+    )
     if args.no_write:
         print(text)
     else:

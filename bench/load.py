@@ -23,12 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from softprompt.models.embedded import MINILM  # noqa: E402
-from softprompt.models.model import SoftPromptModel  # noqa: E402
-from softprompt.files.prompt_file import save_prompt  # noqa: E402
-
 from report import write_section  # noqa: E402  bench/report.py, beside this file
 from serving import TASKS, TEXTS, Server, machine, percentile  # noqa: E402
+
+from softprompt.files.prompt_file import save_prompt  # noqa: E402
+from softprompt.models.embedded import MINILM  # noqa: E402
+from softprompt.models.model import SoftPromptModel  # noqa: E402
 
 SECTION = "## Load"
 RELIABILITY = ROOT / "RELIABILITY.md"
@@ -64,7 +64,11 @@ class Run:
 def prompt_folder(model: SoftPromptModel, name: str, tasks: int, folder: Path) -> Path:
     """`tasks` classification tasks as prompt files (20 vocabulary-initialised tokens each), as `softprompt serve` reads them."""
     for seed, (task, template, labels) in enumerate(TASKS[:tasks]):
-        meta = {**model.identity(), "base_model": name, "task": {"type": "classification", "template": template, "verbalizers": labels}}
+        meta = {
+            **model.identity(),
+            "base_model": name,
+            "task": {"type": "classification", "template": template, "verbalizers": labels},
+        }
         save_prompt(folder / f"{task}.safetensors", model.initial_prompt("vocab", 20, seed=seed), meta)
     return folder
 
@@ -73,7 +77,9 @@ def request(n: int, tasks: int) -> dict:
     """The n-th request of a client: one task with 1-4 inputs, or (every third) items of several tasks."""
     names = [t[0] for t in TASKS[:tasks]]
     if n % 3 == 2:
-        return {"items": [{"task": names[(n + k) % tasks], "input": TEXTS[(n + k) % len(TEXTS)]} for k in range(1 + n % 4)]}
+        return {
+            "items": [{"task": names[(n + k) % tasks], "input": TEXTS[(n + k) % len(TEXTS)]} for k in range(1 + n % 4)]
+        }
     return {"task": names[n % tasks], "inputs": [TEXTS[(n + k) % len(TEXTS)] for k in range(1 + n % 4)]}
 
 
@@ -129,21 +135,24 @@ def section(run: Run, model: str, load: float, command: str) -> str:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     first, last, growth = run.rss_growth()
     p50, p99 = (1000 * percentile(run.latencies, q) for q in (0.5, 0.99)) if run.latencies else (float("nan"),) * 2
-    return "\n".join([
-        SECTION, "",
-        f"`{command}`. {when}; {machine(load)}.",
-        f"`softprompt serve` (uvicorn, one worker, max_batch_size 32, max_wait_ms 5) on 127.0.0.1, serving {run.tasks} classification tasks of {model} "
-        f"(20-token prompts); {run.clients} concurrent clients (httpx, async, one process on the same machine) send requests of mixed tasks "
-        f"(one task with 1-4 inputs, or items of several tasks) for {run.seconds:g} s, each its next request as soon as the last is answered. "
-        f"An error is any answer but 200 with one prediction per input, or none. Memory: the server's RSS sampled every second, "
-        f"mean of the first {run.window():g} s against the last {run.window():g} s.",
-        "",
-        "| clients | seconds | requests | errors | requests/s | inputs/s | p50 ms | p99 ms | RSS first / last (MiB) | RSS growth |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-        f"| {run.clients} | {run.seconds:g} | {run.requests} | {len(run.errors)} | {run.requests / run.elapsed:.1f} | {run.rows / run.elapsed:.1f} | "
-        f"{p50:.0f} | {p99:.0f} | {first:.0f} / {last:.0f} | {growth:+.1f}% |",
-        *([""] + [f"First errors: {'; '.join(run.errors[:3])}"] if run.errors else []),
-    ])
+    return "\n".join(
+        [
+            SECTION,
+            "",
+            f"`{command}`. {when}; {machine(load)}.",
+            f"`softprompt serve` (uvicorn, one worker, max_batch_size 32, max_wait_ms 5) on 127.0.0.1, serving {run.tasks} classification tasks of {model} "
+            f"(20-token prompts); {run.clients} concurrent clients (httpx, async, one process on the same machine) send requests of mixed tasks "
+            f"(one task with 1-4 inputs, or items of several tasks) for {run.seconds:g} s, each its next request as soon as the last is answered. "
+            f"An error is any answer but 200 with one prediction per input, or none. Memory: the server's RSS sampled every second, "
+            f"mean of the first {run.window():g} s against the last {run.window():g} s.",
+            "",
+            "| clients | seconds | requests | errors | requests/s | inputs/s | p50 ms | p99 ms | RSS first / last (MiB) | RSS growth |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            f"| {run.clients} | {run.seconds:g} | {run.requests} | {len(run.errors)} | {run.requests / run.elapsed:.1f} | {run.rows / run.elapsed:.1f} | "
+            f"{p50:.0f} | {p99:.0f} | {first:.0f} / {last:.0f} | {growth:+.1f}% |",
+            *([""] + [f"First errors: {'; '.join(run.errors[:3])}"] if run.errors else []),
+        ]
+    )
 
 
 def bounded(name: str):
@@ -163,7 +172,9 @@ def main(argv: list[str] | None = None) -> Run:
     parser.add_argument("--clients", type=bounded("clients"), default=64, help="Concurrent clients (1-256).")
     parser.add_argument("--seconds", type=bounded("seconds"), default=60, help="How long they send requests (1-600).")
     parser.add_argument("--tasks", type=bounded("tasks"), default=4, help=f"Served tasks (2-{len(TASKS)}).")
-    parser.add_argument("--model", default=MINILM.name, help="The served model (a name or folder); the embedded MiniLM by default.")
+    parser.add_argument(
+        "--model", default=MINILM.name, help="The served model (a name or folder); the embedded MiniLM by default."
+    )
     parser.add_argument("--output", default=str(RELIABILITY), help="The file whose `## Load` section is written.")
     args = parser.parse_args(argv)
     load = os.getloadavg()[0]
@@ -177,14 +188,18 @@ def main(argv: list[str] | None = None) -> Run:
         server = Server(Path(tmp), args.model, "auto", batching=True)
         try:
             server.wait()
-            asyncio.run(drive(server.url, server.process.pid, Run(args.tasks, 1, args.tasks)))  # warm-up: each task once
+            asyncio.run(
+                drive(server.url, server.process.pid, Run(args.tasks, 1, args.tasks))
+            )  # warm-up: each task once
             run = asyncio.run(drive(server.url, server.process.pid, Run(args.clients, args.seconds, args.tasks)))
             alive = server.process.poll() is None
         finally:
             server.stop()
     if not alive:
         run.errors.append("the server stopped")
-    command = "python bench/load.py" + "".join(f" --{k} {v}" for k, v in vars(args).items() if k != "output" and v != parser.get_default(k))
+    command = "python bench/load.py" + "".join(
+        f" --{k} {v}" for k, v in vars(args).items() if k != "output" and v != parser.get_default(k)
+    )
     text = section(run, args.model, load, command)
     write_section(text, output)
     print(text)
@@ -193,4 +208,6 @@ def main(argv: list[str] | None = None) -> Run:
 
 if __name__ == "__main__":
     finished = main()
-    sys.exit(1 if finished.errors or finished.rss_growth()[2] >= 10 else 0)  # the goals: no errors, memory growth under 10%
+    sys.exit(
+        1 if finished.errors or finished.rss_growth()[2] >= 10 else 0
+    )  # the goals: no errors, memory growth under 10%

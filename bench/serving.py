@@ -34,14 +34,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from report import write_section  # noqa: E402  bench/report.py, beside this file
+
 from softprompt.core.bank import PromptBank  # noqa: E402
+from softprompt.files.prompt_file import save_prompt  # noqa: E402
 from softprompt.models.embedded import MINILM, SMOLLM2  # noqa: E402
 from softprompt.models.model import ENCODER_ONLY, SoftPromptModel  # noqa: E402
 from softprompt.options import DataOptions  # noqa: E402
-from softprompt.files.prompt_file import save_prompt  # noqa: E402
 from softprompt.tasks import make_task  # noqa: E402
-
-from report import write_section  # noqa: E402  bench/report.py, beside this file
 
 SECTION = "## Serving"
 TASKS = [  # 8 classification tasks: a template and two label words each
@@ -141,11 +141,14 @@ def mixed_batches(model: SoftPromptModel, s: Setup) -> list[str]:
     mixed = scoring_rows(model, [i % 8 for i in range(s.batch)])
     same = scoring_rows(model, [0] * s.batch)
     per_task = [scoring_rows(model, [k] * (s.batch // 8)) for k in range(8)]
-    times = side_by_side({
-        "mixed": lambda: model.score_labels(*mixed),
-        "same": lambda: model.score_labels(*same),
-        "one task per pass": lambda: [model.score_labels(*rows) for rows in per_task],
-    }, s.rounds)
+    times = side_by_side(
+        {
+            "mixed": lambda: model.score_labels(*mixed),
+            "same": lambda: model.score_labels(*same),
+            "one task per pass": lambda: [model.score_labels(*rows) for rows in per_task],
+        },
+        s.rounds,
+    )
     return [
         f"| {model.name} | {s.batch} | {ratio(times['same'], times['mixed'])} | {ratio(times['one task per pass'], times['mixed'])} "
         f"| {ms(times['mixed'])} / {ms(times['same'])} / {ms(times['one task per pass'])} |"
@@ -157,11 +160,16 @@ def ensembles(model: SoftPromptModel, s: Setup) -> list[str]:
     task = tasks()[0]
     model.bank = PromptBank(task_prompts(model, 5, s.prompt_length))
     inputs = [{"": TEXTS[0]}]
-    times = side_by_side({
-        "one pass": lambda: task.predict_members(model, inputs, list(range(5))),
-        "5 passes": lambda: [task.predict(model, inputs, [k]) for k in range(5)],
-    }, s.rounds)
-    return [f"| {model.name} | {ratio(times['one pass'], times['5 passes'])} | {ms(times['one pass'])} / {ms(times['5 passes'])} |"]
+    times = side_by_side(
+        {
+            "one pass": lambda: task.predict_members(model, inputs, list(range(5))),
+            "5 passes": lambda: [task.predict(model, inputs, [k]) for k in range(5)],
+        },
+        s.rounds,
+    )
+    return [
+        f"| {model.name} | {ratio(times['one pass'], times['5 passes'])} | {ms(times['one pass'])} / {ms(times['5 passes'])} |"
+    ]
 
 
 def generation(model: SoftPromptModel, s: Setup) -> list[str]:
@@ -176,10 +184,18 @@ def generation(model: SoftPromptModel, s: Setup) -> list[str]:
         def go():
             model.bank, model.kv_reuse = bank, reuse
             model.generate(inputs, [0], max_new_tokens=s.new_tokens)
+
         return go
 
     try:
-        times = side_by_side({"reused": run(prompted.to(model.device), True), "recomputed": run(prompted.to(model.device), False), "none": run(none, False)}, s.rounds)
+        times = side_by_side(
+            {
+                "reused": run(prompted.to(model.device), True),
+                "recomputed": run(prompted.to(model.device), False),
+                "none": run(none, False),
+            },
+            s.rounds,
+        )
     finally:
         model.base.generation_config.eos_token_id = eos
         model.kv_reuse = True
@@ -199,7 +215,11 @@ def free_port() -> int:
 def prompt_folder(model: SoftPromptModel, name: str, s: Setup, folder: Path) -> Path:
     """The 8 tasks as prompt files, as `softprompt serve` reads them."""
     for (task, template, labels), prompt in zip(TASKS, task_prompts(model, 8, s.prompt_length)):
-        meta = {**model.identity(), "base_model": name, "task": {"type": "classification", "template": template, "verbalizers": labels}}
+        meta = {
+            **model.identity(),
+            "base_model": name,
+            "task": {"type": "classification", "template": template, "verbalizers": labels},
+        }
         save_prompt(folder / f"{task}.safetensors", prompt, meta)
     return folder
 
@@ -210,9 +230,31 @@ class Server:
     def __init__(self, folder: Path, name: str, device: str, batching: bool):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        options = ["--max_batch_size", "32", "--max_wait_ms", "5"] if batching else ["--max_batch_size", "1", "--max_wait_ms", "0"]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]), "HF_HUB_OFFLINE": "1"}
-        command = [sys.executable, "-m", "softprompt", "serve", "--prompts", str(folder), "--model", name, "--port", str(self.port), "--device", device, *options]
+        options = (
+            ["--max_batch_size", "32", "--max_wait_ms", "5"]
+            if batching
+            else ["--max_batch_size", "1", "--max_wait_ms", "0"]
+        )
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+            "HF_HUB_OFFLINE": "1",
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "softprompt",
+            "serve",
+            "--prompts",
+            str(folder),
+            "--model",
+            name,
+            "--port",
+            str(self.port),
+            "--device",
+            device,
+            *options,
+        ]
         self.log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
@@ -293,7 +335,9 @@ def serving(model: SoftPromptModel, s: Setup, concurrency: tuple[int, ...]) -> l
                 cells = []
                 for kind in servers:
                     lat = results[kind]["latencies"]
-                    cells.append(f"{statistics.median(results[kind]['rps']):.1f} | {1000 * percentile(lat, 0.5):.0f} / {1000 * percentile(lat, 0.99):.0f} ({len(lat)})")
+                    cells.append(
+                        f"{statistics.median(results[kind]['rps']):.1f} | {1000 * percentile(lat, 0.5):.0f} / {1000 * percentile(lat, 0.99):.0f} ({len(lat)})"
+                    )
                 speedup = ratio(results["batched"]["rps"], results["one row"]["rps"])
                 rows.append(f"| {name} | {clients} | {cells[0]} | {cells[1]} | {speedup} |")
         finally:
@@ -321,41 +365,54 @@ def machine(load: float) -> str:
 
 def section(s: Setup, tables: dict[str, list[str]]) -> str:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    mode = "`python bench/serving.py --quick`: **a quick smoke run (1 round, short windows): these figures only show that the benchmark runs; the full run replaces them**" if s.quick else "`python bench/serving.py`"
+    mode = (
+        "`python bench/serving.py --quick`: **a quick smoke run (1 round, short windows): these figures only show that the benchmark runs; the full run replaces them**"
+        if s.quick
+        else "`python bench/serving.py`"
+    )
     lines = [
-        SECTION, "",
+        SECTION,
+        "",
         f"{mode}. {when}; {machine(s.load)}.",
         f"Ratios are medians over {s.rounds} alternating rounds ({s.server_rounds} for the server; min-max in brackets); times are medians, for orientation only on a shared machine. "
         f"Task prompts: {s.prompt_length} tokens, vocabulary-initialised; classification by label scoring; prompt keys/values reused (SmolLM2) unless said.",
         "",
-        "### Mixed-task batches (8 tasks, classification)", "",
+        "### Mixed-task batches (8 tasks, classification)",
+        "",
         "Throughput of a batch whose rows belong to 8 tasks (a prompt and label set each), relative to a batch of one task of the same size (goal >= 0.9), "
         "and relative to running the 8 tasks one after another, one prompt per pass (batch/8 rows each), as PEFT must.",
         "",
         "| model | batch (rows) | mixed / same-task throughput | mixed / one-task-per-pass throughput | ms: mixed / same / per pass |",
         "|---|---|---|---|---|",
-        *tables["mixed"], "",
-        "### Ensembles (5 prompts, one input)", "",
+        *tables["mixed"],
+        "",
+        "### Ensembles (5 prompts, one input)",
+        "",
         "Time of one pass over the input under 5 prompts, relative to 5 separate passes at batch 1 (goal <= 0.5).",
         "",
         "| model | one pass / 5 passes (time) | ms: one pass / 5 passes |",
         "|---|---|---|",
-        *tables["ensemble"], "",
-        "### Decoder-only generation after a 100-token prompt", "",
+        *tables["ensemble"],
+        "",
+        "### Decoder-only generation after a 100-token prompt",
+        "",
         "Greedy generation, batch 1, a fixed number of new tokens (EOS ignored): latency with the prompt's keys/values reused "
         "(computed once, before the timing) and recomputed in every call, relative to no prompt at all (goal for reuse <= 1.1).",
         "",
         "| model | new tokens | reused / no prompt (latency) | recomputed / no prompt (latency) | ms: reused / recomputed / none |",
         "|---|---|---|---|---|",
-        *tables["generation"], "",
-        "### Server (HTTP on loopback, mixed tasks)", "",
+        *tables["generation"],
+        "",
+        "### Server (HTTP on loopback, mixed tasks)",
+        "",
         f"`softprompt serve` with micro-batching (max_batch_size 32, max_wait_ms 5) and with batches of one row (max_batch_size 1, "
         f"max_wait_ms 0), both up at once; concurrent clients (httpx, async, on the same machine) send one-input requests of "
         f"rotating tasks for {s.window:g} s windows (at most {s.max_requests} requests each), alternating between the servers.",
         "",
         "| model | clients | batched: requests/s | batched: p50 / p99 ms (requests) | one row: requests/s | one row: p50 / p99 ms (requests) | batched / one row (requests/s) |",
         "|---|---|---|---|---|---|---|",
-        *tables["server"], "",
+        *tables["server"],
+        "",
     ]
     return "\n".join(lines)
 
@@ -368,14 +425,36 @@ def main() -> None:
     args = parser.parse_args()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if args.quick:
-        s = Setup(True, rounds=1, batch=8, prompt_length=20, new_tokens=4, window=1.0, server_rounds=1, max_requests=24, device=device)
+        s = Setup(
+            True,
+            rounds=1,
+            batch=8,
+            prompt_length=20,
+            new_tokens=4,
+            window=1.0,
+            server_rounds=1,
+            max_requests=24,
+            device=device,
+        )
     else:
-        s = Setup(False, rounds=5, batch=16, prompt_length=20, new_tokens=16, window=5.0, server_rounds=3, max_requests=2000, device=device)
+        s = Setup(
+            False,
+            rounds=5,
+            batch=16,
+            prompt_length=20,
+            new_tokens=16,
+            window=5.0,
+            server_rounds=3,
+            max_requests=2000,
+            device=device,
+        )
     s.load = os.getloadavg()[0]
     tables = {"mixed": [], "ensemble": [], "generation": [], "server": []}
     for name in (MINILM.name, SMOLLM2.name):
         model = load(name, device)
-        print(f"{name}: mixed batches, ensembles" + (", generation" if model.family != ENCODER_ONLY else ""), flush=True)
+        print(
+            f"{name}: mixed batches, ensembles" + (", generation" if model.family != ENCODER_ONLY else ""), flush=True
+        )
         tables["mixed"] += mixed_batches(model, s)
         tables["ensemble"] += ensembles(model, s)
         if model.family != ENCODER_ONLY:

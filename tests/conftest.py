@@ -10,11 +10,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest
 import torch
 
-if not torch.cuda.is_available():  # DeepSpeed (for its tests) warns on stdout, when first imported, that it found no GPU
+if (
+    not torch.cuda.is_available()
+):  # DeepSpeed (for its tests) warns on stdout, when first imported, that it found no GPU
     os.environ.setdefault("DS_ACCELERATOR", "cpu")  # (saving a model imports it); said up front, it stays quiet
 
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+from transformers import (
+    BertConfig,
+    BertModel,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedTokenizerFast,
+    T5Config,
+    T5ForConditionalGeneration,
+)
 
 from softprompt.models.model import SoftPromptModel
 
@@ -30,7 +40,9 @@ def word_tokenizer(specials: list[str], template: str | None, **roles) -> PreTra
     tok = Tokenizer(models.WordLevel(vocab, unk_token=roles["unk_token"]))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     if template:
-        tok.post_processor = processors.TemplateProcessing(single=template, special_tokens=[(s, vocab[s]) for s in specials if s in template])
+        tok.post_processor = processors.TemplateProcessing(
+            single=template, special_tokens=[(s, vocab[s]) for s in specials if s in template]
+        )
     return PreTrainedTokenizerFast(tokenizer_object=tok, **roles)
 
 
@@ -39,32 +51,75 @@ def t5_tokenizer():
 
 
 def gpt2_tokenizer():
-    return word_tokenizer(["<|endoftext|>", "<unk>"], None, eos_token="<|endoftext|>", unk_token="<unk>", bos_token="<|endoftext|>")
+    return word_tokenizer(
+        ["<|endoftext|>", "<unk>"], None, eos_token="<|endoftext|>", unk_token="<unk>", bos_token="<|endoftext|>"
+    )
 
 
 def bert_tokenizer():
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    return word_tokenizer(specials, "[CLS] $A [SEP]", pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    return word_tokenizer(
+        specials,
+        "[CLS] $A [SEP]",
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
 
 
 def tiny_t5(seed: int = 0) -> SoftPromptModel:
     torch.manual_seed(seed)
     tok = t5_tokenizer()
-    config = T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=2, dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    config = T5Config(
+        vocab_size=len(tok),
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=2,
+        dropout_rate=0.0,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
     return SoftPromptModel(T5ForConditionalGeneration(config).eval(), tok, name="tiny-t5")
 
 
 def tiny_gpt2(seed: int = 0) -> SoftPromptModel:
     torch.manual_seed(seed)
     tok = gpt2_tokenizer()
-    config = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=128, bos_token_id=0, eos_token_id=0, initializer_range=0.2, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    config = GPT2Config(
+        vocab_size=len(tok),
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=128,
+        bos_token_id=0,
+        eos_token_id=0,
+        initializer_range=0.2,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     return SoftPromptModel(GPT2LMHeadModel(config).eval(), tok, name="tiny-gpt2")
 
 
 def tiny_bert(seed: int = 0) -> SoftPromptModel:
     torch.manual_seed(seed)
     tok = bert_tokenizer()
-    config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, initializer_range=0.5)
+    config = BertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        initializer_range=0.5,
+    )
     return SoftPromptModel(BertModel(config, add_pooling_layer=False).eval(), tok, name="tiny-bert")
 
 
@@ -120,7 +175,11 @@ def embedding_readings(model: SoftPromptModel) -> dict:
     from softprompt.methods.prompt import embedding_scale
 
     labels = model.initial_prompt("labels", 4, labels=["no", "yes"], first_n=40, seed=1)
-    return {"labels": labels.flatten().tolist(), "fingerprint": str(model.fingerprint()), "scale": embedding_scale(model)}
+    return {
+        "labels": labels.flatten().tolist(),
+        "fingerprint": str(model.fingerprint()),
+        "scale": embedding_scale(model),
+    }
 
 
 def trained_prompt(run_folder, processes: int = 1) -> torch.Tensor:
@@ -145,7 +204,11 @@ def greedy_reference(model: SoftPromptModel, prompt: torch.Tensor, texts: list[s
                     decoder = torch.tensor([[base.config.decoder_start_token_id, *new]])
                     logits = base(inputs_embeds=encoder, decoder_input_ids=decoder).logits
                 else:
-                    logits = base(inputs_embeds=torch.cat([prompt, embed(torch.cat([ids, torch.tensor(new, dtype=torch.long)]))])[None]).logits
+                    logits = base(
+                        inputs_embeds=torch.cat([prompt, embed(torch.cat([ids, torch.tensor(new, dtype=torch.long)]))])[
+                            None
+                        ]
+                    ).logits
                 new.append(int(logits[0, -1].argmax()))
             outputs.append(model.tokenizer.decode(new, skip_special_tokens=True).strip())
     return outputs

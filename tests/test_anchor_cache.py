@@ -3,8 +3,8 @@ tasks with prompts of different lengths; each (prompt, label text) pair is compu
 weights are computed afresh; training recomputes them with gradients."""
 
 import torch
-
 from conftest import tiny_bert
+
 from softprompt.core.bank import PromptBank
 from softprompt.models.model import SoftPromptModel
 
@@ -16,7 +16,12 @@ IDS = [0, 1, 2, 0, 3]
 def bert() -> SoftPromptModel:
     model = tiny_bert()
     g = torch.Generator().manual_seed(1)
-    prompts = [torch.randn(5, model.hidden, generator=g), torch.randn(2, model.hidden, generator=g), torch.zeros(0, model.hidden), torch.randn(7, model.hidden, generator=g)]
+    prompts = [
+        torch.randn(5, model.hidden, generator=g),
+        torch.randn(2, model.hidden, generator=g),
+        torch.zeros(0, model.hidden),
+        torch.randn(7, model.hidden, generator=g),
+    ]
     model.bank = PromptBank(prompts, ["five", "two", "none", "seven"])
     return model
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import save_model, sentiment_rows, tiny_gpt2
-from softprompt.training import checkpoint
+
 from softprompt.errors import UserError
-from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.files.prompt_file import load_prompt
+from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
+from softprompt.training import checkpoint
 from softprompt.training.train import PROMPT_FILE, train_prompt
 
 TESTS = Path(__file__).parent
@@ -96,7 +96,16 @@ def setup():
 
 def train(folder, **options):
     model, task, examples = setup()
-    result = train_prompt(model, task, examples, examples, PROMPT, TrainOptions(**{**OPTIONS, "max_steps": 6, **options}), folder, progress=False)
+    result = train_prompt(
+        model,
+        task,
+        examples,
+        examples,
+        PROMPT,
+        TrainOptions(**{**OPTIONS, "max_steps": 6, **options}),
+        folder,
+        progress=False,
+    )
     return model, result
 
 
@@ -112,7 +121,10 @@ def test_a_write_interrupted_half_way_leaves_the_previous_checkpoint(tmp_path, m
     monkeypatch.setattr(checkpoint, "write", disk_full_in_step_5)
     with pytest.raises(UserError, match=r"checkpoints/step-00000005: cannot write it \(No space left on device\)"):
         train(tmp_path / "run")
-    assert sorted(p.name for p in (tmp_path / "run/checkpoints").iterdir()) == ["step-00000003", "step-00000004"]  # no temporary left
+    assert sorted(p.name for p in (tmp_path / "run/checkpoints").iterdir()) == [
+        "step-00000003",
+        "step-00000004",
+    ]  # no temporary left
     assert checkpoint.latest(tmp_path / "run").name == "step-00000004"
     monkeypatch.setattr(checkpoint, "write", written)
     with (tmp_path / "run/metrics.jsonl").open("a") as log:
@@ -133,9 +145,13 @@ def test_resume_continues_to_more_steps(tmp_path):
 
 def test_resume_refuses_other_options_naming_the_field(tmp_path):
     train(tmp_path, max_steps=2)
-    with pytest.raises(UserError, match=r"^--train.lr: .*step-00000002 was trained with 0.3, not 0.1; resume with the same value"):
+    with pytest.raises(
+        UserError, match=r"^--train.lr: .*step-00000002 was trained with 0.3, not 0.1; resume with the same value"
+    ):
         train(tmp_path, max_steps=4, lr=0.1, resume=True)
-    with pytest.raises(UserError, match=r"^--train.resume: .*step-00000002 was written by 1 process; resume it with as many, not 2"):
+    with pytest.raises(
+        UserError, match=r"^--train.resume: .*step-00000002 was written by 1 process; resume it with as many, not 2"
+    ):
         checkpoint.load(checkpoint.latest(tmp_path), 0, 2)  # as two processes would
 
 
@@ -155,7 +171,16 @@ def test_sigterm_saves_a_checkpoint_at_the_step_boundary(tmp_path, capsys):
 
     model.base.register_forward_hook(terminate_in_step_3)
     with pytest.raises(KeyboardInterrupt):
-        train_prompt(model, task, examples, None, PROMPT, TrainOptions(**{**OPTIONS, "max_steps": 6, "save_every": 0}), tmp_path, progress=False)
+        train_prompt(
+            model,
+            task,
+            examples,
+            None,
+            PROMPT,
+            TrainOptions(**{**OPTIONS, "max_steps": 6, "save_every": 0}),
+            tmp_path,
+            progress=False,
+        )
     assert [p.name for p in checkpoint.complete(tmp_path)] == ["step-00000003"]  # the step under way was finished
     assert "stopped by a signal after step 3" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handlers are put back
@@ -163,13 +188,25 @@ def test_sigterm_saves_a_checkpoint_at_the_step_boundary(tmp_path, capsys):
 
 def test_the_command_resumes(tmp_path, capsys):
     from conftest import save_model
+
     from softprompt.cli import main
 
     folder = save_model(tiny_gpt2(), tmp_path / "model")
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows()))
     command = [
-        "train", "--model.name", folder, "--data.train", str(tmp_path / "train.jsonl"), "--data.verbalizers", '{"0": "no", "1": "yes"}',
-        "--prompt.length=4", "--prompt.vocab_first_n=40", "--train.batch_size=5", "--train.micro_batch_size=5", "--train.output_dir", str(tmp_path / "run"),
+        "train",
+        "--model.name",
+        folder,
+        "--data.train",
+        str(tmp_path / "train.jsonl"),
+        "--data.verbalizers",
+        '{"0": "no", "1": "yes"}',
+        "--prompt.length=4",
+        "--prompt.vocab_first_n=40",
+        "--train.batch_size=5",
+        "--train.micro_batch_size=5",
+        "--train.output_dir",
+        str(tmp_path / "run"),
     ]
     assert main([*command, "--train.max_steps=2"]) == 0
     assert main([*command, "--train.max_steps=3", "--train.resume=true"]) == 0
@@ -182,14 +219,43 @@ def test_resume_refuses_another_prompt_or_other_data_naming_the_field(tmp_path):
     model, task, examples = setup()
     longer = PromptOptions(length=5, init="vocab", vocab_first_n=40)
     with pytest.raises(UserError, match=r"^--train.resume: .*step-00000002 was trained with prompt.length 4, not 5$"):
-        train_prompt(model, task, examples, examples, longer, TrainOptions(**{**OPTIONS, "max_steps": 4, "resume": True}), tmp_path, progress=False)
+        train_prompt(
+            model,
+            task,
+            examples,
+            examples,
+            longer,
+            TrainOptions(**{**OPTIONS, "max_steps": 4, "resume": True}),
+            tmp_path,
+            progress=False,
+        )
     other = make_task(DataOptions(verbalizers={"0": "no", "1": "yes"}, max_input_length=64))
-    with pytest.raises(UserError, match=r"^--train.resume: .*was trained with (task|data).max_input_length 512, not 64$"):
-        train_prompt(model, other, examples, examples, PROMPT, TrainOptions(**{**OPTIONS, "max_steps": 4, "resume": True}), tmp_path, progress=False)
+    with pytest.raises(
+        UserError, match=r"^--train.resume: .*was trained with (task|data).max_input_length 512, not 64$"
+    ):
+        train_prompt(
+            model,
+            other,
+            examples,
+            examples,
+            PROMPT,
+            TrainOptions(**{**OPTIONS, "max_steps": 4, "resume": True}),
+            tmp_path,
+            progress=False,
+        )
 
 
 def resume(folder, model, task, train_examples, validation_examples):
-    return train_prompt(model, task, train_examples, validation_examples, PROMPT, TrainOptions(**{**OPTIONS, "max_steps": 4, "resume": True}), folder, progress=False)
+    return train_prompt(
+        model,
+        task,
+        train_examples,
+        validation_examples,
+        PROMPT,
+        TrainOptions(**{**OPTIONS, "max_steps": 4, "resume": True}),
+        folder,
+        progress=False,
+    )
 
 
 @pytest.mark.parametrize("change", ["a row dropped", "a label flipped", "validation changed"])
@@ -204,7 +270,9 @@ def test_resume_refuses_data_whose_rows_changed(tmp_path, change):
     changed = task.examples(rows, "rows", None)
     kind, option = ("validation", "--data.validation") if change == "validation changed" else ("train", "--data.train")
     train_rows, validation_rows = (examples, changed) if kind == "validation" else (changed, examples)
-    with pytest.raises(UserError, match=rf"^--train.resume: .*step-00000002 was trained on other {kind} data than {option} now holds"):
+    with pytest.raises(
+        UserError, match=rf"^--train.resume: .*step-00000002 was trained on other {kind} data than {option} now holds"
+    ):
         resume(tmp_path, model, task, train_rows, validation_rows)
 
 
@@ -214,7 +282,18 @@ def test_resume_takes_the_same_rows_from_a_path_spelled_otherwise(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     Path("tr.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows()))
     folder = save_model(tiny_gpt2(), tmp_path / "model")
-    command = ["train", "--model.name", folder, "--data.verbalizers", '{"0": "no", "1": "yes"}', "--prompt.length=4", "--prompt.vocab_first_n=40", "--train.batch_size=5", "--train.micro_batch_size=5", "--train.output_dir=run"]
+    command = [
+        "train",
+        "--model.name",
+        folder,
+        "--data.verbalizers",
+        '{"0": "no", "1": "yes"}',
+        "--prompt.length=4",
+        "--prompt.vocab_first_n=40",
+        "--train.batch_size=5",
+        "--train.micro_batch_size=5",
+        "--train.output_dir=run",
+    ]
     assert main([*command, "--data.train=tr.jsonl", "--train.max_steps=2"]) == 0
     assert main([*command, "--data.train=./tr.jsonl", "--train.max_steps=3", "--train.resume=true"]) == 0
     assert "resuming from run/checkpoints/step-00000002 (step 2)" in capsys.readouterr().err
@@ -241,18 +320,27 @@ def test_resuming_a_finished_run_trains_nothing_and_adds_no_report(tmp_path, cap
     _, result = train(tmp_path, max_steps=4, resume=True)
     assert result.steps == 4 and (tmp_path / "results.jsonl").read_text() == rows
     assert torch.equal(load_prompt(tmp_path / PROMPT_FILE).prompt, before)
-    assert "the run had already ended at step 4; nothing was trained, and results.jsonl is unchanged" in capsys.readouterr().err
+    assert (
+        "the run had already ended at step 4; nothing was trained, and results.jsonl is unchanged"
+        in capsys.readouterr().err
+    )
 
 
 def test_resume_refuses_fewer_steps_than_the_checkpoint_holds(tmp_path):
     train(tmp_path, max_steps=4)
-    with pytest.raises(UserError, match=r"^--train.max_steps 2: .*step-00000004 is at step 4 already; resume with at least 4 steps$"):
+    with pytest.raises(
+        UserError, match=r"^--train.max_steps 2: .*step-00000004 is at step 4 already; resume with at least 4 steps$"
+    ):
         train(tmp_path, max_steps=2, resume=True)
 
 
 def test_a_resumed_run_whose_best_was_its_last_step_ends_holding_that_best(tmp_path, monkeypatch):
     """Every evaluation scores the same, so the best stays at step 4, the last step of the first run."""
-    monkeypatch.setattr(type(make_task(DataOptions(verbalizers={"0": "no", "1": "yes"}))), "score", lambda self, predictions, examples: {"accuracy": 50.0, "macro_f1": 50.0})
+    monkeypatch.setattr(
+        type(make_task(DataOptions(verbalizers={"0": "no", "1": "yes"}))),
+        "score",
+        lambda self, predictions, examples: {"accuracy": 50.0, "macro_f1": 50.0},
+    )
     train(tmp_path, max_steps=4, save_every=0)
     model, result = train(tmp_path, max_steps=8, resume=True)
     saved = load_prompt(tmp_path / PROMPT_FILE).prompt
@@ -263,5 +351,8 @@ def test_a_resumed_run_whose_best_was_its_last_step_ends_holding_that_best(tmp_p
 def test_a_corrupt_checkpoint_is_refused_in_one_line(tmp_path):
     train(tmp_path, max_steps=2, save_every=0)
     (checkpoint.latest(tmp_path) / checkpoint.STATE_FILE).write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match=r"^--train.resume: .*state.safetensors: not a readable checkpoint file \(.*\); delete its folder"):
+    with pytest.raises(
+        UserError,
+        match=r"^--train.resume: .*state.safetensors: not a readable checkpoint file \(.*\); delete its folder",
+    ):
         train(tmp_path, max_steps=4, resume=True)

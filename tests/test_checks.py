@@ -5,11 +5,11 @@ from dataclasses import replace
 import pytest
 import yaml
 
-from softprompt.training.accumulate import accumulation_steps, micro_batch
 from softprompt.checks import check_training_command, output_folder
 from softprompt.cli import main
 from softprompt.errors import UserError
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
+from softprompt.training.accumulate import accumulation_steps, micro_batch
 
 # no model and no data exist at these paths: an error about them would mean the checks came too late
 MISSING_MODEL = "/nonexistent/model"
@@ -76,29 +76,56 @@ def test_train_refuses_bad_options_before_loading(config, capsys, option, messag
 
 def test_train_refuses_a_batch_that_micro_batches_do_not_divide(config, capsys, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    fails_with(capsys, ["train", "--config", config, "--train.batch_size=10", "--train.micro_batch_size=4"], "--train.batch_size 10 is not a multiple of --train.micro_batch_size x processes = 4 (4 rows x 1 processes)")
+    fails_with(
+        capsys,
+        ["train", "--config", config, "--train.batch_size=10", "--train.micro_batch_size=4"],
+        "--train.batch_size 10 is not a multiple of --train.micro_batch_size x processes = 4 (4 rows x 1 processes)",
+    )
     monkeypatch.setenv("WORLD_SIZE", "3")  # as torchrun sets it: the micro-batch capped at the share of 2 rows
-    fails_with(capsys, ["train", "--config", config, "--train.batch_size=8"], "--train.batch_size 8 is not a multiple of --train.micro_batch_size x processes = 6 (2 rows x 3 processes, the micro-batch capped at batch_size / processes)")
+    fails_with(
+        capsys,
+        ["train", "--config", config, "--train.batch_size=8"],
+        "--train.batch_size 8 is not a multiple of --train.micro_batch_size x processes = 6 (2 rows x 3 processes, the micro-batch capped at batch_size / processes)",
+    )
 
 
-@pytest.mark.parametrize("batch, micro, processes, rows, steps", [(32, 32, 1, 32, 1), (32, 32, 8, 4, 1), (32, 2, 8, 2, 2), (10, 5, 2, 5, 1), (8, 32, 1, 8, 1)])
-def test_a_recipe_runs_unchanged_on_more_processes_its_micro_batch_capped_at_their_share(batch, micro, processes, rows, steps):
+@pytest.mark.parametrize(
+    "batch, micro, processes, rows, steps",
+    [(32, 32, 1, 32, 1), (32, 32, 8, 4, 1), (32, 2, 8, 2, 2), (10, 5, 2, 5, 1), (8, 32, 1, 8, 1)],
+)
+def test_a_recipe_runs_unchanged_on_more_processes_its_micro_batch_capped_at_their_share(
+    batch, micro, processes, rows, steps
+):
     """The default 32-row batch and micro-batch on 8 processes: 4 rows each, one micro-batch per step."""
     assert micro_batch(batch, micro, processes) == rows
     assert accumulation_steps(batch, micro, processes) == steps
 
 
 def test_train_refuses_an_output_folder_that_is_or_lies_under_a_file(config, a_file, capsys):
-    fails_with(capsys, ["train", "--config", config, f"--train.output_dir={a_file}"], f"--train.output_dir: {a_file} is a file, not a folder")
-    fails_with(capsys, ["train", "--config", config, f"--train.output_dir={a_file}/run"], f"--train.output_dir: {a_file}/run lies under {a_file}, which is a file")
+    fails_with(
+        capsys,
+        ["train", "--config", config, f"--train.output_dir={a_file}"],
+        f"--train.output_dir: {a_file} is a file, not a folder",
+    )
+    fails_with(
+        capsys,
+        ["train", "--config", config, f"--train.output_dir={a_file}/run"],
+        f"--train.output_dir: {a_file}/run lies under {a_file}, which is a file",
+    )
 
 
-@pytest.mark.parametrize("option, message", [
-    ("--train.eval_batch_size=0", "--train.eval_batch_size must be at least 1 (got 0)"),
-    ("--data.limit_validation=0", "--data.limit_validation must be at least 1 (got 0)"),
-    ("--data.max_target_length=0", "--data.max_target_length must be at least 1 (got 0)"),
-    ("--data.task=boolk", "--data.task: 'boolk' is not a task; the tasks are classification, text2text, squad, mrqa, boolq, cb, copa, multirc, record, rte, wic, wsc, trec, sst5, sst5-binary, mr, sst2"),
-])
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("--train.eval_batch_size=0", "--train.eval_batch_size must be at least 1 (got 0)"),
+        ("--data.limit_validation=0", "--data.limit_validation must be at least 1 (got 0)"),
+        ("--data.max_target_length=0", "--data.max_target_length must be at least 1 (got 0)"),
+        (
+            "--data.task=boolk",
+            "--data.task: 'boolk' is not a task; the tasks are classification, text2text, squad, mrqa, boolq, cb, copa, multirc, record, rte, wic, wsc, trec, sst5, sst5-binary, mr, sst2",
+        ),
+    ],
+)
 def test_eval_refuses_bad_options_before_loading(config, capsys, option, message):
     fails_with(capsys, ["eval", MISSING_PROMPT, "--config", config, option], message)
     fails_with(capsys, ["eval", "--config", config, option], message)  # prompt design
@@ -106,7 +133,11 @@ def test_eval_refuses_bad_options_before_loading(config, capsys, option, message
 
 @pytest.mark.parametrize("size", ["0", "-1"])
 def test_predict_refuses_a_batch_size_below_one(capsys, size):
-    fails_with(capsys, ["predict", MISSING_PROMPT, "great", f"--batch_size={size}"], f"--batch_size must be at least 1 (got {size})")
+    fails_with(
+        capsys,
+        ["predict", MISSING_PROMPT, "great", f"--batch_size={size}"],
+        f"--batch_size must be at least 1 (got {size})",
+    )
 
 
 @pytest.mark.parametrize("content", [b"\x80\x81 binary\n", b"text\x00with a NUL\n"])
@@ -120,12 +151,18 @@ def test_quickstart_checks_its_own_options(tmp_path, a_file, capsys):
     fails_with(capsys, ["quickstart", "--steps=0"], "--steps must be at least 1 (got 0)")
     fails_with(capsys, ["quickstart", "--seed=-1"], "--seed must not be negative (got -1)")
     fails_with(capsys, ["quickstart", f"--output={a_file}"], f"--output: {a_file} is a file, not a folder")
-    fails_with(capsys, ["quickstart", f"--output={a_file}/sub"], f"--output: {a_file}/sub lies under {a_file}, which is a file")
+    fails_with(
+        capsys, ["quickstart", f"--output={a_file}/sub"], f"--output: {a_file}/sub lies under {a_file}, which is a file"
+    )
 
 
 def test_defaults_and_an_unset_learning_rate_pass(tmp_path):
-    check_training_command(PromptOptions(), DataOptions(train="train.jsonl"), TrainOptions(output_dir=str(tmp_path / "new" / "run")))
-    check_training_command(PromptOptions(), DataOptions(train="train.jsonl"), replace(TrainOptions(), lr=None, output_dir=str(tmp_path)))
+    check_training_command(
+        PromptOptions(), DataOptions(train="train.jsonl"), TrainOptions(output_dir=str(tmp_path / "new" / "run"))
+    )
+    check_training_command(
+        PromptOptions(), DataOptions(train="train.jsonl"), replace(TrainOptions(), lr=None, output_dir=str(tmp_path))
+    )
     output_folder("--output", str(tmp_path))
     with pytest.raises(UserError, match="must not be negative"):
         check_training_command(PromptOptions(), DataOptions(train="train.jsonl"), replace(TrainOptions(), lr=-1.0))

@@ -13,13 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import BUILDERS, save_model, sentiment_rows
+
 from softprompt.cli import build_parser, main
-from softprompt.errors import UserError
 from softprompt.files.atomic import write_text_atomic
-from softprompt.models.model import SoftPromptModel
 from softprompt.files.prompt_file import load_prompt, save_prompt
+from softprompt.models.model import SoftPromptModel
 
 
 def write_data(tmp_path):
@@ -33,8 +32,20 @@ def recipe(tmp_path, model_folder, **data):
     config = {
         "model": {"name": model_folder},
         "prompt": {"length": 4, "init": "vocab", "vocab_first_n": 40},
-        "data": {"task": "classification", "train": str(write_data(tmp_path)), "validation": str(tmp_path / "train.jsonl"), "verbalizers": {"0": "no", "1": "yes"}, **data},
-        "train": {"max_steps": 4, "batch_size": 10, "micro_batch_size": 5, "eval_every": 2, "output_dir": str(tmp_path / "run")},
+        "data": {
+            "task": "classification",
+            "train": str(write_data(tmp_path)),
+            "validation": str(tmp_path / "train.jsonl"),
+            "verbalizers": {"0": "no", "1": "yes"},
+            **data,
+        },
+        "train": {
+            "max_steps": 4,
+            "batch_size": 10,
+            "micro_batch_size": 5,
+            "eval_every": 2,
+            "output_dir": str(tmp_path / "run"),
+        },
     }
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -102,7 +113,11 @@ def test_errors_are_one_line_with_no_traceback_and_no_output(tmp_path, model_fol
 def test_a_text_after_the_options_is_refused_with_where_it_goes(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "p.safetensors"), "--batch_size", "8", "great fun"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "unrecognized arguments: great fun; texts, files and other arguments without a name go before the options" in err, err
+    assert (
+        err.count("\n") == 1
+        and "unrecognized arguments: great fun; texts, files and other arguments without a name go before the options"
+        in err
+    ), err
 
 
 def test_an_option_spelled_with_hyphens_is_refused_with_its_spelling(capsys):
@@ -126,7 +141,11 @@ def test_help_documents_every_option(capsys):
 @pytest.mark.parametrize("family", ["encoder-only"])
 def test_prompt_on_another_model_is_refused_unless_allowed(tmp_path, model_folder, family, capsys):
     trained_on = SoftPromptModel.load(model_folder)
-    prompt = save_prompt(tmp_path / "p.safetensors", trained_on.initial_prompt("random", 3), {**trained_on.identity(), "task": {"type": "classification", "verbalizers": {"0": "no", "1": "yes"}}})
+    prompt = save_prompt(
+        tmp_path / "p.safetensors",
+        trained_on.initial_prompt("random", 3),
+        {**trained_on.identity(), "task": {"type": "classification", "verbalizers": {"0": "no", "1": "yes"}}},
+    )
     other = save_model(BUILDERS[family](seed=1), tmp_path / "other")
     assert main(["predict", str(prompt), "great", "--model.name", other]) == 1
     assert "pass --allow_other_model" in capsys.readouterr().err
@@ -151,12 +170,19 @@ def readme_command_lines() -> list[str]:
 def test_every_readme_command_line_parses(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)  # the recipes in configs/ exist; other paths are made up as temporary files
     lines = readme_command_lines()
-    assert any("eval --prompt" in line for line in lines) and any(line.startswith("softprompt quickstart") for line in lines)
+    assert any("eval --prompt" in line for line in lines) and any(
+        line.startswith("softprompt quickstart") for line in lines
+    )
     for line in lines:
         argv = shlex.split(line, comments=True)[1:]
         for i, token in enumerate(argv):
             option, eq, value = token.partition("=") if token.startswith("--") else ("", "", token)
-            if re.fullmatch(r"[\w./-]+", value) and not value.startswith("-") and ("." in value or value.isupper()) and not Path(value).exists():
+            if (
+                re.fullmatch(r"[\w./-]+", value)
+                and not value.startswith("-")
+                and ("." in value or value.isupper())
+                and not Path(value).exists()
+            ):
                 fake = tmp_path / value
                 fake.parent.mkdir(parents=True, exist_ok=True)
                 fake.write_bytes(b"{}\n" if fake.suffix in (".yaml", ".json") else b"\x80\x00 a binary prompt file")
@@ -165,7 +191,9 @@ def test_every_readme_command_line_parses(tmp_path, monkeypatch, capsys):
         try:
             parser.instantiate(parser.parse_args(argv))
         except SystemExit as e:
-            assert "--help" in argv and e.code == 0, f"the CLI rejects a README command: {line}\n{capsys.readouterr().err}"
+            assert "--help" in argv and e.code == 0, (
+                f"the CLI rejects a README command: {line}\n{capsys.readouterr().err}"
+            )
 
 
 def untrained_prompt(path, model_folder, **metadata):
@@ -180,7 +208,12 @@ def test_eval_takes_the_prompt_file_as_option_or_argument(tmp_path, model_folder
     prompt = str(untrained_prompt(tmp_path / "p.safetensors", model_folder))
     data = str(write_data(tmp_path))
     outputs = []
-    for spelling in ([prompt], ["--prompt", prompt], [f"--prompt={prompt}"], ["--config", str(recipe(tmp_path, model_folder)), "--prompt", prompt]):
+    for spelling in (
+        [prompt],
+        ["--prompt", prompt],
+        [f"--prompt={prompt}"],
+        ["--config", str(recipe(tmp_path, model_folder)), "--prompt", prompt],
+    ):
         assert main(["eval", *spelling, "--data.validation", data]) == 0, spelling
         outputs.append(capsys.readouterr().out)
     assert outputs[0].startswith("accuracy: ") and outputs.count(outputs[0]) == 4
@@ -258,7 +291,12 @@ def test_an_error_during_training_starts_its_own_line(tmp_path, model_folder, ca
 def test_a_closed_pipe_ends_quietly(tmp_path):
     prompt = save_prompt(tmp_path / "p.safetensors", torch.zeros(2, 4), {"base_model": "m"})
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    process = subprocess.Popen([sys.executable, "-m", "softprompt", "info", str(prompt)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "softprompt", "info", str(prompt)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     process.stdout.close()  # the reader goes away before anything is written, as `| head` does
     err = process.stderr.read().decode()
     assert process.wait() == 1 and err == ""
@@ -276,14 +314,18 @@ def test_written_files_respect_the_umask(tmp_path, umask):
         assert stat.S_IMODE(file.stat().st_mode) == 0o666 & ~umask
 
 
-def test_predict_prints_one_line_per_text_whatever_line_breaks_an_answer_holds(tmp_path, model_folder, capsys, monkeypatch):
+def test_predict_prints_one_line_per_text_whatever_line_breaks_an_answer_holds(
+    tmp_path, model_folder, capsys, monkeypatch
+):
     config = recipe(tmp_path, model_folder)
     assert main(["train", "--config", str(config), "--train.max_steps=1"]) == 0
     capsys.readouterr()
     from softprompt.tasks.classification import ClassificationTask
 
     answers = ["first line\nsecond line", "a\r\nb\rc\u2028d", "plain"]
-    monkeypatch.setattr(ClassificationTask, "predict_all", lambda self, model, rows, batch_size, progress=True: answers[:len(rows)])
+    monkeypatch.setattr(
+        ClassificationTask, "predict_all", lambda self, model, rows, batch_size, progress=True: answers[: len(rows)]
+    )
     assert main(["predict", str(tmp_path / "run" / "prompt.safetensors"), "x", "y", "z"]) == 0
     assert capsys.readouterr().out.splitlines() == ["first line\\nsecond line", "a\\nb\\nc\\nd", "plain"]
     assert main(["predict", str(tmp_path / "run" / "prompt.safetensors"), "x", "y", "z", "--json"]) == 0
@@ -295,11 +337,19 @@ def test_predict_prints_one_line_per_text_whatever_line_breaks_an_answer_holds(t
     ("options", "message"),
     [
         (["--prompt.length=200"], "--prompt.length 200 leaves no room for the input: {model} has 128 positions"),
-        (["--prompt.length=100"], "--prompt.length 100: --prompt.init=vocab samples 100 distinct tokens, and the first 40 ids of {model}'s vocabulary (--prompt.vocab_first_n) hold 35 that are not special tokens"),
-        (["--prompt.length=100", "--prompt.init=labels", "--prompt.vocab_first_n=5000"], "--prompt.init=labels samples 98 distinct tokens, and the first 5000 ids of {model}'s vocabulary (--prompt.vocab_first_n) hold"),
+        (
+            ["--prompt.length=100"],
+            "--prompt.length 100: --prompt.init=vocab samples 100 distinct tokens, and the first 40 ids of {model}'s vocabulary (--prompt.vocab_first_n) hold 35 that are not special tokens",
+        ),
+        (
+            ["--prompt.length=100", "--prompt.init=labels", "--prompt.vocab_first_n=5000"],
+            "--prompt.init=labels samples 98 distinct tokens, and the first 5000 ids of {model}'s vocabulary (--prompt.vocab_first_n) hold",
+        ),
     ],
 )
-def test_a_prompt_the_model_cannot_hold_is_refused_in_one_line_before_it_is_built(tmp_path, model_folder, capsys, options, message):
+def test_a_prompt_the_model_cannot_hold_is_refused_in_one_line_before_it_is_built(
+    tmp_path, model_folder, capsys, options, message
+):
     config = recipe(tmp_path, model_folder)
     assert main(["train", "--config", str(config), *options]) == 1
     err = capsys.readouterr().err

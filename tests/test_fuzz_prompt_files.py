@@ -10,16 +10,17 @@ import re
 import pytest
 import torch
 import uvicorn
-from hypothesis import HealthCheck, given, settings, strategies as st
+from conftest import BUILDERS, save_model
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from conftest import BUILDERS, save_model
 from softprompt import cli
 from softprompt.cli import main
 from softprompt.errors import UserError
-from softprompt.inference.loading import load_with_prompts
 from softprompt.files.prompt_file import FORMAT, load_prompt, save_prompt
 from softprompt.files.state_file import STRUCTURE, load_state, save_state
+from softprompt.inference.loading import load_with_prompts
 
 SCALE = int(os.environ.get("SOFTPROMPT_FUZZ_SCALE", "1"))  # more generated cases per property, for a long run
 HIDDEN = 32
@@ -44,12 +45,14 @@ def raw(path, tensors: dict, metadata) -> None:
 def with_metadata(**changes):
     def make(path, folder):
         raw(path, {"prompt": torch.zeros(4, HIDDEN)}, {**identity(folder), "format_version": 1, **changes})
+
     return make
 
 
 def tensor(value):
     def make(path, folder):
         raw(path, {"prompt": value}, identity(folder))
+
     return make
 
 
@@ -81,9 +84,18 @@ BROKEN = {  # name: (writes the file, what the message says)
     "NaN": (tensor(torch.full((4, HIDDEN), float("nan"))), "NaN or infinite"),
     "-inf": (tensor(torch.full((4, HIDDEN), float("-inf"))), "NaN or infinite"),
     "wrong hidden size": (tensor(torch.zeros(4, 16)), "prompt width 16 does not match the model's hidden size 32"),
-    "metadata not JSON": (lambda p, f: raw(p, {"prompt": torch.zeros(4, HIDDEN)}, '{"base_model": '), "metadata is not valid JSON"),
-    "metadata not an object": (lambda p, f: raw(p, {"prompt": torch.zeros(4, HIDDEN)}, [1, 2]), "metadata is not a JSON object"),
-    "no softprompt header": (lambda p, f: save_file({"prompt": torch.zeros(4, HIDDEN)}, str(p)), "not a softprompt prompt file"),
+    "metadata not JSON": (
+        lambda p, f: raw(p, {"prompt": torch.zeros(4, HIDDEN)}, '{"base_model": '),
+        "metadata is not valid JSON",
+    ),
+    "metadata not an object": (
+        lambda p, f: raw(p, {"prompt": torch.zeros(4, HIDDEN)}, [1, 2]),
+        "metadata is not a JSON object",
+    ),
+    "no softprompt header": (
+        lambda p, f: save_file({"prompt": torch.zeros(4, HIDDEN)}, str(p)),
+        "not a softprompt prompt file",
+    ),
     "a newer format": (with_metadata(format_version=99), "format version 99 is newer"),
     "format_version a string": (with_metadata(format_version="1"), "'format_version' is '1', expected an integer"),
     "base_model a number": (with_metadata(base_model=5), "'base_model' is 5, expected a string"),
@@ -91,10 +103,22 @@ BROKEN = {  # name: (writes the file, what the message says)
     "an unknown family": (with_metadata(family="robot"), "'family' is 'robot'"),
     "task a list": (with_metadata(task=["classification"]), "'task' is \\['classification'\\], expected an object"),
     "an unknown task": (with_metadata(task={"type": "poetry"}), "its task 'poetry' is not one"),
-    "verbalizers a list": (with_metadata(task={**TASK, "verbalizers": ["no", "yes"]}), "'task.verbalizers' is \\['no', 'yes'\\], expected dict"),
-    "a label text a number": (with_metadata(task={**TASK, "verbalizers": {"0": 1, "1": 2}}), "label text that is not a string"),
-    "max_input_length negative": (with_metadata(task={**TASK, "max_input_length": -3}), "'task.max_input_length' is -3, expected at least 1"),
-    "max_input_length a string": (with_metadata(task={**TASK, "max_input_length": "512"}), "'task.max_input_length' is '512', expected int"),
+    "verbalizers a list": (
+        with_metadata(task={**TASK, "verbalizers": ["no", "yes"]}),
+        "'task.verbalizers' is \\['no', 'yes'\\], expected dict",
+    ),
+    "a label text a number": (
+        with_metadata(task={**TASK, "verbalizers": {"0": 1, "1": 2}}),
+        "label text that is not a string",
+    ),
+    "max_input_length negative": (
+        with_metadata(task={**TASK, "max_input_length": -3}),
+        "'task.max_input_length' is -3, expected at least 1",
+    ),
+    "max_input_length a string": (
+        with_metadata(task={**TASK, "max_input_length": "512"}),
+        "'task.max_input_length' is '512', expected int",
+    ),
     "a template without a field": (with_metadata(task={**TASK, "template": "no field"}), "template cannot be used"),
     "length disagrees": (with_metadata(length=7), "says length 7, but the prompt tensor has 4"),
 }
@@ -109,7 +133,10 @@ def test_the_library_refuses_a_broken_prompt_file_in_one_line(tmp_path, folder, 
         load_with_prompts([str(path)])
 
 
-NEEDS_A_MODEL = {"wrong hidden size", "no base_model"}  # a sound file on its own: refused by the commands that load a model
+NEEDS_A_MODEL = {
+    "wrong hidden size",
+    "no base_model",
+}  # a sound file on its own: refused by the commands that load a model
 
 
 @pytest.fixture
@@ -122,7 +149,13 @@ def run(tmp_path, folder, parser, monkeypatch, capsys):
     sound = tmp_path / "sound" / "sound.safetensors"
     sound.parent.mkdir()
     good(sound, folder)
-    places = {"DATA": str(data), "SOUND": str(sound), "MODEL": folder, "OUT": str(tmp_path / "out"), "BANK": str(sound.parent)}
+    places = {
+        "DATA": str(data),
+        "SOUND": str(sound),
+        "MODEL": folder,
+        "OUT": str(tmp_path / "out"),
+        "BANK": str(sound.parent),
+    }
 
     def call(argv: list[str]) -> tuple[int, str, str]:
         status = main([places.get(a, a) for a in argv])
@@ -141,7 +174,12 @@ COMMANDS = {  # every command that reads a prompt file; P is the broken one
     "similar": ["similar", "P", "--bank", "BANK"],
     "export": ["export", "P", "--output", "OUT"],
 }
-CASES = [(name, command) for name in BROKEN for command in COMMANDS if name not in NEEDS_A_MODEL or command in ("eval", "predict", "neighbors", "ensemble")]
+CASES = [
+    (name, command)
+    for name in BROKEN
+    for command in COMMANDS
+    if name not in NEEDS_A_MODEL or command in ("eval", "predict", "neighbors", "ensemble")
+]
 
 
 @pytest.mark.parametrize("name, command", CASES)
@@ -161,7 +199,9 @@ def test_the_commands_take_a_sound_prompt_file(tmp_path, folder, run, command):
     assert status == 0 and out, err
 
 
-@pytest.mark.parametrize("name", [name for name in BROKEN if name not in ("a folder", "no base_model")])  # a folder there is a task's; --model names the model
+@pytest.mark.parametrize(
+    "name", [name for name in BROKEN if name not in ("a folder", "no base_model")]
+)  # a folder there is a task's; --model names the model
 def test_serve_refuses_a_broken_prompt_file_in_one_log_line_and_serves_the_others(tmp_path, folder, run, name):
     write, says = BROKEN[name]
     served = tmp_path / "served"
@@ -170,7 +210,11 @@ def test_serve_refuses_a_broken_prompt_file_in_one_log_line_and_serves_the_other
     good(served / "mood.safetensors", folder)
     status, out, err = run(["serve", "--prompts", str(served), "--model", "MODEL", "--port", "0"])
     refused = [line for line in err.splitlines() if "p.safetensors" in line]
-    assert status == 0 and len(refused) == 1 and re.fullmatch(rf"WARNING: +refused p\.safetensors: [^\n]*{says}[^\n]*", refused[0]), err
+    assert (
+        status == 0
+        and len(refused) == 1
+        and re.fullmatch(rf"WARNING: +refused p\.safetensors: [^\n]*{says}[^\n]*", refused[0])
+    ), err
     assert "serving 1 tasks" in err and ": mood" in err and "Traceback" not in err
 
 
@@ -179,7 +223,10 @@ def test_serve_without_a_model_says_why_no_prompt_file_names_one(tmp_path, folde
     served.mkdir()
     cut(served / "p.safetensors", folder)
     status, _, err = run(["serve", "--prompts", str(served), "--port", "0"])
-    assert status == 1 and re.fullmatch(rf"error: --prompts: no prompt file in {re.escape(str(served))} names its model \({re.escape(str(served / 'p.safetensors'))}: not a readable safetensors file [^\n]*\); give --model\n", err), err
+    assert status == 1 and re.fullmatch(
+        rf"error: --prompts: no prompt file in {re.escape(str(served))} names its model \({re.escape(str(served / 'p.safetensors'))}: not a readable safetensors file [^\n]*\); give --model\n",
+        err,
+    ), err
 
 
 @settings(max_examples=40 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -189,7 +236,11 @@ def test_a_prompt_file_cut_anywhere_or_with_a_byte_changed_is_refused_or_read_wh
     good(path, folder)
     whole = path.read_bytes()
     at = data.draw(st.integers(0, len(whole) - 1))
-    damaged = data.draw(st.sampled_from([whole[:at], whole[:at] + bytes([whole[at] ^ data.draw(st.integers(1, 255))]) + whole[at + 1 :]]))
+    damaged = data.draw(
+        st.sampled_from(
+            [whole[:at], whole[:at] + bytes([whole[at] ^ data.draw(st.integers(1, 255))]) + whole[at + 1 :]]
+        )
+    )
     path.write_bytes(damaged)
     try:
         file = load_prompt(path)
@@ -201,10 +252,21 @@ def test_a_prompt_file_cut_anywhere_or_with_a_byte_changed_is_refused_or_read_wh
 
 
 NODE_KINDS = ["dict", "pairs", "list", "tuple", "value", "tensor", "other"]
-leaves = st.fixed_dictionaries({"value": st.none() | st.integers() | st.text(max_size=4)}) | st.fixed_dictionaries({"tensor": st.sampled_from(["t0", "t9", 3])}) | st.integers()
+leaves = (
+    st.fixed_dictionaries({"value": st.none() | st.integers() | st.text(max_size=4)})
+    | st.fixed_dictionaries({"tensor": st.sampled_from(["t0", "t9", 3])})
+    | st.integers()
+)
 nodes = st.recursive(
     leaves,
-    lambda inner: st.dictionaries(st.sampled_from(NODE_KINDS), inner | st.lists(inner | st.lists(inner, max_size=2), max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=2), min_size=1, max_size=2),
+    lambda inner: st.dictionaries(
+        st.sampled_from(NODE_KINDS),
+        inner
+        | st.lists(inner | st.lists(inner, max_size=2), max_size=3)
+        | st.dictionaries(st.text(max_size=3), inner, max_size=2),
+        min_size=1,
+        max_size=2,
+    ),
     max_leaves=8,
 )
 

@@ -8,28 +8,69 @@ import os
 import re
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from softprompt.tasks import metrics
+from softprompt.core.template import Template
 from softprompt.data.readers import load_squad
 from softprompt.errors import UserError
 from softprompt.options import DataOptions
-from softprompt.tasks import TASKS, Example, make_task
-from softprompt.core.template import Template
+from softprompt.tasks import TASKS, Example, make_task, metrics
 
 SCALE = int(os.environ.get("SOFTPROMPT_FUZZ_SCALE", "1"))  # more generated cases per property, for a long run
-FUZZ = settings(max_examples=60 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=60 * SCALE,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 MANY = settings(FUZZ, max_examples=150 * SCALE)
 
 VERBALIZERS = {"0": "bad", "1": "good"}
-COLUMNS = sorted({"text", "label", "input", "target", "sentence", "question", "context", "answers", "passage", "hypothesis",
-                  "premise", "choice1", "choice2", "word", "sentence1", "sentence2", "qas", "idx", "id", "entities", "query",
-                  "questions", "span1_index", "span1_text", "span2_index", "span2_text", "start", "end"})
+COLUMNS = sorted(
+    {
+        "text",
+        "label",
+        "input",
+        "target",
+        "sentence",
+        "question",
+        "context",
+        "answers",
+        "passage",
+        "hypothesis",
+        "premise",
+        "choice1",
+        "choice2",
+        "word",
+        "sentence1",
+        "sentence2",
+        "qas",
+        "idx",
+        "id",
+        "entities",
+        "query",
+        "questions",
+        "span1_index",
+        "span1_text",
+        "span2_index",
+        "span2_text",
+        "start",
+        "end",
+    }
+)
 LABELS = ["0", "1", 0, 1, True, False, "entailment", "neutral", "not_entailment", "True", "2", "4"]
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12) | st.sampled_from(LABELS)
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(COLUMNS) | st.text(max_size=4), inner, max_size=4), max_leaves=12)
-rows = st.lists(st.dictionaries(st.sampled_from(COLUMNS) | st.text(max_size=4), json_values, max_size=6), min_size=0, max_size=5)
+json_values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(COLUMNS) | st.text(max_size=4), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+rows = st.lists(
+    st.dictionaries(st.sampled_from(COLUMNS) | st.text(max_size=4), json_values, max_size=6), min_size=0, max_size=5
+)
 texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
 
 
@@ -48,7 +89,9 @@ def damaged(draw, data: bytes) -> bytes:
         return data[:at] + draw(st.binary(min_size=1, max_size=8)) + data[at:]
     if how == "line":
         lines = data.split(b"\n")
-        lines[draw(st.integers(0, len(lines) - 1))] = draw(st.binary(max_size=12) | st.sampled_from([b"null", b"[]", b"{", b'"x"', b"1e999", b"[" * 3000]))
+        lines[draw(st.integers(0, len(lines) - 1))] = draw(
+            st.binary(max_size=12) | st.sampled_from([b"null", b"[]", b"{", b'"x"', b"1e999", b"[" * 3000])
+        )
         return b"\n".join(lines)
     return data
 
@@ -76,7 +119,20 @@ def check(task, path):
 
 
 # ----- any file content ------------------------------------------------------------------------------
-JSONL_TASKS = ["classification", "text2text", "squad", "boolq", "cb", "copa", "multirc", "record", "rte", "wic", "wsc", "sst2"]
+JSONL_TASKS = [
+    "classification",
+    "text2text",
+    "squad",
+    "boolq",
+    "cb",
+    "copa",
+    "multirc",
+    "record",
+    "rte",
+    "wic",
+    "wsc",
+    "sst2",
+]
 
 
 @MANY
@@ -89,9 +145,13 @@ def test_jsonl_files_of_any_content(tmp_path_factory, task, data, rows):
 
 
 @MANY
-@given(task=st.sampled_from(["classification", "text2text", "sst2", "rte"]), fmt=st.sampled_from(["csv", "tsv"]), data=st.data(),
-       header=st.lists(st.sampled_from(COLUMNS) | st.text(max_size=4), max_size=4),
-       cells=st.lists(st.lists(texts | st.sampled_from(["0", "1", '"', "", "\t", ","]), max_size=5), max_size=5))
+@given(
+    task=st.sampled_from(["classification", "text2text", "sst2", "rte"]),
+    fmt=st.sampled_from(["csv", "tsv"]),
+    data=st.data(),
+    header=st.lists(st.sampled_from(COLUMNS) | st.text(max_size=4), max_size=4),
+    cells=st.lists(st.lists(texts | st.sampled_from(["0", "1", '"', "", "\t", ","]), max_size=5), max_size=5),
+)
 def test_csv_and_tsv_files_of_any_content(tmp_path_factory, task, fmt, data, header, cells):
     out = io.StringIO()
     writer = csv.writer(out, delimiter="\t" if fmt == "tsv" else ",", lineterminator="\n")
@@ -104,7 +164,14 @@ def test_csv_and_tsv_files_of_any_content(tmp_path_factory, task, fmt, data, hea
 
 def squad_doc(value):
     """A SQuAD document with `value` put somewhere in its structure."""
-    doc = {"data": [{"title": "t", "paragraphs": [{"context": "c", "qas": [{"id": "1", "question": "q", "answers": [{"text": "a"}]}]}]}]}
+    doc = {
+        "data": [
+            {
+                "title": "t",
+                "paragraphs": [{"context": "c", "qas": [{"id": "1", "question": "q", "answers": [{"text": "a"}]}]}],
+            }
+        ]
+    }
     return doc, [
         lambda d: d.update(data=value),
         lambda d: d["data"][0].update(paragraphs=value),
@@ -131,7 +198,16 @@ def test_squad_json_of_any_content(tmp_path_factory, value, where, data):
 
 
 @FUZZ
-@given(records=st.lists(st.dictionaries(st.sampled_from(["context", "qas", "header"]), json_values | st.just([{"qid": "q", "question": "q?", "answers": ["a"]}])), max_size=4), data=st.data())
+@given(
+    records=st.lists(
+        st.dictionaries(
+            st.sampled_from(["context", "qas", "header"]),
+            json_values | st.just([{"qid": "q", "question": "q?", "answers": ["a"]}]),
+        ),
+        max_size=4,
+    ),
+    data=st.data(),
+)
 def test_mrqa_jsonl_of_any_content(tmp_path_factory, records, data):
     path = tmp_path_factory.mktemp("f") / "mrqa.jsonl"
     path.write_bytes(data.draw(damaged("".join(json.dumps(r) + "\n" for r in records).encode())))
@@ -176,7 +252,12 @@ def test_a_bad_jsonl_line_is_named(tmp_path_factory, bad, before, after):
         make_task(options("classification")).load(str(path))
 
 
-BAD_CSV = {"too many fields": b"poor,0,extra", "bad UTF-8": b"\xffpoor,1", "an unknown label": b"poor,7", "an empty text": b",1"}
+BAD_CSV = {
+    "too many fields": b"poor,0,extra",
+    "bad UTF-8": b"\xffpoor,1",
+    "an unknown label": b"poor,7",
+    "an empty text": b",1",
+}
 
 
 @pytest.mark.parametrize("bad", list(BAD_CSV))
@@ -187,14 +268,27 @@ def test_a_bad_csv_line_is_named(tmp_path, bad):
         make_task(options("classification")).load(str(path))
 
 
-@pytest.mark.parametrize("task, row", [
-    ("wsc", {"text": "a b", "target": {"span1_index": "0", "span1_text": "a", "span2_index": 1, "span2_text": "b"}, "label": True}),
-    ("multirc", {"passage": {"text": "p", "questions": 5}}),
-    ("multirc", {"passage": {"text": "p", "questions": [{"question": "q", "answers": [{"text": "a", "label": [1]}]}]}}),
-    ("record", {"passage": {"text": "p", "entities": [{"start": "0", "end": 1}]}, "qas": []}),
-    ("record", {"passage": {"text": "p", "entities": []}, "qas": [{"query": "q", "answers": [5]}]}),
-    ("boolq", {"question": {"q": 1}, "passage": "p", "label": True}),
-])
+@pytest.mark.parametrize(
+    "task, row",
+    [
+        (
+            "wsc",
+            {
+                "text": "a b",
+                "target": {"span1_index": "0", "span1_text": "a", "span2_index": 1, "span2_text": "b"},
+                "label": True,
+            },
+        ),
+        ("multirc", {"passage": {"text": "p", "questions": 5}}),
+        (
+            "multirc",
+            {"passage": {"text": "p", "questions": [{"question": "q", "answers": [{"text": "a", "label": [1]}]}]}},
+        ),
+        ("record", {"passage": {"text": "p", "entities": [{"start": "0", "end": 1}]}, "qas": []}),
+        ("record", {"passage": {"text": "p", "entities": []}, "qas": [{"query": "q", "answers": [5]}]}),
+        ("boolq", {"question": {"q": 1}, "passage": "p", "label": True}),
+    ],
+)
 def test_a_superglue_field_of_the_wrong_type_is_named(tmp_path, task, row):
     path = tmp_path / "data.jsonl"
     path.write_text(json.dumps(row) + "\n")
@@ -202,12 +296,15 @@ def test_a_superglue_field_of_the_wrong_type_is_named(tmp_path, task, row):
         make_task(options(task)).load(str(path))
 
 
-@pytest.mark.parametrize("name, content", [
-    ("data.jsonl", '{"text": "%s", "label": 1}\n'),
-    ("data.csv", 'text,label\n"%s",1\n'),
-    ("data.tsv", "text\tlabel\n%s\t1\n"),
-    ("mrqa.jsonl", '{"context": "%s", "qas": [{"qid": "1", "question": "q", "answers": ["a"]}]}\n'),
-])
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("data.jsonl", '{"text": "%s", "label": 1}\n'),
+        ("data.csv", 'text,label\n"%s",1\n'),
+        ("data.tsv", "text\tlabel\n%s\t1\n"),
+        ("mrqa.jsonl", '{"context": "%s", "qas": [{"qid": "1", "question": "q", "answers": ["a"]}]}\n'),
+    ],
+)
 def test_a_huge_line_is_read(tmp_path, name, content):
     path = tmp_path / name
     path.write_text(content % ("word " * 400_000))  # 2 MB on one line
@@ -218,8 +315,14 @@ def test_a_huge_line_is_read(tmp_path, name, content):
 
 # ----- templates, typed inputs and metrics ---------------------------------------------------------------
 @MANY
-@given(text=st.text(max_size=40) | st.lists(st.sampled_from(["{}", "{a}", "{b}", "{prompt}", "{", "}", " ", "x: ", "{{}}"]), max_size=6).map("".join),
-       value=texts, budget=st.integers(0, 30))
+@given(
+    text=st.text(max_size=40)
+    | st.lists(st.sampled_from(["{}", "{a}", "{b}", "{prompt}", "{", "}", " ", "x: ", "{{}}"]), max_size=6).map(
+        "".join
+    ),
+    value=texts,
+    budget=st.integers(0, 30),
+)
 def test_any_template_renders_within_its_budget_or_says_why(text, value, budget):
     try:
         template = Template(text)
@@ -238,7 +341,10 @@ def test_any_template_renders_within_its_budget_or_says_why(text, value, budget)
 
 
 @FUZZ
-@given(template=st.sampled_from(["{a} {b}", "q: {question} c: {context}", "{}"]), inputs=st.lists(texts | json_values.map(json.dumps), min_size=1, max_size=4))
+@given(
+    template=st.sampled_from(["{a} {b}", "q: {question} c: {context}", "{}"]),
+    inputs=st.lists(texts | json_values.map(json.dumps), min_size=1, max_size=4),
+)
 def test_typed_inputs_fill_the_template_or_say_which_input_is_wrong(template, inputs):
     task = make_task(DataOptions(task="text2text", template=template))
     try:
@@ -249,29 +355,50 @@ def test_typed_inputs_fill_the_template_or_say_which_input_is_wrong(template, in
     assert len(fields) == len(inputs) and all(set(f) == set(task.template.fields) for f in fields)
 
 
-pairs = st.integers(0, 6).flatmap(lambda n: st.tuples(st.lists(texts, min_size=n, max_size=n), st.lists(texts, min_size=n, max_size=n)))
+pairs = st.integers(0, 6).flatmap(
+    lambda n: st.tuples(st.lists(texts, min_size=n, max_size=n), st.lists(texts, min_size=n, max_size=n))
+)
 
 
 @MANY
-@given(pair=pairs, answers=st.lists(st.lists(texts, max_size=3), min_size=6, max_size=6), groups=st.lists(st.integers(0, 2), min_size=6, max_size=6))
+@given(
+    pair=pairs,
+    answers=st.lists(st.lists(texts, max_size=3), min_size=6, max_size=6),
+    groups=st.lists(st.integers(0, 2), min_size=6, max_size=6),
+)
 def test_metrics_of_any_strings_stay_between_0_and_100(pair, answers, groups):
     predictions, references = pair
     n = len(predictions)
-    for score in (metrics.accuracy(predictions, references), metrics.macro_f1(predictions, references),
-                  metrics.binary_f1(predictions, references, positive=references[0] if references else "1"),
-                  metrics.grouped_exact_match(predictions, references, groups[:n])):
+    for score in (
+        metrics.accuracy(predictions, references),
+        metrics.macro_f1(predictions, references),
+        metrics.binary_f1(predictions, references, positive=references[0] if references else "1"),
+        metrics.grouped_exact_match(predictions, references, groups[:n]),
+    ):
         assert 0 <= score <= 1
     for value in metrics.squad(predictions, answers[:n]).values():
         assert 0 <= value <= 100
 
 
 @FUZZ
-@given(task=st.sampled_from(sorted(TASKS)), predictions=st.lists(texts | st.sampled_from(["0", "1", "True", "entailment"]), min_size=1, max_size=5), data=st.data())
+@given(
+    task=st.sampled_from(sorted(TASKS)),
+    predictions=st.lists(texts | st.sampled_from(["0", "1", "True", "entailment"]), min_size=1, max_size=5),
+    data=st.data(),
+)
 def test_task_scores_of_any_predictions_stay_between_0_and_100(task, predictions, data):
     t = make_task(options(task))
     classes = len(getattr(t, "label_values", [None]))
-    examples = [Example({}, target="t", class_id=data.draw(st.integers(0, classes - 1)), answers=data.draw(st.lists(texts, max_size=2)), group=str(i % 2))
-                for i, _ in enumerate(predictions)]
+    examples = [
+        Example(
+            {},
+            target="t",
+            class_id=data.draw(st.integers(0, classes - 1)),
+            answers=data.draw(st.lists(texts, max_size=2)),
+            group=str(i % 2),
+        )
+        for i, _ in enumerate(predictions)
+    ]
     for value in t.score(predictions, examples).values():
         assert 0 <= value <= 100
 

@@ -7,9 +7,10 @@ import re
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings, strategies as st
-
 from conftest import ModelLoaded, sentiment_rows
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from softprompt import cli
 from softprompt.cli import main
 from softprompt.errors import UserError
@@ -17,7 +18,11 @@ from softprompt.experiments.grid import load_sweep
 from softprompt.models.model import SoftPromptModel
 
 SCALE = int(os.environ.get("SOFTPROMPT_FUZZ_SCALE", "1"))  # more generated cases per property, for a long run
-FUZZ = settings(max_examples=60 * SCALE, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=60 * SCALE,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @pytest.fixture
@@ -43,9 +48,21 @@ def run(capsys, argv: list[str]) -> tuple[int | None, str]:
 
 
 BROKEN = {  # name: (file name, content or None for a folder, what the message says after the file's name)
-    "malformed YAML": ("r.yaml", b"data:\n  train: [unclosed\n", r":3: malformed YAML \(expected ',' or '\]', but got '<stream end>'\)"),
-    "malformed JSON": ("r.json", b'{"data": {"train": "x"}\n "train": {}}\n', r":2: malformed YAML \(expected ',' or '\}', but got '<scalar>'\)"),
-    "a tab indent": ("r.yaml", b"data:\n\ttrain: x\n", r":2: malformed YAML \(found character '\\t' that cannot start any token\)"),
+    "malformed YAML": (
+        "r.yaml",
+        b"data:\n  train: [unclosed\n",
+        r":3: malformed YAML \(expected ',' or '\]', but got '<stream end>'\)",
+    ),
+    "malformed JSON": (
+        "r.json",
+        b'{"data": {"train": "x"}\n "train": {}}\n',
+        r":2: malformed YAML \(expected ',' or '\}', but got '<scalar>'\)",
+    ),
+    "a tab indent": (
+        "r.yaml",
+        b"data:\n\ttrain: x\n",
+        r":2: malformed YAML \(found character '\\t' that cannot start any token\)",
+    ),
     "not UTF-8": ("r.yaml", b"data:\n  train: \xff\n", r":2: not UTF-8 text \(byte 0xff\)"),
     "a NUL byte": ("r.yaml", b"data: {}\n\x00\n", r":2: malformed YAML \(character U\+0000 is not allowed\)"),
     "a list": ("r.yaml", b"- data\n- train\n", r": expected a mapping \(name: value\), found a list"),
@@ -53,7 +70,11 @@ BROKEN = {  # name: (file name, content or None for a folder, what the message s
     "empty": ("r.yaml", b"", r": the file is empty; expected a mapping of options"),
     "a folder": ("r.yaml", None, r": is a folder, not a YAML file"),
     "missing": ("missing.yaml", False, r": no such file"),
-    "a python tag": ("r.yaml", b"data: !!python/object:os.system {}\n", r":1: malformed YAML \(could not determine a constructor .+\)"),
+    "a python tag": (
+        "r.yaml",
+        b"data: !!python/object:os.system {}\n",
+        r":1: malformed YAML \(could not determine a constructor .+\)",
+    ),
 }
 
 
@@ -85,7 +106,10 @@ def test_a_broken_recipe_file_is_one_line_naming_the_file(workspace, capsys, com
     assert status == 2 and re.fullmatch(rf"error: {re.escape(str(path))}{says}\n", err), err
 
 
-@pytest.mark.parametrize("section, command", [("data", "train"), ("model", "predict"), ("train", "eval"), ("method", "train"), ("model", "ensemble")])
+@pytest.mark.parametrize(
+    "section, command",
+    [("data", "train"), ("model", "predict"), ("train", "eval"), ("method", "train"), ("model", "ensemble")],
+)
 @pytest.mark.parametrize("name", ["malformed YAML", "not UTF-8", "a list", "a folder", "missing"])
 def test_a_broken_section_file_is_one_line_naming_the_file(workspace, capsys, section, command, name):
     path, says = write(workspace, name)
@@ -98,14 +122,24 @@ def test_a_broken_section_file_is_one_line_naming_the_file(workspace, capsys, se
 def test_a_recipe_section_that_is_not_a_mapping_is_named(workspace, capsys, section, value):
     (workspace / "r.yaml").write_text(f"{section}: {value}\n")
     status, err = run(capsys, [*COMMAND_LINES["train"], "--config", "r.yaml"])
-    assert status == 2 and re.fullmatch(rf"error: r\.yaml: '{section}' is [^\n]+, expected a mapping of its options \({section}: \{{option: value\}}\)\n", err), err
+    assert status == 2 and re.fullmatch(
+        rf"error: r\.yaml: '{section}' is [^\n]+, expected a mapping of its options \({section}: \{{option: value\}}\)\n",
+        err,
+    ), err
 
 
-@pytest.mark.parametrize("option, value, says", [
-    ("--config", '{"data": 5}', r"--config: 'data' is a number, expected a mapping of its options \(data: \{option: value\}\)"),
-    ("--config", '{"data": ', r"--config: malformed YAML \(expected the node content, but found '<stream end>'\)"),
-    ("--data", '{"train": [', r"--data: malformed YAML \(expected the node content, but found '<stream end>'\)"),
-])
+@pytest.mark.parametrize(
+    "option, value, says",
+    [
+        (
+            "--config",
+            '{"data": 5}',
+            r"--config: 'data' is a number, expected a mapping of its options \(data: \{option: value\}\)",
+        ),
+        ("--config", '{"data": ', r"--config: malformed YAML \(expected the node content, but found '<stream end>'\)"),
+        ("--data", '{"train": [', r"--data: malformed YAML \(expected the node content, but found '<stream end>'\)"),
+    ],
+)
 def test_a_broken_recipe_written_out_is_named_by_its_option(workspace, capsys, option, value, says):
     status, err = run(capsys, [*COMMAND_LINES["train"], f"{option}={value}"])
     assert status == 2 and re.fullmatch(rf"error: {says}\n", err), err
@@ -113,7 +147,11 @@ def test_a_broken_recipe_written_out_is_named_by_its_option(workspace, capsys, o
 
 def test_a_data_file_given_as_a_section_says_where_it_goes(workspace, capsys):
     status, err = run(capsys, ["ensemble", "--prompts", "p.safetensors", "--data", "train.jsonl"])
-    assert status == 2 and err == "error: --data train.jsonl: --data takes a YAML or JSON file of data options; give one option as --data.OPTION VALUE (a data file goes in --data.train or --data.validation)\n", err
+    assert (
+        status == 2
+        and err
+        == "error: --data train.jsonl: --data takes a YAML or JSON file of data options; give one option as --data.OPTION VALUE (a data file goes in --data.train or --data.validation)\n"
+    ), err
 
 
 def test_serve_takes_model_name_as_the_other_commands_spell_it(monkeypatch):
@@ -124,17 +162,51 @@ def test_serve_takes_model_name_as_the_other_commands_spell_it(monkeypatch):
 
 
 def test_a_sound_recipe_file_runs(workspace, capsys):
-    (workspace / "r.yaml").write_text(yaml.safe_dump({"data": {"train": "train.jsonl", "verbalizers": {"0": "no", "1": "yes"}}, "train": {"max_steps": 2}}))
+    (workspace / "r.yaml").write_text(
+        yaml.safe_dump(
+            {"data": {"train": "train.jsonl", "verbalizers": {"0": "no", "1": "yes"}}, "train": {"max_steps": 2}}
+        )
+    )
     (workspace / "d.json").write_text(json.dumps({"train": "train.jsonl", "verbalizers": {"0": "no", "1": "yes"}}))
     assert run(capsys, ["train", "--config", "r.yaml"]) == (None, "")
     assert run(capsys, ["train", "--data", "d.json"]) == (None, "")
-    assert run(capsys, ["train", "--config", '{"data": {"train": "train.jsonl", "verbalizers": {"0": "no", "1": "yes"}}}']) == (None, "")
+    assert run(
+        capsys, ["train", "--config", '{"data": {"train": "train.jsonl", "verbalizers": {"0": "no", "1": "yes"}}}']
+    ) == (None, "")
 
 
-OPTIONS = ["model.name", "prompt.length", "prompt.init", "data.train", "data.task", "data.verbalizers", "train.lr", "train.max_steps",
-           "method.name", "method.lora_rank", "grid", "tasks", "variants", "output"]
-scalars = st.none() | st.booleans() | st.integers(-2, 2**70) | st.floats() | st.text(max_size=8) | st.dates() | st.sampled_from(["train.jsonl", "lora", "random", ".nan", "1e-3"])
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(OPTIONS) | st.text(max_size=4), inner, max_size=3), max_leaves=8)
+OPTIONS = [
+    "model.name",
+    "prompt.length",
+    "prompt.init",
+    "data.train",
+    "data.task",
+    "data.verbalizers",
+    "train.lr",
+    "train.max_steps",
+    "method.name",
+    "method.lora_rank",
+    "grid",
+    "tasks",
+    "variants",
+    "output",
+]
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-2, 2**70)
+    | st.floats()
+    | st.text(max_size=8)
+    | st.dates()
+    | st.sampled_from(["train.jsonl", "lora", "random", ".nan", "1e-3"])
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(OPTIONS) | st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
 
 
 def nested(assignments: dict) -> dict:
@@ -176,14 +248,22 @@ def test_a_recipe_file_of_any_content_runs_or_is_one_line(workspace, capsys, con
 
 
 def sweep_doc(data: str) -> dict:
-    return {"data": {"train": data, "verbalizers": {"0": "no", "1": "yes"}}, "train": {"max_steps": 2}, "grid": {"train.seed": [1, 2]}}
+    return {
+        "data": {"train": data, "verbalizers": {"0": "no", "1": "yes"}},
+        "train": {"max_steps": 2},
+        "grid": {"train.seed": [1, 2]},
+    }
 
 
 @st.composite
 def sweep_bytes(draw, data: str) -> bytes:
     """A sound sweep file with a random value put in at a random place, sometimes cut short or with bytes put in."""
     doc = sweep_doc(data)
-    place = draw(st.sampled_from(OPTIONS + ["grid.train.seed", "grid.prompt.length", "tasks.x", "variants.v", "variants.v.prompt.length"]))
+    place = draw(
+        st.sampled_from(
+            OPTIONS + ["grid.train.seed", "grid.prompt.length", "tasks.x", "variants.v", "variants.v.prompt.length"]
+        )
+    )
     value = draw(values)
     target = doc
     *parents, last = place.split(".", 2) if place.startswith(("grid.", "tasks.", "variants.")) else place.split(".")
@@ -219,12 +299,19 @@ def test_the_sweep_command_refuses_a_broken_sweep_file_in_one_line(workspace, ca
     assert status == 1 and re.fullmatch(rf"error: {re.escape(str(path))}{says}\n", err), err
 
 
-@pytest.mark.parametrize("place, value, says", [
-    ("grid", {"train.seed": ["2020-01-01"]}, r"grid\.train\.seed\[0\]: '2020-01-01' is a date; quote it to give a text"),
-    ("output", [1], r"output: expected a folder name, found a list"),
-    ("data", [], r"data: expected a mapping \(name: value\), found a list"),
-    ("tasks", {"x": 5}, r"tasks\.x: expected a mapping \(name: value\), found a number"),
-])
+@pytest.mark.parametrize(
+    "place, value, says",
+    [
+        (
+            "grid",
+            {"train.seed": ["2020-01-01"]},
+            r"grid\.train\.seed\[0\]: '2020-01-01' is a date; quote it to give a text",
+        ),
+        ("output", [1], r"output: expected a folder name, found a list"),
+        ("data", [], r"data: expected a mapping \(name: value\), found a list"),
+        ("tasks", {"x": 5}, r"tasks\.x: expected a mapping \(name: value\), found a number"),
+    ],
+)
 def test_a_sweep_field_of_the_wrong_kind_is_named(workspace, capsys, place, value, says):
     doc = sweep_doc("train.jsonl")
     doc[place] = value

@@ -4,12 +4,12 @@ import json
 
 import pytest
 import torch
-
 from conftest import BUILDERS, save_model
+
 from softprompt.cli import main
+from softprompt.files.prompt_file import save_prompt
 from softprompt.inference.interpret import label_hits, nearest_tokens, report, table
 from softprompt.models.model import SoftPromptModel
-from softprompt.files.prompt_file import save_prompt
 
 TEXT = "the movie was great fun"
 
@@ -71,13 +71,20 @@ def test_neighbors_prints_a_table_and_json(tmp_path, family, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 + 1 + 4 + 1  # title, header, 4 positions, summary
     assert lines[2].split()[:3] == ["0", "great", "1.00"] and lines[2].endswith("great")
-    assert lines[-1] == "label words among the 2 nearest tokens: terrible at 1 of 4, great at 1 of 4 positions; 2 of 4 positions have one"
+    assert (
+        lines[-1]
+        == "label words among the 2 nearest tokens: terrible at 1 of 4, great at 1 of 4 positions; 2 of 4 positions have one"
+    )
 
     assert main(["neighbors", path, "--k=2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["k"] == 2 and report["model"] == folder and len(report["positions"]) == 4
     first = report["positions"][0]
-    assert first["tokens"][0] == "great" and first["similarities"][0] == pytest.approx(1.0) and first["label_words"] == ["great"]
+    assert (
+        first["tokens"][0] == "great"
+        and first["similarities"][0] == pytest.approx(1.0)
+        and first["label_words"] == ["great"]
+    )
     assert report["label_words"] == {"positions": {"terrible": 1, "great": 1}, "positions_with_any": 2, "total": 2}
 
 
@@ -105,7 +112,13 @@ def byte_level_gpt2() -> SoftPromptModel:
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(["the movie was great fun", "a great film", "terrible, not great"] * 10, vocab_size=300, min_frequency=2, special_tokens=["<|endoftext|>"], show_progress=False)
+    bpe.train_from_iterator(
+        ["the movie was great fun", "a great film", "terrible, not great"] * 10,
+        vocab_size=300,
+        min_frequency=2,
+        special_tokens=["<|endoftext|>"],
+        show_progress=False,
+    )
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=1, n_head=2, n_positions=64)

@@ -20,7 +20,10 @@ def test_join_places_each_rows_prompt_at_its_offset():
     j = join(tokens, mask, prompts, insertion_offsets(mask, 0), labels)
     assert j.inputs_embeds.squeeze(-1).tolist() == [[0, 10, 11, 1, 2], [20, 21, 3, 4, 5]]
     assert j.attention_mask.tolist() == [[0, 1, 1, 1, 1], [1, 1, 1, 1, 1]]
-    assert j.labels.tolist() == [[IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 7, 8], [IGNORE_INDEX, IGNORE_INDEX, 6, 7, 8]]
+    assert j.labels.tolist() == [
+        [IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX, 7, 8],
+        [IGNORE_INDEX, IGNORE_INDEX, 6, 7, 8],
+    ]
     assert j.prompt_mask.sum(1).tolist() == [2, 2]
 
 

@@ -6,9 +6,9 @@ import warnings
 
 import pytest
 import torch
+from conftest import tiny_bert, tiny_gpt2, tiny_t5, word_tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from conftest import tiny_bert, tiny_gpt2, tiny_t5, word_tokenizer
 from softprompt.core.bank import PromptBank
 from softprompt.models.model import SoftPromptModel
 from softprompt.options import DataOptions
@@ -19,12 +19,30 @@ def tiny_llama(seed: int = 0) -> SoftPromptModel:
     """A Llama whose tokenizer starts every text with <s>: the prompt follows it; rotary positions."""
     torch.manual_seed(seed)
     tok = word_tokenizer(["<unk>", "<s>", "</s>"], "<s> $A", unk_token="<unk>", bos_token="<s>", eos_token="</s>")
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, bos_token_id=1, eos_token_id=2, pad_token_id=2, initializer_range=0.2)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+        initializer_range=0.2,
+    )
     return SoftPromptModel(LlamaForCausalLM(config).eval(), tok, name="tiny-llama")
 
 
 DECODERS = {"gpt2": tiny_gpt2, "llama": tiny_llama}
-TEXTS = ["great movie", "the plot was very boring and really bad", "cat", "i loved it", "not good"]  # left-padded together
+TEXTS = [
+    "great movie",
+    "the plot was very boring and really bad",
+    "cat",
+    "i loved it",
+    "not good",
+]  # left-padded together
 LABELS = [["yes", "no"], ["good bad", "terrible"], ["red", "blue", "green"], ["yes", "no"], ["yes", "no"]]
 IDS = [0, 1, 2, 0, 3]
 
@@ -33,7 +51,12 @@ IDS = [0, 1, 2, 0, 3]
 def decoder(request) -> SoftPromptModel:
     model = DECODERS[request.param]()
     g = torch.Generator().manual_seed(1)
-    prompts = [torch.randn(5, model.hidden, generator=g), torch.randn(2, model.hidden, generator=g), torch.zeros(0, model.hidden), torch.randn(7, model.hidden, generator=g)]
+    prompts = [
+        torch.randn(5, model.hidden, generator=g),
+        torch.randn(2, model.hidden, generator=g),
+        torch.zeros(0, model.hidden),
+        torch.randn(7, model.hidden, generator=g),
+    ]
     model.bank = PromptBank(prompts, ["five", "two", "none", "seven"])
     return model
 
@@ -102,7 +125,12 @@ def test_ensembles_equal_recomputation_and_copies_of_one_prompt_equal_it(decoder
     inputs = [{"": t} for t in TEXTS]
     (members_a, votes_a), (members_b, votes_b) = both(decoder, lambda: task.predict_members(decoder, inputs, [0, 1, 3]))
     assert members_a == members_b and votes_a == votes_b
-    scores = lambda ids: decoder.class_scores([x for x in inputs for _ in ids], task.label_texts, ids * len(inputs), template=task.template)  # noqa: E731
+
+    def scores(ids):
+        return decoder.class_scores(
+            [x for x in inputs for _ in ids], task.label_texts, ids * len(inputs), template=task.template
+        )
+
     copies, single = scores([3, 3, 3]).view(len(inputs), 3, -1), scores([3]).view(len(inputs), 1, -1)
     torch.testing.assert_close(copies, single.expand_as(copies), rtol=1e-5, atol=1e-5)
 
@@ -162,8 +190,9 @@ def test_other_families_are_unaffected(build):
 
 
 def test_served_tasks_equal_recomputation_across_a_changed_prompt_file(tmp_path):
-    from softprompt.serve.engine import Engine
     from test_serve import ANSWER, COLOUR, SENTIMENT, write_prompt
+
+    from softprompt.serve.engine import Engine
 
     model = tiny_llama()
     folder = tmp_path / "prompts"
@@ -176,8 +205,12 @@ def test_served_tasks_equal_recomputation_across_a_changed_prompt_file(tmp_path)
     def scores():  # what the engine's one scoring pass gives, under the current snapshot
         snapshot = engine.snapshot()
         model.bank = snapshot.bank
-        rows = [(f"review {t} it was", ["no", "yes"], "sentiment") for t in ("great fun", "bad")] + [("the cat is", ["red", "blue", "green"], "colour")]
-        return model.score_labels([r[0] for r in rows], [r[1] for r in rows], [snapshot.tasks[r[2]].prompt_id for r in rows])
+        rows = [(f"review {t} it was", ["no", "yes"], "sentiment") for t in ("great fun", "bad")] + [
+            ("the cat is", ["red", "blue", "green"], "colour")
+        ]
+        return model.score_labels(
+            [r[0] for r in rows], [r[1] for r in rows], [snapshot.tasks[r[2]].prompt_id for r in rows]
+        )
 
     predicted, recomputed = both(model, lambda: (engine.predict(items), scores()))
     assert predicted[0] == recomputed[0]
@@ -196,7 +229,10 @@ def test_no_prompt_at_all(decoder):
     """An empty bank: the prefix is BOS alone (Llama) or nothing (GPT-2)."""
     decoder.bank = PromptBank.empty(decoder.hidden)
     ids = [0] * 3
-    (scores_a, text_a), (scores_b, text_b) = both(decoder, lambda: (decoder.score_labels(TEXTS[:3], LABELS[:3], ids), decoder.generate(TEXTS[:3], ids, max_new_tokens=4)))
+    (scores_a, text_a), (scores_b, text_b) = both(
+        decoder,
+        lambda: (decoder.score_labels(TEXTS[:3], LABELS[:3], ids), decoder.generate(TEXTS[:3], ids, max_new_tokens=4)),
+    )
     assert_scores_equal(scores_a, scores_b)
     assert text_a == text_b
 

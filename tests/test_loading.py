@@ -5,16 +5,18 @@ import re
 
 import pytest
 import transformers
-
 from conftest import BUILDERS, save_model
+
 from softprompt.core.bank import PromptBank
 from softprompt.errors import UserError
+from softprompt.files.prompt_file import save_prompt
 from softprompt.inference.loading import load_with_prompts
 from softprompt.models.model import EMBEDDED_MODEL, SoftPromptModel
-from softprompt.files.prompt_file import save_prompt
 
 
-@pytest.mark.parametrize("name", ["./no-such-model", "../no-such-model", "runs/tiny/no-such-model", "~/no-such-softprompt-model"])
+@pytest.mark.parametrize(
+    "name", ["./no-such-model", "../no-such-model", "runs/tiny/no-such-model", "~/no-such-softprompt-model"]
+)
 def test_a_missing_model_folder_fails_at_once(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
@@ -34,7 +36,10 @@ def test_a_local_folder_that_cannot_be_loaded_says_why_without_the_offline_hint(
 
 
 def test_a_hub_id_that_cannot_be_loaded_gets_the_offline_hint():
-    with pytest.raises(UserError, match=r"^model 'softprompt-tests/no-such-model': cannot load it \(.+\); offline, give a local folder$"):
+    with pytest.raises(
+        UserError,
+        match=r"^model 'softprompt-tests/no-such-model': cannot load it \(.+\); offline, give a local folder$",
+    ):
         SoftPromptModel.load("softprompt-tests/no-such-model")
 
 
@@ -45,7 +50,9 @@ def test_a_relative_model_folder_is_recorded_as_an_absolute_path(tmp_path, monke
     recorded = model.identity()["base_model"]
     assert os.path.isabs(recorded) and os.path.samefile(recorded, tmp_path / "models" / "tiny")
     model.bank = PromptBank(model.initial_prompt("random", 3))
-    prompt = save_prompt(tmp_path / "p.safetensors", model.bank.prompt(0), {**model.identity(), "task": {"type": "text2text"}})
+    prompt = save_prompt(
+        tmp_path / "p.safetensors", model.bank.prompt(0), {**model.identity(), "task": {"type": "text2text"}}
+    )
 
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")  # predicting from another directory finds the model

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import tiny_bert, tiny_gpt2, tiny_t5
+
 from softprompt.core.bank import PromptBank
 from softprompt.errors import UserError
 from softprompt.models.model import DECODER_ONLY, ENCODER_DECODER, ENCODER_ONLY
@@ -63,7 +63,12 @@ def test_padded_batch_equals_rows_run_alone_all_families(tiny):
     batched = outputs(tiny, texts, targets)
     for i, text in enumerate(texts):
         alone = outputs(tiny, [text], None if targets is None else [targets[i]])
-        torch.testing.assert_close(batched[i][: alone.shape[1]] if tiny.family == ENCODER_DECODER else batched[i], alone[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            batched[i][: alone.shape[1]] if tiny.family == ENCODER_DECODER else batched[i],
+            alone[0],
+            rtol=1e-5,
+            atol=1e-5,
+        )
 
 
 def test_initialisers_shapes_and_ranges(tiny):
@@ -78,7 +83,9 @@ def test_initialisers_shapes_and_ranges(tiny):
     ids = tiny.token_ids("very bad")
     torch.testing.assert_close(labels[1], emb[ids].mean(0))
     torch.testing.assert_close(labels[0], emb[tiny.token_ids("great")[0]])
-    shorter = tiny.initial_prompt("labels", length=1, labels=["great", "very bad"], first_n=30)  # the first label that fits
+    shorter = tiny.initial_prompt(
+        "labels", length=1, labels=["great", "very bad"], first_n=30
+    )  # the first label that fits
     assert shorter.shape == (1, tiny.hidden)
     torch.testing.assert_close(shorter[0], labels[0])
     with pytest.raises(UserError, match="unknown initialiser"):
@@ -104,7 +111,9 @@ def test_rank_classification_scores_equal_target_loglikelihood(build):
     scores = tiny.class_scores(["the movie was great"], ["yes", "no"])
     batch = tiny.tokenize(["the movie was great"], ["no"], max_target_length=4)
     with torch.no_grad():
-        out = tiny(batch["input_ids"], batch["attention_mask"], torch.zeros(1, dtype=torch.long), labels=batch["labels"])
+        out = tiny(
+            batch["input_ids"], batch["attention_mask"], torch.zeros(1, dtype=torch.long), labels=batch["labels"]
+        )
     n_target = int((batch["labels"] != -100).sum())
     torch.testing.assert_close(scores[0, 1], -out.loss * n_target, rtol=1e-4, atol=1e-4)
 
@@ -123,7 +132,11 @@ def test_mixed_prompt_batch_equals_each_prompt_alone(tiny):
 
 def test_prompts_of_different_lengths_in_one_batch_equal_each_alone(tiny, family):
     prompts = {"long": tiny.initial_prompt("random", 5, seed=1), "short": tiny.initial_prompt("random", 2, seed=2)}
-    texts, labels, names = ["the movie was great", "bad", "i hated it", "fun"], ["no", "yes"], ["long", "short", "short", "long"]
+    texts, labels, names = (
+        ["the movie was great", "bad", "i hated it", "fun"],
+        ["no", "yes"],
+        ["long", "short", "short", "long"],
+    )
     tiny.bank = PromptBank(list(prompts.values()), list(prompts))
     ids = [tiny.bank.index(n) for n in names]
     mixed = tiny.class_scores(texts, labels, prompt_ids=ids)
@@ -141,8 +154,12 @@ def test_decoder_losses_from_the_target_window_equal_those_from_every_position(b
     if build == "llama":
         from test_kv_reuse import tiny_llama as build
     model = build()
-    model.bank = PromptBank([torch.randn(4, model.hidden, generator=torch.Generator().manual_seed(0))]).requires_grad_(True)
-    batch = model.tokenize(["great movie", "the plot was very boring and really bad", "ok"], ["yes", "no no no", "maybe yes"])
+    model.bank = PromptBank([torch.randn(4, model.hidden, generator=torch.Generator().manual_seed(0))]).requires_grad_(
+        True
+    )
+    batch = model.tokenize(
+        ["great movie", "the plot was very boring and really bad", "ok"], ["yes", "no no no", "maybe yes"]
+    )
     ids = torch.zeros(3, dtype=torch.long)
     results = []
     for keep in (True, False):

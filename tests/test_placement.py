@@ -2,16 +2,16 @@
 
 import pytest
 import torch
-
 from conftest import WORDS, sentiment_rows, tiny_gpt2, tiny_t5
+
 from softprompt.core.bank import PromptBank
+from softprompt.core.placement import MARK
+from softprompt.core.template import Template
 from softprompt.errors import UserError
+from softprompt.files.prompt_file import load_prompt
 from softprompt.inference.loading import task_options
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
-from softprompt.core.placement import MARK
-from softprompt.files.prompt_file import load_prompt
 from softprompt.tasks import make_task
-from softprompt.core.template import Template
 from softprompt.training.train import PROMPT_FILE, train_prompt
 
 SLOTTED = Template("the movie {prompt} was {}")
@@ -78,7 +78,9 @@ def test_rows_with_different_slots_and_prompt_lengths_equal_each_row_alone(tiny)
         assert tiny.generate(inputs, ids, template=template, max_new_tokens=3) == alone
 
 
-@pytest.mark.parametrize("build", [tiny_t5, tiny_gpt2], ids=["encoder-decoder", "decoder-only"])  # the families that generate
+@pytest.mark.parametrize(
+    "build", [tiny_t5, tiny_gpt2], ids=["encoder-decoder", "decoder-only"]
+)  # the families that generate
 def test_generation_places_the_prompt_at_the_slot(build):
     tiny = build()
     tiny.bank = PromptBank(tiny.initial_prompt("text", 2, text="very boring"))
@@ -126,14 +128,18 @@ def test_training_a_slotted_prompt_changes_only_the_prompt_and_records_the_templ
     train = TrainOptions(max_steps=3, batch_size=10, micro_batch_size=10, eval_every=1000)
     train_prompt(tiny, task, examples, None, prompt, train, tmp_path, progress=False)
     assert all(torch.equal(frozen[k], v) for k, v in tiny.base.state_dict().items()), "a frozen weight changed"
-    assert not torch.equal(tiny.bank.prompt(0), tiny.initial_prompt("vocab", 4, first_n=40, seed=42)), "the prompt did not change"
+    assert not torch.equal(tiny.bank.prompt(0), tiny.initial_prompt("vocab", 4, first_n=40, seed=42)), (
+        "the prompt did not change"
+    )
     saved = load_prompt(tmp_path / PROMPT_FILE)
-    assert make_task(task_options(saved)).template.text == "the movie {prompt} was {}"  # eval, predict, serve place it the same
+    assert (
+        make_task(task_options(saved)).template.text == "the movie {prompt} was {}"
+    )  # eval, predict, serve place it the same
 
 
 def test_export_to_peft_warns_that_peft_puts_the_prompt_first(tmp_path):
-    from softprompt.interop.peft import export_adapter
     from softprompt.files.prompt_file import save_prompt
+    from softprompt.interop.peft import export_adapter
 
     meta = {"family": "encoder-decoder", "base_model": "t5", "task": {"template": "the movie {prompt} was {}"}}
     save_prompt(tmp_path / "p.safetensors", torch.ones(2, 8), meta)

@@ -4,15 +4,22 @@ import json
 
 import pytest
 import torch
+from conftest import BUILDERS
 from safetensors.torch import save_file
 
-from conftest import BUILDERS
 from softprompt.core.bank import PromptBank
 from softprompt.errors import UserError
 from softprompt.files.atomic import atomic_path
+from softprompt.files.prompt_file import (
+    PromptFile,
+    check_compatible,
+    embedding_fingerprint,
+    legacy_fingerprint,
+    load_prompt,
+    save_prompt,
+)
 from softprompt.inference.loading import load_with_prompts
 from softprompt.models.model import SoftPromptModel
-from softprompt.files.prompt_file import PromptFile, check_compatible, embedding_fingerprint, legacy_fingerprint, load_prompt, save_prompt
 
 TEXTS = ["the movie was great", "bad", "i hated the ending"]
 LABELS = ["no", "yes"]
@@ -22,7 +29,11 @@ def test_save_load_gives_identical_predictions(model_folder, tmp_path):
     model = SoftPromptModel.load(model_folder)
     model.bank = PromptBank(model.initial_prompt("random", 5, seed=3))
     before = model.class_scores(TEXTS, LABELS)
-    path = save_prompt(tmp_path / "p.safetensors", model.bank.prompt(0), {**model.identity(), "task": {"type": "classification", "verbalizers": {"0": "no", "1": "yes"}}})
+    path = save_prompt(
+        tmp_path / "p.safetensors",
+        model.bank.prompt(0),
+        {**model.identity(), "task": {"type": "classification", "verbalizers": {"0": "no", "1": "yes"}}},
+    )
     reloaded, files = load_with_prompts([str(path)])
     assert reloaded.name == model_folder and reloaded.family == model.family
     assert torch.equal(reloaded.class_scores(TEXTS, LABELS), before)
@@ -43,7 +54,9 @@ def test_prompt_is_stored_as_float32_whatever_the_model_dtype(tmp_path):
 def test_width_mismatch_is_refused(tmp_path):
     model = BUILDERS["encoder-only"]()
     path = save_prompt(tmp_path / "narrow.safetensors", torch.zeros(4, 8), {"base_model": "other"})
-    with pytest.raises(UserError, match=r"narrow\.safetensors: prompt width 8 does not match the model's hidden size 32"):
+    with pytest.raises(
+        UserError, match=r"narrow\.safetensors: prompt width 8 does not match the model's hidden size 32"
+    ):
         check_compatible(load_prompt(path), model.hidden, model.fingerprint(), str(path))
 
 
@@ -51,7 +64,10 @@ def test_other_embeddings_refused_unless_allowed(tmp_path):
     model, other = BUILDERS["encoder-only"](seed=0), BUILDERS["encoder-only"](seed=1)
     path = save_prompt(tmp_path / "p.safetensors", torch.zeros(4, 32), other.identity())
     prompt = load_prompt(path)
-    with pytest.raises(UserError, match=r"input embeddings differ from this model's \(row norms differ by up to \d+\.\d%\); pass --allow_other_model"):
+    with pytest.raises(
+        UserError,
+        match=r"input embeddings differ from this model's \(row norms differ by up to \d+\.\d%\); pass --allow_other_model",
+    ):
         check_compatible(prompt, model.hidden, model.fingerprint(), str(path))
     check_compatible(prompt, model.hidden, model.fingerprint(), str(path), allow_other_model=True)
 
@@ -74,7 +90,9 @@ def test_fp32_bf16_and_fp16_copies_share_one_fingerprint(family):
 
 def test_fingerprint_sees_noise_of_five_percent():
     weights = BUILDERS["encoder-only"]().input_embeddings().weight.detach()
-    direction = torch.nn.functional.normalize(torch.randn(weights.shape, generator=torch.Generator().manual_seed(0)), dim=1)
+    direction = torch.nn.functional.normalize(
+        torch.randn(weights.shape, generator=torch.Generator().manual_seed(0)), dim=1
+    )
     noisy = weights + 0.05 * weights.norm(dim=1, keepdim=True) * direction  # each row moved by 5% of its norm
     with pytest.raises(UserError, match=r"row norms differ by up to"):
         check_compatible(trained_on(embedding_fingerprint(weights)), 32, embedding_fingerprint(noisy), "p.safetensors")

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from softprompt.core.bank import PromptBank
 from softprompt.cli import main
-from softprompt.models.model import EMBEDDED_MODEL, ENCODER_ONLY, SoftPromptModel, mean_pool
+from softprompt.core.bank import PromptBank
 from softprompt.experiments.quickstart import shipped
+from softprompt.models.model import EMBEDDED_MODEL, ENCODER_ONLY, SoftPromptModel, mean_pool
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,9 @@ def test_text_prompt_equals_typed_text_on_the_real_model(minilm):
 
 def test_label_texts_are_read_under_the_prompt(minilm):
     minilm.set_labels(["terrible", "great"])
-    minilm.bank = PromptBank(torch.stack([torch.zeros(2, minilm.hidden), minilm.initial_prompt("text", 2, text="very happy")]))
+    minilm.bank = PromptBank(
+        torch.stack([torch.zeros(2, minilm.hidden), minilm.initial_prompt("text", 2, text="very happy")])
+    )
     anchors = minilm.label_anchors(torch.tensor([1, 0, 1]))
     assert anchors.shape == (3, 2, minilm.hidden)
     torch.testing.assert_close(anchors[0], anchors[2])
@@ -50,7 +52,10 @@ def test_label_texts_are_read_under_the_prompt(minilm):
 
 
 def test_shipped_data_is_balanced_and_disjoint():
-    rows = {split: [json.loads(line) for line in open(shipped(split), encoding="utf-8")] for split in ("train", "validation")}
+    rows = {
+        split: [json.loads(line) for line in open(shipped(split), encoding="utf-8")]
+        for split in ("train", "validation")
+    }
     assert len(rows["train"]) >= 300 and len(rows["validation"]) >= 100
     texts = {split: {r["text"] for r in part} for split, part in rows.items()}
     assert not texts["train"] & texts["validation"]
@@ -62,10 +67,22 @@ def test_shipped_data_is_balanced_and_disjoint():
 def test_quickstart_prompt_tuning_beats_prompt_design(tmp_path, capsys):
     assert main(["quickstart", "--output", str(tmp_path), "--steps", "40"]) == 0
     out = capsys.readouterr().out
-    lines = dict(line.split(": ", 1) for line in out.splitlines() if line.startswith(("prompt design:", "prompt tuning:")))
+    lines = dict(
+        line.split(": ", 1) for line in out.splitlines() if line.startswith(("prompt design:", "prompt tuning:"))
+    )
     design, tuned = (float(lines[k].rstrip("%")) for k in ("prompt design", "prompt tuning"))
     assert tuned > design + 5
     assert (tmp_path / "prompt.safetensors").is_file() and "softprompt predict" in out
 
-    assert main(["predict", str(tmp_path / "prompt.safetensors"), "An absolute delight, I loved every minute.", "Dull, tedious and far too long."]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "prompt.safetensors"),
+                "An absolute delight, I loved every minute.",
+                "Dull, tedious and far too long.",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.split() == ["positive", "negative"]

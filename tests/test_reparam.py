@@ -5,16 +5,16 @@ import json
 
 import pytest
 import torch
-
 from conftest import BUILDERS, sentiment_rows
-from softprompt.core.bank import PromptBank
+
 from softprompt.checks import check_prompt
 from softprompt.cli import main
+from softprompt.core.bank import PromptBank
 from softprompt.errors import UserError
+from softprompt.files.prompt_file import load_prompt, save_prompt
 from softprompt.methods import make_method
 from softprompt.options import DataOptions, MethodOptions, PromptOptions, TrainOptions
-from softprompt.files.prompt_file import load_prompt, save_prompt
-from softprompt.reparam import NAMES, REPARAMS, ReparamBank, Residual, ULPT, make_reparam
+from softprompt.reparam import NAMES, REPARAMS, ULPT, ReparamBank, Residual, make_reparam
 from softprompt.reparam.ulpt import projection
 from softprompt.tasks import make_task
 from softprompt.training.train import PROMPT_FILE, RESULTS_FILE, train
@@ -91,7 +91,9 @@ def test_only_the_reparameterisation_trains_and_the_saved_file_is_what_it_made(n
     assert all(torch.equal(base[k], v) for k, v in tiny.base.state_dict().items()), "a frozen weight changed"
     trained = dict(tiny.bank.named_parameters())
     assert set(trained) == set(starts) and all(n.startswith("reparam.") for n in trained)
-    assert all(not torch.equal(starts[n], p) for n, p in trained.items()), "a reparameterisation parameter did not train"
+    assert all(not torch.equal(starts[n], p) for n, p in trained.items()), (
+        "a reparameterisation parameter did not train"
+    )
     if name == "ulpt":
         assert torch.equal(tiny.bank.reparam.up, projection(4, tiny.hidden, seed=42))  # frozen, from train.seed
     losses = [json.loads(line)["train/loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -101,8 +103,14 @@ def test_only_the_reparameterisation_trains_and_the_saved_file_is_what_it_made(n
     assert torch.equal(file.prompt, tiny.bank.prompt(0))
     count = sum(p.numel() for p in trained.values())
     recorded = file.metadata["reparam"]
-    assert recorded["name"] == name and recorded["trainable_parameters"] == count == result.report["trainable_parameters"]
-    assert recorded["bottleneck"] == 6 if name == "residual" else (recorded["rank"], recorded["projection_seed"]) == (4, 42)
+    assert (
+        recorded["name"] == name and recorded["trainable_parameters"] == count == result.report["trainable_parameters"]
+    )
+    assert (
+        recorded["bottleneck"] == 6
+        if name == "residual"
+        else (recorded["rank"], recorded["projection_seed"]) == (4, 42)
+    )
     assert file.metadata["training"]["max_steps"] == 15 and file.metadata["init"] == "vocab"
     row = json.loads((tmp_path / RESULTS_FILE).read_text().splitlines()[-1])
     assert row["trainable_parameters"] == count and row["config"]["prompt"]["reparam"] == name
@@ -200,7 +208,9 @@ def test_bad_options_stop_with_one_line(options, message):
 
 
 def test_a_reparameterisation_needs_prompt_tuning():
-    with pytest.raises(UserError, match=r"^--prompt.reparam: ulpt reparameterises a soft prompt; --method lora trains none$"):
+    with pytest.raises(
+        UserError, match=r"^--prompt.reparam: ulpt reparameterises a soft prompt; --method lora trains none$"
+    ):
         make_method(MethodOptions(name="lora"), PromptOptions(reparam="ulpt"))
 
 
@@ -209,7 +219,9 @@ def test_the_names_agree_with_the_option():
 
 
 def test_bad_reparam_on_the_command_line_is_one_line(tmp_path, capsys):
-    code = main(["train", "--prompt.rank=0", "--prompt.reparam=ulpt", "--data.train=x.jsonl", f"--train.output_dir={tmp_path}"])
+    code = main(
+        ["train", "--prompt.rank=0", "--prompt.reparam=ulpt", "--data.train=x.jsonl", f"--train.output_dir={tmp_path}"]
+    )
     err = capsys.readouterr().err
     assert code == 1 and err == "error: --prompt.rank must be at least 1 (got 0)\n"
 
@@ -225,7 +237,13 @@ def test_train_info_predict_eval_with_a_reparameterised_prompt(tmp_path, model_f
     prompt = tmp_path / "run" / PROMPT_FILE
     assert main(["info", str(prompt), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["reparam"] == {"name": "ulpt", "rank": 2, "projection_seed": 42, "unit": info["reparam"]["unit"], "trainable_parameters": 72}
+    assert info["reparam"] == {
+        "name": "ulpt",
+        "rank": 2,
+        "projection_seed": 42,
+        "unit": info["reparam"]["unit"],
+        "trainable_parameters": 72,
+    }
     assert (info["length"], info["hidden"]) == (4, 32)
     assert main(["predict", str(prompt), "great", "awful"]) == 0
     assert set(capsys.readouterr().out.split()) <= {"0", "1"}

@@ -9,12 +9,12 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import save_model, sentiment_rows, tiny_gpt2
-from softprompt.training import run_folder
+
 from softprompt.cli import main
 from softprompt.errors import UserError
 from softprompt.files.prompt_file import load_prompt
+from softprompt.training import run_folder
 
 
 def recipe(tmp_path, model_folder, output) -> str:
@@ -53,11 +53,16 @@ def test_a_folder_holding_what_no_run_wrote_is_refused_and_left_as_it_was(tmp_pa
     (mine / "notes.txt").write_text("my notes")
     before = snapshot(mine)
     assert main(["train", "--config", recipe(tmp_path, model_folder, mine)]) == 1
-    assert refused(capsys) == f"error: --train.output_dir {mine}: the folder holds what no softprompt run wrote (notes.txt); give a new or empty folder, or an earlier run's"
+    assert (
+        refused(capsys)
+        == f"error: --train.output_dir {mine}: the folder holds what no softprompt run wrote (notes.txt); give a new or empty folder, or an earlier run's"
+    )
     assert snapshot(mine) == before and sorted(os.listdir(mine)) == ["lora", "notes.txt"]
 
 
-def test_the_current_folder_holding_the_model_is_refused_and_the_model_kept(tmp_path, model_folder, capsys, monkeypatch):
+def test_the_current_folder_holding_the_model_is_refused_and_the_model_kept(
+    tmp_path, model_folder, capsys, monkeypatch
+):
     workdir = tmp_path / "work"
     folder = save_model(tiny_gpt2(), workdir / "model")
     before = snapshot(workdir)
@@ -74,7 +79,10 @@ def test_an_earlier_run_holding_the_model_this_run_loads_is_not_replaced(tmp_pat
     capsys.readouterr()
     before = snapshot(output)
     assert main(["train", "--config", recipe(tmp_path, tuned, output)]) == 1
-    assert refused(capsys) == f"error: --train.output_dir {output}: a run there replaces {output / 'model'}, which holds the model this run loads ({tuned}); give another output folder"
+    assert (
+        refused(capsys)
+        == f"error: --train.output_dir {output}: a run there replaces {output / 'model'}, which holds the model this run loads ({tuned}); give another output folder"
+    )
     assert snapshot(output) == before
 
 
@@ -90,7 +98,9 @@ def test_a_rerun_replaces_only_what_a_run_writes(tmp_path, model_folder, capsys)
     target = tmp_path / "elsewhere"
     target.mkdir()
     (target / "precious.txt").write_text("kept too")
-    (output / "lora").symlink_to(target, target_is_directory=True)  # a link among a run's names: the link goes, not its target
+    (output / "lora").symlink_to(
+        target, target_is_directory=True
+    )  # a link among a run's names: the link goes, not its target
     assert main(["train", "--config", recipe(tmp_path, model_folder, output), "--train.max_steps=1"]) == 0
     assert (output / "notes.txt").read_text() == "kept" and (target / "precious.txt").read_text() == "kept too"
     assert not (output / "lora").exists()
@@ -122,13 +132,19 @@ def test_a_second_run_into_a_folder_being_written_is_refused_naming_the_holder(t
         assert holder.stdout.readline() == "holding\n"
         assert main(["train", "--config", recipe(tmp_path, model_folder, output)]) == 1
         message = refused(capsys)
-        assert message.startswith(f"error: --train.output_dir {output}: another run is writing this folder (process {holder.pid} on ")
+        assert message.startswith(
+            f"error: --train.output_dir {output}: another run is writing this folder (process {holder.pid} on "
+        )
         assert message.endswith("; wait for it to end, or give another folder")
-        assert sorted(os.listdir(output)) == sorted([run_folder.MARKER, run_folder.LOCK, run_folder.HOLDER])  # nothing of this run
+        assert sorted(os.listdir(output)) == sorted(
+            [run_folder.MARKER, run_folder.LOCK, run_folder.HOLDER]
+        )  # nothing of this run
     finally:
         holder.kill()
         holder.wait()
-    assert main(["train", "--config", recipe(tmp_path, model_folder, output)]) == 0  # a killed holder's lock is gone with it
+    assert (
+        main(["train", "--config", recipe(tmp_path, model_folder, output)]) == 0
+    )  # a killed holder's lock is gone with it
     assert not (output / run_folder.HOLDER).exists()
 
 

@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 import transformers
-
 from conftest import save_model, sentiment_rows, tiny_gpt2
+
 from softprompt.cli import main
 from softprompt.errors import UserError
 from softprompt.models.model import SoftPromptModel
@@ -53,11 +53,16 @@ def test_hub_models_are_asked_for_safetensors_only(monkeypatch):
         @staticmethod
         def from_pretrained(path, **kwargs):
             asked.update(kwargs)
-            raise OSError(f"{path} does not appear to have a file named model.safetensors or model.safetensors.index.json and thus cannot be loaded with `safetensors`. Please do not set `use_safetensors=True`.")
+            raise OSError(
+                f"{path} does not appear to have a file named model.safetensors or model.safetensors.index.json and thus cannot be loaded with `safetensors`. Please do not set `use_safetensors=True`."
+            )
 
     monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", lambda *a, **k: tiny_gpt2().base.config)
     monkeypatch.setattr(transformers, "AutoModelForCausalLM", Refusing)
-    with pytest.raises(UserError, match=r"^model 'someone/old-model': its weights on the hub are a pickle \(no safetensors file\), which can run code .* --model.trust_pickle=true"):
+    with pytest.raises(
+        UserError,
+        match=r"^model 'someone/old-model': its weights on the hub are a pickle \(no safetensors file\), which can run code .* --model.trust_pickle=true",
+    ):
         SoftPromptModel.load("someone/old-model")
     assert asked["use_safetensors"] is True
     with pytest.raises(UserError):
@@ -69,12 +74,25 @@ def test_the_command_refuses_a_pickled_model_in_one_line_and_takes_the_trust_fla
     _, folder = pickled_model(tmp_path / "pickled")
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows()))
     command = [
-        "train", "--model.name", folder, "--data.train", str(tmp_path / "train.jsonl"), "--data.verbalizers", '{"0": "no", "1": "yes"}',
-        "--prompt.length=4", "--prompt.vocab_first_n=40", "--train.batch_size=5", "--train.max_steps=1", "--train.output_dir", str(tmp_path / "run"),
+        "train",
+        "--model.name",
+        folder,
+        "--data.train",
+        str(tmp_path / "train.jsonl"),
+        "--data.verbalizers",
+        '{"0": "no", "1": "yes"}',
+        "--prompt.length=4",
+        "--prompt.vocab_first_n=40",
+        "--train.batch_size=5",
+        "--train.max_steps=1",
+        "--train.output_dir",
+        str(tmp_path / "run"),
     ]
     assert main(command) == 1
     err = capsys.readouterr().err
-    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(f"error: model folder {folder}: its weights are a pickle (pytorch_model.bin)")
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(
+        f"error: model folder {folder}: its weights are a pickle (pytorch_model.bin)"
+    )
     assert not (tmp_path / "run").exists()
     assert main([*command, "--model.trust_pickle=true"]) == 0
     assert (tmp_path / "run" / "prompt.safetensors").is_file()
@@ -104,13 +122,20 @@ def test_a_pickle_with_a_payload_is_never_run_as_a_prompt_file_npy_adapter_or_st
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_bytes(payload if not name.endswith(".npy") else b"")
     np.save(tmp_path / "p.npy", np.array([Payload(marker)], dtype=object), allow_pickle=True)
-    (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps({"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 2, "token_dim": 32, "base_model_name_or_path": "x"}))
+    (tmp_path / "adapter" / "adapter_config.json").write_text(
+        json.dumps(
+            {"peft_type": "PROMPT_TUNING", "num_virtual_tokens": 2, "token_dim": 32, "base_model_name_or_path": "x"}
+        )
+    )
 
     with pytest.raises(UserError):
         load_prompt(tmp_path / "p.safetensors")
     with pytest.raises(Exception):  # noqa: B017  safetensors' own error: a header it cannot read
         load_state(tmp_path / "state.safetensors")
     for source in ("p.npy", "adapter"):
-        assert main(["import", str(tmp_path / source), "--output", str(tmp_path / "out.safetensors"), "--model.name", "x"]) == 1
+        assert (
+            main(["import", str(tmp_path / source), "--output", str(tmp_path / "out.safetensors"), "--model.name", "x"])
+            == 1
+        )
     assert main(["predict", str(tmp_path / "p.safetensors"), "text"]) == 1
     assert not marker.exists() and not (tmp_path / "out.safetensors").exists()

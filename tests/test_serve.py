@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import save_model, tiny_bert, tiny_gpt2
 from fastapi.testclient import TestClient
 
 import softprompt
-from conftest import save_model, tiny_bert, tiny_gpt2
-from softprompt.core.bank import PromptBank
 from softprompt.cli import main
+from softprompt.core.bank import PromptBank
+from softprompt.files.prompt_file import PromptFile, load_prompt, save_prompt
 from softprompt.inference.loading import task_options
 from softprompt.models.model import ENCODER_ONLY
-from softprompt.files.prompt_file import PromptFile, load_prompt, save_prompt
 from softprompt.serve.app import Settings, create_app
 from softprompt.serve.batching import Scheduler
 from softprompt.serve.client import Client, ServeError, ServerUnreachable
@@ -35,14 +35,25 @@ ANSWER = {"type": "text2text", "template": "question {}", "max_target_length": 3
 QA = {"type": "text2text", "template": "question: {question} context: {context}", "max_target_length": 4}
 
 
-def write_prompt(path: Path, model, task: dict, length: int = 3, seed: int = 0, base_model: str = "tiny", **extra) -> Path:
+def write_prompt(
+    path: Path, model, task: dict, length: int = 3, seed: int = 0, base_model: str = "tiny", **extra
+) -> Path:
     meta = {**model.identity(), "base_model": base_model, "task": task, **extra}
     return save_prompt(path, model.initial_prompt("random", length, seed=seed), meta)
 
 
 def served_folder(folder: Path, model, generation: bool = True, base_model: str = "tiny") -> Path:
     """sentiment (4 tokens), colour (2, as colour/prompt.safetensors) and, for generative models, answer and qa."""
-    write_prompt(folder / "sentiment.safetensors", model, SENTIMENT, 4, seed=1, base_model=base_model, metrics={"accuracy": 75.0}, step=10)
+    write_prompt(
+        folder / "sentiment.safetensors",
+        model,
+        SENTIMENT,
+        4,
+        seed=1,
+        base_model=base_model,
+        metrics={"accuracy": 75.0},
+        step=10,
+    )
     write_prompt(folder / "colour" / "prompt.safetensors", model, COLOUR, 2, seed=2, base_model=base_model)
     if generation:
         write_prompt(folder / "answer.safetensors", model, ANSWER, 3, seed=3, base_model=base_model)
@@ -56,7 +67,11 @@ def alone(model, path: Path, value):
     task = make_task(task_options(file))
     fields = task.fields_from_texts([value])[0] if isinstance(value, str) else value
     model.bank = PromptBank(file.prompt)
-    scores = model.class_scores([fields], task.label_texts, template=task.template)[0] if hasattr(task, "label_texts") else None
+    scores = (
+        model.class_scores([fields], task.label_texts, template=task.template)[0]
+        if hasattr(task, "label_texts")
+        else None
+    )
     return task.predict(model, [fields])[0], scores
 
 
@@ -87,7 +102,12 @@ def test_a_mixed_batch_equals_each_task_alone(tmp_path, tiny, family):
     assert len(calls["score_labels"]) == 1  # every classification row, of both tasks, in one pass
     assert calls["generate"] == (2 if family != ENCODER_ONLY else 0)  # one pass per answer length (3 and 4 tokens)
     scores = iter(calls["score_labels"][0])
-    files = {"sentiment": folder / "sentiment.safetensors", "colour": folder / "colour" / "prompt.safetensors", "answer": folder / "answer.safetensors", "qa": folder / "qa.safetensors"}
+    files = {
+        "sentiment": folder / "sentiment.safetensors",
+        "colour": folder / "colour" / "prompt.safetensors",
+        "answer": folder / "answer.safetensors",
+        "qa": folder / "qa.safetensors",
+    }
     for (name, value), prediction in zip(items, mixed):
         expected, expected_scores = alone(tiny, files[name], value)
         assert prediction == expected, (name, value)
@@ -101,15 +121,24 @@ def test_task_names_and_refused_files(tmp_path, caplog):
     engine = Engine(model, folder)
     write_prompt(folder / ".hidden.safetensors", model, SENTIMENT)
     (folder / "notes.txt").write_text("not a prompt")
-    wide = save_prompt(folder / "wide.safetensors", torch.zeros(2, 16), {**model.identity(), "hidden_size": 16, "task": SENTIMENT})
-    write_prompt(folder / "sentiment" / "prompt.safetensors", model, COLOUR)  # the name is taken by the served sentiment.safetensors
+    wide = save_prompt(
+        folder / "wide.safetensors", torch.zeros(2, 16), {**model.identity(), "hidden_size": 16, "task": SENTIMENT}
+    )
+    write_prompt(
+        folder / "sentiment" / "prompt.safetensors", model, COLOUR
+    )  # the name is taken by the served sentiment.safetensors
     (folder / "broken.safetensors").write_bytes(b"not safetensors")
     write_prompt(folder / "long.safetensors", model, ANSWER, length=125)  # 128 positions: no room for an input
     with caplog.at_level(logging.WARNING, logger="softprompt.serve"):
         assert engine.rescan().added == []
     assert sorted(engine.snapshot().tasks) == ["answer", "colour", "qa", "sentiment"]
     refused = {r["file"]: r["error"] for r in engine.refused()}
-    assert set(refused) == {"wide.safetensors", "sentiment/prompt.safetensors", "broken.safetensors", "long.safetensors"}
+    assert set(refused) == {
+        "wide.safetensors",
+        "sentiment/prompt.safetensors",
+        "broken.safetensors",
+        "long.safetensors",
+    }
     assert "width 16 does not match the model's hidden size 32" in refused["wide.safetensors"]
     assert "taken by sentiment.safetensors" in refused["sentiment/prompt.safetensors"]
     assert "leaves no room for the input" in refused["long.safetensors"]
@@ -169,12 +198,16 @@ def test_hot_load_new_changed_and_deleted_files_without_touching_requests_in_fli
     before = engine.snapshot()
     assert not engine.rescan().changed and engine.snapshot() is before
 
-    write_prompt(folder / "sentiment.safetensors", model, {**SENTIMENT, "verbalizers": {"bad": "no", "good": "yes"}}, 6, seed=5)
+    write_prompt(
+        folder / "sentiment.safetensors", model, {**SENTIMENT, "verbalizers": {"bad": "no", "good": "yes"}}, 6, seed=5
+    )
     report = engine.rescan()
     assert report.changed == ["sentiment"]
     assert engine.snapshot().tasks["sentiment"].prompt.length == 6
     assert engine.predict([("sentiment", "great fun")])[0] in {"bad", "good"}
-    assert engine.run(in_flight) == before_change  # checked before the change: runs with the prompt it was checked against
+    assert (
+        engine.run(in_flight) == before_change
+    )  # checked before the change: runs with the prompt it was checked against
 
     (folder / "colour.safetensors").unlink()
     assert engine.rescan().dropped == ["colour"]
@@ -185,7 +218,9 @@ def rewrite_in_place(path: Path, content: bytes, upto: int) -> None:
     """Overwrite the first `upto` bytes of `path` with `content`'s, as a writer part-way through rewriting it in place."""
     with open(path, "r+b") as f:
         f.write(content[:upto])
-    stamp = time.time_ns() + 1_000_000 * (1 + path.stat().st_mtime_ns % 7)  # a new modification time, whatever the clock's grain
+    stamp = time.time_ns() + 1_000_000 * (
+        1 + path.stat().st_mtime_ns % 7
+    )  # a new modification time, whatever the clock's grain
     os.utime(path, ns=(stamp, stamp))
 
 
@@ -209,7 +244,9 @@ def test_a_file_rewritten_in_place_is_never_served_half_written(tmp_path, watchi
 
         monkeypatch.setattr(threading.Event, "wait", writing_meanwhile)
     data_start = 8 + int.from_bytes(new_bytes[:8], "little")  # safetensors: header length, header, then the tensors
-    rewrite_in_place(path, new_bytes, data_start + 2 * model.hidden * 4)  # the header and 2 of the 4 new rows: a torn mix
+    rewrite_in_place(
+        path, new_bytes, data_start + 2 * model.hidden * 4
+    )  # the header and 2 of the 4 new rows: a torn mix
     assert not torch.equal(load_prompt(path).prompt, old) and not torch.equal(load_prompt(path).prompt, new)
     report = engine.rescan(watching=watching)
     assert not report.changed and torch.equal(served(), old)  # the old prompt keeps serving
@@ -300,14 +337,20 @@ def test_every_endpoint(served):
         assert sorted(tasks) == ["answer", "colour", "qa", "sentiment"]
         assert tasks["sentiment"]["length"] == 4 and tasks["colour"]["length"] == 2
         assert tasks["sentiment"]["type"] == "classification" and tasks["sentiment"]["template"] == "review {} it was"
-        assert tasks["sentiment"]["verbalizers"] == {"0": "no", "1": "yes"} and tasks["sentiment"]["metrics"] == {"accuracy": 75.0}
+        assert tasks["sentiment"]["verbalizers"] == {"0": "no", "1": "yes"} and tasks["sentiment"]["metrics"] == {
+            "accuracy": 75.0
+        }
         assert tasks["colour"]["file"] == "colour/prompt.safetensors" and tasks["qa"]["type"] == "text2text"
 
         texts = ["great fun", "bad", "boring plot"]
         response = client.post("/v1/predict", json={"task": "sentiment", "inputs": texts})
         assert response.status_code == 200
         assert response.json() == {"predictions": engine.predict([("sentiment", t) for t in texts])}
-        items = [{"task": "colour", "input": "cat"}, {"task": "sentiment", "input": "great"}, {"task": "qa", "input": {"question": "who", "context": "rome"}}]
+        items = [
+            {"task": "colour", "input": "cat"},
+            {"task": "sentiment", "input": "great"},
+            {"task": "qa", "input": {"question": "who", "context": "rome"}},
+        ]
         response = client.post("/v1/predict", json={"items": items})
         assert response.json()["predictions"] == engine.predict([(i["task"], i["input"]) for i in items])
 
@@ -326,7 +369,7 @@ def test_every_endpoint(served):
         ({"task": "sentiment", "inputs": [1, 2]}, 422, "inputs.0"),
         ({"task": "sentiment", "inputs": "great"}, 422, "inputs"),
         ({"task": "sentiment"}, 422, 'give either "task" and "inputs", or "items"'),
-        ({"task": "sentiment", "inputs": ["x"], "items": []}, 422, 'give either'),
+        ({"task": "sentiment", "inputs": ["x"], "items": []}, 422, "give either"),
         ({"task": "sentiment", "inputs": ["x"], "extra": 1}, 422, "extra"),
         ({"task": "qa", "inputs": ["just text"]}, 422, "input 1: task qa takes an object"),
         ({"task": "qa", "inputs": [{"question": "q", "context": 3}]}, 422, "inputs.0"),
@@ -345,11 +388,18 @@ def test_bodies_are_bounded_before_parsing(served):
         big = json.dumps({"task": "sentiment", "inputs": ["x" * 300]}).encode()
         response = client.post("/v1/predict", content=big, headers={"content-type": "application/json"})
         assert response.status_code == 413 and "larger than 200 bytes" in response.json()["error"]
-        chunked = client.post("/v1/predict", content=iter([big[:100], big[100:]]), headers={"content-type": "application/json"})
+        chunked = client.post(
+            "/v1/predict", content=iter([big[:100], big[100:]]), headers={"content-type": "application/json"}
+        )
         assert chunked.status_code == 413
-        assert client.post("/v1/predict", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+        assert (
+            client.post("/v1/predict", content=b"{not json", headers={"content-type": "application/json"}).status_code
+            == 422
+        )
         assert client.get("/nowhere").json() == {"error": "Not Found"}
-        form = client.post("/v1/predict", content=b"task=sentiment", headers={"content-type": "application/x-www-form-urlencoded"})
+        form = client.post(
+            "/v1/predict", content=b"task=sentiment", headers={"content-type": "application/x-www-form-urlencoded"}
+        )
         assert form.status_code == 422 and "as JSON" in form.json()["error"]
 
 
@@ -357,30 +407,50 @@ def test_a_token_guards_every_endpoint_but_healthz(served, monkeypatch):
     _, _, engine = served
     with client_for(engine, token="s3cret") as client:
         assert client.get("/healthz").status_code == 200
-        for method, path in [("GET", "/v1/tasks"), ("POST", "/v1/tasks"), ("POST", "/v1/predict"), ("GET", "/docs"), ("GET", "/openapi.json")]:
+        for method, path in [
+            ("GET", "/v1/tasks"),
+            ("POST", "/v1/tasks"),
+            ("POST", "/v1/predict"),
+            ("GET", "/docs"),
+            ("GET", "/openapi.json"),
+        ]:
             response = client.request(method, path)
             assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer", path
             assert response.json() == {"error": "missing or wrong bearer token"}
         assert client.get("/v1/tasks", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert client.get("/v1/tasks", headers={"Authorization": "Basic s3cret"}).status_code == 401
         assert client.get("/v1/tasks", headers={"Authorization": "Bearer s3cret"}).status_code == 200
-        ok = client.post("/v1/predict", json={"task": "sentiment", "inputs": ["great"]}, headers={"Authorization": "Bearer s3cret"})
+        ok = client.post(
+            "/v1/predict", json={"task": "sentiment", "inputs": ["great"]}, headers={"Authorization": "Bearer s3cret"}
+        )
         assert ok.status_code == 200
 
 
 def test_hot_load_through_the_app(served):
     model, folder, engine = served
     with client_for(engine) as client:
-        write_prompt(folder / "mood.safetensors", model, {**SENTIMENT, "verbalizers": {"sad": "no", "glad": "yes"}}, 3, seed=7)
+        write_prompt(
+            folder / "mood.safetensors", model, {**SENTIMENT, "verbalizers": {"sad": "no", "glad": "yes"}}, 3, seed=7
+        )
         save_prompt(folder / "wide.safetensors", torch.zeros(2, 16), {"task": SENTIMENT})
         report = client.post("/v1/tasks").json()
         assert report["added"] == ["mood"] and [r["file"] for r in report["refused"]] == ["wide.safetensors"]
-        assert client.post("/v1/predict", json={"task": "mood", "inputs": ["great"]}).json()["predictions"][0] in {"sad", "glad"}
+        assert client.post("/v1/predict", json={"task": "mood", "inputs": ["great"]}).json()["predictions"][0] in {
+            "sad",
+            "glad",
+        }
         assert client.get("/v1/tasks").json()["refused"][0]["file"] == "wide.safetensors"
-        write_prompt(folder / "mood.safetensors", model, {**SENTIMENT, "verbalizers": {"low": "no", "high": "yes"}}, 5, seed=8)
+        write_prompt(
+            folder / "mood.safetensors", model, {**SENTIMENT, "verbalizers": {"low": "no", "high": "yes"}}, 5, seed=8
+        )
         assert client.post("/v1/tasks").json()["changed"] == ["mood"]
-        assert client.post("/v1/predict", json={"task": "mood", "inputs": ["great"]}).json()["predictions"][0] in {"low", "high"}
-        assert client.post("/v1/predict", json={"task": "sentiment", "inputs": ["great"]}).status_code == 200  # the others serve
+        assert client.post("/v1/predict", json={"task": "mood", "inputs": ["great"]}).json()["predictions"][0] in {
+            "low",
+            "high",
+        }
+        assert (
+            client.post("/v1/predict", json={"task": "sentiment", "inputs": ["great"]}).status_code == 200
+        )  # the others serve
 
 
 def test_periodic_rescans(served):
@@ -417,7 +487,9 @@ def test_a_request_past_its_deadline_answers_504_and_healthz_names_the_stuck_pas
     with client_for(engine, timeout_seconds=0.3) as client:
         late = client.post("/v1/predict", json={"task": "sentiment", "inputs": ["great"]})
         assert late.status_code == 504
-        assert late.json() == {"error": "no answer within 0.3 s (--timeout_seconds): the model is busy or the request is too large"}
+        assert late.json() == {
+            "error": "no answer within 0.3 s (--timeout_seconds): the model is busy or the request is too large"
+        }
         assert running.wait(5)
         deadline = time.monotonic() + 10
         while client.get("/healthz").status_code == 200 and time.monotonic() < deadline:
@@ -428,7 +500,9 @@ def test_a_request_past_its_deadline_answers_504_and_healthz_names_the_stuck_pas
         while client.get("/healthz").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert client.get("/healthz").json() == {"status": "ok"}
-        assert client.post("/v1/predict", json={"task": "sentiment", "inputs": ["great"]}).status_code == 200  # the worker is free
+        assert (
+            client.post("/v1/predict", json={"task": "sentiment", "inputs": ["great"]}).status_code == 200
+        )  # the worker is free
 
 
 def test_a_prompt_file_recording_an_endless_answer_is_refused_by_serve_and_predict(served, capsys):
@@ -444,7 +518,9 @@ def test_a_prompt_file_recording_no_label_texts_is_refused_naming_it(served, cap
     model, folder, engine = served
     write_prompt(folder / "bare.safetensors", model, {**SENTIMENT, "verbalizers": {}})
     refused = {r["file"]: r["error"] for r in engine.rescan().refused}
-    assert refused["bare.safetensors"].startswith("bare.safetensors: the recorded task: --data.verbalizers: a classification task needs label texts")
+    assert refused["bare.safetensors"].startswith(
+        "bare.safetensors: the recorded task: --data.verbalizers: a classification task needs label texts"
+    )
 
 
 def test_a_label_text_longer_than_the_models_positions_is_refused_by_serve_and_predict(tmp_path, capsys):
@@ -452,16 +528,31 @@ def test_a_label_text_longer_than_the_models_positions_is_refused_by_serve_and_p
     folder = tmp_path / "prompts"
     long_label = " ".join(["great"] * 130)
     write_prompt(folder / "sentiment.safetensors", model, SENTIMENT, 4, seed=1)
-    write_prompt(folder / "long.safetensors", model, {**SENTIMENT, "verbalizers": {"0": "no", "1": long_label}}, 4, seed=2)
+    write_prompt(
+        folder / "long.safetensors", model, {**SENTIMENT, "verbalizers": {"0": "no", "1": long_label}}, 4, seed=2
+    )
     engine = Engine(model, folder)
     refused = {r["file"]: r["error"] for r in engine.refused()}
-    assert refused["long.safetensors"].startswith("long.safetensors: --data.verbalizers: the label text 'great great great great great great grea...' has 132 tokens, which beside a 4-vector prompt overflow tiny-bert's 128 positions")
+    assert refused["long.safetensors"].startswith(
+        "long.safetensors: --data.verbalizers: the label text 'great great great great great great grea...' has 132 tokens, which beside a 4-vector prompt overflow tiny-bert's 128 positions"
+    )
     assert engine.predict([("sentiment", "great fun")])[0] in {"0", "1"}  # the others serve
-    path = write_prompt(tmp_path / "long.safetensors", model, {**SENTIMENT, "verbalizers": {"0": "no", "1": long_label}}, 4, seed=2, base_model=save_model(model, tmp_path / "bert"))
+    path = write_prompt(
+        tmp_path / "long.safetensors",
+        model,
+        {**SENTIMENT, "verbalizers": {"0": "no", "1": long_label}},
+        4,
+        seed=2,
+        base_model=save_model(model, tmp_path / "bert"),
+    )
     capsys.readouterr()
     assert main(["predict", str(path), "great"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: --data.verbalizers: the label text 'great great") and "overflow" in err
+    assert (
+        err.count("\n") == 1
+        and err.startswith("error: --data.verbalizers: the label text 'great great")
+        and "overflow" in err
+    )
 
 
 def test_file_names_that_are_not_printable_text_are_refused_and_listed_escaped(served, caplog):
@@ -482,12 +573,25 @@ def test_file_names_that_are_not_printable_text_are_refused_and_listed_escaped(s
     assert all("\n" not in record.getMessage() for record in caplog.records)
 
 
-@pytest.mark.parametrize("value", ["\ud800 great", {"question": "\udfff", "context": "c"}, '{"question": "\\ud800", "context": "c"}', "[" * 5000 + "]" * 5000, '{"question": ' + "9" * 5000 + ', "context": "c"}'])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "\ud800 great",
+        {"question": "\udfff", "context": "c"},
+        '{"question": "\\ud800", "context": "c"}',
+        "[" * 5000 + "]" * 5000,
+        '{"question": ' + "9" * 5000 + ', "context": "c"}',
+    ],
+)
 def test_inputs_that_are_not_text_or_not_parsable_answer_422(served, value):
     _, _, engine = served
     task = "sentiment" if isinstance(value, str) and value.startswith("\ud800") else "qa"
     with client_for(engine) as client:
-        answer = client.post("/v1/predict", content=json.dumps({"task": task, "inputs": [value]}), headers={"Content-Type": "application/json"})
+        answer = client.post(
+            "/v1/predict",
+            content=json.dumps({"task": task, "inputs": [value]}),
+            headers={"Content-Type": "application/json"},
+        )
     assert answer.status_code == 422 and answer.json()["error"].startswith("input 1: "), answer.text
 
 
@@ -497,16 +601,27 @@ def test_concurrent_requests_through_the_scheduler(served):
         {"task": "sentiment", "inputs": ["great fun", "bad"]},
         {"task": "colour", "inputs": ["cat", "sun and moon", "dog"]},
         {"task": "answer", "inputs": ["who is it"]},
-        {"items": [{"task": "qa", "input": {"question": "where", "context": "paris"}}, {"task": "sentiment", "input": "awful"}]},
+        {
+            "items": [
+                {"task": "qa", "input": {"question": "where", "context": "paris"}},
+                {"task": "sentiment", "input": "awful"},
+            ]
+        },
         {"task": "sentiment", "inputs": ["wonderful", "hated it", "boring"]},
         {"task": "colour", "inputs": ["moon"]},
         {"items": [{"task": "answer", "input": "what"}, {"task": "colour", "input": "red cat"}]},
         {"task": "qa", "inputs": [{"question": "who", "context": "the cast"}]},
     ]
-    expected = [engine.predict([(i["task"], i["input"]) for i in r["items"]] if "items" in r else [(r["task"], x) for x in r["inputs"]]) for r in requests]
+    expected = [
+        engine.predict(
+            [(i["task"], i["input"]) for i in r["items"]] if "items" in r else [(r["task"], x) for x in r["inputs"]]
+        )
+        for r in requests
+    ]
     rows = sum(len(e) for e in expected)
     results = [None] * len(requests)
     with client_for(engine, max_batch_size=rows, max_wait_ms=2000) as client:
+
         def send(k):
             results[k] = client.post("/v1/predict", json=requests[k]).json()["predictions"]
 
@@ -531,7 +646,10 @@ def test_serve_checks_its_options_before_the_model_loads(tmp_path, capsys, monke
         (["--prompts", str(folder), "--max_wait_ms", "-1"], "--max_wait_ms must not be negative"),
         (["--prompts", str(folder), "--port", "70000"], "--port must be between 0 and 65535"),
         (["--prompts", str(folder), "--token", " "], "--token: the token is empty"),
-        (["--prompts", str(folder), "--token", ""], "--token: the token is empty; give one, or leave the option out to serve without one"),
+        (
+            ["--prompts", str(folder), "--token", ""],
+            "--token: the token is empty; give one, or leave the option out to serve without one",
+        ),
         (["--prompts", str(folder), "--token="], "--token: the token is empty"),
         (["--prompts", str(folder), "--device", "tpu"], "--device: 'tpu' is not auto, cpu or cuda[:N]"),
         (["--prompts", str(tmp_path / "empty")], "no prompt file in"),
@@ -543,7 +661,10 @@ def test_serve_checks_its_options_before_the_model_loads(tmp_path, capsys, monke
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
     monkeypatch.setenv("SOFTPROMPT_TOKEN", "")  # set, but to nothing: no fallback to serving without a token
     assert main(["serve", "--prompts", str(folder)]) == 1
-    assert capsys.readouterr().err == "error: SOFTPROMPT_TOKEN: the token is empty; give one, or unset it to serve without one\n"
+    assert (
+        capsys.readouterr().err
+        == "error: SOFTPROMPT_TOKEN: the token is empty; give one, or unset it to serve without one\n"
+    )
     monkeypatch.delenv("SOFTPROMPT_TOKEN")
     write_prompt(folder / "other.safetensors", model, SENTIMENT, base_model="another-model")
     assert main(["serve", "--prompts", str(folder)]) == 1
@@ -587,11 +708,12 @@ def test_the_client_names_the_server_it_cannot_reach_and_an_answer_that_is_not_j
             Client(url, timeout=30).tasks()
 
     for body in (b"<html>another server</html>", b"[1, 2]"):
+
         class Other(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 self.send_response(200)
                 self.end_headers()
-                self.wfile.write(body)
+                self.wfile.write(body)  # noqa: B023  (served within this iteration)
 
             def log_message(self, *args):
                 pass
@@ -611,7 +733,23 @@ def test_the_serve_command_end_to_end(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(softprompt.__file__).parents[1]), "SOFTPROMPT_TOKEN": token}
     log = tmp_path / "server.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "softprompt", "serve", "--prompts", str(folder), "--port", str(port), "--max_wait_ms", "2"], stdout=out, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "softprompt",
+                "serve",
+                "--prompts",
+                str(folder),
+                "--port",
+                str(port),
+                "--max_wait_ms",
+                "2",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     try:
         url = f"http://127.0.0.1:{port}"
         client = Client(url, token=token, timeout=30)
@@ -626,7 +764,9 @@ def test_the_serve_command_end_to_end(tmp_path):
                 time.sleep(0.25)
         assert sorted(t["name"] for t in client.tasks()) == ["answer", "colour", "qa", "sentiment"]
         assert set(client.predict("sentiment", ["great fun", "bad"])) <= {"0", "1"}
-        predictions = client.predict_items([("colour", "cat"), ("qa", {"question": "who", "context": "rome"}), {"task": "sentiment", "input": "great"}])
+        predictions = client.predict_items(
+            [("colour", "cat"), ("qa", {"question": "who", "context": "rome"}), {"task": "sentiment", "input": "great"}]
+        )
         assert len(predictions) == 3 and predictions[0] in {"a", "b", "c"} and predictions[2] in {"0", "1"}
         assert client.rescan()["added"] == []
         with pytest.raises(ServeError) as refused:

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import save_model, tiny_gpt2
 from fastapi.testclient import TestClient
+from test_serve import COLOUR, SENTIMENT, free_port, served_folder, write_prompt
 
 import softprompt
-from conftest import save_model, tiny_gpt2
 from softprompt.cli import main
 from softprompt.files.prompt_file import save_prompt
 from softprompt.serve.app import Settings, create_app
 from softprompt.serve.client import Client, ServeError
 from softprompt.serve.engine import Engine
-from test_serve import COLOUR, SENTIMENT, free_port, served_folder, write_prompt
 
 JSON = {"content-type": "application/json"}
 LIMITS = {"max_inputs": 4, "max_input_chars": 100, "max_body_bytes": 2000}
@@ -52,25 +52,75 @@ def body(value) -> bytes:
 BAD = [
     # oversize: a declared length beyond the bound, and a chunked body with no length that grows beyond it
     ("declared length", body({"task": "sentiment", "inputs": ["x" * 2100]}), 413, "larger than 2000 bytes"),
-    ("chunked, no length", iter([b'{"task": "sentiment", "inputs": ["', b"x" * 1500, b"x" * 1500, b'"]}']), 413, "larger than 2000 bytes"),
+    (
+        "chunked, no length",
+        iter([b'{"task": "sentiment", "inputs": ["', b"x" * 1500, b"x" * 1500, b'"]}']),
+        413,
+        "larger than 2000 bytes",
+    ),
     # too many inputs, too long inputs, in either form; an object's fields count together
     ("too many inputs", body({"task": "sentiment", "inputs": ["x"] * 5}), 413, "5 inputs, more than the 4"),
     ("too many items", body({"items": [{"task": "sentiment", "input": "x"}] * 5}), 413, "5 inputs, more than the 4"),
-    ("too long input", body({"task": "sentiment", "inputs": ["x" * 101]}), 413, "input 1 has 101 characters, more than the 100"),
-    ("too long item", body({"items": [{"task": "sentiment", "input": "x"}, {"task": "colour", "input": "y" * 101}]}), 413, "input 2 has 101"),
-    ("too long object", body({"task": "qa", "inputs": [{"question": "q" * 60, "context": "c" * 60}]}), 413, "input 1 has 120"),
+    (
+        "too long input",
+        body({"task": "sentiment", "inputs": ["x" * 101]}),
+        413,
+        "input 1 has 101 characters, more than the 100",
+    ),
+    (
+        "too long item",
+        body({"items": [{"task": "sentiment", "input": "x"}, {"task": "colour", "input": "y" * 101}]}),
+        413,
+        "input 2 has 101",
+    ),
+    (
+        "too long object",
+        body({"task": "qa", "inputs": [{"question": "q" * 60, "context": "c" * 60}]}),
+        413,
+        "input 1 has 120",
+    ),
     # wrong types
     ("task a number", body({"task": 3, "inputs": ["x"]}), 422, "task: Input should be a valid string"),
-    ("task null", body({"task": None, "items": [{"task": "sentiment", "input": "x"}]}), 422, "task: Input should be a valid string"),
+    (
+        "task null",
+        body({"task": None, "items": [{"task": "sentiment", "input": "x"}]}),
+        422,
+        "task: Input should be a valid string",
+    ),
     ("inputs a text", body({"task": "sentiment", "inputs": "great"}), 422, "inputs: Input should be a valid list"),
-    ("an input a number", body({"task": "sentiment", "inputs": [1]}), 422, "inputs.0: an input is a text, or an object whose values are texts"),
+    (
+        "an input a number",
+        body({"task": "sentiment", "inputs": [1]}),
+        422,
+        "inputs.0: an input is a text, or an object whose values are texts",
+    ),
     ("an input a list", body({"task": "sentiment", "inputs": [["great"]]}), 422, "inputs.0: an input is a text"),
-    ("a field a number", body({"task": "qa", "inputs": [{"question": "q", "context": 3}]}), 422, "inputs.0: an input is a text"),
-    ("an item's input a number", body({"items": [{"task": "qa", "input": 3}]}), 422, "items.0.input: an input is a text"),
+    (
+        "a field a number",
+        body({"task": "qa", "inputs": [{"question": "q", "context": 3}]}),
+        422,
+        "inputs.0: an input is a text",
+    ),
+    (
+        "an item's input a number",
+        body({"items": [{"task": "qa", "input": 3}]}),
+        422,
+        "items.0.input: an input is a text",
+    ),
     ("an item a text", body({"items": ["sentiment"]}), 422, "items.0"),
     ("a body a list", body([{"task": "sentiment", "inputs": ["x"]}]), 422, "body"),
-    ("both forms", body({"task": "sentiment", "inputs": ["x"], "items": []}), 422, 'give either "task" and "inputs", or "items"'),
-    ("an unknown field", body({"task": "sentiment", "inputs": ["x"], "limit": 1}), 422, "limit: Extra inputs are not permitted"),
+    (
+        "both forms",
+        body({"task": "sentiment", "inputs": ["x"], "items": []}),
+        422,
+        'give either "task" and "inputs", or "items"',
+    ),
+    (
+        "an unknown field",
+        body({"task": "sentiment", "inputs": ["x"], "limit": 1}),
+        422,
+        "limit: Extra inputs are not permitted",
+    ),
     # not JSON
     ("invalid JSON", b'{"task": "sentiment", "inputs": [}', 422, "the body is not valid JSON"),
     ("no body", b"", 422, "body: Field required"),
@@ -85,13 +135,19 @@ def test_a_bad_request_gets_a_4xx_with_a_json_error(served, content, status, mes
         response = client.post("/v1/predict", content=content, headers=JSON)
         assert response.status_code == status
         assert message in is_json_error(response)
-        assert client.post("/v1/predict", json={"task": "sentiment", "inputs": ["great"]}).status_code == 200  # still serving
+        assert (
+            client.post("/v1/predict", json={"task": "sentiment", "inputs": ["great"]}).status_code == 200
+        )  # still serving
 
 
 def test_a_form_body_is_told_to_be_json(served):
     _, _, engine = served
     with TestClient(create_app(engine)) as client:
-        response = client.post("/v1/predict", content=b"task=sentiment&inputs=great", headers={"content-type": "application/x-www-form-urlencoded"})
+        response = client.post(
+            "/v1/predict",
+            content=b"task=sentiment&inputs=great",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
         assert response.status_code == 422 and "as JSON" in is_json_error(response)
 
 
@@ -110,13 +166,30 @@ def test_task_and_file_names_cannot_leave_the_prompt_folder(served, tmp_path, ca
         assert set(refused) == {"link.safetensors", "linked/prompt.safetensors"}
         assert all("a link to a file outside the prompt folder" in error for error in refused.values())
         assert all(any(error in r.getMessage() for r in caplog.records) for error in refused.values())
-        for name in ["../outside", "../outside.safetensors", str(outside), str(outside.with_suffix("")), "link", "linked", "..", "colour/prompt", "sentiment.safetensors", ""]:
+        for name in [
+            "../outside",
+            "../outside.safetensors",
+            str(outside),
+            str(outside.with_suffix("")),
+            "link",
+            "linked",
+            "..",
+            "colour/prompt",
+            "sentiment.safetensors",
+            "",
+        ]:
             response = client.post("/v1/predict", json={"task": name, "inputs": ["x"]})
             assert response.status_code == 404 and is_json_error(response).startswith(f"unknown task {name!r}"), name
         response = client.post("/v1/tasks", json={"file": str(outside)})  # the rescan names no file
         assert response.status_code == 422 and "takes no body" in is_json_error(response)
         assert client.post("/v1/tasks", json={}).status_code == 200
-        assert sorted(t["name"] for t in client.get("/v1/tasks").json()["tasks"]) == ["alias", "answer", "colour", "qa", "sentiment"]
+        assert sorted(t["name"] for t in client.get("/v1/tasks").json()["tasks"]) == [
+            "alias",
+            "answer",
+            "colour",
+            "qa",
+            "sentiment",
+        ]
 
 
 def test_the_served_model_is_not_chosen_by_a_file_outside_the_folder(tmp_path, monkeypatch):
@@ -126,7 +199,9 @@ def test_the_served_model_is_not_chosen_by_a_file_outside_the_folder(tmp_path, m
     write_prompt(tmp_path / "outside.safetensors", model, SENTIMENT, base_model="another-model")
     (folder / "link.safetensors").symlink_to(tmp_path / "outside.safetensors")
     chosen = []
-    monkeypatch.setattr("softprompt.models.model.SoftPromptModel.load", lambda name, *a, **k: chosen.append(name) or model)
+    monkeypatch.setattr(
+        "softprompt.models.model.SoftPromptModel.load", lambda name, *a, **k: chosen.append(name) or model
+    )
     monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: None)
     assert main(["serve", "--prompts", str(folder), "--port", str(free_port())]) == 0
     assert chosen == ["tiny"]
@@ -148,11 +223,21 @@ def test_with_a_token_every_route_but_healthz_needs_it(served):
             if method != "HEAD":  # a HEAD answer has no body
                 assert is_json_error(response) == "missing or wrong bearer token"
             for wrong in ["Bearer s3cre", "Bearer s3cret2", "Basic s3cret", "s3cret", "Bearer", b"Bearer \xe9s3cret"]:
-                assert client.request(method, path, headers={"Authorization": wrong}).status_code == 401, (method, path, wrong)
-            assert client.request(method, path, headers={"Authorization": "Bearer s3cret"}).status_code != 401, (method, path)
+                assert client.request(method, path, headers={"Authorization": wrong}).status_code == 401, (
+                    method,
+                    path,
+                    wrong,
+                )
+            assert client.request(method, path, headers={"Authorization": "Bearer s3cret"}).status_code != 401, (
+                method,
+                path,
+            )
         schema = client.get("/openapi.json", headers={"Authorization": "bearer s3cret"}).json()
         assert schema["components"]["securitySchemes"] == {"bearer": {"type": "http", "scheme": "bearer"}}
-        assert "security" not in schema["paths"]["/healthz"]["get"] and "401" in schema["paths"]["/v1/predict"]["post"]["responses"]
+        assert (
+            "security" not in schema["paths"]["/healthz"]["get"]
+            and "401" in schema["paths"]["/v1/predict"]["post"]["responses"]
+        )
 
 
 def test_the_token_is_compared_in_constant_time(served, monkeypatch):
@@ -232,7 +317,17 @@ class Served:
         env = {**os.environ, "PYTHONPATH": str(Path(softprompt.__file__).parents[1])}
         env.pop("SOFTPROMPT_TOKEN", None)
         with open(self.log, "wb") as out:
-            command = [sys.executable, "-m", "softprompt", "serve", "--prompts", str(self.folder), "--port", str(self.port), *options]
+            command = [
+                sys.executable,
+                "-m",
+                "softprompt",
+                "serve",
+                "--prompts",
+                str(self.folder),
+                "--port",
+                str(self.port),
+                *options,
+            ]
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
         self.client = Client(f"http://127.0.0.1:{self.port}", timeout=30)
         deadline = time.monotonic() + 120
@@ -259,19 +354,26 @@ class Served:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    served = Served(tmp_path_factory.mktemp("served"), "--rescan_seconds", "0.2", "--max_body_bytes", "4000", "--max_wait_ms", "50")
+    served = Served(
+        tmp_path_factory.mktemp("served"), "--rescan_seconds", "0.2", "--max_body_bytes", "4000", "--max_wait_ms", "50"
+    )
     yield served
     served.stop()
 
 
 def http_request(body: bytes) -> bytes:
-    return b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    return (
+        b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(body), body)
+    )
 
 
 def read_answer(stream) -> tuple[int, bytes]:
     """The status and body of the next answer on a connection (`socket.makefile("rb")`)."""
     status = int(stream.readline().split()[1])
-    headers = dict(line.decode().lower().split(": ", 1) for line in iter(lambda: stream.readline().rstrip(b"\r\n"), b""))
+    headers = dict(
+        line.decode().lower().split(": ", 1) for line in iter(lambda: stream.readline().rstrip(b"\r\n"), b"")
+    )
     return status, stream.read(int(headers["content-length"]))
 
 
@@ -291,7 +393,9 @@ def test_the_server_answers_on_after_clients_vanish_mid_request(server):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             assert server.client.predict("sentiment", ["great", "bad"])  # the next request is answered
     with server.connect() as sock:  # a chunked body with no length, beyond the bound, refused before it ends
-        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         sock.sendall(b"%x\r\n%s\r\n" % (3000, b"x" * 3000) * 2)
         status, answer = read_answer(sock.makefile("rb"))
     assert status == 413 and json.loads(answer) == {"error": "the request body is larger than 4000 bytes"}
@@ -304,7 +408,14 @@ def test_the_server_answers_on_after_clients_vanish_mid_request(server):
     assert "Traceback" not in log and "ERROR" not in log, log
 
 
-@pytest.mark.parametrize("garbage", [b"NOT HTTP AT ALL\r\n\r\n", b"GET /healthz HTTP/1.1\r\nBad Header Line\r\n\r\n", b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03"])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nBad Header Line\r\n\r\n",
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",
+    ],
+)
 def test_a_malformed_http_request_gets_a_json_400(server, garbage):
     with server.connect() as sock:
         sock.sendall(garbage)
@@ -322,7 +433,10 @@ def test_while_serving_a_deleted_or_corrupted_file_is_withdrawn_with_a_log_line(
         time.sleep(0.1)
     log = server.log.read_text()
     assert "dropped task answer (answer.safetensors is gone)" in log
-    assert "refused qa.safetensors: not a readable safetensors file" in log and "withdrew task qa: qa.safetensors no longer loads" in log
+    assert (
+        "refused qa.safetensors: not a readable safetensors file" in log
+        and "withdrew task qa: qa.safetensors no longer loads" in log
+    )
     assert set(server.client.predict("sentiment", ["great", "bad"])) <= {"0", "1"}
     assert server.client.predict_items([("colour", "cat"), ("sentiment", "great")])
     for name in ("answer", "qa"):

@@ -3,15 +3,15 @@ gets no 5xx and an answer the schema documents (status, content type, body); eve
 
 import pytest
 import schemathesis
+from conftest import tiny_gpt2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.config import SchemathesisConfig
+from test_serve import served_folder
 
-from conftest import tiny_gpt2
 from softprompt.serve.app import Settings, create_app
 from softprompt.serve.engine import Engine
-from test_serve import served_folder
 
 TOKEN = "s3cret"
 TASKS = ["sentiment", "colour", "answer", "qa"]
@@ -19,7 +19,14 @@ TASKS = ["sentiment", "colour", "answer", "qa"]
 # that its task's template cannot take (422, as the schema cannot say which fields each task's template has)
 # (checked below, by the error's message); a request the schema refuses may also be too large (413)
 REFUSED = ["400", "401", "404", "405", "413", "415", "422"]
-CONFIG = SchemathesisConfig.from_dict({"checks": {"positive_data_acceptance": {"enabled": False}, "negative_data_rejection": {"expected-statuses": REFUSED}}})
+CONFIG = SchemathesisConfig.from_dict(
+    {
+        "checks": {
+            "positive_data_acceptance": {"enabled": False},
+            "negative_data_rejection": {"expected-statuses": REFUSED},
+        }
+    }
+)
 VALID_BUT_REFUSED = {404: "unknown task ", 413: "", 422: "input "}
 
 

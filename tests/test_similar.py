@@ -62,13 +62,20 @@ def test_the_command_prints_a_table_and_json(bank, capsys):
     target, folder = bank
     assert main(["similar", str(target), "--bank", str(folder), "-k", "2"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0] == f"{target}: the 2 most similar of 4 prompts under {folder}, by cosine similarity of mean prompt vectors"
+    assert (
+        out.splitlines()[0]
+        == f"{target}: the 2 most similar of 4 prompts under {folder}, by cosine similarity of mean prompt vectors"
+    )
     assert out.splitlines()[2].split() == ["1", "1.0000", "6", str(folder / "copy.safetensors")]
     assert f"skipped {folder / 'wide.safetensors'}: width 32, not 16" in out
     assert main(["similar", str(target), "--bank", str(folder), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert [round(m["similarity"], 6) for m in result["ranked"]][::3] == [1.0, -1.0] and result["hidden"] == 16
-    assert {s["path"].rsplit("/", 1)[-1] for s in result["skipped"]} == {"wide.safetensors", "other-model.safetensors", "adapter_model.safetensors"}
+    assert {s["path"].rsplit("/", 1)[-1] for s in result["skipped"]} == {
+        "wide.safetensors",
+        "other-model.safetensors",
+        "adapter_model.safetensors",
+    }
 
 
 def test_an_empty_or_missing_bank_is_one_line(bank, tmp_path, capsys):
@@ -83,5 +90,8 @@ def test_an_empty_or_missing_bank_is_one_line(bank, tmp_path, capsys):
 def test_a_bank_with_nothing_comparable_says_why(tmp_path):
     write(tmp_path / "target.safetensors", torch.randn(4, 8))
     write(tmp_path / "bank" / "wide.safetensors", torch.randn(4, 12))
-    with pytest.raises(UserError, match=r"none of the 1 files under .* is a prompt of .*'s model \(.*wide.safetensors: width 12, not 8\)$"):
+    with pytest.raises(
+        UserError,
+        match=r"none of the 1 files under .* is a prompt of .*'s model \(.*wide.safetensors: width 12, not 8\)$",
+    ):
         rank(load_prompt(tmp_path / "target.safetensors"), tmp_path / "target.safetensors", tmp_path / "bank")

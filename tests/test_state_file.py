@@ -33,13 +33,22 @@ def test_state_round_trips_exactly_types_included(tmp_path):
     assert back["random"] == state["random"] and isinstance(back["random"], tuple)
     random.setstate(back["random"])  # accepted as the generator's own state
     assert list(back["optimizer"]["state"]) == [0]
-    torch.testing.assert_close(back["optimizer"]["state"][0]["exp_avg"], state["optimizer"]["state"][0]["exp_avg"], rtol=0, atol=0)
+    torch.testing.assert_close(
+        back["optimizer"]["state"][0]["exp_avg"], state["optimizer"]["state"][0]["exp_avg"], rtol=0, atol=0
+    )
     assert back["optimizer"]["param_groups"] == state["optimizer"]["param_groups"]
-    assert back["best"] == -math.inf and back["history"] == state["history"] and back["none"] is None and back["flags"] == [True, False]
+    assert (
+        back["best"] == -math.inf
+        and back["history"] == state["history"]
+        and back["none"] is None
+        and back["flags"] == [True, False]
+    )
     assert back["half"].dtype == torch.bfloat16 and torch.equal(back["half"], state["half"])
     assert back["scalar"].shape == () and back["scalar"].item() == 7
     assert torch.equal(back["rng"], state["rng"])
-    assert len(load_file(path)) == 3 + 3  # a plain safetensors file: Adam's step, exp_avg, exp_avg_sq and the three above
+    assert (
+        len(load_file(path)) == 3 + 3
+    )  # a plain safetensors file: Adam's step, exp_avg, exp_avg_sq and the three above
 
 
 def test_a_value_it_cannot_store_is_refused(tmp_path):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import save_model, sentiment_rows, tiny_bert
+
 from softprompt.cli import main
 from softprompt.errors import UserError
 from softprompt.experiments import sweep as sweep_module
@@ -70,7 +70,12 @@ def copied(finished_sweep, tmp_path):
 
 
 def test_the_grid_expands_collapses_what_a_method_ignores_and_names_cells(tmp_path, files):
-    grid = {"method.name": ["prompt", "lora"], "prompt.length": [2, 5], "prompt.init": ["random", "labels"], "train.seed": [1, 2]}
+    grid = {
+        "method.name": ["prompt", "lora"],
+        "prompt.length": [2, 5],
+        "prompt.init": ["random", "labels"],
+        "train.seed": [1, 2],
+    }
     tasks = {"a": {"train": files["data"]}, "b": {"train": files["data"], "limit_train": 4}}
     sweep = load_sweep(sweep_file(tmp_path, files, grid, tasks=tasks))
     assert list(sweep.axes) == ["task", *grid]
@@ -78,10 +83,21 @@ def test_the_grid_expands_collapses_what_a_method_ignores_and_names_cells(tmp_pa
     ids = [c.id for c in sweep.cells]
     assert len(set(ids)) == len(ids) and ids[0] == "task-a_method-prompt_length-2_init-random_seed-1"
     lora = [c for c in sweep.cells if c.method.name == "lora"]
-    assert [c.id for c in lora] == ["task-a_method-lora_seed-1", "task-a_method-lora_seed-2", "task-b_method-lora_seed-1", "task-b_method-lora_seed-2"]
+    assert [c.id for c in lora] == [
+        "task-a_method-lora_seed-1",
+        "task-a_method-lora_seed-2",
+        "task-b_method-lora_seed-1",
+        "task-b_method-lora_seed-2",
+    ]
     assert all("prompt.length" not in c.axes for c in lora)
     cell = next(c for c in sweep.cells if c.id == "task-b_method-prompt_length-5_init-labels_seed-2")
-    assert (cell.prompt.length, cell.prompt.init, cell.train.seed, cell.data.limit_train, cell.task) == (5, "labels", 2, 4, "b")
+    assert (cell.prompt.length, cell.prompt.init, cell.train.seed, cell.data.limit_train, cell.task) == (
+        5,
+        "labels",
+        2,
+        4,
+        "b",
+    )
     assert cell.train.output_dir == str(tmp_path / "out" / "cells" / cell.id) and cell.train.max_steps == 3
     assert [c.id for c in load_sweep(tmp_path / "sweep.yaml").cells] == ids  # stable
 
@@ -90,35 +106,68 @@ def test_prompt_design_runs_once_per_seed_only_when_the_seed_draws_its_shots(tmp
     grid = {"method.name": ["prompt-design", "prompt"], "train.max_steps": [3, 6], "train.seed": [1, 2]}
     ids = lambda **method: [c.id for c in load_sweep(sweep_file(tmp_path, files, grid, method=method)).cells]  # noqa: E731
     assert ids()[:1] == ["method-prompt-design"] and len(ids()) == 1 + 4
-    assert ids(shots=2)[:2] == ["method-prompt-design_seed-1", "method-prompt-design_seed-2"] and len(ids(shots=2)) == 2 + 4
+    assert (
+        ids(shots=2)[:2] == ["method-prompt-design_seed-1", "method-prompt-design_seed-2"]
+        and len(ids(shots=2)) == 2 + 4
+    )
 
 
 def test_variants_are_named_option_sets_on_an_axis_of_their_own(tmp_path, files):
-    variants = {"vanilla": None, "ulpt-2": {"prompt.reparam": "ulpt", "prompt.rank": 2}, "lora": {"method.name": "lora"}}
-    sweep = load_sweep(sweep_file(tmp_path, files, {"train.lr": [0.01, 0.1], "prompt.length": [2, 3]}, variants=variants))
+    variants = {
+        "vanilla": None,
+        "ulpt-2": {"prompt.reparam": "ulpt", "prompt.rank": 2},
+        "lora": {"method.name": "lora"},
+    }
+    sweep = load_sweep(
+        sweep_file(tmp_path, files, {"train.lr": [0.01, 0.1], "prompt.length": [2, 3]}, variants=variants)
+    )
     assert list(sweep.axes) == ["variant", "train.lr", "prompt.length"]
     cells = {c.id: c for c in sweep.cells}
     assert len(cells) == 2 * 2 * 2 + 2  # prompt lengths matter to the two prompt variants, not to lora
     ulpt = cells["variant-ulpt-2_lr-0.1_length-3"]
-    assert (ulpt.prompt.reparam, ulpt.prompt.rank, ulpt.train.lr, ulpt.prompt.length, ulpt.axes["variant"]) == ("ulpt", 2, 0.1, 3, "ulpt-2")
+    assert (ulpt.prompt.reparam, ulpt.prompt.rank, ulpt.train.lr, ulpt.prompt.length, ulpt.axes["variant"]) == (
+        "ulpt",
+        2,
+        0.1,
+        3,
+        "ulpt-2",
+    )
     vanilla = cells["variant-vanilla_lr-0.01_length-2"]
     assert (vanilla.prompt.reparam, vanilla.method.name) == ("none", "prompt")
-    assert cells["variant-lora_lr-0.01"].method.name == "lora" and "prompt.length" not in cells["variant-lora_lr-0.01"].axes
-    beside_lora = load_sweep(sweep_file(tmp_path, files, {"method.name": ["prompt", "lora"]}, variants={"u": {"prompt.reparam": "ulpt"}}))
-    assert [(c.id, c.prompt.reparam) for c in beside_lora.cells] == [("variant-u_method-prompt", "ulpt"), ("variant-u_method-lora", "none")]
-    overridden = load_sweep(sweep_file(tmp_path, files, {"prompt.rank": [3]}, variants={"u": {"prompt.reparam": "ulpt", "prompt.rank": 2}}))
+    assert (
+        cells["variant-lora_lr-0.01"].method.name == "lora"
+        and "prompt.length" not in cells["variant-lora_lr-0.01"].axes
+    )
+    beside_lora = load_sweep(
+        sweep_file(tmp_path, files, {"method.name": ["prompt", "lora"]}, variants={"u": {"prompt.reparam": "ulpt"}})
+    )
+    assert [(c.id, c.prompt.reparam) for c in beside_lora.cells] == [
+        ("variant-u_method-prompt", "ulpt"),
+        ("variant-u_method-lora", "none"),
+    ]
+    overridden = load_sweep(
+        sweep_file(tmp_path, files, {"prompt.rank": [3]}, variants={"u": {"prompt.reparam": "ulpt", "prompt.rank": 2}})
+    )
     assert overridden.cells[0].prompt.rank == 3  # the grid wins over a variant
 
 
 def test_class_labels_at_length_one_are_a_cell_like_the_others(tmp_path, files):
     sweep = load_sweep(sweep_file(tmp_path, files, {"prompt.length": [1, 5], "prompt.init": ["vocab", "labels"]}))
-    assert [c.id for c in sweep.cells] == ["length-1_init-vocab", "length-1_init-labels", "length-5_init-vocab", "length-5_init-labels"]
+    assert [c.id for c in sweep.cells] == [
+        "length-1_init-vocab",
+        "length-1_init-labels",
+        "length-5_init-vocab",
+        "length-5_init-labels",
+    ]
 
 
 BAD = [
     ({"grid": {"prompt.lenght": [1, 2]}}, "grid.prompt.lenght: 'lenght' is not an option of prompt (length, init,"),
     ({"grid": {"promt.length": [1]}}, "grid.promt.length: an axis is section.option"),
-    ({"grid": {"prompt.length": ["x"]}}, "grid.prompt.length: 'x': prompt.length: Expected a <class 'int'>. Got value: x"),
+    (
+        {"grid": {"prompt.length": ["x"]}},
+        "grid.prompt.length: 'x': prompt.length: Expected a <class 'int'>. Got value: x",
+    ),
     ({"grid": {"prompt.length": []}}, "grid.prompt.length: give a list of one or more values"),
     ({"grid": {"train.seed": [1, 1]}}, "grid.train.seed: a value is repeated"),
     ({"grid": {"method.name": ["prompt", "nope"]}}, "grid.method.name: 'nope': method.name: Expected a typing.Literal"),
@@ -128,7 +177,10 @@ BAD = [
     ({"grid": {"model.name": ["./nowhere"]}}, "cell model-nowhere: model folder ./nowhere: no such folder"),
     ({"tasks": {"x": {"train": "missing.jsonl"}}}, "cell task-x_seed-1: data.train: missing.jsonl: no such file"),
     ({"tasks": {"x": {"txt_column": "s"}}}, "tasks.x: Group 'data' does not accept option 'txt_column'"),
-    ({"grid": {"method.name": ["prompt", "lora"]}, "prompt": {"reparam": "ulpt"}}, "cell method-lora: --prompt.reparam: ulpt reparameterises a soft prompt"),
+    (
+        {"grid": {"method.name": ["prompt", "lora"]}, "prompt": {"reparam": "ulpt"}},
+        "cell method-lora: --prompt.reparam: ulpt reparameterises a soft prompt",
+    ),
     ({"variants": {"u": {"prompt.reparm": "ulpt"}}}, "variants.u.prompt.reparm: 'reparm' is not an option of prompt"),
     ({"variants": {"u": {"prompt.reparam": "nope"}}}, "variants.u: prompt.reparam: Expected a typing.Literal"),
     ({"variants": {"u": ["prompt.reparam"]}}, "variants.u: expected a mapping"),
@@ -149,7 +201,11 @@ def test_the_command_refuses_a_bad_field_with_one_line_and_writes_nothing(tmp_pa
     path = sweep_file(tmp_path, files, {"prompt.length": [1, 2], "train.sed": [1, 2]})
     assert main(["sweep", str(path)]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"error: {path}: grid.train.sed: 'sed' is not an option of train") and "Traceback" not in err
+    assert (
+        err.count("\n") == 1
+        and err.startswith(f"error: {path}: grid.train.sed: 'sed' is not an option of train")
+        and "Traceback" not in err
+    )
     assert not (tmp_path / "out").exists()
     path = sweep_file(tmp_path, files, {"prompt.length": [1, 2]})
     assert main(["sweep", str(path), "--dry_run"]) == 0
@@ -179,19 +235,53 @@ def test_a_sweep_writes_one_row_per_cell_the_table_over_seeds_and_the_plots(fini
 
 def test_the_table_computes_mean_and_sample_std_over_seeds():
     rows = [
-        {"m": "a", "train.seed": s, "metric": "accuracy", "value": v, "trainable_parameters": 10, "bytes_per_task": 100, "train_seconds": 1.0}
+        {
+            "m": "a",
+            "train.seed": s,
+            "metric": "accuracy",
+            "value": v,
+            "trainable_parameters": 10,
+            "bytes_per_task": 100,
+            "train_seconds": 1.0,
+        }
         for s, v in ((1, 70.0), (2, 80.0), (3, 90.0))
-    ] + [{"m": "b", "train.seed": 1, "metric": "accuracy", "value": 50.0, "trainable_parameters": 10, "bytes_per_task": 100, "train_seconds": 1.0}]
+    ] + [
+        {
+            "m": "b",
+            "train.seed": 1,
+            "metric": "accuracy",
+            "value": 50.0,
+            "trainable_parameters": 10,
+            "bytes_per_task": 100,
+            "train_seconds": 1.0,
+        }
+    ]
     table = markdown(rows, ["m", "train.seed"])
     assert "| a | accuracy | 80.00 ± 10.00 | 3 |" in table and "| b | accuracy | 50.00 | 1 |" in table
 
 
 def test_plots_follow_the_axes_the_grid_has(tmp_path):
     rows = [
-        {"model.name": m, "method.name": method, "prompt.length": length if method == "prompt" else "", "train.seed": s, "metric": "accuracy", "value": 50.0 + s + length, "base_parameters": size}
-        for m, size in (("org/small", 1e6), ("org/large", 1e8)) for method in ("prompt", "model") for length in (1, 5) for s in (1, 2)
+        {
+            "model.name": m,
+            "method.name": method,
+            "prompt.length": length if method == "prompt" else "",
+            "train.seed": s,
+            "metric": "accuracy",
+            "value": 50.0 + s + length,
+            "base_parameters": size,
+        }
+        for m, size in (("org/small", 1e6), ("org/large", 1e8))
+        for method in ("prompt", "model")
+        for length in (1, 5)
+        for s in (1, 2)
     ]
-    axes = {"model.name": ["org/small", "org/large"], "method.name": ["prompt", "model"], "prompt.length": [1, 5], "train.seed": [1, 2]}
+    axes = {
+        "model.name": ["org/small", "org/large"],
+        "method.name": ["prompt", "model"],
+        "prompt.length": [1, 5],
+        "train.seed": [1, 2],
+    }
     written = write_plots(tmp_path, rows, axes)
     assert sorted(p.name for p in written) == ["length-large.png", "length-small.png", "scale.png"]
     assert all(p.read_bytes().startswith(PNG) for p in written)
@@ -238,7 +328,9 @@ def test_shards_split_the_cells_between_processes_sharing_one_output(finished_sw
     for cell in ids:
         (sweep.output / "cells" / cell / DONE_FILE).unlink()
     real, calls = sweep_module.train, []
-    monkeypatch.setattr(sweep_module, "train", lambda *args, **kwargs: calls.append(Path(args[-1]).name) or real(*args, **kwargs))
+    monkeypatch.setattr(
+        sweep_module, "train", lambda *args, **kwargs: calls.append(Path(args[-1]).name) or real(*args, **kwargs)
+    )
 
     first = run_sweep(sweep, progress=False, shard=(1, 2))
     assert calls == ids[0::2] and [r["cell"] for r in first] == ids[0::2]  # only its own cells; the others not finished
@@ -253,7 +345,9 @@ def test_a_bad_shard_is_refused_in_one_line_before_anything_runs(finished_sweep,
     monkeypatch.setattr(sweep_module, "train", lambda *args, **kwargs: pytest.fail("a cell ran"))
     assert main(["sweep", str(finished_sweep[0].path), "--output", str(tmp_path / "none"), "--shard", shard]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"error: --shard: give K/N with 1 <= K <= N, e.g. 1/4 (got '{shard}')")
+    assert err.count("\n") == 1 and err.startswith(
+        f"error: --shard: give K/N with 1 <= K <= N, e.g. 1/4 (got '{shard}')"
+    )
     assert not (tmp_path / "none").exists()
 
 
@@ -263,28 +357,57 @@ def test_only_runs_the_cells_of_the_chosen_axis_values(finished_sweep, tmp_path,
     for cell in ids:
         (sweep.output / "cells" / cell / DONE_FILE).unlink()
     real, calls = sweep_module.train, []
-    monkeypatch.setattr(sweep_module, "train", lambda *args, **kwargs: calls.append(Path(args[-1]).name) or real(*args, **kwargs))
+    monkeypatch.setattr(
+        sweep_module, "train", lambda *args, **kwargs: calls.append(Path(args[-1]).name) or real(*args, **kwargs)
+    )
 
     only = parse_only("prompt.length=2", sweep)
     assert only == {"prompt.length": [2]}  # the value as the grid holds it, not the text
-    assert parse_only("train.seed=2 prompt.length=2.0 train.seed=1,2", sweep) == {"train.seed": [2, 1], "prompt.length": [2]}
+    assert parse_only("train.seed=2 prompt.length=2.0 train.seed=1,2", sweep) == {
+        "train.seed": [2, 1],
+        "prompt.length": [2],
+    }
     assert [r["cell"] for r in run_sweep(sweep, progress=False, only=only)] == ids[2:] and calls == ids[2:]
-    assert main(["sweep", str(sweep.path), "--output", str(sweep.output), "--only", "prompt.length=1,2 train.seed=2", "--dry_run"]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                str(sweep.path),
+                "--output",
+                str(sweep.output),
+                "--only",
+                "prompt.length=1,2 train.seed=2",
+                "--dry_run",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.startswith("sweep: 2 cells (only prompt.length=1,2 train.seed=2: 2 of 4 cells), 1 finished, 1 to run")
     assert f"to run  {ids[1]}" in out and f"done    {ids[3]}" in out and ids[0] not in out
 
 
-@pytest.mark.parametrize("only, message", [
-    ("seed=1", "--only: seed is not an axis of {path} (its axes: prompt.length, train.seed)"),
-    ("train.seed=3", "--only: train.seed has no value '3' in {path} (its values: 1, 2)"),
-    ("train.seed=[", "--only: train.seed has no value '[' in {path} (its values: 1, 2)"),
-    ("train.seed=1, prompt.length=2", "--only: an empty value in 'train.seed=1,': list values with commas and no spaces, e.g. train.seed=1,2"),
-    ("=1", "--only: give AXIS=VALUE[,VALUE...], space-separated, e.g. 'task=sst2 train.seed=1,2' (got '=1')"),
-    ("  ", "--only: give AXIS=VALUE[,VALUE...], space-separated, e.g. 'task=sst2 train.seed=1,2' (got nothing)"),
-    ("train.seed", "--only: give AXIS=VALUE[,VALUE...], space-separated, e.g. 'task=sst2 train.seed=1,2' (got 'train.seed')"),
-])
-def test_a_bad_only_is_refused_in_one_line_before_anything_runs(finished_sweep, tmp_path, capsys, monkeypatch, only, message):
+@pytest.mark.parametrize(
+    "only, message",
+    [
+        ("seed=1", "--only: seed is not an axis of {path} (its axes: prompt.length, train.seed)"),
+        ("train.seed=3", "--only: train.seed has no value '3' in {path} (its values: 1, 2)"),
+        ("train.seed=[", "--only: train.seed has no value '[' in {path} (its values: 1, 2)"),
+        (
+            "train.seed=1, prompt.length=2",
+            "--only: an empty value in 'train.seed=1,': list values with commas and no spaces, e.g. train.seed=1,2",
+        ),
+        ("=1", "--only: give AXIS=VALUE[,VALUE...], space-separated, e.g. 'task=sst2 train.seed=1,2' (got '=1')"),
+        ("  ", "--only: give AXIS=VALUE[,VALUE...], space-separated, e.g. 'task=sst2 train.seed=1,2' (got nothing)"),
+        (
+            "train.seed",
+            "--only: give AXIS=VALUE[,VALUE...], space-separated, e.g. 'task=sst2 train.seed=1,2' (got 'train.seed')",
+        ),
+    ],
+)
+def test_a_bad_only_is_refused_in_one_line_before_anything_runs(
+    finished_sweep, tmp_path, capsys, monkeypatch, only, message
+):
     monkeypatch.setattr(sweep_module, "train", lambda *args, **kwargs: pytest.fail("a cell ran"))
     path = finished_sweep[0].path
     assert main(["sweep", str(path), "--output", str(tmp_path / "none"), "--only", only]) == 1
@@ -297,7 +420,9 @@ def test_finished_cells_run_with_other_options_are_refused(finished_sweep, tmp_p
     copied(finished_sweep, tmp_path)
     path = sweep_file(tmp_path, files, {"prompt.length": [1, 2], "train.seed": [1, 2]}, train={"max_steps": 4})
     sweep = load_sweep(path)
-    with pytest.raises(UserError, match=r"cells/length-1_seed-1: finished with other options \(train.max_steps: 3 there, 4 now\)"):
+    with pytest.raises(
+        UserError, match=r"cells/length-1_seed-1: finished with other options \(train.max_steps: 3 there, 4 now\)"
+    ):
         check_finished(sweep)
 
 
@@ -311,7 +436,14 @@ def test_a_finished_cell_keeps_its_result_but_no_checkpoints(finished_sweep):
 def test_csv_cells_hold_floats_to_ten_significant_digits():
     from softprompt.experiments.table import cell_text
 
-    assert [cell_text(v) for v in (80.80000000000001, 77.39556953162821, 3, None, "x", 1e-12)] == ["80.8", "77.39556953", "3", "", "x", "1e-12"]
+    assert [cell_text(v) for v in (80.80000000000001, 77.39556953162821, 3, None, "x", 1e-12)] == [
+        "80.8",
+        "77.39556953",
+        "3",
+        "",
+        "x",
+        "1e-12",
+    ]
 
 
 def test_an_option_added_since_a_cell_finished_counts_only_when_set(finished_sweep, tmp_path, files):
@@ -327,11 +459,15 @@ def test_an_option_added_since_a_cell_finished_counts_only_when_set(finished_swe
         check_finished(load_sweep(path, str(sweep.output)))
 
 
-@pytest.mark.skipif(not (REPO.parent / "shared" / "data").is_dir(), reason="the shipped sweep files read ../shared/data")
+@pytest.mark.skipif(
+    not (REPO.parent / "shared" / "data").is_dir(), reason="the shipped sweep files read ../shared/data"
+)
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_each_shipped_sweep_file_passes_its_checks_with_the_runs_its_header_counts(path, monkeypatch, tmp_path):
     monkeypatch.chdir(REPO)  # the files name ../shared/data relative to the repository
-    header = "".join(line for line in path.read_text(encoding="utf-8").splitlines(keepends=True) if line.startswith("#"))
+    header = "".join(
+        line for line in path.read_text(encoding="utf-8").splitlines(keepends=True) if line.startswith("#")
+    )
     stated = re.search(r"[=:] (\d+)(?: training)? runs", header)
     assert stated, f"{path.name}: its header should say how many runs it makes"
     plan = load_sweep(path, str(tmp_path / "out"))
@@ -343,5 +479,7 @@ def test_a_cell_whose_folder_name_is_too_long_is_refused_by_the_dry_run(tmp_path
     path = sweep_file(tmp_path, files, {"prompt.text": ["great " * 60, "bad"]}, prompt={"init": "text"})
     assert main(["sweep", str(path), "--dry_run"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "over the 255 a file system allows" in err and err.startswith(f"error: {path}: cell "), err
+    assert (
+        err.count("\n") == 1 and "over the 255 a file system allows" in err and err.startswith(f"error: {path}: cell ")
+    ), err
     assert not (tmp_path / "out").exists()

@@ -3,15 +3,15 @@ own words or the question."""
 
 import pytest
 import torch
+from conftest import WORDS, sentiment_rows, tiny_bert, tiny_t5, word_tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM, RobertaConfig, RobertaModel
 
-from conftest import WORDS, sentiment_rows, tiny_bert, tiny_t5, word_tokenizer
 from softprompt.core.bank import PromptBank
+from softprompt.core.template import Template
 from softprompt.errors import UserError
 from softprompt.models.model import SoftPromptModel
 from softprompt.options import DataOptions
 from softprompt.tasks import make_task
-from softprompt.core.template import Template
 
 LONG = " ".join(WORDS[10:50])  # 40 words, one token each
 
@@ -20,15 +20,40 @@ def tiny_llama() -> SoftPromptModel:
     """A Llama whose tokenizer starts every text with <s>, in 32 positions."""
     torch.manual_seed(0)
     tok = word_tokenizer(["<unk>", "<s>", "</s>"], "<s> $A", bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32, bos_token_id=1, eos_token_id=2)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     return SoftPromptModel(LlamaForCausalLM(config).eval(), tok, name="tiny-llama")
 
 
 def tiny_roberta() -> SoftPromptModel:
     """RoBERTa counts positions from padding_idx + 1: 34 position embeddings hold 32 tokens."""
     torch.manual_seed(0)
-    tok = word_tokenizer(["<s>", "<pad>", "</s>", "<unk>"], "<s> $A </s>", bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
-    config = RobertaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=34, pad_token_id=1)
+    tok = word_tokenizer(
+        ["<s>", "<pad>", "</s>", "<unk>"],
+        "<s> $A </s>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+    )
+    config = RobertaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=34,
+        pad_token_id=1,
+    )
     return SoftPromptModel(RobertaModel(config, add_pooling_layer=False).eval(), tok, name="tiny-roberta")
 
 
@@ -115,7 +140,9 @@ def test_roberta_style_positions_leave_room_for_the_prompt():
 
 def test_a_prompt_that_leaves_no_room_is_refused():
     model = tiny_roberta()
-    with pytest.raises(UserError, match="^--prompt.length 32 leaves no room for the input: tiny-roberta has 32 positions$"):
+    with pytest.raises(
+        UserError, match="^--prompt.length 32 leaves no room for the input: tiny-roberta has 32 positions$"
+    ):
         model.initial_prompt("random", 32)  # refused before it is built
     model.bank = PromptBank(torch.zeros(32, model.hidden))  # a prompt made elsewhere: refused before the model runs
     with pytest.raises(UserError, match="prompt.length 32 leave no room for the input: tiny-roberta has 32 positions"):

@@ -6,15 +6,24 @@ import json
 import pytest
 import torch
 from accelerate import Accelerator
+from conftest import BUILDERS, sentiment_rows, tiny_bert, tiny_gpt2
 from transformers.optimization import Adafactor
 
-from conftest import BUILDERS, sentiment_rows, tiny_bert, tiny_gpt2
 from softprompt.core.bank import PromptBank
 from softprompt.errors import UserError
-from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.files.prompt_file import load_prompt, save_prompt
+from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
-from softprompt.training.train import PROMPT_FILE, PromptAdafactor, accumulation_steps, backward_accumulated, default_lr, make_optimizer, resolve_precision, train_prompt
+from softprompt.training.train import (
+    PROMPT_FILE,
+    PromptAdafactor,
+    accumulation_steps,
+    backward_accumulated,
+    default_lr,
+    make_optimizer,
+    resolve_precision,
+    train_prompt,
+)
 
 VERBALIZERS = {"0": "no", "1": "yes"}
 
@@ -26,7 +35,10 @@ def setup(model):
     return task, examples
 
 
-def run(model, task, examples, tmp_path, validation=None, prompt=PromptOptions(length=8, init="vocab", vocab_first_n=40), **train):
+VOCAB_PROMPT = PromptOptions(length=8, init="vocab", vocab_first_n=40)
+
+
+def run(model, task, examples, tmp_path, validation=None, prompt=VOCAB_PROMPT, **train):
     options = TrainOptions(**{"max_steps": 3, "batch_size": 10, "micro_batch_size": 10, "eval_every": 1000, **train})
     return train_prompt(model, task, examples, validation, prompt, options, tmp_path, progress=False)
 
@@ -72,7 +84,9 @@ def test_accuracy_rises(build, optimizer, lr, tmp_path):
     task, examples = setup(model)
     model.bank = PromptBank(model.initial_prompt("vocab", 8, first_n=40, seed=42))
     before = task.evaluate(model, examples, progress=False)["accuracy"]
-    result = run(model, task, examples, tmp_path, validation=examples, optimizer=optimizer, lr=lr, max_steps=60, eval_every=20)
+    result = run(
+        model, task, examples, tmp_path, validation=examples, optimizer=optimizer, lr=lr, max_steps=60, eval_every=20
+    )
     assert result.metrics["accuracy"] >= 90 > before
 
 
@@ -103,7 +117,10 @@ def t5x_adafactor(param, grads, lr, weight_decay, decay_exponent=0.8, clipping_t
 
 def test_adafactor_matches_t5x_weight_decay_included():
     torch.manual_seed(0)
-    start, grads = torch.randn(1, 6, 5, dtype=torch.float64), [torch.randn(1, 6, 5, dtype=torch.float64) for _ in range(6)]
+    start, grads = (
+        torch.randn(1, 6, 5, dtype=torch.float64),
+        [torch.randn(1, 6, 5, dtype=torch.float64) for _ in range(6)],
+    )
     weight = torch.nn.Parameter(start.clone())
     optimizer = make_optimizer([weight], TrainOptions(lr=0.3, weight_decay=0.01))
     for grad in grads:
@@ -112,7 +129,16 @@ def test_adafactor_matches_t5x_weight_decay_included():
     expected = t5x_adafactor(start, grads, lr=0.3, weight_decay=0.01)
     torch.testing.assert_close(weight.detach(), expected, rtol=1e-9, atol=1e-9)
     library = torch.nn.Parameter(start.clone())  # transformers' own Adafactor decays by wd * lr instead
-    same_settings = Adafactor([library], lr=0.3, relative_step=False, scale_parameter=False, warmup_init=False, decay_rate=-0.8, weight_decay=0.01, clip_threshold=1.0)
+    same_settings = Adafactor(
+        [library],
+        lr=0.3,
+        relative_step=False,
+        scale_parameter=False,
+        warmup_init=False,
+        decay_rate=-0.8,
+        weight_decay=0.01,
+        clip_threshold=1.0,
+    )
     for grad in grads:
         library.grad = grad.clone()
         same_settings.step()
@@ -157,7 +183,10 @@ def prompt_gradient(model, task, examples, micro: int | None) -> torch.Tensor:
     if micro is None:
         model(**task.batch(model, examples), prompt_ids=ids(examples)).loss.backward()
     else:
-        batches = [{**task.batch(model, examples[i : i + micro]), "prompt_ids": ids(examples[i : i + micro])} for i in range(0, len(examples), micro)]
+        batches = [
+            {**task.batch(model, examples[i : i + micro]), "prompt_ids": ids(examples[i : i + micro])}
+            for i in range(0, len(examples), micro)
+        ]
         backward_accumulated(model, batches, Accelerator(cpu=True), contextlib.nullcontext, step=1)
     return model.bank.weight.grad.clone()
 
@@ -170,7 +199,10 @@ def test_accumulated_micro_batches_give_the_full_batchs_gradient(tiny, family):
         examples = examples[:4]
     else:
         task = make_task(DataOptions(task="text2text", max_target_length=16))
-        rows = [{"input": f"the movie {w}", "target": " ".join(words[:n])} for w, n in zip(["great", "bad", "fun", "awful"], [1, 4, 8, 12])]
+        rows = [
+            {"input": f"the movie {w}", "target": " ".join(words[:n])}
+            for w, n in zip(["great", "bad", "fun", "awful"], [1, 4, 8, 12])
+        ]
         examples = task.examples(rows, "rows", None)
         task.prepare(tiny)
     tiny.bank = PromptBank(tiny.initial_prompt("random", 3, seed=1))
@@ -204,7 +236,19 @@ def test_logs_metadata_and_best_prompt(tmp_path):
 def test_early_stopping_when_the_metric_stops_improving(tmp_path, capsys):
     model = tiny_gpt2()
     task, examples = setup(model)
-    result = run(model, task, examples, tmp_path, validation=examples, optimizer="adamw", lr=0.0, weight_decay=0.0, max_steps=50, eval_every=5, patience=2)
+    result = run(
+        model,
+        task,
+        examples,
+        tmp_path,
+        validation=examples,
+        optimizer="adamw",
+        lr=0.0,
+        weight_decay=0.0,
+        max_steps=50,
+        eval_every=5,
+        patience=2,
+    )
     assert result.steps == 15 and result.stopped_early  # best at step 5, no improvement at 10 and 15
     assert "early stopping at step 15: accuracy has not improved for 2 evaluations" in capsys.readouterr().err
 
@@ -267,10 +311,16 @@ def test_ctrl_c_keeps_a_prompt_and_says_which(tmp_path, capsys, evaluated):
     err = capsys.readouterr().err
     saved = load_prompt(tmp_path / PROMPT_FILE).metadata
     if evaluated:
-        assert saved["step"] == 2 and "interrupted after step 2: " in err and "holds the best prompt so far (accuracy" in err
+        assert (
+            saved["step"] == 2
+            and "interrupted after step 2: " in err
+            and "holds the best prompt so far (accuracy" in err
+        )
     else:
         assert saved["step"] == 2 and saved["interrupted"] is True  # step 3 was under way: the prompt after step 2
-        assert f"interrupted after step 2: saved the prompt as it stood (not evaluated) to {tmp_path / PROMPT_FILE}" in err
+        assert (
+            f"interrupted after step 2: saved the prompt as it stood (not evaluated) to {tmp_path / PROMPT_FILE}" in err
+        )
 
 
 @pytest.mark.parametrize("family", ["encoder-decoder", "decoder-only"])
@@ -283,7 +333,17 @@ def test_squad_task_trains_and_scores_generated_answers(family, tmp_path):
     ]
     examples = task.examples(rows, "squad.json", None)
     assert task.metric == "f1" and examples[0].target == "sun"
-    result = run(model, task, examples, tmp_path, validation=examples, max_steps=2, batch_size=2, micro_batch_size=1, eval_every=2)
+    result = run(
+        model,
+        task,
+        examples,
+        tmp_path,
+        validation=examples,
+        max_steps=2,
+        batch_size=2,
+        micro_batch_size=1,
+        eval_every=2,
+    )
     assert set(result.metrics) == {"exact_match", "f1"} and 0 <= result.metrics["f1"] <= 100
     predictions = task.predict(model, [e.fields for e in examples])
     assert len(predictions) == 2 and all(isinstance(p, str) for p in predictions)
@@ -324,7 +384,17 @@ def test_gradient_checkpointing_gives_the_same_prompt(tmp_path):
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.5  # would change the prompt if it ever acted
         task, examples = setup(model)
-        run(model, task, examples, tmp_path / str(checkpointing), validation=examples, gradient_checkpointing=checkpointing, max_steps=3, eval_every=1, dropout=False)
+        run(
+            model,
+            task,
+            examples,
+            tmp_path / str(checkpointing),
+            validation=examples,
+            gradient_checkpointing=checkpointing,
+            max_steps=3,
+            eval_every=1,
+            dropout=False,
+        )
         prompts.append(model.bank.weight.detach().clone())
         assert any(getattr(m, "gradient_checkpointing", False) for m in model.base.modules()) == checkpointing
     torch.testing.assert_close(prompts[0], prompts[1])
@@ -339,5 +409,13 @@ def test_gradient_checkpointing_recomputes_each_layer_in_the_backward_pass(tmp_p
         attention = model.base.transformer.h[0].attn  # inside the checkpointed layer: runs again when recomputed
         attention.register_forward_hook(lambda *args, key=checkpointing: calls.__setitem__(key, calls.get(key, 0) + 1))
         task, examples = setup(model)
-        run(model, task, examples, tmp_path / str(checkpointing), gradient_checkpointing=checkpointing, max_steps=2, dropout=dropout)
+        run(
+            model,
+            task,
+            examples,
+            tmp_path / str(checkpointing),
+            gradient_checkpointing=checkpointing,
+            max_steps=2,
+            dropout=dropout,
+        )
     assert calls == {False: 2, True: 4}

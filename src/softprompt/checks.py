@@ -10,14 +10,20 @@ from typing import Literal, Union, get_args, get_origin, get_type_hints
 from softprompt.errors import UserError
 from softprompt.options import DataOptions, ModelOptions, PromptOptions, TrainOptions
 
-
 MAX_SEED = 2**32 - 1  # numpy, seeded with the rest, takes no larger seed
 MAX_SIZE = 1_000_000  # a prompt length, width or rank beyond any model: refused before it allocates
 MAX_SCALE = 1000.0  # a random prompt's range or the encoder readout's scale past which float32 overflows, not learns
 MAX_TARGET_LENGTH = 4096  # tokens a target (or a generated answer) may have: a longer one generates for minutes
 
 
-TAKES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping", list: "a list"}
+TAKES = {
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    bool: "true or false",
+    dict: "a mapping",
+    list: "a list",
+}
 
 
 def not_null(section: str, options) -> None:
@@ -28,7 +34,11 @@ def not_null(section: str, options) -> None:
         kinds = get_args(hints[f.name]) if get_origin(hints[f.name]) in (Union, UnionType) else (hints[f.name],)
         if getattr(options, f.name) is None and type(None) not in kinds:
             kind = kinds[0]
-            takes = f"one of {', '.join(map(str, get_args(kind)))}" if get_origin(kind) is Literal else TAKES.get(get_origin(kind) or kind, str(kind))
+            takes = (
+                f"one of {', '.join(map(str, get_args(kind)))}"
+                if get_origin(kind) is Literal
+                else TAKES.get(get_origin(kind) or kind, str(kind))
+            )
             raise UserError(f"--{section}.{f.name}: null is not a valid value: it takes {takes}")
 
 
@@ -106,7 +116,9 @@ def check_prompt(o: PromptOptions) -> None:
     valid_size("--prompt.dept_positions", o.dept_positions, 0)
     valid_size("--prompt.dept_rank", o.dept_rank)
     if o.dept_positions and o.reparam != "none":
-        raise UserError(f"--prompt.dept_positions: DePT trains a plain prompt beside its offset, not with --prompt.reparam={o.reparam}")
+        raise UserError(
+            f"--prompt.dept_positions: DePT trains a plain prompt beside its offset, not with --prompt.reparam={o.reparam}"
+        )
     finite("--prompt.reparam_dropout", o.reparam_dropout)
     if not 0 <= o.reparam_dropout < 1:
         raise UserError(f"--prompt.reparam_dropout must be in [0, 1) (got {o.reparam_dropout})")
@@ -160,7 +172,9 @@ def check_train(o: TrainOptions) -> None:
         at_least("--train.max_steps", o.max_steps, 1)
     from softprompt.training.accumulate import accumulation_steps
 
-    accumulation_steps(o.batch_size, o.micro_batch_size, int(os.environ.get("WORLD_SIZE", "1")))  # processes: set by torchrun and accelerate launch
+    accumulation_steps(
+        o.batch_size, o.micro_batch_size, int(os.environ.get("WORLD_SIZE", "1"))
+    )  # processes: set by torchrun and accelerate launch
     output_folder("--train.output_dir", o.output_dir)
 
 

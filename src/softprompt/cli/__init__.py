@@ -32,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         command = next((a for a in argv if a in COMMANDS), "")
-        print(f"error: {parse_error(str(e))} (softprompt {command}{' ' if command else ''}--help lists the options)", file=sys.stderr)
+        print(
+            f"error: {parse_error(str(e))} (softprompt {command}{' ' if command else ''}--help lists the options)",
+            file=sys.stderr,
+        )
         return 2
     except UserError as e:  # a recipe file that cannot be read, or a null where an option takes none
         if debug:
@@ -52,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except BrokenPipeError:  # the reader went away (softprompt predict ... | head): as the Python docs advise for SIGPIPE
+    except (
+        BrokenPipeError
+    ):  # the reader went away (softprompt predict ... | head): as the Python docs advise for SIGPIPE
         _stdout_to_devnull()
         return 1
     except OSError as e:  # the system refused a read or write the checks could not foresee (a full disk, /proc)

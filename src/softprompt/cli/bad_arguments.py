@@ -16,7 +16,7 @@ def check_recipe_files(argv: list[str]) -> None:
 
     command = next((a for a in argv if not a.startswith("-")), None)
     sections = SECTIONS.get(command, [])
-    rest = iter(argv[argv.index(command) + 1:] if command else [])
+    rest = iter(argv[argv.index(command) + 1 :] if command else [])
     for a in rest:
         option, given, value = a.partition("=")
         name = option.removeprefix("--")
@@ -31,7 +31,9 @@ def check_recipe_files(argv: list[str]) -> None:
             where, recipe = value, read_yaml(value)
         elif name != "config" and Path(value).is_file():
             hint = " (a data file goes in --data.train or --data.validation)" if name == "data" else ""
-            raise UserError(f"--{name} {value}: --{name} takes a YAML or JSON file of {name} options; give one option as --{name}.OPTION VALUE{hint}")
+            raise UserError(
+                f"--{name} {value}: --{name} takes a YAML or JSON file of {name} options; give one option as --{name}.OPTION VALUE{hint}"
+            )
         else:
             continue  # a method's name, or what jsonargparse reports
         if recipe is None:
@@ -39,7 +41,9 @@ def check_recipe_files(argv: list[str]) -> None:
         mapping(recipe, where)
         for section in sections if name == "config" else []:
             if recipe.get(section) is not None and not isinstance(recipe[section], dict):
-                raise UserError(f"{where}: {section!r} is {describe(recipe[section])}, expected a mapping of its options ({section}: {{option: value}})")
+                raise UserError(
+                    f"{where}: {section!r} is {describe(recipe[section])}, expected a mapping of its options ({section}: {{option: value}})"
+                )
 
 
 TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string", "NoneType": "null"}
@@ -73,4 +77,3 @@ def positionals_after_options(message: str) -> str:
     if not unknown or any(a.startswith("-") for a in unknown[1].split()):
         return ""
     return "; texts, files and other arguments without a name go before the options"
-

@@ -10,7 +10,15 @@ from softprompt.errors import UserError
 from softprompt.options import DataOptions, ModelOptions
 
 
-def predict(prompt: str, texts: list[str], file: str | None = None, batch_size: int = 64, json_output: bool = False, model: ModelOptions | None = None, allow_other_model: bool = False) -> list[str]:
+def predict(
+    prompt: str,
+    texts: list[str],
+    file: str | None = None,
+    batch_size: int = 64,
+    json_output: bool = False,
+    model: ModelOptions | None = None,
+    allow_other_model: bool = False,
+) -> list[str]:
     """Predict with a prompt file for TEXTS, or each line of --file, or each line of standard input: one line out per
     text in (line breaks inside a generated answer written as \\n; --json gives the exact text)."""
     checks.check_predict(batch_size)
@@ -20,11 +28,13 @@ def predict(prompt: str, texts: list[str], file: str | None = None, batch_size: 
         texts = [t for t in _input_text(file).splitlines() if t.strip()]
     if not texts:
         raise UserError("no texts to predict: give them as arguments, with --file, or on standard input")
-    from softprompt.inference.loading import load_with_prompts, recorded_task
     from softprompt.files.prompt_file import load_prompt
+    from softprompt.inference.loading import load_with_prompts, recorded_task
 
     task = recorded_task(load_prompt(prompt), prompt)  # before the model loads
-    frozen, _ = load_with_prompts([prompt], model.name, model.family, allow_other_model, model.dtype, model.readout_scale, model.trust_pickle)
+    frozen, _ = load_with_prompts(
+        [prompt], model.name, model.family, allow_other_model, model.dtype, model.readout_scale, model.trust_pickle
+    )
     task.prepare(frozen)
     out = task.predict_all(frozen, task.fields_from_texts(texts), batch_size, progress=False)
     for text, prediction in zip(texts, out, strict=True):
@@ -59,7 +69,14 @@ def _input_text(file: str | None) -> str:
     return text
 
 
-def ensemble(prompts: list[str], model: ModelOptions, data: DataOptions, batch_size: int = 64, json_output: bool = False, allow_other_model: bool = False) -> dict:
+def ensemble(
+    prompts: list[str],
+    model: ModelOptions,
+    data: DataOptions,
+    batch_size: int = 64,
+    json_output: bool = False,
+    allow_other_model: bool = False,
+) -> dict:
     """Score prompts of one task alone and as an ensemble, run together in one batched pass (paper section 7)."""
     checks.check_data(data)
     checks.check_data_files(data)
@@ -73,7 +90,9 @@ def ensemble(prompts: list[str], model: ModelOptions, data: DataOptions, batch_s
     from softprompt.inference.loading import load_with_prompts, same_task, task_options
     from softprompt.tasks import make_task
 
-    frozen, files = load_with_prompts(prompts, model.name, model.family, allow_other_model, model.dtype, model.readout_scale, model.trust_pickle)
+    frozen, files = load_with_prompts(
+        prompts, model.name, model.family, allow_other_model, model.dtype, model.readout_scale, model.trust_pickle
+    )
     same_task(prompts, files)
     data = task_options(files[0], data)
     task = make_task(data)
@@ -84,8 +103,44 @@ def ensemble(prompts: list[str], model: ModelOptions, data: DataOptions, batch_s
     return report.as_dict()
 
 
-def serve(prompts: str, model: str | None = None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, max_batch_size: int = 32, max_wait_ms: float = 5.0, max_inputs: int = 64, max_input_chars: int = 20_000, max_body_bytes: int = 1_000_000, rescan_seconds: float = 0.0, device: str = "auto", dtype: str = "auto", allow_other_model: bool = False, no_kv_reuse: bool = False, max_new_tokens: int = 256, timeout_seconds: float = 60.0) -> None:
+def serve(
+    prompts: str,
+    model: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    max_batch_size: int = 32,
+    max_wait_ms: float = 5.0,
+    max_inputs: int = 64,
+    max_input_chars: int = 20_000,
+    max_body_bytes: int = 1_000_000,
+    rescan_seconds: float = 0.0,
+    device: str = "auto",
+    dtype: str = "auto",
+    allow_other_model: bool = False,
+    no_kv_reuse: bool = False,
+    max_new_tokens: int = 256,
+    timeout_seconds: float = 60.0,
+) -> None:
     """Serve every prompt of a folder over HTTP from one frozen model: rows of all tasks run in shared batches."""
     from softprompt.serve.server import run
 
-    run(prompts, model, host, port, token, max_batch_size, max_wait_ms, max_inputs, max_input_chars, max_body_bytes, rescan_seconds, device, dtype, allow_other_model, kv_reuse=not no_kv_reuse, max_new_tokens=max_new_tokens, timeout_seconds=timeout_seconds)
+    run(
+        prompts,
+        model,
+        host,
+        port,
+        token,
+        max_batch_size,
+        max_wait_ms,
+        max_inputs,
+        max_input_chars,
+        max_body_bytes,
+        rescan_seconds,
+        device,
+        dtype,
+        allow_other_model,
+        kv_reuse=not no_kv_reuse,
+        max_new_tokens=max_new_tokens,
+        timeout_seconds=timeout_seconds,
+    )

@@ -16,7 +16,11 @@ def info(prompt: str, json_output: bool = False) -> dict:
     file = load_prompt(prompt)
     size = Path(prompt).stat().st_size
     if json_output:
-        print(json.dumps({**file.metadata, "length": file.length, "hidden": file.hidden, "size": size}, indent=2, sort_keys=True))
+        print(
+            json.dumps(
+                {**file.metadata, "length": file.length, "hidden": file.hidden, "size": size}, indent=2, sort_keys=True
+            )
+        )
     else:
         offset = f" and {file.offset.shape[0]} x {file.hidden} input offset (DePT)" if file.offset is not None else ""
         print(f"{prompt}: {file.length} x {file.hidden} prompt{offset}, {human_size(size)}")
@@ -45,7 +49,13 @@ def tasks() -> list[dict]:
     return rows
 
 
-def neighbors(prompt: str, k: int = 5, json_output: bool = False, model: ModelOptions | None = None, allow_other_model: bool = False) -> dict:
+def neighbors(
+    prompt: str,
+    k: int = 5,
+    json_output: bool = False,
+    model: ModelOptions | None = None,
+    allow_other_model: bool = False,
+) -> dict:
     """List each prompt position's nearest vocabulary tokens (cosine similarity) and the label words among them."""
     if k < 1:
         raise UserError(f"-k must be at least 1 (got {k})")
@@ -54,7 +64,9 @@ def neighbors(prompt: str, k: int = 5, json_output: bool = False, model: ModelOp
     from softprompt.inference.interpret import label_hits, nearest_tokens, report, table
     from softprompt.inference.loading import load_with_prompts
 
-    frozen, files = load_with_prompts([prompt], model.name, model.family, allow_other_model, model.dtype, model.readout_scale, model.trust_pickle)
+    frozen, files = load_with_prompts(
+        [prompt], model.name, model.family, allow_other_model, model.dtype, model.readout_scale, model.trust_pickle
+    )
     nearest = nearest_tokens(frozen, files[0].prompt, k)
     words = list(dict.fromkeys(files[0].metadata.get("task", {}).get("verbalizers", {}).values()))
     hits = label_hits(frozen, nearest, words) if words else None
@@ -81,7 +93,13 @@ def similar(prompt: str, bank: str, k: int = 10, json_output: bool = False) -> d
     if json_output:
         print(json.dumps(result, indent=2))
     else:
-        shown = f"the {len(ranking.matches)} most similar" if len(ranking.matches) < ranking.compared else f"all {ranking.compared}"
-        print(f"{prompt}: {shown} of {ranking.compared} prompts under {bank}, by cosine similarity of mean prompt vectors")
+        shown = (
+            f"the {len(ranking.matches)} most similar"
+            if len(ranking.matches) < ranking.compared
+            else f"all {ranking.compared}"
+        )
+        print(
+            f"{prompt}: {shown} of {ranking.compared} prompts under {bank}, by cosine similarity of mean prompt vectors"
+        )
         print(table(ranking))
     return result

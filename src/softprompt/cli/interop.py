@@ -24,7 +24,9 @@ def import_(source: str, output: str, model: ModelOptions | None = None, data: D
     from softprompt.tasks import make_task
 
     model = model or ModelOptions()
-    task = make_task(data).describe() if data is not None and data != DataOptions() else None  # checked before any model loads
+    task = (
+        make_task(data).describe() if data is not None and data != DataOptions() else None
+    )  # checked before any model loads
     path, note = import_prompt(source, output, model.name, model.family, model.dtype, task)
     if note:
         print(f"note: {note}", file=sys.stderr)

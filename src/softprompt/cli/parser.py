@@ -15,9 +15,21 @@ from softprompt.cli.training import evaluate, quickstart, sweep, train, transfer
 from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, TrainOptions
 
 COMMANDS = {  # each command's name and function; its docstring is the command's help
-    "train": train, "eval": evaluate, "predict": predict, "info": info, "quickstart": quickstart, "models": models,
-    "tasks": tasks, "ensemble": ensemble, "neighbors": neighbors, "similar": similar, "export": export, "import": import_,
-    "serve": serve, "sweep": sweep, "transfer": transfer,
+    "train": train,
+    "eval": evaluate,
+    "predict": predict,
+    "info": info,
+    "quickstart": quickstart,
+    "models": models,
+    "tasks": tasks,
+    "ensemble": ensemble,
+    "neighbors": neighbors,
+    "similar": similar,
+    "export": export,
+    "import": import_,
+    "serve": serve,
+    "sweep": sweep,
+    "transfer": transfer,
 }
 SECTION_FILES = (".yaml", ".yml", ".json")
 SECTIONS: dict[str, list[str]] = {}  # each command's option sections, filled by build_parser
@@ -39,9 +51,9 @@ def rewritten(argv: list[str]) -> list[str]:
 def _rewrite_option(argv: list[str], command: str, option: str, rewrite) -> list[str]:
     """In `command`'s arguments, replace `option VALUE` / `option=VALUE` by `rewrite(VALUE)`; None keeps it as given."""
     start = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
-    if argv[start:start + 1] != [command]:
+    if argv[start : start + 1] != [command]:
         return argv
-    out, rest = argv[:start + 1], iter(argv[start + 1:])
+    out, rest = argv[: start + 1], iter(argv[start + 1 :])
     for a in rest:
         if a == option:
             a = f"{option}={next(rest, '')}"
@@ -57,13 +69,17 @@ def _is_section(value: str) -> bool:
 
 
 def _prompt_file_as_positional(argv: list[str]) -> list[str]:
-    return _rewrite_option(argv, "eval", "--prompt", lambda value: None if value.lower().endswith(SECTION_FILES) else value)
+    return _rewrite_option(
+        argv, "eval", "--prompt", lambda value: None if value.lower().endswith(SECTION_FILES) else value
+    )
 
 
 def _method_name_option(argv: list[str]) -> list[str]:
     """`train --method NAME` (or --method=NAME) names the method: --method.name=NAME. A recipe file or a JSON object
     given to --method stays the method section, as jsonargparse has it."""
-    return _rewrite_option(argv, "train", "--method", lambda value: None if _is_section(value) else f"--method.name={value}")
+    return _rewrite_option(
+        argv, "train", "--method", lambda value: None if _is_section(value) else f"--method.name={value}"
+    )
 
 
 def _serve_model_name(argv: list[str]) -> list[str]:
@@ -73,7 +89,11 @@ def _serve_model_name(argv: list[str]) -> list[str]:
 
 def build_parser() -> ArgumentParser:
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    parser = Parser(prog="softprompt", description="Prompt tuning for frozen Hugging Face models. Add --debug anywhere for tracebacks.", exit_on_error=False)
+    parser = Parser(
+        prog="softprompt",
+        description="Prompt tuning for frozen Hugging Face models. Add --debug anywhere for tracebacks.",
+        exit_on_error=False,
+    )
     parser.add_argument("--version", action="version", version=f"softprompt {__version__}")
     parser.add_argument("--debug", action="store_true", help="Show tracebacks on errors.")
     commands = parser.add_subcommands(dest="command")
@@ -90,21 +110,34 @@ def build_parser() -> ArgumentParser:
         commands.add_subcommand(name, p, help=fn.__doc__.splitlines()[0])
 
     recipe = (("model", ModelOptions), ("prompt", PromptOptions), ("data", DataOptions), ("train", TrainOptions))
-    allow = (("--allow_other_model",), dict(action="store_true", help="Use a prompt file whose model fingerprint differs from the model's."))
+    allow = (
+        ("--allow_other_model",),
+        dict(action="store_true", help="Use a prompt file whose model fingerprint differs from the model's."),
+    )
 
     def json_flag(text: str):  # every command's --json, its function's json_output
         return (("--json",), dict(dest="json_output", action="store_true", help=text))
 
     command("train", *recipe, ("method", MethodOptions), arguments=[allow])
     command(
-        "eval", *recipe,
+        "eval",
+        *recipe,
         arguments=[
-            (("prompt_file",), dict(nargs="?", type=str | None, default=None, help="Prompt file, also given as --prompt P; without it the frozen model is scored alone.")),
+            (
+                ("prompt_file",),
+                dict(
+                    nargs="?",
+                    type=str | None,
+                    default=None,
+                    help="Prompt file, also given as --prompt P; without it the frozen model is scored alone.",
+                ),
+            ),
             allow,
         ],
     )
     command(
-        "predict", ("model", ModelOptions),
+        "predict",
+        ("model", ModelOptions),
         arguments=[
             (("prompt",), dict(type=str, help="Prompt file.")),
             (("texts",), dict(nargs="*", type=str, help="Texts to predict; else --file, else standard input.")),
@@ -135,20 +168,28 @@ def build_parser() -> ArgumentParser:
     )
     command("tasks")
     command(
-        "ensemble", ("model", ModelOptions), ("data", DataOptions),
+        "ensemble",
+        ("model", ModelOptions),
+        ("data", DataOptions),
         arguments=[
             (("--prompts",), dict(nargs="+", type=str, required=True, help="Two or more prompt files of one task.")),
-            (("--batch_size",), dict(type=int, default=64, help="Rows per forward pass (each input counts once per prompt).")),
+            (
+                ("--batch_size",),
+                dict(type=int, default=64, help="Rows per forward pass (each input counts once per prompt)."),
+            ),
             json_flag("Print only JSON."),
             allow,
         ],
     )
     command(
-        "neighbors", ("model", ModelOptions),
+        "neighbors",
+        ("model", ModelOptions),
         arguments=[
             (("prompt",), dict(type=str, help="Prompt file.")),
             (("-k", "--k"), dict(type=int, default=5, help="Nearest tokens to list per prompt position.")),
-            json_flag("Print only JSON: each position's token ids, tokens (as spelled and as text) and similarities, and the label-word counts."),
+            json_flag(
+                "Print only JSON: each position's token ids, tokens (as spelled and as text) and similarities, and the label-word counts."
+            ),
             allow,
         ],
     )
@@ -156,7 +197,10 @@ def build_parser() -> ArgumentParser:
         "similar",
         arguments=[
             (("prompt",), dict(type=str, help="Prompt file to find neighbours of.")),
-            (("--bank",), dict(type=str, required=True, help="Folder searched for prompt files (.safetensors, at any depth).")),
+            (
+                ("--bank",),
+                dict(type=str, required=True, help="Folder searched for prompt files (.safetensors, at any depth)."),
+            ),
             (("-k", "--k"), dict(type=int, default=10, help="How many of the most similar to list.")),
             json_flag("Print only JSON: the ranked files with similarities, and the skipped files with why."),
         ],
@@ -165,55 +209,193 @@ def build_parser() -> ArgumentParser:
         "export",
         arguments=[
             (("prompt",), dict(type=str, help="Prompt file.")),
-            (("--to",), dict(type=Literal["peft"], default="peft", help="Format: peft (a PEFT prompt-tuning adapter folder).")),
-            (("--output",), dict(type=str, required=True, help="Folder to write (new, empty, or an earlier adapter, which is replaced).")),
-            (("--family",), dict(type=Literal["encoder-decoder", "decoder-only", "encoder-only"] | None, default=None, help="Model family, when the prompt file does not record it.")),
+            (
+                ("--to",),
+                dict(type=Literal["peft"], default="peft", help="Format: peft (a PEFT prompt-tuning adapter folder)."),
+            ),
+            (
+                ("--output",),
+                dict(
+                    type=str,
+                    required=True,
+                    help="Folder to write (new, empty, or an earlier adapter, which is replaced).",
+                ),
+            ),
+            (
+                ("--family",),
+                dict(
+                    type=Literal["encoder-decoder", "decoder-only", "encoder-only"] | None,
+                    default=None,
+                    help="Model family, when the prompt file does not record it.",
+                ),
+            ),
         ],
     )
     command(
-        "import", ("model", ModelOptions), ("data", DataOptions),
+        "import",
+        ("model", ModelOptions),
+        ("data", DataOptions),
         arguments=[
-            (("source",), dict(type=str, help="A PEFT prompt-tuning adapter folder, or a .npy file of shape (length, hidden).")),
+            (
+                ("source",),
+                dict(type=str, help="A PEFT prompt-tuning adapter folder, or a .npy file of shape (length, hidden)."),
+            ),
             (("--output",), dict(type=str, required=True, help="Prompt file to write.")),
         ],
     )
     command(
         "serve",
         arguments=[
-            (("--prompts",), dict(type=str, required=True, help="Folder of prompt files: NAME.safetensors or NAME/prompt.safetensors serves task NAME; rescanned on POST /v1/tasks.")),
-            (("--model",), dict(type=str | None, default=None, help="Hub name or local folder of the model; default: the model the prompt files name (they must agree).")),
+            (
+                ("--prompts",),
+                dict(
+                    type=str,
+                    required=True,
+                    help="Folder of prompt files: NAME.safetensors or NAME/prompt.safetensors serves task NAME; rescanned on POST /v1/tasks.",
+                ),
+            ),
+            (
+                ("--model",),
+                dict(
+                    type=str | None,
+                    default=None,
+                    help="Hub name or local folder of the model; default: the model the prompt files name (they must agree).",
+                ),
+            ),
             (("--host",), dict(type=str, default="127.0.0.1", help="Address to listen on (loopback by default).")),
             (("--port",), dict(type=int, default=8000, help="Port to listen on.")),
-            (("--token",), dict(type=str | None, default=None, help="Bearer token every endpoint but /healthz requires; default: $SOFTPROMPT_TOKEN, else none.")),
+            (
+                ("--token",),
+                dict(
+                    type=str | None,
+                    default=None,
+                    help="Bearer token every endpoint but /healthz requires; default: $SOFTPROMPT_TOKEN, else none.",
+                ),
+            ),
             (("--max_batch_size",), dict(type=int, default=32, help="Rows per model pass.")),
-            (("--max_wait_ms",), dict(type=float, default=5.0, help="How long a batch waits for more requests to fill it (0: run at once).")),
+            (
+                ("--max_wait_ms",),
+                dict(
+                    type=float,
+                    default=5.0,
+                    help="How long a batch waits for more requests to fill it (0: run at once).",
+                ),
+            ),
             (("--max_inputs",), dict(type=int, default=64, help="Inputs a request may hold (413 beyond).")),
-            (("--max_input_chars",), dict(type=int, default=20_000, help="Characters an input may hold, all its fields together (413 beyond).")),
-            (("--max_body_bytes",), dict(type=int, default=1_000_000, help="Bytes a request body may hold (413 beyond), checked before parsing.")),
-            (("--rescan_seconds",), dict(type=float, default=0.0, help="Rescan the prompt folder this often (0: only on POST /v1/tasks).")),
-            (("--max_new_tokens",), dict(type=int, default=256, help="The most tokens a generated answer may have, whatever its prompt file records.")),
-            (("--timeout_seconds",), dict(type=float, default=60.0, help="A request not answered within this answers 504, and a generation stops after it; /healthz answers 503 while one model pass has run longer.")),
+            (
+                ("--max_input_chars",),
+                dict(
+                    type=int, default=20_000, help="Characters an input may hold, all its fields together (413 beyond)."
+                ),
+            ),
+            (
+                ("--max_body_bytes",),
+                dict(
+                    type=int,
+                    default=1_000_000,
+                    help="Bytes a request body may hold (413 beyond), checked before parsing.",
+                ),
+            ),
+            (
+                ("--rescan_seconds",),
+                dict(type=float, default=0.0, help="Rescan the prompt folder this often (0: only on POST /v1/tasks)."),
+            ),
+            (
+                ("--max_new_tokens",),
+                dict(
+                    type=int,
+                    default=256,
+                    help="The most tokens a generated answer may have, whatever its prompt file records.",
+                ),
+            ),
+            (
+                ("--timeout_seconds",),
+                dict(
+                    type=float,
+                    default=60.0,
+                    help="A request not answered within this answers 504, and a generation stops after it; /healthz answers 503 while one model pass has run longer.",
+                ),
+            ),
             (("--device",), dict(type=str, default="auto", help="auto (CUDA when available), cpu, or cuda[:N].")),
-            (("--dtype",), dict(type=Literal["auto", "float32", "bfloat16", "float16"], default="auto", help="Dtype of the frozen weights.")),
-            (("--no_kv_reuse",), dict(action="store_true", help="Decoder-only: recompute each prompt's keys and values in every pass instead of reusing them (the outputs are the same).")),
+            (
+                ("--dtype",),
+                dict(
+                    type=Literal["auto", "float32", "bfloat16", "float16"],
+                    default="auto",
+                    help="Dtype of the frozen weights.",
+                ),
+            ),
+            (
+                ("--no_kv_reuse",),
+                dict(
+                    action="store_true",
+                    help="Decoder-only: recompute each prompt's keys and values in every pass instead of reusing them (the outputs are the same).",
+                ),
+            ),
             allow,
         ],
     )
     command(
         "sweep",
         arguments=[
-            (("file",), dict(type=str, help="The sweep file (YAML): a base recipe in train's sections, `grid:` axes and optional `tasks:`.")),
-            (("--output",), dict(type=str | None, default=None, help="Output folder; default: the file's `output:`, else runs/sweeps/<file name>.")),
-            (("--dry_run",), dict(action="store_true", help="Check the file and list the cells, finished or to run; train nothing.")),
-            (("--shard",), dict(type=str | None, default=None, help="K/N: run only the K-th of every N cells, for N processes (one per GPU or machine) sharing one output folder.")),
-            (("--only",), dict(type=str | None, default=None, help="'AXIS=VALUE[,VALUE...] ...': run only the cells with one of the listed values on every axis named (axes: the grid's keys, task and variant), e.g. 'task=sst2 train.seed=1,2'; with --shard, the shards split these cells. The tables still show every finished cell.")),
+            (
+                ("file",),
+                dict(
+                    type=str,
+                    help="The sweep file (YAML): a base recipe in train's sections, `grid:` axes and optional `tasks:`.",
+                ),
+            ),
+            (
+                ("--output",),
+                dict(
+                    type=str | None,
+                    default=None,
+                    help="Output folder; default: the file's `output:`, else runs/sweeps/<file name>.",
+                ),
+            ),
+            (
+                ("--dry_run",),
+                dict(action="store_true", help="Check the file and list the cells, finished or to run; train nothing."),
+            ),
+            (
+                ("--shard",),
+                dict(
+                    type=str | None,
+                    default=None,
+                    help="K/N: run only the K-th of every N cells, for N processes (one per GPU or machine) sharing one output folder.",
+                ),
+            ),
+            (
+                ("--only",),
+                dict(
+                    type=str | None,
+                    default=None,
+                    help="'AXIS=VALUE[,VALUE...] ...': run only the cells with one of the listed values on every axis named (axes: the grid's keys, task and variant), e.g. 'task=sst2 train.seed=1,2'; with --shard, the shards split these cells. The tables still show every finished cell.",
+                ),
+            ),
         ],
     )
     command(
-        "transfer", *recipe, ("method", MethodOptions),
+        "transfer",
+        *recipe,
+        ("method", MethodOptions),
         arguments=[
-            (("--methods",), dict(type=list[str], default=["prompt", "model"], help="Methods to train on the source task and compare (the delta is the first minus the second).")),
-            (("--targets",), dict(type=list[str | dict], default=[], help="Evaluation sets: TASK=FILE, or a data section (name: its row); unset options are the source's.")),
+            (
+                ("--methods",),
+                dict(
+                    type=list[str],
+                    default=["prompt", "model"],
+                    help="Methods to train on the source task and compare (the delta is the first minus the second).",
+                ),
+            ),
+            (
+                ("--targets",),
+                dict(
+                    type=list[str | dict],
+                    default=[],
+                    help="Evaluation sets: TASK=FILE, or a data section (name: its row); unset options are the source's.",
+                ),
+            ),
         ],
     )
     return parser

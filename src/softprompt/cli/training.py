@@ -8,7 +8,14 @@ from softprompt.errors import UserError
 from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, TrainOptions
 
 
-def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: TrainOptions, method: MethodOptions | None = None, allow_other_model: bool = False) -> dict:
+def train(
+    model: ModelOptions,
+    prompt: PromptOptions,
+    data: DataOptions,
+    train: TrainOptions,
+    method: MethodOptions | None = None,
+    allow_other_model: bool = False,
+) -> dict:
     """Adapt a frozen model to a task: a soft prompt (TRAIN.OUTPUT_DIR/prompt.safetensors) or, with --method NAME,
     one of the paper's comparison methods; every run appends its report to TRAIN.OUTPUT_DIR/results.jsonl."""
     checks.check_training_command(prompt, data, train)
@@ -18,8 +25,8 @@ def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: 
     check_output_folder(train.output_dir, model.name)
     from softprompt.methods import make_method
     from softprompt.models.model import EMBEDDED_MODEL, SoftPromptModel, resolve_model_path
-    from softprompt.training.run import start_accelerate
     from softprompt.tasks import make_task
+    from softprompt.training.run import start_accelerate
     from softprompt.training.train import RESULTS_FILE, run_summary
     from softprompt.training.train import train as train_with
 
@@ -31,12 +38,17 @@ def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: 
     if chosen.trains:
         resolve_model_path(model.name or EMBEDDED_MODEL)  # an embedded model's folder made first, whole
         start_accelerate()  # a wrong launch stops before the model loads; under DeepSpeed the model loads partitioned
-    frozen = SoftPromptModel.load(model.name or EMBEDDED_MODEL, model.family, model.dtype, model.readout_scale, model.trust_pickle)
+    frozen = SoftPromptModel.load(
+        model.name or EMBEDDED_MODEL, model.family, model.dtype, model.readout_scale, model.trust_pickle
+    )
     model_bytes = frozen.base_bytes()
     if report:
         state = "trainable" if chosen.name == "model" else "frozen"
         print(f"model: {frozen.name} ({frozen.family}, {frozen.base_parameters():,} {state} parameters)")
-        print(f"data: {len(train_examples):,} training rows" + (f", {len(validation):,} validation rows" if validation else ""))
+        print(
+            f"data: {len(train_examples):,} training rows"
+            + (f", {len(validation):,} validation rows" if validation else "")
+        )
         if chosen.name != "prompt":
             print(f"method: {chosen.name}")
     result = train_with(frozen, chosen, task, train_examples, validation, train, train.output_dir)
@@ -53,7 +65,14 @@ def train(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: 
     return result.report
 
 
-def evaluate(prompt_file: str | None, model: ModelOptions, data: DataOptions, train: TrainOptions, prompt: PromptOptions | None = None, allow_other_model: bool = False) -> dict:
+def evaluate(
+    prompt_file: str | None,
+    model: ModelOptions,
+    data: DataOptions,
+    train: TrainOptions,
+    prompt: PromptOptions | None = None,
+    allow_other_model: bool = False,
+) -> dict:
     """Score PROMPT_FILE on DATA.VALIDATION; without it, score the frozen model alone (prompt design).
 
     Takes the same recipe as train; only its model and data sections and train.eval_batch_size are used."""
@@ -66,10 +85,20 @@ def evaluate(prompt_file: str | None, model: ModelOptions, data: DataOptions, tr
     from softprompt.tasks import make_task
 
     if prompt_file:
-        frozen, files = load_with_prompts([prompt_file], model.name, model.family, allow_other_model, model.dtype, model.readout_scale, model.trust_pickle)
+        frozen, files = load_with_prompts(
+            [prompt_file],
+            model.name,
+            model.family,
+            allow_other_model,
+            model.dtype,
+            model.readout_scale,
+            model.trust_pickle,
+        )
         data = task_options(files[0], data)
     else:
-        frozen = SoftPromptModel.load(model.name or EMBEDDED_MODEL, model.family, model.dtype, model.readout_scale, model.trust_pickle)
+        frozen = SoftPromptModel.load(
+            model.name or EMBEDDED_MODEL, model.family, model.dtype, model.readout_scale, model.trust_pickle
+        )
     source = data.validation or data.train
     task = make_task(data)
     examples = task.load(source, data.limit_validation)
@@ -80,7 +109,15 @@ def evaluate(prompt_file: str | None, model: ModelOptions, data: DataOptions, tr
     return scores
 
 
-def transfer(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: TrainOptions, method: MethodOptions | None = None, methods: list[str] | None = None, targets: list | None = None) -> dict:
+def transfer(
+    model: ModelOptions,
+    prompt: PromptOptions,
+    data: DataOptions,
+    train: TrainOptions,
+    method: MethodOptions | None = None,
+    methods: list[str] | None = None,
+    targets: list | None = None,
+) -> dict:
     """Train on one task with each of --methods (prompt and model tuning by default), then score each result on
     --targets without training: the paper's domain-shift table, with the in-domain row and the delta
     (TRAIN.OUTPUT_DIR/transfer.md, .csv and .json)."""
@@ -99,7 +136,9 @@ def transfer(model: ModelOptions, prompt: PromptOptions, data: DataOptions, trai
     return result
 
 
-def sweep(file: str, output: str | None = None, dry_run: bool = False, shard: str | None = None, only: str | None = None) -> dict:
+def sweep(
+    file: str, output: str | None = None, dry_run: bool = False, shard: str | None = None, only: str | None = None
+) -> dict:
     """Run a sweep file: training runs over a grid of options (method, prompt length, initialiser, model, task, seed,
     ...), each in OUTPUT/cells/<cell>/; finished cells are not run again. Writes OUTPUT/results.csv, results.md and
     PNG plots. With --shard K/N, N processes share the output folder: each writes the tables of the cells

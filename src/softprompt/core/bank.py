@@ -30,12 +30,19 @@ class PromptBank(nn.Module):
     `offsets`, one per prompt, its (N_i, H) input offset or None.
     """
 
-    def __init__(self, prompts: torch.Tensor | list[torch.Tensor], names: list[str] | None = None, offsets: list[torch.Tensor | None] | None = None):
+    def __init__(
+        self,
+        prompts: torch.Tensor | list[torch.Tensor],
+        names: list[str] | None = None,
+        offsets: list[torch.Tensor | None] | None = None,
+    ):
         super().__init__()
         if isinstance(prompts, torch.Tensor):
             prompts = [prompts] if prompts.dim() == 2 else list(prompts)
         if not prompts or any(p.dim() != 2 for p in prompts) or len({p.shape[1] for p in prompts}) != 1:
-            raise ValueError(f"prompts must be (P, H) tensors of one width H, got shapes {[tuple(p.shape) for p in prompts]}")
+            raise ValueError(
+                f"prompts must be (P, H) tensors of one width H, got shapes {[tuple(p.shape) for p in prompts]}"
+            )
         names = names if names is not None else [str(i) for i in range(len(prompts))]
         if len(names) != len(prompts) or len(set(names)) != len(names):
             raise ValueError(f"need {len(prompts)} distinct prompt names, got {names}")
@@ -52,7 +59,9 @@ class PromptBank(nn.Module):
         hidden = padded.shape[2]
         offsets = [o if o is not None else torch.zeros(0, hidden) for o in offsets]
         if len(offsets) != len(prompts) or any(o.dim() != 2 or o.shape[1] != hidden for o in offsets):
-            raise ValueError(f"need one (N, {hidden}) input offset or None per prompt, got shapes {[tuple(o.shape) for o in offsets]}")
+            raise ValueError(
+                f"need one (N, {hidden}) input offset or None per prompt, got shapes {[tuple(o.shape) for o in offsets]}"
+            )
         table = torch.zeros(len(offsets), max(o.shape[0] for o in offsets), hidden)
         for i, o in enumerate(offsets):
             table[i, : o.shape[0]] = o.detach().float()

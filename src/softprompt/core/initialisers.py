@@ -6,7 +6,9 @@
 import torch
 
 
-def random_uniform(length: int, hidden: int, scale: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_uniform(
+    length: int, hidden: int, scale: float = 0.5, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Uniform in [-scale, scale]: the paper's random initialisation (scale 0.5)."""
     return (torch.rand(length, hidden, generator=generator) * 2 - 1) * scale
 
@@ -26,7 +28,9 @@ def sampled_vocab(
     """Rows of `embeddings` drawn without replacement from the first `first_n` token ids, skipping `exclude`."""
     candidates = torch.tensor(vocab_candidates(embeddings.shape[0], first_n, exclude), dtype=torch.long)
     if len(candidates) < length:
-        raise ValueError(f"cannot sample {length} distinct tokens from the first {first_n} ids ({len(candidates)} usable)")
+        raise ValueError(
+            f"cannot sample {length} distinct tokens from the first {first_n} ids ({len(candidates)} usable)"
+        )
     chosen = candidates[torch.randperm(len(candidates), generator=generator)[:length]]
     return embeddings[chosen].detach().float().clone()
 

@@ -34,11 +34,15 @@ def insertion_offsets(attention_mask: torch.Tensor, after_special: int) -> torch
     return first_real + after_special
 
 
-def offset_tokens(attention_mask: torch.Tensor, input_offsets: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+def offset_tokens(
+    attention_mask: torch.Tensor, input_offsets: torch.Tensor, labels: torch.Tensor | None = None
+) -> torch.Tensor:
     """(B, T) mask, (B, N, H) offsets -> (B, T, H): each row's offsets at its first N real tokens, zeros elsewhere
     and at target tokens (those with `labels`)."""
     N = input_offsets.shape[1]
-    position = torch.arange(attention_mask.shape[1], device=attention_mask.device) - insertion_offsets(attention_mask, 0).unsqueeze(1)  # (B, T) from the first real token
+    position = torch.arange(attention_mask.shape[1], device=attention_mask.device) - insertion_offsets(
+        attention_mask, 0
+    ).unsqueeze(1)  # (B, T) from the first real token
     inside = (position >= 0) & (position < N) & (attention_mask == 1)  # (B, T)
     if labels is not None:
         inside &= labels == IGNORE_INDEX  # the input, not the target

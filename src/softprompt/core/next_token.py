@@ -10,7 +10,9 @@ def next_token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     """(B, W, V) logits of the last W <= T positions, (B, T) labels -> (B, W - 1) cross-entropy of each label in
     that window from the position before it."""
     labels = labels[:, labels.shape[1] - logits.shape[1] :]  # (B, W)
-    return F.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels[:, 1:], ignore_index=IGNORE_INDEX, reduction="none")
+    return F.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), labels[:, 1:], ignore_index=IGNORE_INDEX, reduction="none"
+    )
 
 
 def target_window(labels: torch.Tensor) -> int:

@@ -12,8 +12,8 @@ it is never cut.
 import re
 from collections.abc import Callable
 
-from softprompt.errors import UserError
 from softprompt.core.placement import MARK, SLOT
+from softprompt.errors import UserError
 
 FIELD = re.compile(r"\{(\w*)\}")
 
@@ -23,10 +23,14 @@ class Template:
         self.text = text
         self.parts = FIELD.split(text)  # fixed words at even indices, field names (and the slot) at odd ones
         if self.parts[1::2].count(SLOT) > 1:
-            raise UserError(f"{option}: {text!r} has {{{SLOT}}} {self.parts[1::2].count(SLOT)} times; a prompt goes in one place")
+            raise UserError(
+                f"{option}: {text!r} has {{{SLOT}}} {self.parts[1::2].count(SLOT)} times; a prompt goes in one place"
+            )
         self.fields = list(dict.fromkeys(f for f in self.parts[1::2] if f != SLOT))
         if not self.fields:
-            raise UserError(f"{option}: {text!r} uses no input field; write {{}} where the input goes (or {{column}} for a named column)")
+            raise UserError(
+                f"{option}: {text!r} uses no input field; write {{}} where the input goes (or {{column}} for a named column)"
+            )
         self.cut_first = [f for f in cut_first if f in self.fields]
 
     @property
@@ -41,7 +45,9 @@ class Template:
 
     def render(self, values: dict[str, str]) -> str:
         """The template filled with `values`; its slot, if any, is MARK (never a MARK that an input carries)."""
-        return "".join((MARK if p == SLOT else values[p].replace(MARK, "")) if i % 2 else p for i, p in enumerate(self.parts))
+        return "".join(
+            (MARK if p == SLOT else values[p].replace(MARK, "")) if i % 2 else p for i, p in enumerate(self.parts)
+        )
 
     def fit(self, values: dict[str, str], count_tokens: Callable[[str], int], budget: int) -> str:
         """The rendered text, with fields cut until `count_tokens` of it is at most `budget`: those of `cut_first` in
@@ -53,7 +59,7 @@ class Template:
         for field in [*self.cut_first, *rest]:
             text = values[field]
             cuts = _cut_points(text)
-            fits = lambda n: count_tokens(self.render({**values, field: text[: cuts[n]]})) <= budget  # noqa: E731
+            fits = lambda n: count_tokens(self.render({**values, field: text[: cuts[n]]})) <= budget  # noqa: E731, B023  (used in this iteration)
             lo, hi = 0, len(cuts) - 1  # cuts[0] == 0 (field emptied); find the longest prefix that fits
             while lo < hi:
                 mid = (lo + hi + 1) // 2

@@ -24,7 +24,9 @@ def file_format(path: str, fmt: str = "auto") -> str:
         return fmt
     suffix = Path(path).suffix.lower()
     if suffix not in TABULAR:
-        raise UserError(f"{path}: cannot tell the format from the extension {suffix!r}: set --data.format (jsonl, csv, tsv, squad)")
+        raise UserError(
+            f"{path}: cannot tell the format from the extension {suffix!r}: set --data.format (jsonl, csv, tsv, squad)"
+        )
     if suffix == ".json":
         return "squad" if _looks_like_squad(path) else "jsonl"
     return TABULAR[suffix]
@@ -32,7 +34,11 @@ def file_format(path: str, fmt: str = "auto") -> str:
 
 def is_local(source: str) -> bool:
     """A data source is a local file when it exists, has a data extension or starts like a path; else a hub name."""
-    return os.path.exists(os.path.expanduser(source)) or Path(source).suffix.lower() in TABULAR or source.startswith(("/", "./", "../", "~"))
+    return (
+        os.path.exists(os.path.expanduser(source))
+        or Path(source).suffix.lower() in TABULAR
+        or source.startswith(("/", "./", "../", "~"))
+    )
 
 
 def load_rows(source: str, fmt: str = "auto") -> tuple[list[dict], list[int] | None]:
@@ -131,7 +137,9 @@ def _complete_json(line: str) -> bool:
 
 def json_type(value) -> str:
     """What a JSON value is, for messages: "an array", "null", ..."""
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
 
 
 def _every_column(rows: list[dict]) -> list[dict]:
@@ -208,7 +216,14 @@ def load_squad(path: str) -> list[dict]:
                 here = f"{where}.qas[{q}]"
                 answers = field(qa, "answers", list, here, required=False) or []
                 texts = [field(answer, "text", str, f"{here}.answers[{n}]") for n, answer in enumerate(answers)]
-                rows.append({"id": str(field(qa, "id", (str, int), here)), "question": field(qa, "question", str, here), "context": context, "answers": texts})
+                rows.append(
+                    {
+                        "id": str(field(qa, "id", (str, int), here)),
+                        "question": field(qa, "question", str, here),
+                        "context": context,
+                        "answers": texts,
+                    }
+                )
     if not rows:
         raise UserError(f"{path}: the data set is empty")
     return rows
@@ -231,7 +246,9 @@ def field(record, key: str, kind: type | tuple[type, ...], where: str, required:
         return None
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        raise UserError(f"{where}: field {name!r} is {json_type(value)}, expected {' or '.join(KINDS[k] for k in kinds)}")
+        raise UserError(
+            f"{where}: field {name!r} is {json_type(value)}, expected {' or '.join(KINDS[k] for k in kinds)}"
+        )
     return value
 
 
@@ -255,8 +272,17 @@ def load_mrqa(path: str) -> tuple[list[dict], list[int]]:
         for qa in field(record, "qas", list, where):
             answers = field(qa, "answers", list, where)
             if not all(isinstance(a, str) for a in answers):
-                raise UserError(f"{where}: field 'answers' holds {json_type(next(a for a in answers if not isinstance(a, str)))}, expected strings")
-            rows.append({"id": qa.get("qid", qa.get("id")), "question": field(qa, "question", str, where), "context": context, "answers": answers})
+                raise UserError(
+                    f"{where}: field 'answers' holds {json_type(next(a for a in answers if not isinstance(a, str)))}, expected strings"
+                )
+            rows.append(
+                {
+                    "id": qa.get("qid", qa.get("id")),
+                    "question": field(qa, "question", str, where),
+                    "context": context,
+                    "answers": answers,
+                }
+            )
             lines.append(n)
     if not rows:
         raise UserError(f"{path}: the data set is empty")
@@ -309,5 +335,6 @@ def require_columns(rows: list[dict], columns: list[str], source: str) -> None:
     missing = [c for c in columns if c not in rows[0]]
     if missing:
         shown = ", ".join(c if c.isprintable() else repr(c) for c in rows[0])
-        raise UserError(f"{source}: missing column {missing[0]!r} (columns: {shown}); set --data.{{input,target,text,label}}_column")
-
+        raise UserError(
+            f"{source}: missing column {missing[0]!r} (columns: {shown}); set --data.{{input,target,text,label}}_column"
+        )

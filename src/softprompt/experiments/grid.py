@@ -32,10 +32,16 @@ from typing import Any
 
 from softprompt import checks
 from softprompt.errors import UserError
-from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, TrainOptions
 from softprompt.files.yaml_file import describe, mapping, plain, read_yaml
+from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, TrainOptions
 
-SECTIONS = {"model": ModelOptions, "prompt": PromptOptions, "data": DataOptions, "train": TrainOptions, "method": MethodOptions}
+SECTIONS = {
+    "model": ModelOptions,
+    "prompt": PromptOptions,
+    "data": DataOptions,
+    "train": TrainOptions,
+    "method": MethodOptions,
+}
 TASK_AXIS = "task"  # the axis over the sweep's `tasks:`
 VARIANT_AXIS = "variant"  # the axis over the sweep's `variants:`
 SEED_AXIS = "train.seed"  # the axis tables and plots average over
@@ -88,13 +94,19 @@ def load_sweep(path: str | Path, output: str | None = None) -> Sweep:
     spec = plain(mapping(read_yaml(path), where), where)
     unknown = [k for k in spec if k not in {"output", "grid", "tasks", "variants", *SECTIONS}]
     if unknown:
-        raise UserError(f"{where}: {unknown[0]!r} is not a section (output, grid, tasks, variants, {', '.join(SECTIONS)})")
+        raise UserError(
+            f"{where}: {unknown[0]!r} is not a section (output, grid, tasks, variants, {', '.join(SECTIONS)})"
+        )
     base = {s: mapping(spec.get(s), f"{where}: {s}") for s in SECTIONS}
     parser = recipe_parser()
     parse_recipe(parser, base, f"{where}: ")
     tasks = mapping(spec.get("tasks"), f"{where}: tasks")
     for name, section in tasks.items():
-        parse_recipe(parser, {**base, "data": {**base["data"], **mapping(section, f"{where}: tasks.{name}")}}, f"{where}: tasks.{name}: ")
+        parse_recipe(
+            parser,
+            {**base, "data": {**base["data"], **mapping(section, f"{where}: tasks.{name}")}},
+            f"{where}: tasks.{name}: ",
+        )
     variants = read_variants(spec.get("variants"), base, parser, f"{where}: variants")
     axes = {TASK_AXIS: list(tasks)} if tasks else {}
     if variants:
@@ -127,7 +139,15 @@ def read_variants(spec, base: dict, parser, where: str) -> dict[str, dict]:
 MAX_NAME_BYTES = 255  # the longest file or folder name most file systems take
 
 
-def expand(base: dict, tasks: dict, axes: dict[str, list], parser, output: Path, where: str, variants: dict[str, dict] | None = None) -> list[Cell]:
+def expand(
+    base: dict,
+    tasks: dict,
+    axes: dict[str, list],
+    parser,
+    output: Path,
+    where: str,
+    variants: dict[str, dict] | None = None,
+) -> list[Cell]:
     """The cartesian product of the axes, axes that do not matter to a cell's method left out and repeats dropped.
     A variant's options apply before the grid's, so a grid axis overrides them."""
     variants = variants or {}
@@ -135,19 +155,31 @@ def expand(base: dict, tasks: dict, axes: dict[str, list], parser, output: Path,
     for values in itertools.product(*axes.values()):
         assignment = dict(zip(axes, values))
         variant = variants.get(assignment.get(VARIANT_AXIS), {})
-        method = assignment.get("method.name", variant.get("method.name", base["method"].get("name", MethodOptions.name)))
-        shots = assignment.get("method.shots", variant.get("method.shots", base["method"].get("shots", MethodOptions.shots)))
+        method = assignment.get(
+            "method.name", variant.get("method.name", base["method"].get("name", MethodOptions.name))
+        )
+        shots = assignment.get(
+            "method.shots", variant.get("method.shots", base["method"].get("shots", MethodOptions.shots))
+        )
         kept = {a: v for a, v in assignment.items() if matters(a, method, shots)}
         key = json.dumps(kept, sort_keys=True)
         if key not in seen:
             seen.add(key)
             chosen.append(kept)
-            options.append({a: v for a, v in {**variant, **kept}.items() if a not in (TASK_AXIS, VARIANT_AXIS) and matters(a, method, shots)})
+            options.append(
+                {
+                    a: v
+                    for a, v in {**variant, **kept}.items()
+                    if a not in (TASK_AXIS, VARIANT_AXIS) and matters(a, method, shots)
+                }
+            )
     ids = cell_ids(chosen)
     cells = []
     for cell_id, kept, cell_options in zip(ids, chosen, options):
         if len(cell_id.encode("utf-8")) > MAX_NAME_BYTES:
-            raise UserError(f"{where}: cell {cell_id[:60]}...: its folder name would be {len(cell_id.encode('utf-8'))} bytes, over the {MAX_NAME_BYTES} a file system allows; use shorter grid values or name them as variants")
+            raise UserError(
+                f"{where}: cell {cell_id[:60]}...: its folder name would be {len(cell_id.encode('utf-8'))} bytes, over the {MAX_NAME_BYTES} a file system allows; use shorter grid values or name them as variants"
+            )
         recipe = {**base, "data": {**base["data"], **(tasks.get(kept.get(TASK_AXIS)) or {})}}
         for axis, value in cell_options.items():
             recipe = with_option(recipe, axis, value)
@@ -172,8 +204,8 @@ def matters(axis: str, method: str, shots: int = 0) -> bool:
 
 def check_cell(cell: Cell, where: str) -> None:
     """The checks `softprompt train` makes, and that every local data file and model folder exists."""
-    from softprompt.models.embedded import MODELS
     from softprompt.methods import make_method
+    from softprompt.models.embedded import MODELS
     from softprompt.models.model import resolve_model_path
     from softprompt.tasks import make_task
 
@@ -201,7 +233,9 @@ def cell_ids(assignments: list[dict]) -> list[str]:
     labels = {}
     for assignment in assignments:
         for axis in assignment:
-            labels[axis] = {"task": "task", "model.name": "model", "method.name": "method"}.get(axis, axis.rsplit(".", 1)[-1])
+            labels[axis] = {"task": "task", "model.name": "model", "method.name": "method"}.get(
+                axis, axis.rsplit(".", 1)[-1]
+            )
     if len(set(labels.values())) < len(labels):  # two axes with the same last part: their full names
         labels = {a: a.replace(".", "-") for a in labels}
     ids = ["_".join(f"{labels[a]}-{slug(v)}" for a, v in assignment.items()) or "base" for assignment in assignments]
@@ -244,7 +278,9 @@ def _check_axis(axis: str, where: str, kind: str = "an axis") -> str:
         raise UserError(f"{where}.{axis}: {kind} is section.option, the section one of {', '.join(SECTIONS)}")
     names = [f.name for f in fields(SECTIONS[section])]
     if option not in names or option == "output_dir":
-        raise UserError(f"{where}.{axis}: {option!r} is not an option of {section} ({', '.join(n for n in names if n != 'output_dir')})")
+        raise UserError(
+            f"{where}.{axis}: {option!r} is not an option of {section} ({', '.join(n for n in names if n != 'output_dir')})"
+        )
     return axis
 
 

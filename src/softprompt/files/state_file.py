@@ -59,7 +59,7 @@ def load_state(path: str | os.PathLike):
 
 def _decode(structure, tensors: dict):
     def decode(node):
-        (kind, body), = node.items()
+        ((kind, body),) = node.items()
         if kind == "tensor":
             return tensors[body]
         if kind == "dict":

@@ -9,8 +9,19 @@ import yaml
 from softprompt.data.readers import read_text
 from softprompt.errors import UserError, first_line
 
-KINDS = {dict: "a mapping", list: "a list", str: "a string", bool: "true or false", int: "a number", float: "a number", type(None): "nothing",
-         date: "a date", datetime: "a date and time", bytes: "binary data", set: "a set"}
+KINDS = {
+    dict: "a mapping",
+    list: "a list",
+    str: "a string",
+    bool: "true or false",
+    int: "a number",
+    float: "a number",
+    type(None): "nothing",
+    date: "a date",
+    datetime: "a date and time",
+    bytes: "binary data",
+    set: "a set",
+}
 
 
 def describe(value) -> str:
@@ -32,6 +43,7 @@ def read_yaml(path: str | Path):
 
 def parse_yaml(text: str, where: str, lines: bool = True):
     """The values of YAML `text`; an error names `where` (a file, with the line when `lines`, or an option)."""
+
     def at(line: int) -> str:
         return f"{where}:{line}" if lines else where
 
@@ -39,10 +51,14 @@ def parse_yaml(text: str, where: str, lines: bool = True):
         return yaml.safe_load(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        raise UserError(f"{at(mark.line + 1) if mark else where}: malformed YAML ({e.problem or e.context or 'unreadable'})") from None
+        raise UserError(
+            f"{at(mark.line + 1) if mark else where}: malformed YAML ({e.problem or e.context or 'unreadable'})"
+        ) from None
     except yaml.reader.ReaderError as e:  # a character YAML does not allow
         code = e.character if isinstance(e.character, int) else ord(e.character)
-        raise UserError(f"{at(text.count(chr(10), 0, e.position) + 1)}: malformed YAML (character U+{code:04X} is not allowed)") from None
+        raise UserError(
+            f"{at(text.count(chr(10), 0, e.position) + 1)}: malformed YAML (character U+{code:04X} is not allowed)"
+        ) from None
     except yaml.YAMLError as e:
         raise UserError(f"{where}: malformed YAML ({first_line(e)})") from None
     except RecursionError:
@@ -69,5 +85,7 @@ def plain(value, where: str, place: str = ""):
         for n, item in enumerate(value):
             plain(item, where, f"{place}[{n}]")
     elif not isinstance(value, (str, int, float, type(None))):
-        raise UserError(f"{where}: {place + ': ' if place else ''}{str(value)[:40]!r} is {describe(value)}; quote it to give a text")
+        raise UserError(
+            f"{where}: {place + ': ' if place else ''}{str(value)[:40]!r} is {describe(value)}; quote it to give a text"
+        )
     return value

@@ -31,17 +31,29 @@ class EnsembleReport:
     def table(self) -> str:
         keys = list(self.ensemble)
         rows = [(name, scores) for name, scores in self.members.items()]
-        rows += [("mean of the members", self.mean), (f"best member ({self.best})", self.members[self.best]), ("ensemble", self.ensemble)]
+        rows += [
+            ("mean of the members", self.mean),
+            (f"best member ({self.best})", self.members[self.best]),
+            ("ensemble", self.ensemble),
+        ]
         width = max(len(name) for name, _ in rows)
         lines = [f"{'prompt':<{width}}  " + "  ".join(f"{k:>11}" for k in keys)]
         lines += [f"{name:<{width}}  " + "  ".join(f"{scores[k]:>11.2f}" for k in keys) for name, scores in rows]
         return "\n".join(lines)
 
     def as_dict(self) -> dict:
-        return {"metric": self.metric, "members": self.members, "mean": self.mean, "best": self.best, "ensemble": self.ensemble}
+        return {
+            "metric": self.metric,
+            "members": self.members,
+            "mean": self.mean,
+            "best": self.best,
+            "ensemble": self.ensemble,
+        }
 
 
-def evaluate_ensemble(model: SoftPromptModel, task: Task, examples: list[Example], batch_size: int = 64, progress: bool = True) -> EnsembleReport:
+def evaluate_ensemble(
+    model: SoftPromptModel, task: Task, examples: list[Example], batch_size: int = 64, progress: bool = True
+) -> EnsembleReport:
     """Score every prompt of the model's bank alone and as an ensemble, in batches of `batch_size` rows
     (each input counts once per prompt)."""
     ids = list(range(len(model.bank)))

@@ -56,7 +56,9 @@ def nearest_tokens(model, prompt: torch.Tensor, k: int = 5) -> NearestTokens:
 def _nearest_tokens(model, prompt: torch.Tensor, embeddings: torch.Tensor, k: int) -> NearestTokens:
     rows = min(embeddings.shape[0], len(model.tokenizer))
     if prompt.dim() != 2 or prompt.shape[1] != embeddings.shape[1]:
-        raise UserError(f"the prompt has shape {tuple(prompt.shape)}; the model's embeddings are {embeddings.shape[1]} wide")
+        raise UserError(
+            f"the prompt has shape {tuple(prompt.shape)}; the model's embeddings are {embeddings.shape[1]} wide"
+        )
     if not 1 <= k <= rows:
         raise UserError(f"-k must be between 1 and the vocabulary size {rows} (got {k})")
     similarities, ids = cosine_to_vocabulary(prompt, embeddings[:rows]).topk(k, dim=1)  # (P, k) each
@@ -86,14 +88,26 @@ def label_hits(model, nearest: NearestTokens, label_words: list[str]) -> LabelHi
 def report(nearest: NearestTokens, hits: LabelHits | None) -> dict:
     """Everything `softprompt neighbors --json` prints, as plain values."""
     positions = []
-    for i, (ids, sims, tokens, texts) in enumerate(zip(nearest.ids.tolist(), nearest.similarities.tolist(), nearest.tokens, nearest.texts)):
-        row = {"position": i, "token_ids": ids, "tokens": tokens, "texts": texts, "similarities": [round(s, 6) for s in sims]}
+    for i, (ids, sims, tokens, texts) in enumerate(
+        zip(nearest.ids.tolist(), nearest.similarities.tolist(), nearest.tokens, nearest.texts)
+    ):
+        row = {
+            "position": i,
+            "token_ids": ids,
+            "tokens": tokens,
+            "texts": texts,
+            "similarities": [round(s, 6) for s in sims],
+        }
         if hits is not None:
             row["label_words"] = hits.per_position[i]
         positions.append(row)
     out = {"k": nearest.ids.shape[1], "positions": positions}
     if hits is not None:
-        out["label_words"] = {"positions": hits.positions, "positions_with_any": hits.positions_with_any, "total": hits.total}
+        out["label_words"] = {
+            "positions": hits.positions,
+            "positions_with_any": hits.positions_with_any,
+            "total": hits.total,
+        }
     return out
 
 
@@ -112,7 +126,9 @@ def table(nearest: NearestTokens, hits: LabelHits | None) -> str:
     if hits:
         P, k = nearest.ids.shape
         counts = ", ".join(f"{_printable(word)} at {n} of {P}" for word, n in hits.positions.items())
-        lines.append(f"label words among the {k} nearest tokens: {counts} positions; {hits.positions_with_any} of {P} positions have one")
+        lines.append(
+            f"label words among the {k} nearest tokens: {counts} positions; {hits.positions_with_any} of {P} positions have one"
+        )
     return "\n".join(lines)
 
 

@@ -2,16 +2,24 @@
 
 from pathlib import Path
 
-from softprompt.core.bank import PromptBank
 from softprompt.checks import MAX_TARGET_LENGTH
+from softprompt.core.bank import PromptBank
 from softprompt.errors import UserError
+from softprompt.files.prompt_file import PromptFile, check_compatible, load_prompt
 from softprompt.models.model import SoftPromptModel
 from softprompt.options import DataOptions
-from softprompt.files.prompt_file import PromptFile, check_compatible, load_prompt
 from softprompt.tasks import Task, make_task
 
 
-def load_with_prompts(paths: list[str], model_name: str | None = None, family: str | None = None, allow_other_model: bool = False, dtype: str = "auto", readout_scale: float = 20.0, trust_pickle: bool = False) -> tuple[SoftPromptModel, list[PromptFile]]:
+def load_with_prompts(
+    paths: list[str],
+    model_name: str | None = None,
+    family: str | None = None,
+    allow_other_model: bool = False,
+    dtype: str = "auto",
+    readout_scale: float = 20.0,
+    trust_pickle: bool = False,
+) -> tuple[SoftPromptModel, list[PromptFile]]:
     """The model the prompts were trained on (or `model_name`), with a bank holding every prompt, named by file stem."""
     if not paths:
         raise UserError("give at least one prompt file")
@@ -35,7 +43,9 @@ def same_task(paths: list[str], files: list[PromptFile]) -> None:
         task = file.metadata.get("task", {})
         differ = [k for k in keys if task.get(k) != first.get(k)]
         if differ:
-            raise UserError(f"{path}: its task differs from {paths[0]}'s ({', '.join(differ)}): an ensemble takes prompts of one task")
+            raise UserError(
+                f"{path}: its task differs from {paths[0]}'s ({', '.join(differ)}): an ensemble takes prompts of one task"
+            )
 
 
 def task_options(file: PromptFile, overrides: DataOptions | None = None, where: str = "the prompt file") -> DataOptions:
@@ -43,7 +53,9 @@ def task_options(file: PromptFile, overrides: DataOptions | None = None, where: 
     default taken from `overrides`. A file that records no task (an imported prompt) needs `overrides`."""
     task = file.metadata.get("task")
     if task is None and overrides is None:
-        raise UserError(f"{where}: records no task (an imported prompt): record one with softprompt import SOURCE --output P --data.task TASK, and --data.verbalizers for classification")
+        raise UserError(
+            f"{where}: records no task (an imported prompt): record one with softprompt import SOURCE --output P --data.task TASK, and --data.verbalizers for classification"
+        )
     task = task or {}
     options = DataOptions(
         task=task.get("type", "classification"),
@@ -54,7 +66,9 @@ def task_options(file: PromptFile, overrides: DataOptions | None = None, where: 
     )
     n = options.max_target_length
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_TARGET_LENGTH:
-        raise UserError(f"{where}: the recorded task's max_target_length must be 1 to {MAX_TARGET_LENGTH} tokens (got {n!r})")
+        raise UserError(
+            f"{where}: the recorded task's max_target_length must be 1 to {MAX_TARGET_LENGTH} tokens (got {n!r})"
+        )
     if overrides is not None:
         default = DataOptions()
         for key, value in vars(overrides).items():

@@ -81,7 +81,9 @@ def rank(target: PromptFile, target_path: str | Path, folder: str | Path, k: int
         similarity = F.cosine_similarity(pooled(candidate.prompt), query, dim=0).item()
         matches.append(Match(str(path), similarity, candidate.length, candidate.metadata.get("base_model")))
     if not matches:
-        raise UserError(f"--bank: none of the {len(paths)} files under {folder} is a prompt of {target_path}'s model ({skipped[0][0]}: {skipped[0][1]})")
+        raise UserError(
+            f"--bank: none of the {len(paths)} files under {folder} is a prompt of {target_path}'s model ({skipped[0][0]}: {skipped[0][1]})"
+        )
     matches.sort(key=lambda m: -m.similarity)
     return Ranking(matches[:k] if k else matches, skipped, len(matches))
 

@@ -37,13 +37,24 @@ def read_source(source: str) -> Imported:
     raise UserError(f"{source}: not a PEFT adapter folder or a .npy file")
 
 
-def import_prompt(source: str, output: str, model_name: str | None = None, family: str | None = None, dtype: str = "auto", task: dict | None = None) -> tuple[Path, str | None]:
+def import_prompt(
+    source: str,
+    output: str,
+    model_name: str | None = None,
+    family: str | None = None,
+    dtype: str = "auto",
+    task: dict | None = None,
+) -> tuple[Path, str | None]:
     """Write SOURCE as the prompt file `output`, recording `task` (Task.describe) when given; returns its path and a
     note when its width could not be checked."""
     imported = read_source(source)
     name = model_name or imported.base_model
     if not name:
-        unnamed = "a .npy file does not name its model" if imported.source["format"] == "npy" else "the adapter names no base_model_name_or_path"
+        unnamed = (
+            "a .npy file does not name its model"
+            if imported.source["format"] == "npy"
+            else "the adapter names no base_model_name_or_path"
+        )
         raise UserError(f"{source}: {unnamed}; pass --model.name")
     identity, note = base_identity(name, family or imported.family, imported.prompt.shape[1], source, dtype)
     metadata = {**identity, "init": "import", "source": imported.source, **({"task": task} if task else {})}
@@ -52,7 +63,9 @@ def import_prompt(source: str, output: str, model_name: str | None = None, famil
     return save_prompt(output, imported.prompt, metadata), note
 
 
-def base_identity(name: str, family: str | None, width: int, source: str, dtype: str = "auto") -> tuple[dict, str | None]:
+def base_identity(
+    name: str, family: str | None, width: int, source: str, dtype: str = "auto"
+) -> tuple[dict, str | None]:
     """The model's identity as prompt files record it, its width checked; when a hub model cannot be loaded (offline),
     only its name and family, with a note saying the width went unchecked."""
     from softprompt.models.model import SoftPromptModel

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from softprompt.models.embedded import sha256_of
 from softprompt.errors import UserError, first_line
 from softprompt.interop import Imported
+from softprompt.models.embedded import sha256_of
 
 MAGIC = b"\x93NUMPY"
 
@@ -41,4 +41,3 @@ def _load(path: Path) -> np.ndarray:
             raise UserError(f"{path}: not a readable .npy file ({first_line(e)})") from None
         except (OSError, EOFError) as e:
             raise UserError(f"{path}: not a readable .npy file ({first_line(e)})") from None
-

@@ -22,11 +22,11 @@ from packaging.version import Version
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from softprompt.models.embedded import sha256_of
 from softprompt.errors import UserError
 from softprompt.files.atomic import atomic_folder
-from softprompt.interop import Imported
 from softprompt.files.prompt_file import load_prompt
+from softprompt.interop import Imported
+from softprompt.models.embedded import sha256_of
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -47,7 +47,12 @@ PLACEMENT_NOTES = {  # where PEFT's placement differs from softprompt's, as expo
 # [prompt; text] at every step (softprompt's output): family, newest PEFT release and oldest transformers release
 # seen affected, and what goes wrong. PEFT's logits for the same batch still equal softprompt's.
 GENERATION_FAULTS = [
-    ("decoder-only", "0.21.2", "5.24.0", "PEFT's generate ignores the position ids that transformers passes it, so its greedy text differs from softprompt's (its logits agree)"),
+    (
+        "decoder-only",
+        "0.21.2",
+        "5.24.0",
+        "PEFT's generate ignores the position ids that transformers passes it, so its greedy text differs from softprompt's (its logits agree)",
+    ),
 ]
 
 
@@ -102,7 +107,9 @@ def export_adapter(prompt_path: str, output: str, family: str | None = None) -> 
     file = load_prompt(prompt_path)
     family = family or file.metadata.get("family")
     if family not in TASK_TYPES:
-        raise UserError(f"{prompt_path}: the prompt file does not record its model family; pass --family ({', '.join(TASK_TYPES)})")
+        raise UserError(
+            f"{prompt_path}: the prompt file does not record its model family; pass --family ({', '.join(TASK_TYPES)})"
+        )
     if file.offset is not None:
         raise UserError(f"{prompt_path}: a DePT prompt's input offset has no place in a PEFT prompt-tuning adapter")
     config = adapter_config(file.metadata.get("base_model"), family, file.length, file.hidden)
@@ -112,7 +119,9 @@ def export_adapter(prompt_path: str, output: str, family: str | None = None) -> 
         save_file({TENSOR_NAME: weights}, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
     notes = [PLACEMENT_NOTES[family]] if family in PLACEMENT_NOTES else []
     if "{prompt}" in file.metadata.get("task", {}).get("template", ""):
-        notes.append("warning: the prompt was trained at the {prompt} slot of its template; PEFT puts it before the input, so its outputs differ")
+        notes.append(
+            "warning: the prompt was trained at the {prompt} slot of its template; PEFT puts it before the input, so its outputs differ"
+        )
     fault = peft_generation_fault(family)
     if fault:
         notes.append(f"warning: {fault}")
@@ -129,7 +138,9 @@ def staged_folder(path: str | os.PathLike):
         raise UserError(f"--output {path}: exists and is not a folder")
     others = sorted(set(os.listdir(path)) - ADAPTER_FILES) if path.is_dir() else []
     if others:
-        raise UserError(f"--output {path}: the folder holds other files ({', '.join(others[:3])}); give a new or empty folder")
+        raise UserError(
+            f"--output {path}: the folder holds other files ({', '.join(others[:3])}); give a new or empty folder"
+        )
     with atomic_folder(path) as staging:
         yield staging
 
@@ -154,7 +165,13 @@ def read_adapter(folder: Path) -> Imported:
     prompt = weights[:length].float().contiguous()  # (P, H): the rows PEFT prepends
     if not torch.isfinite(prompt).all():
         raise UserError(f"{weights_path}: the prompt holds NaN or infinite values")
-    source = {"path": str(folder.resolve()), "format": "peft", "file": WEIGHTS_FILE, "sha256": sha256_of(weights_path), "task_type": config.get("task_type")}
+    source = {
+        "path": str(folder.resolve()),
+        "format": "peft",
+        "file": WEIGHTS_FILE,
+        "sha256": sha256_of(weights_path),
+        "task_type": config.get("task_type"),
+    }
     return Imported(prompt, source, config.get("base_model_name_or_path"), FAMILIES.get(config.get("task_type")))
 
 
@@ -176,7 +193,9 @@ def _read_config(path: Path) -> dict:
 def _read_weights(path: Path, folder: Path) -> torch.Tensor:
     if not path.is_file():
         if (folder / PICKLE_FILE).is_file():
-            raise UserError(f"{folder / PICKLE_FILE}: a pickle file, which softprompt never loads; save the adapter as safetensors")
+            raise UserError(
+                f"{folder / PICKLE_FILE}: a pickle file, which softprompt never loads; save the adapter as safetensors"
+            )
         raise UserError(f"{folder}: no {WEIGHTS_FILE}")
     try:
         with safe_open(str(path), framework="pt") as f:

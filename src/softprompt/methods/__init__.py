@@ -22,7 +22,9 @@ from softprompt.methods.prompt import PromptTuning
 from softprompt.methods.prompt_design import PromptDesign
 from softprompt.options import MethodOptions, PromptOptions
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (PromptTuning, ModelTuning, PromptDesign, PrefixTuning, LoRA, Adapters)}
+METHODS: dict[str, type[Method]] = {
+    m.name: m for m in (PromptTuning, ModelTuning, PromptDesign, PrefixTuning, LoRA, Adapters)
+}
 
 
 def check_method(o: MethodOptions) -> None:
@@ -35,12 +37,16 @@ def check_method(o: MethodOptions) -> None:
     positive("--method.lora_alpha", o.lora_alpha)
 
 
-def make_method(options: MethodOptions | None = None, prompt: PromptOptions | None = None, allow_other_model: bool = False) -> Method:
+def make_method(
+    options: MethodOptions | None = None, prompt: PromptOptions | None = None, allow_other_model: bool = False
+) -> Method:
     """The method that `options.name` names, holding its options (and, for prompt tuning, the prompt's)."""
     options = options or MethodOptions()
     check_method(options)
     if prompt is not None and prompt.reparam != "none" and options.name != PromptTuning.name:
-        raise UserError(f"--prompt.reparam: {prompt.reparam} reparameterises a soft prompt; --method {options.name} trains none")
+        raise UserError(
+            f"--prompt.reparam: {prompt.reparam} reparameterises a soft prompt; --method {options.name} trains none"
+        )
     return METHODS[options.name](options, prompt, allow_other_model)
 
 

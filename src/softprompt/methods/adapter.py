@@ -22,7 +22,16 @@ FORMAT = "softprompt-adapters"
 
 # How the output projections of attention and feed-forward blocks end their module names, by architecture:
 # BERT and MiniLM, GPT-2, T5, Llama/Qwen/Mistral, BART/OPT, DistilBERT.
-ATTENTION_OUTPUTS = ("attention.output.dense", "attn.c_proj", "SelfAttention.o", "EncDecAttention.o", "self_attn.o_proj", "self_attn.out_proj", "encoder_attn.out_proj", "attention.out_lin")
+ATTENTION_OUTPUTS = (
+    "attention.output.dense",
+    "attn.c_proj",
+    "SelfAttention.o",
+    "EncDecAttention.o",
+    "self_attn.o_proj",
+    "self_attn.out_proj",
+    "encoder_attn.out_proj",
+    "attention.out_lin",
+)
 FEED_FORWARD_OUTPUTS = (".output.dense", "mlp.c_proj", "DenseReluDense.wo", "mlp.down_proj", ".fc2", "ffn.lin2")
 
 
@@ -63,11 +72,15 @@ class Adapters(Method):
         sites = adapter_sites(model.base)
         kinds = {s.endswith(ATTENTION_OUTPUTS) for s in sites}
         if kinds != {True, False}:
-            raise UserError(f"--method adapter: cannot find the attention and feed-forward output projections of a {model.base.config.model_type} model ({model.family})")
+            raise UserError(
+                f"--method adapter: cannot find the attention and feed-forward output projections of a {model.base.config.model_type} model ({model.family})"
+            )
         model.adapters = nn.ModuleDict({key(s): Bottleneck(width, size) for s, width in sites.items()}).to(model.device)
         for site in sites:
             adapter = model.adapters[key(site)]
-            model.base.get_submodule(site).register_forward_hook(lambda module, args, output, adapter=adapter: adapter(output))
+            model.base.get_submodule(site).register_forward_hook(
+                lambda module, args, output, adapter=adapter: adapter(output)
+            )
 
     def parameters(self, model):
         return list(model.adapters.parameters())

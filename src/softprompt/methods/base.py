@@ -27,7 +27,9 @@ class Method:
     result = ""  # what the method saves, in messages ("the best prompt so far")
     output = ""  # its file or folder in the output folder
 
-    def __init__(self, options: MethodOptions | None = None, prompt: PromptOptions | None = None, allow_other_model: bool = False):
+    def __init__(
+        self, options: MethodOptions | None = None, prompt: PromptOptions | None = None, allow_other_model: bool = False
+    ):
         self.options = options or MethodOptions(name=self.name)
         self.prompt_options = prompt or PromptOptions()
         self.allow_other_model = allow_other_model
@@ -60,7 +62,9 @@ class Method:
         """The model's predictions for `examples`, in order, as the task scores them."""
         return task.predict_all(model, [e.fields for e in examples], batch_size, progress=progress)
 
-    def evaluate(self, model: SoftPromptModel, task, examples: list, batch_size: int, progress: bool) -> dict[str, float]:
+    def evaluate(
+        self, model: SoftPromptModel, task, examples: list, batch_size: int, progress: bool
+    ) -> dict[str, float]:
         return task.score(self.predictions(model, task, examples, batch_size, progress), examples)
 
     def metadata(self) -> dict:

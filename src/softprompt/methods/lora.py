@@ -16,4 +16,9 @@ class LoRA(PeftMethod):
         from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as KNOWN
 
         targets = None if model.base.config.model_type in KNOWN else "all-linear"
-        return LoraConfig(r=self.options.lora_rank, lora_alpha=self.options.lora_alpha, target_modules=targets, task_type=TASK_TYPES[model.family])
+        return LoraConfig(
+            r=self.options.lora_rank,
+            lora_alpha=self.options.lora_alpha,
+            target_modules=targets,
+            task_type=TASK_TYPES[model.family],
+        )

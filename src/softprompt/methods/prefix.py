@@ -22,7 +22,9 @@ class PrefixTuning(PeftMethod):
         sizes = {}
         if getattr(config, "d_kv", None):  # T5: heads x d_kv need not equal d_model
             sizes = {"num_attention_heads": config.num_heads, "token_dim": config.num_heads * config.d_kv}
-        return PrefixTuningConfig(num_virtual_tokens=self.options.prefix_length, task_type=TASK_TYPES[model.family], **sizes)
+        return PrefixTuningConfig(
+            num_virtual_tokens=self.options.prefix_length, task_type=TASK_TYPES[model.family], **sizes
+        )
 
     def prepare(self, model, task, train_examples, seed):
         if model.family != ENCODER_ONLY and not getattr(task, "label_texts", None):

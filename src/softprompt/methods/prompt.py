@@ -7,13 +7,13 @@ from pathlib import Path
 import torch
 
 from softprompt.core.bank import PromptBank
-from softprompt.reparam.dept import DePTBank
 from softprompt.errors import UserError
+from softprompt.files.prompt_file import check_compatible, load_prompt, save_prompt
 from softprompt.methods.base import Method
 from softprompt.models.model import SoftPromptModel
 from softprompt.options import PromptOptions, TrainOptions
-from softprompt.files.prompt_file import check_compatible, load_prompt, save_prompt
 from softprompt.reparam import ReparamBank, make_reparam
+from softprompt.reparam.dept import DePTBank
 
 PROMPT_FILE = "prompt.safetensors"
 INITIALISERS = ("random", "vocab", "labels", "text")  # --prompt.init by name; anything else is a prompt file
@@ -40,7 +40,9 @@ def default_lr(model: SoftPromptModel) -> float:
     return float(f"{PAPER_LR * embedding_scale(model):.2g}")
 
 
-def initial_prompt(model: SoftPromptModel, o: PromptOptions, task, seed: int, allow_other_model: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def initial_prompt(
+    model: SoftPromptModel, o: PromptOptions, task, seed: int, allow_other_model: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The starting (P, H) prompt and DePT (N, H) input offset (None: none, or a fresh one): an initialiser by name,
     or a prompt file (whose length then wins, and whose DePT offset a DePT run starts from)."""
     if o.init not in INITIALISERS:
@@ -49,7 +51,9 @@ def initial_prompt(model: SoftPromptModel, o: PromptOptions, task, seed: int, al
         model.check_prompt_length(file.length, f"--prompt.init {o.init}")
         return file.prompt, file.offset
     labels = getattr(task, "label_texts", [])
-    return model.initial_prompt(o.init, o.length, text=o.text, labels=labels, first_n=o.vocab_first_n, scale=o.random_scale, seed=seed), None
+    return model.initial_prompt(
+        o.init, o.length, text=o.text, labels=labels, first_n=o.vocab_first_n, scale=o.random_scale, seed=seed
+    ), None
 
 
 def init_file(o: PromptOptions):
@@ -58,7 +62,9 @@ def init_file(o: PromptOptions):
     file = load_prompt(o.init)
     if file.offset is not None and file.offset.shape[0] != o.dept_positions:
         n = file.offset.shape[0]
-        raise UserError(f"--prompt.init {o.init}: the file carries a DePT input offset over {n} positions, which only a DePT run (--prompt.dept_positions={n}, no --prompt.reparam) starts from")
+        raise UserError(
+            f"--prompt.init {o.init}: the file carries a DePT input offset over {n} positions, which only a DePT run (--prompt.dept_positions={n}, no --prompt.reparam) starts from"
+        )
     return file
 
 
@@ -99,7 +105,13 @@ class PromptTuning(Method):
         return [{"params": [p for p in params if all(p is not q for q in offset)]}, {"params": offset, "lr": o.dept_lr}]
 
     def metadata(self):
-        extra = {"reparam": self.reparam.describe()} if self.reparam else {"dept": self.dept.describe()} if self.dept else {}
+        extra = (
+            {"reparam": self.reparam.describe()}
+            if self.reparam
+            else {"dept": self.dept.describe()}
+            if self.dept
+            else {}
+        )
         return {"init": self.prompt_options.init, **extra}
 
     def save(self, model, folder, metadata):

@@ -10,11 +10,11 @@ import json
 import random
 from dataclasses import replace
 
+from softprompt.core.placement import without_slot
+from softprompt.core.template import Template
 from softprompt.errors import UserError
 from softprompt.files.atomic import write_text_atomic
 from softprompt.methods.base import Method
-from softprompt.core.placement import without_slot
-from softprompt.core.template import Template
 
 CONTEXT = "_context"  # the field before the task's template: the instruction and the shots, each on its own line
 
@@ -44,19 +44,27 @@ class PromptDesign(Method):
         return []
 
     def shot_texts(self, task) -> list[str]:
-        return [f"{without_slot(task.template.render(e.fields))} {e.target}" for e in self.shots]  # the slot only in the input
+        return [
+            f"{without_slot(task.template.render(e.fields))} {e.target}" for e in self.shots
+        ]  # the slot only in the input
 
     def contexts(self, model, task, inputs: list[dict]) -> list[str]:
         """For each input (the template's fields), the instruction and as many shots as fit beside it."""
         template = designed_template(task)
         o = task.options
-        labels = [len(model.token_ids(t)) + 2 for t in getattr(task, "label_texts", [])]  # as rank classification scores them
-        budget = model.input_budget(o.max_input_length, max([o.max_target_length, *labels]))  # what tokenisation leaves the input
+        labels = [
+            len(model.token_ids(t)) + 2 for t in getattr(task, "label_texts", [])
+        ]  # as rank classification scores them
+        budget = model.input_budget(
+            o.max_input_length, max([o.max_target_length, *labels])
+        )  # what tokenisation leaves the input
         shots = self.shot_texts(task)
         out, self.fewer = [], 0
         for fields in inputs:
             n = len(shots)
-            while n and model.count_input_tokens(template.render({**fields, CONTEXT: self.context(shots[:n])})) > budget:
+            while (
+                n and model.count_input_tokens(template.render({**fields, CONTEXT: self.context(shots[:n])})) > budget
+            ):
                 n -= 1
             self.fewer += n < len(shots)
             out.append(self.context(shots[:n]))
@@ -73,7 +81,9 @@ class PromptDesign(Method):
     def predictions(self, model, task, examples, batch_size, progress):
         designed = copy.copy(task)
         designed.template = designed_template(task)
-        return designed.predict_all(model, self.inputs(model, task, [e.fields for e in examples]), batch_size, progress=progress)
+        return designed.predict_all(
+            model, self.inputs(model, task, [e.fields for e in examples]), batch_size, progress=progress
+        )
 
     def report(self):
         return {"shots": len(self.shots), "inputs_with_fewer_shots": self.fewer}

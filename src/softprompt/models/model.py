@@ -15,22 +15,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from softprompt.models import embedded
 from softprompt.core import initialisers
-from softprompt.models.anchor_cache import AnchorCache
 from softprompt.core.attention import finite_attention
 from softprompt.core.bank import PromptBank, rows_of
-from softprompt.models.embedded import EMBEDDED_MODEL  # noqa: F401  re-exported: the default model
-from softprompt.errors import UserError, first_line
 from softprompt.core.join import IGNORE_INDEX, Joined, insertion_offsets, join
-from softprompt.core.placement import slot_offsets, without_slot
 from softprompt.core.next_token import next_token_losses, target_window
+from softprompt.core.placement import slot_offsets, without_slot
+from softprompt.core.template import PLAIN, Template
+from softprompt.errors import UserError, first_line
+from softprompt.files.prompt_file import embedding_fingerprint
+from softprompt.models import embedded
+from softprompt.models.anchor_cache import AnchorCache
+from softprompt.models.embedded import EMBEDDED_MODEL  # noqa: F401  re-exported: the default model
 from softprompt.models.pickles import hub_pickle_message, refuse_pickled_folder
 from softprompt.models.prefix_cache import PrefixCache
 from softprompt.models.prefix_cache import applies as cache_applies
-from softprompt.files.prompt_file import embedding_fingerprint
 from softprompt.models.sharding import loading_in, whole, whole_numel, whole_shape
-from softprompt.core.template import PLAIN, Template
 
 ENCODER_DECODER, DECODER_ONLY, ENCODER_ONLY = "encoder-decoder", "decoder-only", "encoder-only"
 FAMILIES = (ENCODER_DECODER, DECODER_ONLY, ENCODER_ONLY)
@@ -60,7 +60,10 @@ def resolve_model_path(name: str) -> str:
 
 
 def detect_family(config) -> str:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
 
     if getattr(config, "is_encoder_decoder", False):
         return ENCODER_DECODER
@@ -71,7 +74,9 @@ def detect_family(config) -> str:
         return ENCODER_ONLY
     if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         return DECODER_ONLY
-    raise UserError(f"cannot tell the family of model type {config.model_type!r}: set --model.family to one of {', '.join(FAMILIES)}")
+    raise UserError(
+        f"cannot tell the family of model type {config.model_type!r}: set --model.family to one of {', '.join(FAMILIES)}"
+    )
 
 
 def leading_special_tokens(tokenizer) -> int:
@@ -97,7 +102,15 @@ def max_positions(base: nn.Module) -> int | None:
 class SoftPromptModel(nn.Module):
     """A frozen Hugging Face model and a bank of soft prompts; only the bank can be trained."""
 
-    def __init__(self, base: nn.Module, tokenizer, family: str | None = None, name: str = "", bank: PromptBank | None = None, readout_scale: float = 20.0):
+    def __init__(
+        self,
+        base: nn.Module,
+        tokenizer,
+        family: str | None = None,
+        name: str = "",
+        bank: PromptBank | None = None,
+        readout_scale: float = 20.0,
+    ):
         super().__init__()
         self.family = family or detect_family(base.config)
         if self.family not in FAMILIES:
@@ -121,7 +134,14 @@ class SoftPromptModel(nn.Module):
         self.eval()  # inference by default; training switches dropout on explicitly
 
     @classmethod
-    def load(cls, name: str, family: str | None = None, dtype: str = "auto", readout_scale: float = 20.0, trust_pickle: bool = False) -> "SoftPromptModel":
+    def load(
+        cls,
+        name: str,
+        family: str | None = None,
+        dtype: str = "auto",
+        readout_scale: float = 20.0,
+        trust_pickle: bool = False,
+    ) -> "SoftPromptModel":
         """Load a model by hub name or local folder with the Auto classes, frozen; its weights from safetensors only
         unless `trust_pickle` (pickles.py)."""
         import transformers
@@ -141,7 +161,9 @@ class SoftPromptModel(nn.Module):
             }[family]
             torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
             with loading_in(checkpoint_dtype(config) if dtype == "auto" else torch_dtype):  # under ZeRO-3
-                base = auto.from_pretrained(path, dtype=torch_dtype, local_files_only=local, use_safetensors=None if trust_pickle else True)
+                base = auto.from_pretrained(
+                    path, dtype=torch_dtype, local_files_only=local, use_safetensors=None if trust_pickle else True
+                )
             tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=local)
         except (OSError, ValueError) as e:
             reason = first_line(e)
@@ -200,12 +222,35 @@ class SoftPromptModel(nn.Module):
     def token_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def initial_prompt(self, init: str, length: int, *, text: str = "", labels: list[str] = (), first_n: int = 5000, scale: float = 0.5, seed: int = 0) -> torch.Tensor:
+    def initial_prompt(
+        self,
+        init: str,
+        length: int,
+        *,
+        text: str = "",
+        labels: list[str] = (),
+        first_n: int = 5000,
+        scale: float = 0.5,
+        seed: int = 0,
+    ) -> torch.Tensor:
         """A (P, H) prompt from one of the initialisers: random, vocab, labels, text."""
         with self.embedding_matrix() as weights:
-            return self._initial_prompt(weights, init, length, text=text, labels=labels, first_n=first_n, scale=scale, seed=seed)
+            return self._initial_prompt(
+                weights, init, length, text=text, labels=labels, first_n=first_n, scale=scale, seed=seed
+            )
 
-    def _initial_prompt(self, weights: torch.Tensor, init: str, length: int, *, text: str, labels: list[str], first_n: int, scale: float, seed: int) -> torch.Tensor:
+    def _initial_prompt(
+        self,
+        weights: torch.Tensor,
+        init: str,
+        length: int,
+        *,
+        text: str,
+        labels: list[str],
+        first_n: int,
+        scale: float,
+        seed: int,
+    ) -> torch.Tensor:
         self.check_prompt_length(length)
         generator = torch.Generator().manual_seed(seed)
         special = frozenset(self.tokenizer.all_special_ids)
@@ -224,7 +269,9 @@ class SoftPromptModel(nn.Module):
         if init == "labels":
             if not labels:
                 raise UserError("--prompt.init=labels needs a classification task with verbalizers")
-            return initialisers.class_labels(weights, [self.token_ids(t) for t in labels], length, first_n, special, generator)
+            return initialisers.class_labels(
+                weights, [self.token_ids(t) for t in labels], length, first_n, special, generator
+            )
         if init == "text":
             if not text:
                 raise UserError("--prompt.init=text needs --prompt.text")
@@ -247,7 +294,8 @@ class SoftPromptModel(nn.Module):
         room = self.max_positions - self.bank.length - target
         if room < 1:
             raise UserError(
-                f"--prompt.length {self.bank.length}" + (f" and --data.max_target_length {max_target_length}" if target else "")
+                f"--prompt.length {self.bank.length}"
+                + (f" and --data.max_target_length {max_target_length}" if target else "")
                 + f" leave no room for the input: {self.name} has {self.max_positions} positions"
             )
         return min(max_input_length, room)
@@ -262,24 +310,48 @@ class SoftPromptModel(nn.Module):
             template, inputs = PLAIN, [{"": text} for text in inputs]
         texts = [template.render(values) for values in inputs]
         lengths = [len(ids) for ids in self.tokenizer([without_slot(t) for t in texts])["input_ids"]]
-        return [text if n <= budget else template.fit(values, self.count_input_tokens, budget) for text, n, values in zip(texts, lengths, inputs)]
+        return [
+            text if n <= budget else template.fit(values, self.count_input_tokens, budget)
+            for text, n, values in zip(texts, lengths, inputs)
+        ]
 
-    def tokenize(self, inputs: list, targets: list[str] | None = None, *, template: Template | None = None, max_input_length: int = 512, max_target_length: int = 8, fit: bool = True) -> dict[str, torch.Tensor]:
+    def tokenize(
+        self,
+        inputs: list,
+        targets: list[str] | None = None,
+        *,
+        template: Template | None = None,
+        max_input_length: int = 512,
+        max_target_length: int = 8,
+        fit: bool = True,
+    ) -> dict[str, torch.Tensor]:
         """Inputs (texts, or dicts of fields for `template`) -> padded tensors for this family: input_ids,
         attention_mask and, with targets, labels; and `prompt_offsets` (B,), where each row's prompt goes, when a
         template's slot puts it elsewhere than after the leading special token in some row. Long inputs are cut by the
         template (never special tokens, nor the slot); `fit=False` takes texts already fitted."""
-        texts = self.fit_inputs(inputs, template, self.input_budget(max_input_length, max_target_length)) if fit else list(inputs)
+        texts = (
+            self.fit_inputs(inputs, template, self.input_budget(max_input_length, max_target_length))
+            if fit
+            else list(inputs)
+        )
         tok = self.tokenizer
         if self.family == DECODER_ONLY:
             return self._tokenize_decoder_only(texts, targets, max_target_length)
         batch = tok([without_slot(t) for t in texts], padding=True, return_tensors="pt")
         out = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        self._add_offsets(out, slot_offsets(tok, texts, batch["input_ids"].tolist(), self.after_special))  # right padding
+        self._add_offsets(
+            out, slot_offsets(tok, texts, batch["input_ids"].tolist(), self.after_special)
+        )  # right padding
         if targets is not None:
             if self.family == ENCODER_ONLY:
                 raise UserError("an encoder-only model predicts labels, not text: use a classification task")
-            labels = tok(text_target=list(targets), truncation=True, max_length=max_target_length, padding=True, return_tensors="pt")
+            labels = tok(
+                text_target=list(targets),
+                truncation=True,
+                max_length=max_target_length,
+                padding=True,
+                return_tensors="pt",
+            )
             out["labels"] = labels["input_ids"].masked_fill(labels["attention_mask"] == 0, IGNORE_INDEX)
         return out
 
@@ -291,7 +363,9 @@ class SoftPromptModel(nn.Module):
         for i, src in enumerate(sources):
             tgt = []
             if targets is not None:
-                tgt = (tok(" " + targets[i].strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id])[:max_target_length]
+                tgt = (tok(" " + targets[i].strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id])[
+                    :max_target_length
+                ]
             rows.append(src + tgt)
             label_rows.append([IGNORE_INDEX] * len(src) + tgt)
         width = max(len(r) for r in rows)
@@ -312,15 +386,36 @@ class SoftPromptModel(nn.Module):
             batch["prompt_offsets"] = torch.tensor(offsets)
 
     # ----- forward ------------------------------------------------------------------------------------
-    def joined(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_ids: torch.Tensor, labels: torch.Tensor | None = None, prompt_offsets: torch.Tensor | None = None, inputs: bool = True) -> Joined:
+    def joined(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        prompt_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        prompt_offsets: torch.Tensor | None = None,
+        inputs: bool = True,
+    ) -> Joined:
         """Embed the tokens and insert each row's prompt at its `prompt_offsets` (from `tokenize`; by default right
         after left padding and the leading special token): (B, T) -> (B, P + T, H). The prompt's input offset (DePT)
         is added to the tokens when they are `inputs` (not label texts)."""
         token_embeds = self.input_embeddings()(input_ids)  # (B, T, H)
-        offsets = insertion_offsets(attention_mask, self.after_special) if prompt_offsets is None else prompt_offsets.to(input_ids.device)  # (B,)
+        offsets = (
+            insertion_offsets(attention_mask, self.after_special)
+            if prompt_offsets is None
+            else prompt_offsets.to(input_ids.device)
+        )  # (B,)
         prompts, lengths = self.bank(prompt_ids)  # (B, P_max, H), (B,)
         left = self.family == DECODER_ONLY
-        return join(token_embeds, attention_mask, prompts, offsets, labels if left else None, lengths, pad_left=left, input_offsets=self.bank.offsets(prompt_ids) if inputs else None)
+        return join(
+            token_embeds,
+            attention_mask,
+            prompts,
+            offsets,
+            labels if left else None,
+            lengths,
+            pad_left=left,
+            input_offsets=self.bank.offsets(prompt_ids) if inputs else None,
+        )
 
     def prompt_first(self, batch: dict, prompt_ids: torch.Tensor) -> bool:
         """True when every row of a `tokenize` batch reads [leading special token] + prompt + its tokens, unchanged:
@@ -345,12 +440,18 @@ class SoftPromptModel(nn.Module):
 
     def _run_base(self, j: Joined, labels: torch.Tensor | None):
         if self.family == ENCODER_DECODER:
-            decoder_input_ids = self.base.prepare_decoder_input_ids_from_labels(labels=labels) if labels is not None else None
-            return self.base(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask, decoder_input_ids=decoder_input_ids)
+            decoder_input_ids = (
+                self.base.prepare_decoder_input_ids_from_labels(labels=labels) if labels is not None else None
+            )
+            return self.base(
+                inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask, decoder_input_ids=decoder_input_ids
+            )
         if self.family == DECODER_ONLY:
             position_ids = (j.attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding does not shift positions
             window = {"logits_to_keep": target_window(j.labels)} if j.labels is not None and self.keeps_logits else {}
-            return self.base(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask, position_ids=position_ids, **window)
+            return self.base(
+                inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask, position_ids=position_ids, **window
+            )
         return self.base(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask)
 
     def target_losses(self, logits: torch.Tensor, j: Joined, labels: torch.Tensor | None) -> torch.Tensor:
@@ -372,7 +473,9 @@ class SoftPromptModel(nn.Module):
         out = self._run(j, labels)
         losses = None
         if self.family == ENCODER_ONLY:
-            out.sentence_embeds = mean_pool(out.last_hidden_state, j.attention_mask)  # (B, H), prompt positions included
+            out.sentence_embeds = mean_pool(
+                out.last_hidden_state, j.attention_mask
+            )  # (B, H), prompt positions included
             if self.label_batch is not None:
                 anchors = self.label_anchors(prompt_ids)  # (B, L, H)
                 out.logits = self.readout_scale * cosine(out.sentence_embeds, anchors)  # (B, L)
@@ -403,7 +506,9 @@ class SoftPromptModel(nn.Module):
             n = len(self.tokenizer(text)["input_ids"])
             if n + length > self.max_positions:
                 shown = text if len(text) <= 40 else text[:40] + "..."
-                raise UserError(f"--data.verbalizers: the label text {shown!r} has {n} tokens, which beside a {length}-vector prompt overflow {self.name}'s {self.max_positions} positions")
+                raise UserError(
+                    f"--data.verbalizers: the label text {shown!r} has {n} tokens, which beside a {length}-vector prompt overflow {self.name}'s {self.max_positions} positions"
+                )
 
     def label_anchors(self, prompt_ids: torch.Tensor) -> torch.Tensor:
         """(B,) prompt ids -> (B, L, H): each label text's mean-pooled embedding under the row's own prompt.
@@ -415,10 +520,19 @@ class SoftPromptModel(nn.Module):
         label_ids = self.label_batch["input_ids"].to(self.device)  # (L, T)
         label_mask = self.label_batch["attention_mask"].to(self.device)
         L = label_ids.shape[0]
-        anchors = self.pooled(label_ids.repeat(len(ids), 1), label_mask.repeat(len(ids), 1), ids.repeat_interleave(L), inputs=False)
+        anchors = self.pooled(
+            label_ids.repeat(len(ids), 1), label_mask.repeat(len(ids), 1), ids.repeat_interleave(L), inputs=False
+        )
         return rows_of(anchors.view(len(ids), L, -1), rows)  # (B, L, H)
 
-    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_ids: torch.Tensor, prompt_offsets: torch.Tensor | None = None, inputs: bool = True) -> torch.Tensor:
+    def pooled(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        prompt_ids: torch.Tensor,
+        prompt_offsets: torch.Tensor | None = None,
+        inputs: bool = True,
+    ) -> torch.Tensor:
         """Encoder-only: (B, T) tokens, each row under its prompt -> (B, H) mean-pooled embeddings, prompt included;
         `inputs=False` for label texts."""
         j = self.joined(input_ids, attention_mask, prompt_ids, prompt_offsets=prompt_offsets, inputs=inputs)
@@ -427,7 +541,12 @@ class SoftPromptModel(nn.Module):
     def pooled_labels(self, pairs: list[tuple[int, str]]) -> torch.Tensor:
         """Encoder-only: (prompt id, label text) pairs -> (N, H) each label text's embedding under its prompt."""
         label_batch = _to(dict(self.tokenizer([t for _, t in pairs], padding=True, return_tensors="pt")), self.device)
-        return self.pooled(label_batch["input_ids"], label_batch["attention_mask"], torch.tensor([i for i, _ in pairs], device=self.device), inputs=False)
+        return self.pooled(
+            label_batch["input_ids"],
+            label_batch["attention_mask"],
+            torch.tensor([i for i, _ in pairs], device=self.device),
+            inputs=False,
+        )
 
     # ----- prediction ---------------------------------------------------------------------------------
     def _prompt_ids(self, n: int, prompt_ids) -> torch.Tensor:
@@ -436,11 +555,21 @@ class SoftPromptModel(nn.Module):
         return torch.as_tensor(prompt_ids, dtype=torch.long, device=self.device)
 
     @torch.no_grad()
-    def class_scores(self, inputs: list, label_texts: list[str], prompt_ids=None, *, template: Template | None = None, max_input_length: int = 512) -> torch.Tensor:
+    def class_scores(
+        self,
+        inputs: list,
+        label_texts: list[str],
+        prompt_ids=None,
+        *,
+        template: Template | None = None,
+        max_input_length: int = 512,
+    ) -> torch.Tensor:
         """(B, L) scores of each label for each input: cosine (encoder-only) or target log-likelihood (rank classification).
 
         Inputs are texts, or dicts of fields for `template`."""
-        texts = self.fit_inputs(inputs, template, self.input_budget(max_input_length, self.label_target_length(label_texts)))
+        texts = self.fit_inputs(
+            inputs, template, self.input_budget(max_input_length, self.label_target_length(label_texts))
+        )
         return torch.stack(self.score_labels(texts, [label_texts] * len(texts), prompt_ids))
 
     def label_target_length(self, label_texts: list[str]) -> int:
@@ -455,40 +584,81 @@ class SoftPromptModel(nn.Module):
         sizes = [len(labels) for labels in label_sets]
         if self.family == ENCODER_ONLY:
             batch = _to(self.tokenize(texts, fit=False), self.device)
-            sentences = self.pooled(batch["input_ids"], batch["attention_mask"], ids, batch.get("prompt_offsets"))  # (B, H)
-            pairs = list(dict.fromkeys((int(i), t) for i, labels in zip(ids, label_sets) for t in labels))  # distinct (prompt, label)
+            sentences = self.pooled(
+                batch["input_ids"], batch["attention_mask"], ids, batch.get("prompt_offsets")
+            )  # (B, H)
+            pairs = list(
+                dict.fromkeys((int(i), t) for i, labels in zip(ids, label_sets) for t in labels)
+            )  # distinct (prompt, label)
             anchors = self.pooled_labels(pairs) if self.training else self.anchor_cache.anchors(self, pairs)  # (N, H)
             index = {pair: k for k, pair in enumerate(pairs)}
             return [
-                self.readout_scale * cosine(sentences[b : b + 1], anchors[[index[(int(ids[b]), t)] for t in labels]].unsqueeze(0))[0].float()
+                self.readout_scale
+                * cosine(sentences[b : b + 1], anchors[[index[(int(ids[b]), t)] for t in labels]].unsqueeze(0))[
+                    0
+                ].float()
                 for b, labels in enumerate(label_sets)
             ]
         repeated = [text for text, labels in zip(texts, label_sets) for _ in labels]
         targets = [t for labels in label_sets for t in labels]
-        batch = self.tokenize(repeated, targets, max_target_length=max(self.label_target_length(labels) for labels in label_sets), fit=False)
-        flat = self.target_logprob(_to(batch, self.device), ids.repeat_interleave(torch.tensor(sizes, device=self.device)))
+        batch = self.tokenize(
+            repeated,
+            targets,
+            max_target_length=max(self.label_target_length(labels) for labels in label_sets),
+            fit=False,
+        )
+        flat = self.target_logprob(
+            _to(batch, self.device), ids.repeat_interleave(torch.tensor(sizes, device=self.device))
+        )
         return list(flat.split(sizes))
 
     def target_logprob(self, batch: dict, prompt_ids: torch.Tensor) -> torch.Tensor:
         """(B,) summed log-probability of each row's target tokens."""
-        if self.reuses_prefixes(batch, prompt_ids) and (reused := self.prefix_cache.target_logprob(self, batch, prompt_ids)) is not None:
+        if (
+            self.reuses_prefixes(batch, prompt_ids)
+            and (reused := self.prefix_cache.target_logprob(self, batch, prompt_ids)) is not None
+        ):
             return reused
-        j = self.joined(batch["input_ids"], batch["attention_mask"], prompt_ids, batch["labels"], batch.get("prompt_offsets"))
+        j = self.joined(
+            batch["input_ids"], batch["attention_mask"], prompt_ids, batch["labels"], batch.get("prompt_offsets")
+        )
         logits = self._run(j, batch["labels"]).logits
         return -self.target_losses(logits, j, batch["labels"]).sum(-1)
 
     @torch.no_grad()
-    def generate(self, inputs: list, prompt_ids=None, *, template: Template | None = None, max_new_tokens: int = 16, max_input_length: int = 512, max_time: float | None = None) -> list[str]:
+    def generate(
+        self,
+        inputs: list,
+        prompt_ids=None,
+        *,
+        template: Template | None = None,
+        max_new_tokens: int = 16,
+        max_input_length: int = 512,
+        max_time: float | None = None,
+    ) -> list[str]:
         """Greedy decoding of each input (a text, or a dict of fields for `template`) with its prompt; `max_time`
         (seconds) stops it early, after the step that passes it."""
         if self.family == ENCODER_ONLY:
             raise UserError("an encoder-only model does not generate text: use a classification task")
-        batch = _to(self.tokenize(inputs, template=template, max_input_length=max_input_length, max_target_length=max_new_tokens), self.device)
+        batch = _to(
+            self.tokenize(
+                inputs, template=template, max_input_length=max_input_length, max_target_length=max_new_tokens
+            ),
+            self.device,
+        )
         ids = self._prompt_ids(len(inputs), prompt_ids)
-        greedy = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=self.tokenizer.pad_token_id, max_time=max_time)
+        greedy = dict(
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=self.tokenizer.pad_token_id,
+            max_time=max_time,
+        )
         out = self.prefix_cache.generate(self, batch, ids, **greedy) if self.reuses_prefixes(batch, ids) else None
         if out is None:
-            j = self.joined(batch["input_ids"], batch["attention_mask"], ids, prompt_offsets=batch.get("prompt_offsets"))
+            j = self.joined(
+                batch["input_ids"], batch["attention_mask"], ids, prompt_offsets=batch.get("prompt_offsets")
+            )
             out = self.base.generate(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask, **greedy)
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 

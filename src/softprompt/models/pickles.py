@@ -17,7 +17,9 @@ def refuse_pickled_folder(folder: str, name: str) -> None:
         return
     pickled = sorted(f.name for p in PICKLED for f in path.glob(p))
     if pickled:
-        raise UserError(f"model folder {name}: its weights are a pickle ({pickled[0]}), which can run code when loaded and is not loaded by default; {TRUST_HINT}")
+        raise UserError(
+            f"model folder {name}: its weights are a pickle ({pickled[0]}), which can run code when loaded and is not loaded by default; {TRUST_HINT}"
+        )
 
 
 def hub_pickle_message(name: str) -> str:

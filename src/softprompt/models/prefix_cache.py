@@ -20,9 +20,9 @@ import transformers
 from packaging.version import Version
 from transformers import DynamicCache, PreTrainedModel
 
-from softprompt.models.content_cache import ContentCache, autocast_state, digest
 from softprompt.core.join import IGNORE_INDEX, insertion_offsets
 from softprompt.core.next_token import next_token_losses, target_window
+from softprompt.models.content_cache import ContentCache, autocast_state, digest
 
 # how generate() takes a cache: `cache` from transformers 5.24 (which deprecates `past_key_values`), before it the old name
 CACHE_ARGUMENT = "cache" if Version(transformers.__version__) >= Version("5.24") else "past_key_values"
@@ -61,7 +61,14 @@ class PrefixCache(ContentCache):
         positions = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, cache.get_seq_length() :]  # (B, T)
         labels = batch["labels"]
         window = {"logits_to_keep": target_window(labels)} if model.keeps_logits else {}
-        logits = model.base(input_ids=batch["input_ids"], attention_mask=full_mask, position_ids=positions, past_key_values=cache, use_cache=True, **window).logits  # (B, W, V)
+        logits = model.base(
+            input_ids=batch["input_ids"],
+            attention_mask=full_mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            **window,
+        ).logits  # (B, W, V)
         return -next_token_losses(logits, labels).sum(-1)
 
     def generate(self, model, batch: dict, prompt_ids: torch.Tensor, **options) -> torch.Tensor | None:
@@ -74,7 +81,9 @@ class PrefixCache(ContentCache):
         L = cache.get_seq_length()
         ids = batch["input_ids"]
         placeholders = ids.new_full((ids.shape[0], L), model.tokenizer.pad_token_id)  # stand for the cached prefix
-        out = model.base.generate(input_ids=torch.cat([placeholders, ids], 1), attention_mask=full_mask, **{CACHE_ARGUMENT: cache}, **options)
+        out = model.base.generate(
+            input_ids=torch.cat([placeholders, ids], 1), attention_mask=full_mask, **{CACHE_ARGUMENT: cache}, **options
+        )
         return out[:, L + ids.shape[1] :]  # (B, N): the new tokens only
 
     # ----- the cache -----------------------------------------------------------------------------------
@@ -86,26 +95,34 @@ class PrefixCache(ContentCache):
         entries = [self.prefix(model, int(i)) for i in distinct]
         lengths = torch.tensor([0 if e is None else e[0].shape[2] for e in entries], device=token_mask.device)  # (U,)
         L = int(lengths.max())
-        pad = torch.arange(L, device=token_mask.device) < L - lengths[rows].unsqueeze(1)  # (B, L) True before the prefix
+        pad = torch.arange(L, device=token_mask.device) < L - lengths[rows].unsqueeze(
+            1
+        )  # (B, L) True before the prefix
         full_mask = torch.cat([(~pad).to(token_mask.dtype), token_mask], 1)  # (B, L + T)
         if L == 0:
             return DynamicCache(), full_mask
         known = next(e for e in entries if e is not None)
-        keys, values = (stack_left_padded([None if e is None else e[i] for e in entries], known[i], L, rows) for i in (0, 1))  # (B, layers, heads, L, d)
+        keys, values = (
+            stack_left_padded([None if e is None else e[i] for e in entries], known[i], L, rows) for i in (0, 1)
+        )  # (B, layers, heads, L, d)
         return DynamicCache(ddp_cache_data=[(keys[:, n], values[:, n]) for n in range(keys.shape[1])]), full_mask
 
     def prefix(self, model, prompt_id: int) -> KV | None:
         """The keys and values of [leading special tokens | prompt `prompt_id`], computed on first use."""
         prompt = model.bank.prompt(prompt_id)  # (P, H)
         special = model.tokenizer("a")["input_ids"][: model.after_special]  # BOS, as tokenize adds it
-        return self.get(digest(prompt, special, autocast_state(model.device)), lambda: compute_prefix(model, prompt, special))
+        return self.get(
+            digest(prompt, special, autocast_state(model.device)), lambda: compute_prefix(model, prompt, special)
+        )
 
 
 def compute_prefix(model, prompt: torch.Tensor, special: list[int]) -> KV | None:
     """Run [special tokens | prompt] alone at positions 0..L-1; its per-layer keys and values, None when empty."""
     embeddings = model.input_embeddings()
     ids = torch.tensor([special], dtype=torch.long, device=model.device)  # (1, S)
-    embeds = torch.cat([embeddings(ids), prompt.to(embeddings.weight.dtype).unsqueeze(0).to(model.device)], 1)  # (1, S + P, H)
+    embeds = torch.cat(
+        [embeddings(ids), prompt.to(embeddings.weight.dtype).unsqueeze(0).to(model.device)], 1
+    )  # (1, S + P, H)
     L = embeds.shape[1]
     if L == 0:
         return None
@@ -113,14 +130,18 @@ def compute_prefix(model, prompt: torch.Tensor, special: list[int]) -> KV | None
     mask = torch.ones(1, L, dtype=torch.long, device=model.device)
     body = model.base.base_model  # the decoder without its head: no logits are needed
     cache = body(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True).past_key_values
-    return torch.cat([layer.keys for layer in cache.layers]), torch.cat([layer.values for layer in cache.layers])  # (layers, heads, L, d)
+    return torch.cat([layer.keys for layer in cache.layers]), torch.cat(
+        [layer.values for layer in cache.layers]
+    )  # (layers, heads, L, d)
 
 
 def stack_left_padded(parts: list[torch.Tensor | None], like: torch.Tensor, L: int, rows: torch.Tensor) -> torch.Tensor:
     """U tensors (layers, heads, L_u, d) (None: L_u = 0) -> (B, layers, heads, L, d): row b holds part rows[b],
     zero-padded on the left to L."""
     empty = like[:, :, :0]  # (layers, heads, 0, d)
-    padded = torch.stack([F.pad(empty if p is None else p, (0, 0, L - (0 if p is None else p.shape[2]), 0)) for p in parts])  # (U, layers, heads, L, d)
+    padded = torch.stack(
+        [F.pad(empty if p is None else p, (0, 0, L - (0 if p is None else p.shape[2]), 0)) for p in parts]
+    )  # (U, layers, heads, L, d)
     return padded.expand(len(rows), *padded.shape[1:]) if len(parts) == 1 else padded[rows]
 
 

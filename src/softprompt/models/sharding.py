@@ -35,7 +35,9 @@ from softprompt.errors import UserError
 SHARDED = (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
 
-def keep_prompt_whole(accelerator: Accelerator, model: nn.Module, method: str, trained: list[nn.Parameter]) -> list[nn.Parameter]:
+def keep_prompt_whole(
+    accelerator: Accelerator, model: nn.Module, method: str, trained: list[nn.Parameter]
+) -> list[nn.Parameter]:
     """Before `prepare` (which shards the model without its prompt bank): under FSDP or DeepSpeed, the bank's trained
     parameters, whose gradients no wrapper will average; none when not sharded.
 
@@ -46,10 +48,14 @@ def keep_prompt_whole(accelerator: Accelerator, model: nn.Module, method: str, t
         return []
     name = "FSDP" if kind == DistributedType.FSDP else "DeepSpeed"
     if kind == DistributedType.FSDP and accelerator.state.fsdp_plugin.fsdp_version != 2:
-        raise UserError(f"fsdp_version {accelerator.state.fsdp_plugin.fsdp_version} in the accelerate config: softprompt runs under FSDP 2 (fsdp_version: 2, as configs/accelerate-fsdp.yaml)")
+        raise UserError(
+            f"fsdp_version {accelerator.state.fsdp_plugin.fsdp_version} in the accelerate config: softprompt runs under FSDP 2 (fsdp_version: 2, as configs/accelerate-fsdp.yaml)"
+        )
     bank = {id(p) for p in model.bank.parameters()}
     if any(id(p) not in bank for p in trained):
-        raise UserError(f"--method {method}: under {name} softprompt trains prompts only; {method} trains weights of the model, which {name} would shard, and saving sharded weights is not supported: run it under data parallel training (configs/accelerate-ddp.yaml)")
+        raise UserError(
+            f"--method {method}: under {name} softprompt trains prompts only; {method} trains weights of the model, which {name} would shard, and saving sharded weights is not supported: run it under data parallel training (configs/accelerate-ddp.yaml)"
+        )
     return [p for p in model.bank.parameters() if p.requires_grad]
 
 

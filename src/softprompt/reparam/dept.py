@@ -16,7 +16,15 @@ from softprompt.core.bank import PromptBank
 class DePTBank(PromptBank):
     """One trainable prompt and its low-rank input offset."""
 
-    def __init__(self, prompt: torch.Tensor, positions: int, rank: int, seed: int = 0, name: str = "0", offset: torch.Tensor | None = None):
+    def __init__(
+        self,
+        prompt: torch.Tensor,
+        positions: int,
+        rank: int,
+        seed: int = 0,
+        name: str = "0",
+        offset: torch.Tensor | None = None,
+    ):
         """`offset`: a saved (N, H) offset to start from (transfer initialisation): its first rank-r factors take
         the first columns of A and rows of B; the rest start as a fresh offset's do, so every rank still trains."""
         super().__init__(prompt, [name])

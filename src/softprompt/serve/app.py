@@ -58,7 +58,12 @@ def _one_form(schema: dict) -> None:
         schema["properties"][field].pop("default", None)
     schema["examples"] = [
         {"task": "sentiment", "inputs": ["A gorgeous, moving film.", "The plot was a mess."]},
-        {"items": [{"task": "sentiment", "input": "A gorgeous film."}, {"task": "squad", "input": {"question": "Where?", "context": "In Paris."}}]},
+        {
+            "items": [
+                {"task": "sentiment", "input": "A gorgeous film."},
+                {"task": "squad", "input": {"question": "Where?", "context": "In Paris."}},
+            ]
+        },
     ]
     schema["oneOf"] = [
         {"required": ["task", "inputs"], "not": {"required": ["items"]}},
@@ -77,7 +82,10 @@ class PredictRequest(BaseModel):
 
     @model_validator(mode="after")
     def one_form(self):
-        if not ((self.task is not None and self.inputs is not None and self.items is None) or (self.items is not None and self.task is None and self.inputs is None)):
+        if not (
+            (self.task is not None and self.inputs is not None and self.items is None)
+            or (self.items is not None and self.task is None and self.inputs is None)
+        ):
             raise ValueError('give either "task" and "inputs", or "items"')
         return self
 
@@ -119,9 +127,17 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
                 watcher.stop()
             app.state.scheduler.close()
 
-    app = FastAPI(title="softprompt", version=__version__, lifespan=lifespan, description="One frozen model serving a soft prompt per task; rows of different tasks run in one batch.")
+    app = FastAPI(
+        title="softprompt",
+        version=__version__,
+        lifespan=lifespan,
+        description="One frozen model serving a soft prompt per task; rows of different tasks run in one batch.",
+    )
 
-    @app.get("/healthz", responses={503: {"description": "The model has been busy with one pass for longer than a request may wait."}})
+    @app.get(
+        "/healthz",
+        responses={503: {"description": "The model has been busy with one pass for longer than a request may wait."}},
+    )
     def healthz(request: Request):
         busy = request.app.state.scheduler.busy_seconds()
         if busy > settings.timeout_seconds:
@@ -131,7 +147,12 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
     @app.get("/v1/tasks")
     def tasks() -> dict:
         """The served tasks (name, prompt length, type, template, labels, recorded metrics) and the refused files."""
-        return {"model": engine.model.name, "family": engine.model.family, "tasks": engine.tasks(), "refused": engine.refused()}
+        return {
+            "model": engine.model.name,
+            "family": engine.model.family,
+            "tasks": engine.tasks(),
+            "refused": engine.refused(),
+        }
 
     limits = f"More than {settings.max_inputs} inputs, an input of more than {settings.max_input_chars} characters, or a body of more than {settings.max_body_bytes} bytes."
     answers = {
@@ -139,17 +160,32 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
         404: {"model": ErrorBody, "description": "An unknown task."},
         504: {"model": ErrorBody, "description": "No answer within the server's deadline (--timeout_seconds)."},
         413: {"model": ErrorBody, "description": limits},
-        422: {"model": ErrorBody, "description": "A body that is not JSON of this schema, or an input its task's template cannot take."},
+        422: {
+            "model": ErrorBody,
+            "description": "A body that is not JSON of this schema, or an input its task's template cannot take.",
+        },
     }
 
-    @app.post("/v1/tasks", responses={413: answers[413], 422: {"model": ErrorBody, "description": "A request with a body: the rescan takes none."}})
+    @app.post(
+        "/v1/tasks",
+        responses={
+            413: answers[413],
+            422: {"model": ErrorBody, "description": "A request with a body: the rescan takes none."},
+        },
+    )
     async def rescan(request: Request) -> dict:
         """Rescan the prompt folder now: load new and changed files, drop deleted ones. Only the folder's own files
         are read: the request names none."""
         if (await request.body()).strip() not in (b"", b"{}"):
             raise UserError("POST /v1/tasks takes no body: it rescans the prompt folder, and only it")
         report = await run_in_threadpool(engine.rescan)
-        return {"added": report.added, "changed": report.changed, "dropped": report.dropped, "refused": report.refused, "tasks": engine.tasks()}
+        return {
+            "added": report.added,
+            "changed": report.changed,
+            "dropped": report.dropped,
+            "refused": report.refused,
+            "tasks": engine.tasks(),
+        }
 
     @app.post("/v1/predict", response_model=PredictResponse, responses=answers)
     async def predict(body: PredictRequest, request: Request) -> dict:
@@ -163,9 +199,16 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
                 raise TooLarge(f"input {n} has {size} characters, more than the {settings.max_input_chars} allowed")
         rows = engine.prepare(pairs)
         try:
-            return {"predictions": await asyncio.wait_for(asyncio.wrap_future(request.app.state.scheduler.submit(rows)), settings.timeout_seconds)}
+            return {
+                "predictions": await asyncio.wait_for(
+                    asyncio.wrap_future(request.app.state.scheduler.submit(rows)), settings.timeout_seconds
+                )
+            }
         except TimeoutError:  # its rows leave the queue, or their generation stops at the same deadline
-            return error(504, f"no answer within {settings.timeout_seconds:g} s (--timeout_seconds): the model is busy or the request is too large")
+            return error(
+                504,
+                f"no answer within {settings.timeout_seconds:g} s (--timeout_seconds): the model is busy or the request is too large",
+            )
 
     @app.exception_handler(UnknownTask)
     async def unknown_task(request, e):
@@ -185,10 +228,17 @@ def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
             return error(422, "send the request body as JSON (Content-Type: application/json)")
         first = e.errors()[0]
         if first.get("type") == "json_invalid":
-            return error(422, f"the body is not valid JSON: {first.get('ctx', {}).get('error', 'cannot parse it')} (at character {first['loc'][-1]})")
+            return error(
+                422,
+                f"the body is not valid JSON: {first.get('ctx', {}).get('error', 'cannot parse it')} (at character {first['loc'][-1]})",
+            )
         loc = [part for part in first.get("loc", ()) if part != "body"]
         message = first.get("msg", "invalid")
-        forms = [i for i in range(1, len(loc)) if loc[i] in INPUT_FORMS and (isinstance(loc[i - 1], int) or loc[i - 1] == "input")]
+        forms = [
+            i
+            for i in range(1, len(loc))
+            if loc[i] in INPUT_FORMS and (isinstance(loc[i - 1], int) or loc[i - 1] == "input")
+        ]
         if forms:  # an input neither a text nor an object of texts
             loc, message = loc[: forms[0]], "an input is a text, or an object whose values are texts"
         return error(422, f"{'.'.join(map(str, loc)) or 'body'}: {message}")
@@ -222,7 +272,10 @@ def document_bearer(app: FastAPI) -> None:
                     continue
                 for operation in operations.values():
                     operation["security"] = [{"bearer": []}]
-                    operation["responses"]["401"] = {"description": "A missing or wrong bearer token.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+                    operation["responses"]["401"] = {
+                        "description": "A missing or wrong bearer token.",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+                    }
         return app.openapi_schema
 
     app.openapi = openapi

@@ -130,7 +130,9 @@ class Scheduler:
             return
         results = self.run([row for r, lo, hi in live for row in r.rows[lo:hi]])
         if len(results) != sum(hi - lo for _, lo, hi in live):
-            raise RuntimeError(f"the batch function returned {len(results)} results for {sum(hi - lo for _, lo, hi in live)} rows")
+            raise RuntimeError(
+                f"the batch function returned {len(results)} results for {sum(hi - lo for _, lo, hi in live)} rows"
+            )
         k = 0
         for request, lo, hi in live:
             request.results[lo:hi] = results[k : k + hi - lo]

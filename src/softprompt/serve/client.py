@@ -35,7 +35,9 @@ class Client:
         self.token = token
         self.timeout = timeout
         local = urllib.parse.urlsplit(self.url).hostname in LOOPBACK
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({})) if local else urllib.request.build_opener()
+        self._opener = (
+            urllib.request.build_opener(urllib.request.ProxyHandler({})) if local else urllib.request.build_opener()
+        )
 
     def predict(self, task: str, inputs: list) -> list[str]:
         """Predictions for inputs of one task: texts, or objects holding the template's fields."""
@@ -80,11 +82,15 @@ class Client:
         except TimeoutError:  # connected, but no answer in time
             raise ServerUnreachable(f"no answer from {self.url}{path} within {self.timeout:g} s") from None
         except (ConnectionError, http.client.HTTPException) as e:  # closed mid-answer, or not an HTTP server
-            raise ServerUnreachable(f"no HTTP answer from {self.url}{path}: {e.__class__.__name__} {e}".rstrip()) from None
+            raise ServerUnreachable(
+                f"no HTTP answer from {self.url}{path}: {e.__class__.__name__} {e}".rstrip()
+            ) from None
         try:
             answer = json.loads(raw)
         except ValueError:
             answer = None
         if not isinstance(answer, dict):
-            raise ServeError(status, f"{self.url}{path} answered with something other than a JSON object: is it softprompt serve?")
+            raise ServeError(
+                status, f"{self.url}{path} answered with something other than a JSON object: is it softprompt serve?"
+            )
         return answer

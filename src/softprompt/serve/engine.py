@@ -13,12 +13,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from softprompt.core.bank import PromptBank
 from softprompt.checks import MAX_TARGET_LENGTH
+from softprompt.core.bank import PromptBank
 from softprompt.errors import UserError
+from softprompt.files.prompt_file import PromptFile, check_compatible, load_prompt
 from softprompt.inference.loading import recorded_task
 from softprompt.models.model import DECODER_ONLY, SoftPromptModel
-from softprompt.files.prompt_file import PromptFile, check_compatible, load_prompt
 from softprompt.tasks import ClassificationTask, Task
 from softprompt.tasks.base import check_text, parse_json_input
 
@@ -198,13 +198,25 @@ class Engine:
                     continue
                 try:
                     if rel != path.relative_to(self.folder).as_posix():  # escaped: not printable text
-                        self._refuse(path, f"{rel}: the file name is not printable UTF-8 text; rename the file to serve it", file_state(path))
+                        self._refuse(
+                            path,
+                            f"{rel}: the file name is not printable UTF-8 text; rename the file to serve it",
+                            file_state(path),
+                        )
                         continue
                     if name in names:
-                        self._refuse(path, f"{rel}: the task name {name!r} is taken by {self._relative(names[name])}", file_state(path))
+                        self._refuse(
+                            path,
+                            f"{rel}: the task name {name!r} is taken by {self._relative(names[name])}",
+                            file_state(path),
+                        )
                         continue
                     if not inside(self.folder, path):
-                        self._refuse(path, f"{rel}: a link to a file outside the prompt folder; only files inside it are served", file_state(path))
+                        self._refuse(
+                            path,
+                            f"{rel}: a link to a file outside the prompt folder; only files inside it are served",
+                            file_state(path),
+                        )
                         continue
                     entry = self._scan_one(name, path, rel, report)
                 except OSError:  # vanished before its state was read: gone
@@ -266,12 +278,18 @@ class Engine:
                 self._settling[path] = file_state(path)
                 return old
         except Exception as e:  # noqa: BLE001  a bad (or unreadable) file must never stop the server
-            message = str(e).replace(str(path), rel) if isinstance(e, UserError) else f"{rel}: cannot load it ({type(e).__name__}: {e})"
+            message = (
+                str(e).replace(str(path), rel)
+                if isinstance(e, UserError)
+                else f"{rel}: cannot load it ({type(e).__name__}: {e})"
+            )
             self._refuse(path, message, state)
             return None
         self._refused.pop(path, None)
         (report.changed if old else report.added).append(name)
-        log.info("%s task %s from %s (%d prompt tokens)", "reloaded" if old else "loaded", name, rel, entry.prompt.length)
+        log.info(
+            "%s task %s from %s (%d prompt tokens)", "reloaded" if old else "loaded", name, rel, entry.prompt.length
+        )
         return entry
 
     def _load(self, name: str, path: Path, rel: str, digest: str, state) -> ServedTask:
@@ -298,7 +316,9 @@ class Engine:
         target = model.label_target_length(entry.task.label_texts) if entry.classifies else o.max_target_length
         needed = entry.prompt.length + (target + 1 if model.family == DECODER_ONLY else 0)
         if positions - needed < 1:
-            raise UserError(f"{entry.file}: a {entry.prompt.length}-token prompt leaves no room for the input: {model.name} has {positions} positions")
+            raise UserError(
+                f"{entry.file}: a {entry.prompt.length}-token prompt leaves no room for the input: {model.name} has {positions} positions"
+            )
 
     def _refuse(self, path: Path, error: str, state: tuple[int, int, int]) -> None:
         known = self._refused.get(path)
@@ -312,7 +332,9 @@ class Engine:
     def _new_bank(self, entries: list[ServedTask]) -> PromptBank:
         if not entries:
             return PromptBank.empty(self.model.hidden).to(self.model.device)
-        return PromptBank([e.prompt.prompt for e in entries], [e.name for e in entries], [e.prompt.offset for e in entries]).to(self.model.device)
+        return PromptBank(
+            [e.prompt.prompt for e in entries], [e.name for e in entries], [e.prompt.offset for e in entries]
+        ).to(self.model.device)
 
     def _swap(self, served: dict[Path, ServedTask]) -> None:
         entries = sorted(served.values(), key=lambda e: e.name)
@@ -364,12 +386,16 @@ class Engine:
         by_length = defaultdict(list)  # generation: one call per answer length
         for i, r in enumerate(rows):
             if not r.task.classifies:
-                by_length[min(r.task.task.options.max_target_length, self.max_new_tokens or MAX_TARGET_LENGTH)].append(i)
+                by_length[min(r.task.task.options.max_target_length, self.max_new_tokens or MAX_TARGET_LENGTH)].append(
+                    i
+                )
         for max_new_tokens, indices in by_length.items():
             texts = self._render(rows, indices, self._fit_for_generation)
             longest = max(rows[i].task.task.options.max_input_length for i in indices)
             ids = [rows[i].task.prompt_id for i in indices]
-            answers = self.model.generate(texts, ids, max_new_tokens=max_new_tokens, max_input_length=longest, max_time=self.max_seconds)
+            answers = self.model.generate(
+                texts, ids, max_new_tokens=max_new_tokens, max_input_length=longest, max_time=self.max_seconds
+            )
             for i, answer in zip(indices, answers):
                 out[i] = answer
         return out
@@ -387,7 +413,9 @@ class Engine:
 
     def _fit_for_generation(self, task: Task, fields: list[dict[str, str]]) -> list[str]:
         o = task.options
-        return self.model.fit_inputs(fields, task.template, self.model.input_budget(o.max_input_length, o.max_target_length))
+        return self.model.fit_inputs(
+            fields, task.template, self.model.input_budget(o.max_input_length, o.max_target_length)
+        )
 
     # ----- periodic rescans ------------------------------------------------------------------------------
     def watch(self, seconds: float) -> "Watcher":
@@ -398,7 +426,9 @@ class Engine:
 class Watcher:
     def __init__(self, engine: Engine, seconds: float):
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, args=(engine, seconds), name="softprompt-rescan", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, args=(engine, seconds), name="softprompt-rescan", daemon=True
+        )
         self._thread.start()
 
     def _loop(self, engine: Engine, seconds: float) -> None:

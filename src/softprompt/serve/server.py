@@ -15,13 +15,36 @@ from softprompt.serve.engine import discover, inside
 log = logging.getLogger("softprompt.serve")
 
 
-def check_options(prompts: str, host: str, port: int, token: str | None, max_batch_size: int, max_wait_ms: float, max_inputs: int, max_input_chars: int, max_body_bytes: int, rescan_seconds: float, device: str, max_new_tokens: int = 256, timeout_seconds: float = 60.0) -> None:
+def check_options(
+    prompts: str,
+    host: str,
+    port: int,
+    token: str | None,
+    max_batch_size: int,
+    max_wait_ms: float,
+    max_inputs: int,
+    max_input_chars: int,
+    max_body_bytes: int,
+    rescan_seconds: float,
+    device: str,
+    max_new_tokens: int = 256,
+    timeout_seconds: float = 60.0,
+) -> None:
     if not Path(prompts).is_dir():
-        raise UserError(f"--prompts: {prompts} is not a folder" if Path(prompts).exists() else f"--prompts: no such folder {prompts}")
+        raise UserError(
+            f"--prompts: {prompts} is not a folder"
+            if Path(prompts).exists()
+            else f"--prompts: no such folder {prompts}"
+        )
     if not 0 <= port <= 65535:
         raise UserError(f"--port must be between 0 and 65535 (got {port})")
     check_token(token, "--token")
-    for option, value in (("--max_batch_size", max_batch_size), ("--max_inputs", max_inputs), ("--max_input_chars", max_input_chars), ("--max_body_bytes", max_body_bytes)):
+    for option, value in (
+        ("--max_batch_size", max_batch_size),
+        ("--max_inputs", max_inputs),
+        ("--max_input_chars", max_input_chars),
+        ("--max_body_bytes", max_body_bytes),
+    ):
         at_least(option, value, 1)
     at_most("--max_batch_size", max_batch_size, MAX_SIZE)
     not_negative("--max_wait_ms", max_wait_ms)
@@ -109,9 +132,41 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def run(prompts: str, model: str | None = None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, max_batch_size: int = 32, max_wait_ms: float = 5.0, max_inputs: int = 64, max_input_chars: int = 20_000, max_body_bytes: int = 1_000_000, rescan_seconds: float = 0.0, device: str = "auto", dtype: str = "auto", allow_other_model: bool = False, kv_reuse: bool = True, max_new_tokens: int = 256, timeout_seconds: float = 60.0) -> None:
+def run(
+    prompts: str,
+    model: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    max_batch_size: int = 32,
+    max_wait_ms: float = 5.0,
+    max_inputs: int = 64,
+    max_input_chars: int = 20_000,
+    max_body_bytes: int = 1_000_000,
+    rescan_seconds: float = 0.0,
+    device: str = "auto",
+    dtype: str = "auto",
+    allow_other_model: bool = False,
+    kv_reuse: bool = True,
+    max_new_tokens: int = 256,
+    timeout_seconds: float = 60.0,
+) -> None:
     token = given_token(token)
-    check_options(prompts, host, port, token, max_batch_size, max_wait_ms, max_inputs, max_input_chars, max_body_bytes, rescan_seconds, device, max_new_tokens, timeout_seconds)
+    check_options(
+        prompts,
+        host,
+        port,
+        token,
+        max_batch_size,
+        max_wait_ms,
+        max_inputs,
+        max_input_chars,
+        max_body_bytes,
+        rescan_seconds,
+        device,
+        max_new_tokens,
+        timeout_seconds,
+    )
     name, family = served_model(prompts, model)
     check_address(host, port)
     import torch
@@ -125,16 +180,42 @@ def run(prompts: str, model: str | None = None, host: str = "127.0.0.1", port: i
     handler = _log_to_stderr()
     try:
         if not token and not is_loopback(host):
-            log.warning("serving on %s without a token: anyone who reaches it can use it (give --token or SOFTPROMPT_TOKEN)", host)
+            log.warning(
+                "serving on %s without a token: anyone who reaches it can use it (give --token or SOFTPROMPT_TOKEN)",
+                host,
+            )
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         frozen = SoftPromptModel.load(name, family, dtype).to(device)
         frozen.kv_reuse = frozen.kv_reuse and kv_reuse  # SOFTPROMPT_KV_REUSE=0 or --no_kv_reuse turns it off
-        log.info("model %s (%s) on %s%s", frozen.name, frozen.family, device, ", prompt keys/values reused" if reuses_prefixes(frozen) else "")
+        log.info(
+            "model %s (%s) on %s%s",
+            frozen.name,
+            frozen.family,
+            device,
+            ", prompt keys/values reused" if reuses_prefixes(frozen) else "",
+        )
         engine = Engine(frozen, prompts, allow_other_model)
-        log.info("serving %d tasks from %s: %s", len(engine.snapshot().tasks), prompts, ", ".join(engine.snapshot().tasks) or "none yet")
-        settings = Settings(token, max_inputs, max_input_chars, max_body_bytes, max_batch_size, max_wait_ms, rescan_seconds, max_new_tokens, timeout_seconds)
-        uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="info", workers=1, http=json_errors_protocol())
+        log.info(
+            "serving %d tasks from %s: %s",
+            len(engine.snapshot().tasks),
+            prompts,
+            ", ".join(engine.snapshot().tasks) or "none yet",
+        )
+        settings = Settings(
+            token,
+            max_inputs,
+            max_input_chars,
+            max_body_bytes,
+            max_batch_size,
+            max_wait_ms,
+            rescan_seconds,
+            max_new_tokens,
+            timeout_seconds,
+        )
+        uvicorn.run(
+            create_app(engine, settings), host=host, port=port, log_level="info", workers=1, http=json_errors_protocol()
+        )
     finally:
         log.removeHandler(handler)
 
@@ -159,10 +240,17 @@ def json_errors_protocol():
     class JsonErrors(H11Protocol):
         def send_400_response(self, msg: str) -> None:
             body = json.dumps({"error": f"malformed HTTP request ({msg.rstrip('.')})"}).encode()
-            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
-            for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=body), h11.EndOfMessage()):
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ]
+            for event in (
+                h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                h11.Data(data=body),
+                h11.EndOfMessage(),
+            ):
                 self.transport.write(self.conn.send(event))
             self.transport.close()
 
     return JsonErrors
-

@@ -16,9 +16,23 @@ from softprompt.tasks.text2text import TextToTextTask
 TASKS: dict[str, type[Task]] = {
     t.name: t
     for t in (
-        ClassificationTask, TextToTextTask, SquadTask, MrqaTask,
-        BoolQ, CB, COPA, MultiRC, ReCoRD, RTE, WiC, WSC,
-        TREC, SST5, SST5Binary, MR, SST2,
+        ClassificationTask,
+        TextToTextTask,
+        SquadTask,
+        MrqaTask,
+        BoolQ,
+        CB,
+        COPA,
+        MultiRC,
+        ReCoRD,
+        RTE,
+        WiC,
+        WSC,
+        TREC,
+        SST5,
+        SST5Binary,
+        MR,
+        SST2,
     )
 }
 

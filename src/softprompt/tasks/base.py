@@ -7,11 +7,11 @@ from dataclasses import dataclass, field, replace
 import torch
 from tqdm.auto import tqdm
 
+from softprompt.core.template import Template
 from softprompt.data.readers import is_local, json_type, load_rows
 from softprompt.errors import UserError
 from softprompt.models.model import ENCODER_ONLY, SoftPromptModel
 from softprompt.options import DataOptions
-from softprompt.core.template import Template
 
 SPLITS = ("train", "validation")  # FILE@train, FILE@validation: every 10th row (the 10th, 20th, ...) is validation
 
@@ -45,7 +45,9 @@ class Task:
         self.template = Template(text, cut_first=self.cut_first)
         unknown = [f for f in self.template.fields if self.fields_provided and f not in self.fields_provided]
         if unknown:
-            raise UserError(f"--data.template: {{{unknown[0]}}} is not a field of {self.name} ({', '.join(self.fields_provided)})")
+            raise UserError(
+                f"--data.template: {{{unknown[0]}}} is not a field of {self.name} ({', '.join(self.fields_provided)})"
+            )
 
     # ----- data -------------------------------------------------------------------------------------
     def load(self, source: str, limit: int | None = None) -> list[Example]:
@@ -104,26 +106,44 @@ class Task:
         for n, text in enumerate(texts, 1):
             row = parse_json_input(text)
             if not isinstance(row, dict) or any(row.get(f) is None for f in needed):
-                raise UserError(f"input {n}: the template {self.template.text!r} needs a JSON object with the fields {', '.join(needed)}")
+                raise UserError(
+                    f"input {n}: the template {self.template.text!r} needs a JSON object with the fields {', '.join(needed)}"
+                )
             out.append({f: str(row[f]) for f in needed})
         return out
 
     def prepare(self, model: SoftPromptModel) -> None:
         """Make the model ready for this task (encoder-only classification hands it the label texts)."""
         if model.family == ENCODER_ONLY:
-            raise UserError(f"an encoder-only model predicts labels, not text: --data.task={self.name} needs an encoder-decoder or decoder-only model")
+            raise UserError(
+                f"an encoder-only model predicts labels, not text: --data.task={self.name} needs an encoder-decoder or decoder-only model"
+            )
 
     # ----- training and prediction -------------------------------------------------------------------
     def batch(self, model: SoftPromptModel, examples: list[Example]) -> dict[str, torch.Tensor]:
         """Training tensors for a list of examples."""
         o = self.options
-        return model.tokenize([e.fields for e in examples], [e.target for e in examples], template=self.template, max_input_length=o.max_input_length, max_target_length=o.max_target_length)
+        return model.tokenize(
+            [e.fields for e in examples],
+            [e.target for e in examples],
+            template=self.template,
+            max_input_length=o.max_input_length,
+            max_target_length=o.max_target_length,
+        )
 
     def predict(self, model: SoftPromptModel, inputs: list[dict[str, str]], prompt_ids=None) -> list[str]:
         o = self.options
-        return model.generate(inputs, prompt_ids, template=self.template, max_new_tokens=o.max_target_length, max_input_length=o.max_input_length)
+        return model.generate(
+            inputs,
+            prompt_ids,
+            template=self.template,
+            max_new_tokens=o.max_target_length,
+            max_input_length=o.max_input_length,
+        )
 
-    def predict_members(self, model: SoftPromptModel, inputs: list[dict[str, str]], prompt_ids: list[int]) -> tuple[list[list[str]], list[str]]:
+    def predict_members(
+        self, model: SoftPromptModel, inputs: list[dict[str, str]], prompt_ids: list[int]
+    ) -> tuple[list[list[str]], list[str]]:
         """Each input run with every prompt of `prompt_ids` in one batched pass (inputs repeated, one row per
         prompt): each member's predictions, and the ensemble's by majority vote (ties: the earliest member's)."""
         K = len(prompt_ids)
@@ -134,7 +154,14 @@ class Task:
     def score(self, predictions: list[str], examples: list[Example]) -> dict[str, float]:
         raise NotImplementedError
 
-    def predict_all(self, model: SoftPromptModel, inputs: list[dict[str, str]], batch_size: int = 64, prompt_id: int = 0, progress: bool = True) -> list[str]:
+    def predict_all(
+        self,
+        model: SoftPromptModel,
+        inputs: list[dict[str, str]],
+        batch_size: int = 64,
+        prompt_id: int = 0,
+        progress: bool = True,
+    ) -> list[str]:
         """Predictions for inputs (dicts of the template's fields), `batch_size` at a time, in inference mode, with bank prompt `prompt_id`."""
         was_training = model.training
         model.eval()
@@ -145,13 +172,27 @@ class Task:
         model.train(was_training)
         return predictions
 
-    def evaluate(self, model: SoftPromptModel, examples: list[Example], batch_size: int = 64, prompt_id: int = 0, progress: bool = True) -> dict[str, float]:
+    def evaluate(
+        self,
+        model: SoftPromptModel,
+        examples: list[Example],
+        batch_size: int = 64,
+        prompt_id: int = 0,
+        progress: bool = True,
+    ) -> dict[str, float]:
         """Metrics of the model with bank prompt `prompt_id` on `examples`."""
-        return self.score(self.predict_all(model, [e.fields for e in examples], batch_size, prompt_id, progress), examples)
+        return self.score(
+            self.predict_all(model, [e.fields for e in examples], batch_size, prompt_id, progress), examples
+        )
 
     def describe(self) -> dict:
         """What a prompt file records about its task."""
-        return {"type": self.name, "template": self.template.text, "max_input_length": self.options.max_input_length, "max_target_length": self.options.max_target_length}
+        return {
+            "type": self.name,
+            "template": self.template.text,
+            "max_input_length": self.options.max_input_length,
+            "max_target_length": self.options.max_target_length,
+        }
 
     @classmethod
     def summary(cls) -> dict[str, str]:
@@ -161,7 +202,13 @@ class Task:
             metric = f"average of {' and '.join(others)}"
         else:
             metric = cls.metric + (f" (also {', '.join(others)})" if others else "")
-        return {"task": cls.name, "template": cls.default_template, "targets": cls.targets, "metric": metric, "data": cls.description}
+        return {
+            "task": cls.name,
+            "template": cls.default_template,
+            "targets": cls.targets,
+            "metric": metric,
+            "data": cls.description,
+        }
 
 
 def check_text(text: str, n: int) -> None:
@@ -170,7 +217,9 @@ def check_text(text: str, n: int) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise UserError(f"input {n}: not valid text (a lone surrogate, {text[e.start]!r}, at character {e.start + 1}); send UTF-8") from None
+        raise UserError(
+            f"input {n}: not valid text (a lone surrogate, {text[e.start]!r}, at character {e.start + 1}); send UTF-8"
+        ) from None
 
 
 def parse_json_input(text: str):

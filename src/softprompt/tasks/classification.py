@@ -5,11 +5,12 @@ take the most likely (rank classification), so a prediction is always one of the
 
 import torch
 
-from softprompt.tasks import metrics
-from softprompt.data.readers import require_columns, where as row_where
+from softprompt.data.readers import require_columns
+from softprompt.data.readers import where as row_where
 from softprompt.errors import UserError
 from softprompt.models.model import ENCODER_ONLY, SoftPromptModel
 from softprompt.options import DataOptions
+from softprompt.tasks import metrics
 from softprompt.tasks.base import Example, Task
 
 
@@ -19,15 +20,21 @@ class ClassificationTask(Task):
     metric = "accuracy"
     reported = ("accuracy", "macro_f1")
     targets = "--data.verbalizers"
-    labels: dict[str, str] = {}  # a registered task's label values -> label texts; the generic task takes --data.verbalizers
+    labels: dict[
+        str, str
+    ] = {}  # a registered task's label values -> label texts; the generic task takes --data.verbalizers
 
     def __init__(self, options: DataOptions):
         super().__init__(options)
         verbalizers = {str(k): str(v) for k, v in (options.verbalizers or self.labels).items()}
         if not verbalizers:
-            raise UserError('--data.verbalizers: a classification task needs label texts, e.g. {"0": "terrible", "1": "great"}')
+            raise UserError(
+                '--data.verbalizers: a classification task needs label texts, e.g. {"0": "terrible", "1": "great"}'
+            )
         if self.labels and set(verbalizers) != set(self.labels):
-            raise UserError(f"--data.verbalizers: {self.name} has the labels {', '.join(self.labels)}; give a text for each")
+            raise UserError(
+                f"--data.verbalizers: {self.name} has the labels {', '.join(self.labels)}; give a text for each"
+            )
         self.label_values = list(self.labels or verbalizers)
         self.label_texts = [verbalizers[k] for k in self.label_values]
         check_label_texts(self.label_values, self.label_texts)
@@ -57,7 +64,9 @@ class ClassificationTask(Task):
     def batch(self, model, examples):
         if model.family != ENCODER_ONLY:
             return super().batch(model, examples)
-        batch = model.tokenize([e.fields for e in examples], template=self.template, max_input_length=self.options.max_input_length)
+        batch = model.tokenize(
+            [e.fields for e in examples], template=self.template, max_input_length=self.options.max_input_length
+        )
         batch["class_ids"] = torch.tensor([e.class_id for e in examples])
         return batch
 
@@ -66,7 +75,9 @@ class ClassificationTask(Task):
         model.set_labels(self.label_texts)
 
     def predict(self, model, inputs, prompt_ids=None):
-        scores = model.class_scores(inputs, self.label_texts, prompt_ids, template=self.template, max_input_length=self.options.max_input_length)
+        scores = model.class_scores(
+            inputs, self.label_texts, prompt_ids, template=self.template, max_input_length=self.options.max_input_length
+        )
         return [self.label_values[i] for i in scores.argmax(-1).tolist()]
 
     def render(self, model: SoftPromptModel, inputs: list[dict[str, str]]) -> list[str]:
@@ -79,14 +90,23 @@ class ClassificationTask(Task):
         """Each member's labels, and the ensemble's by the mean of the members' label probabilities."""
         K = len(prompt_ids)
         repeated = [x for x in inputs for _ in range(K)]
-        scores = model.class_scores(repeated, self.label_texts, prompt_ids * len(inputs), template=self.template, max_input_length=self.options.max_input_length)
+        scores = model.class_scores(
+            repeated,
+            self.label_texts,
+            prompt_ids * len(inputs),
+            template=self.template,
+            max_input_length=self.options.max_input_length,
+        )
         probabilities = scores.view(len(inputs), K, -1).softmax(-1)  # (B, K, L)
         label = lambda index: [self.label_values[i] for i in index.tolist()]  # noqa: E731
         return [label(probabilities[:, k].argmax(-1)) for k in range(K)], label(probabilities.mean(1).argmax(-1))
 
     def score(self, predictions, examples):
         gold = [self.label_values[e.class_id] for e in examples]
-        return {"accuracy": 100 * metrics.accuracy(predictions, gold), "macro_f1": 100 * metrics.macro_f1(predictions, gold)}
+        return {
+            "accuracy": 100 * metrics.accuracy(predictions, gold),
+            "macro_f1": 100 * metrics.macro_f1(predictions, gold),
+        }
 
     def describe(self):
         return {**super().describe(), "verbalizers": dict(zip(self.label_values, self.label_texts))}
@@ -105,7 +125,9 @@ def check_label_texts(values: list[str], texts: list[str]) -> None:
         if not text.strip():
             raise UserError(f"--data.verbalizers: label {value!r} has an empty text; give each label a word or phrase")
         if text.strip() in seen:
-            raise UserError(f"--data.verbalizers: labels {seen[text.strip()]!r} and {value!r} share the text {text.strip()!r}; give each label its own")
+            raise UserError(
+                f"--data.verbalizers: labels {seen[text.strip()]!r} and {value!r} share the text {text.strip()!r}; give each label its own"
+            )
         seen[text.strip()] = value
 
 

@@ -8,7 +8,8 @@ works too. MR has no official split: `rt-polarity.all@train` and `rt-polarity.al
 import os
 from pathlib import Path
 
-from softprompt.data.readers import TABULAR, load_labelled_lines, load_rows, require_columns, where as row_where
+from softprompt.data.readers import TABULAR, load_labelled_lines, load_rows, require_columns
+from softprompt.data.readers import where as row_where
 from softprompt.tasks.classification import LabelledTask
 
 SENTIMENT = {"0": "negative", "1": "positive"}  # T5's SST-2 label words

@@ -3,7 +3,8 @@ out-of-domain transfer sets). The context is cut first when an input is too long
 
 import os
 
-from softprompt.data.readers import load_mrqa, require_columns, where as row_where
+from softprompt.data.readers import load_mrqa, require_columns
+from softprompt.data.readers import where as row_where
 from softprompt.errors import UserError
 from softprompt.tasks.text2text import TextToTextTask
 

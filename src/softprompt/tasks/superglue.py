@@ -5,9 +5,10 @@ picks its label by rank classification; ReCoRD writes the answer entity."""
 
 import re
 
-from softprompt.tasks import metrics
-from softprompt.data.readers import field, where as row_where
+from softprompt.data.readers import field
+from softprompt.data.readers import where as row_where
 from softprompt.errors import UserError
+from softprompt.tasks import metrics
 from softprompt.tasks.base import score_with_average
 from softprompt.tasks.classification import LabelledTask
 from softprompt.tasks.text2text import TextToTextTask
@@ -86,7 +87,14 @@ class WSC(LabelledTask):
         out = []
         for n, row in enumerate(rows):
             where = row_where(source, lines, n)
-            spans = [(field_of(row, where, "target", f"span{k}_index", kind=int), str(field_of(row, where, "target", f"span{k}_text")), mark) for k, mark in ((1, "*"), (2, "#"))]
+            spans = [
+                (
+                    field_of(row, where, "target", f"span{k}_index", kind=int),
+                    str(field_of(row, where, "target", f"span{k}_text")),
+                    mark,
+                )
+                for k, mark in ((1, "*"), (2, "#"))
+            ]
             text = mark_spans(str(field_of(row, where, "text")), spans)
             out.append(self.labelled({"text": text}, field_of(row, where, "label"), where))
         return out
@@ -126,12 +134,18 @@ class MultiRC(LabelledTask):
         out = []
         for n, row in enumerate(rows):
             where = row_where(source, lines, n)
-            paragraph = re.sub(r"<(/)?b>", "", str(field_of(row, where, "passage", "text")).replace("<br>", " "))  # T5 drops the markup
+            paragraph = re.sub(
+                r"<(/)?b>", "", str(field_of(row, where, "passage", "text")).replace("<br>", " ")
+            )  # T5 drops the markup
             for q, question in enumerate(field_of(row, where, "passage", "questions", kind=list)):
                 answers = field_of(question, where, "answers", kind=list)
                 group = f"{row.get('idx', n)}/{question.get('idx', q)}"
                 for answer in answers:
-                    values = {"question": str(field_of(question, where, "question")), "answer": str(field_of(answer, where, "text")), "paragraph": paragraph}
+                    values = {
+                        "question": str(field_of(question, where, "question")),
+                        "answer": str(field_of(answer, where, "text")),
+                        "paragraph": paragraph,
+                    }
                     out.append(self.labelled(values, field_of(answer, where, "label"), where, group=group))
         return out
 
@@ -165,7 +179,14 @@ class ReCoRD(TextToTextTask):
             where = row_where(source, lines, n)
             text = str(field_of(row, where, "passage", "text"))
             spans = field_of(row, where, "passage", "entities", kind=list)
-            entities = ", ".join(sorted({text[field_of(e, where, "start", kind=int) : field_of(e, where, "end", kind=int) + 1] for e in spans}))  # ends are inclusive
+            entities = ", ".join(
+                sorted(
+                    {
+                        text[field_of(e, where, "start", kind=int) : field_of(e, where, "end", kind=int) + 1]
+                        for e in spans
+                    }
+                )
+            )  # ends are inclusive
             passage = re.sub(r"\n@highlight\n", ". ", re.sub(r"([.?!\"'])\n@highlight\n", r"\1 ", text))
             for qa in field_of(row, where, "qas", kind=list):
                 found = field(qa, "answers", list, where, required=False) or []

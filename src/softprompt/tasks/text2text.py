@@ -1,8 +1,9 @@
 """Text-to-text: the model writes the target text; scored by exact match and token F1 (SQuAD normalisation)."""
 
-from softprompt.tasks import metrics
-from softprompt.data.readers import require_columns, where as row_where
+from softprompt.data.readers import require_columns
+from softprompt.data.readers import where as row_where
 from softprompt.errors import UserError
+from softprompt.tasks import metrics
 from softprompt.tasks.base import Task
 
 

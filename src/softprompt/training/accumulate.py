@@ -6,8 +6,8 @@ import torch
 from accelerate import Accelerator
 
 from softprompt.errors import UserError
-from softprompt.training.optim import NonFinite
 from softprompt.models.sharding import backward, no_sync
+from softprompt.training.optim import NonFinite
 
 
 def micro_batch(batch_size: int, micro_batch_size: int, processes: int) -> int:
@@ -22,11 +22,22 @@ def accumulation_steps(batch_size: int, micro_batch_size: int, processes: int) -
     per_step = micro * processes
     if batch_size % per_step:
         capped = ", the micro-batch capped at batch_size / processes" if micro < micro_batch_size else ""
-        raise UserError(f"--train.batch_size {batch_size} is not a multiple of --train.micro_batch_size x processes = {per_step} ({micro} rows x {processes} processes{capped})")
+        raise UserError(
+            f"--train.batch_size {batch_size} is not a multiple of --train.micro_batch_size x processes = {per_step} ({micro} rows x {processes} processes{capped})"
+        )
     return batch_size // per_step
 
 
-def backward_accumulated(wrapped, micro_batches: list[dict], accelerator: Accelerator, autocast, step: int, params: list | None = None, scaler=None, unsynced: list | tuple = ()) -> float:
+def backward_accumulated(
+    wrapped,
+    micro_batches: list[dict],
+    accelerator: Accelerator,
+    autocast,
+    step: int,
+    params: list | None = None,
+    scaler=None,
+    unsynced: list | tuple = (),
+) -> float:
     """Backpropagate micro-batches so that the trained parameters' gradient (`params`; the prompt bank's when None) is
     that of one batch holding them all, on every process together: each micro-batch's summed loss is divided by the
     number of loss items (target tokens, or rows for encoder-only classification) in the whole effective batch.
@@ -43,8 +54,12 @@ def backward_accumulated(wrapped, micro_batches: list[dict], accelerator: Accele
         with sync, autocast():
             out = wrapped(**batch)
             if not torch.isfinite(out.loss_sum):
-                raise NonFinite(f"the loss became {out.loss_sum.item()} at step {step}: lower --train.lr, or use --train.precision=fp32")
-            loss = out.loss_sum * accelerator.num_processes  # gradients are averaged over processes (by DDP, or below): undo it
+                raise NonFinite(
+                    f"the loss became {out.loss_sum.item()} at step {step}: lower --train.lr, or use --train.precision=fp32"
+                )
+            loss = (
+                out.loss_sum * accelerator.num_processes
+            )  # gradients are averaged over processes (by DDP, or below): undo it
             backward(accelerator, scaler.scale(loss) if scaler else loss)
         total_loss += out.loss_sum.detach().float()
         total_items += out.loss_items

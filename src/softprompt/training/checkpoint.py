@@ -42,7 +42,9 @@ def folder(output_dir: str | os.PathLike, step: int) -> Path:
 def complete(output_dir: str | os.PathLike) -> list[Path]:
     """The complete checkpoints in output_dir, oldest first (temporary folders of interrupted writes are hidden)."""
     root = Path(output_dir) / CHECKPOINTS
-    found = [p for p in root.iterdir() if NAME.fullmatch(p.name) and (p / STATE_FILE).is_file()] if root.is_dir() else []
+    found = (
+        [p for p in root.iterdir() if NAME.fullmatch(p.name) and (p / STATE_FILE).is_file()] if root.is_dir() else []
+    )
     return sorted(found, key=lambda p: int(NAME.fullmatch(p.name)[1]))
 
 
@@ -96,7 +98,9 @@ def load(path: Path, process: int, processes: int) -> tuple[dict, dict]:
     """A checkpoint's state and this process's random generators."""
     state = _read(path / STATE_FILE)
     if state["processes"] != processes:
-        raise UserError(f"--train.resume: {path} was written by {_processes(state['processes'])}; resume it with as many, not {processes}")
+        raise UserError(
+            f"--train.resume: {path} was written by {_processes(state['processes'])}; resume it with as many, not {processes}"
+        )
     return state, _read(path / rng_file(process))
 
 
@@ -104,7 +108,9 @@ def _read(file: Path):
     try:
         return load_state(file)
     except (OSError, ValueError, KeyError, SafetensorError) as e:
-        raise UserError(f"--train.resume: {file}: not a readable checkpoint file ({first_line(e)}); delete its folder to resume from the one before") from e
+        raise UserError(
+            f"--train.resume: {file}: not a readable checkpoint file ({first_line(e)}); delete its folder to resume from the one before"
+        ) from e
 
 
 def _processes(n: int) -> str:
@@ -122,16 +128,26 @@ def check_same_run(state: dict, identity: dict, options: dict, path: Path) -> No
         if section not in state["identity"]:
             continue
         saved = state["identity"][section]
-        pairs = [(k, saved[k], value[k]) for k in value.keys() & saved.keys()] if isinstance(value, dict) and isinstance(saved, dict) else [(None, saved, value)]
+        pairs = (
+            [(k, saved[k], value[k]) for k in value.keys() & saved.keys()]
+            if isinstance(value, dict) and isinstance(saved, dict)
+            else [(None, saved, value)]
+        )
         for key, was, now in sorted(pairs, key=lambda p: p[0] or ""):
             if was == now:
                 continue
             if section == "rows":
-                raise UserError(f"--train.resume: {path} was trained on other {key} data than {ROW_OPTIONS[key]} now holds (rows added, dropped or changed); resume with the same data, or start a new run in another --train.output_dir")
-            raise UserError(f"--train.resume: {path} was trained with {section}{'.' + key if key else ''} {was!r}, not {now!r}")
+                raise UserError(
+                    f"--train.resume: {path} was trained on other {key} data than {ROW_OPTIONS[key]} now holds (rows added, dropped or changed); resume with the same data, or start a new run in another --train.output_dir"
+                )
+            raise UserError(
+                f"--train.resume: {path} was trained with {section}{'.' + key if key else ''} {was!r}, not {now!r}"
+            )
     for key, value in options.items():
         if key not in RESUMABLE_CHANGES and state["options"].get(key) != value:
-            raise UserError(f"--train.{key}: {path} was trained with {state['options'].get(key)!r}, not {value!r}; resume with the same value")
+            raise UserError(
+                f"--train.{key}: {path} was trained with {state['options'].get(key)!r}, not {value!r}; resume with the same value"
+            )
 
 
 def rng_state() -> dict:

@@ -73,4 +73,6 @@ def check_finite(params: list, step: int) -> None:
     """Stop when the step left a trained parameter NaN or infinite (a gradient that overflowed, an update too large),
     before anything saves it."""
     if params and not torch.stack([torch.isfinite(p).all() for p in params]).all():
-        raise NonFinite(f"the trained parameters became NaN or infinite at step {step} (the gradient or the update overflowed): lower --train.lr, or use --train.precision=fp32")
+        raise NonFinite(
+            f"the trained parameters became NaN or infinite at step {step} (the gradient or the update overflowed): lower --train.lr, or use --train.precision=fp32"
+        )

@@ -17,17 +17,19 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from softprompt.training import checkpoint
 from softprompt.errors import UserError
 from softprompt.files.atomic import write_text_atomic
 from softprompt.methods import METHODS
+from softprompt.training import checkpoint
 from softprompt.training.run_output import LOG_FILE, RESULTS_FILE
 
 MARKER = ".softprompt-run.json"
 LOCK = ".softprompt.lock"
 HOLDER = ".softprompt.holder"
 TENSORBOARD = "tensorboard"
-RUN_NAMES = frozenset([method.output for method in METHODS.values()] + [LOG_FILE, RESULTS_FILE, TENSORBOARD, checkpoint.CHECKPOINTS])
+RUN_NAMES = frozenset(
+    [method.output for method in METHODS.values()] + [LOG_FILE, RESULTS_FILE, TENSORBOARD, checkpoint.CHECKPOINTS]
+)
 OWN_FILES = frozenset([MARKER, LOCK, HOLDER])
 OPTION = "--train.output_dir"
 
@@ -43,13 +45,17 @@ def check_output_folder(output_dir: str, model_name: str | None = None) -> None:
         if entries and not _an_earlier_run(folder, entries):
             others = [name for name in entries if name not in RUN_NAMES] or entries
             shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-            raise UserError(f"{OPTION} {output_dir}: the folder holds what no softprompt run wrote ({shown}); give a new or empty folder, or an earlier run's")
+            raise UserError(
+                f"{OPTION} {output_dir}: the folder holds what no softprompt run wrote ({shown}); give a new or empty folder, or an earlier run's"
+            )
     if model_name and Path(model_name).exists():
         model = Path(model_name).resolve()
         for name in RUN_NAMES:
             replaced = (folder / name).resolve()
             if model == replaced or replaced in model.parents:
-                raise UserError(f"{OPTION} {output_dir}: a run there replaces {folder / name}, which holds the model this run loads ({model_name}); give another output folder")
+                raise UserError(
+                    f"{OPTION} {output_dir}: a run there replaces {folder / name}, which holds the model this run loads ({model_name}); give another output folder"
+                )
 
 
 def _an_earlier_run(folder: Path, entries: list[str]) -> bool:
@@ -74,12 +80,16 @@ def hold(output_dir: str | os.PathLike, model_name: str | None = None, main_proc
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise UserError(f"{OPTION} {output_dir}: another run is writing this folder ({_holder(folder)}); wait for it to end, or give another folder") from None
+        raise UserError(
+            f"{OPTION} {output_dir}: another run is writing this folder ({_holder(folder)}); wait for it to end, or give another folder"
+        ) from None
     except OSError as e:
         raise UserError(f"{OPTION} {output_dir}: cannot lock the folder ({e.strerror})") from None
     try:
         started = datetime.datetime.now().isoformat(timespec="seconds")
-        write_text_atomic(folder / HOLDER, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}) + "\n")
+        write_text_atomic(
+            folder / HOLDER, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": started}) + "\n"
+        )
         if not (folder / MARKER).is_file():
             write_text_atomic(folder / MARKER, json.dumps({"softprompt_run": 1, "writes": sorted(RUN_NAMES)}) + "\n")
         yield

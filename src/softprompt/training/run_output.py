@@ -10,9 +10,9 @@ from pathlib import Path
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from softprompt.training import checkpoint
 from softprompt.files.atomic import append_line, clear_temporaries, write_text_atomic
 from softprompt.methods import METHODS
+from softprompt.training import checkpoint
 
 LOG_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.jsonl"
@@ -40,4 +40,6 @@ def keep_log_until(path: Path, step: int) -> None:
     cut short."""
     if path.is_file():
         lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-        write_text_atomic(path, "".join(line for line in lines if line.endswith("\n") and json.loads(line)["step"] <= step))
+        write_text_atomic(
+            path, "".join(line for line in lines if line.endswith("\n") and json.loads(line)["step"] <= step)
+        )

@@ -62,7 +62,20 @@ def _max_rss() -> int | None:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def run_report(method: Method, model: SoftPromptModel, task: Task, o: TrainOptions, params: list, base_parameters: int, result: TrainResult, train_seconds: float, eval_seconds: float, memory: PeakMemory, processes: int, distributed: str) -> dict:
+def run_report(
+    method: Method,
+    model: SoftPromptModel,
+    task: Task,
+    o: TrainOptions,
+    params: list,
+    base_parameters: int,
+    result: TrainResult,
+    train_seconds: float,
+    eval_seconds: float,
+    memory: PeakMemory,
+    processes: int,
+    distributed: str,
+) -> dict:
     """One run's row of results.jsonl; `processes` and `distributed`: how accelerate ran it (MULTI_GPU, FSDP, ...)."""
     trainable = sum(p.numel() for p in params)
     dtype = next(model.base.parameters()).dtype
@@ -89,7 +102,12 @@ def run_report(method: Method, model: SoftPromptModel, task: Task, o: TrainOptio
         "stopped_early": result.stopped_early,
         **method.report(),
         "config": {
-            "model": {"name": model.name, "family": model.family, "dtype": str(dtype).removeprefix("torch."), "readout_scale": model.readout_scale},
+            "model": {
+                "name": model.name,
+                "family": model.family,
+                "dtype": str(dtype).removeprefix("torch."),
+                "readout_scale": model.readout_scale,
+            },
             "method": asdict(method.options),
             "prompt": asdict(method.prompt_options),
             "data": asdict(task.options),
@@ -113,7 +131,11 @@ def run_summary(report: dict, model_bytes: int) -> str:
     """A run's report as the command prints it: what trained, what one task stores, time and memory."""
     stored = "prompt file" if report["method"] == "prompt" else "stored per task"
     peak = report["peak_memory_bytes"]
-    memory = "unknown" if peak is None else f"{human_size(peak)} above the idle process ({'CUDA, allocated' if report['peak_memory_of'] == 'cuda' else 'RSS'})"
+    memory = (
+        "unknown"
+        if peak is None
+        else f"{human_size(peak)} above the idle process ({'CUDA, allocated' if report['peak_memory_of'] == 'cuda' else 'RSS'})"
+    )
     return (
         f"trainable parameters: {report['trainable_parameters']:,} of {report['base_parameters']:,} ({report['trainable_percent']:.3f}%)\n"
         f"{stored}: {human_size(report['bytes_per_task'])} (model: {human_size(model_bytes)})\n"

@@ -19,20 +19,20 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from softprompt.training import checkpoint, run_folder, run_output
-from softprompt.training.accumulate import accumulation_steps, backward_accumulated  # noqa: F401  re-exported
 from softprompt.errors import UserError
-from softprompt.models.sharding import prepare, same_on_every_process
 from softprompt.methods import Method, make_method
 from softprompt.methods.prompt import PAPER_LR, PROMPT_FILE, T5_EMBEDDING_RMS, T5_TYPES, default_lr, initial_prompt  # noqa: F401  re-exported
 from softprompt.models.model import SoftPromptModel
-from softprompt.training.optim import NonFinite, PromptAdafactor, check_finite, make_optimizer, optimizer_step  # noqa: F401  re-exported
+from softprompt.models.sharding import prepare, same_on_every_process
 from softprompt.options import MethodOptions, PromptOptions, TrainOptions
+from softprompt.tasks import Example, Task
+from softprompt.training import checkpoint, run_folder, run_output
+from softprompt.training.accumulate import accumulation_steps, backward_accumulated  # noqa: F401  re-exported
+from softprompt.training.optim import NonFinite, PromptAdafactor, check_finite, make_optimizer, optimizer_step  # noqa: F401  re-exported
 from softprompt.training.run import Run, evaluate_sharded  # noqa: F401  re-exported
 from softprompt.training.run_output import LOG_FILE, RESULTS_FILE  # noqa: F401  re-exported
 from softprompt.training.run_report import TrainResult, run_summary, size_report  # noqa: F401  re-exported
 from softprompt.training.step_modes import enable_gradient_checkpointing, resolve_precision, training_mode  # noqa: F401  re-exported
-from softprompt.tasks import Example, Task
 
 
 def train_prompt(
@@ -108,7 +108,13 @@ class Training:
         elif run.accelerator.is_main_process:
             run_folder.clear_previous_run(run.output_dir)
         run.accelerator.init_trackers("tensorboard")
-        self.bar = tqdm(total=run.max_steps, initial=min(self.start, run.max_steps), desc="training", disable=not run.progress or not run.accelerator.is_main_process, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=run.max_steps,
+            initial=min(self.start, run.max_steps),
+            desc="training",
+            disable=not run.progress or not run.accelerator.is_main_process,
+            dynamic_ncols=True,
+        )
         self.save_every = run.o.eval_every if run.o.save_every is None else run.o.save_every
         self.done = self.start  # the last step whose update is complete
 
@@ -123,7 +129,11 @@ class Training:
             dtype = str(weights.dtype).removeprefix("torch.")
         identity = {
             "model": {**model.identity(), "dtype": dtype, "readout_scale": model.readout_scale},
-            "method": run.method.metadata(), "task": run.task.describe(), "prompt": asdict(run.method.prompt_options), "data": data, "rows": rows,
+            "method": run.method.metadata(),
+            "task": run.task.describe(),
+            "prompt": asdict(run.method.prompt_options),
+            "data": data,
+            "rows": rows,
         }
         return json.loads(json.dumps(identity, default=str))
 
@@ -136,7 +146,9 @@ class Training:
             state, rng = checkpoint.load(resumed, accelerator.process_index, accelerator.num_processes)
             checkpoint.check_same_run(state, self.identity, asdict(o), resumed)
             if state["step"] > run.max_steps:
-                raise UserError(f"--train.max_steps {run.max_steps}: {resumed} is at step {state['step']} already; resume with at least {state['step']} steps")
+                raise UserError(
+                    f"--train.max_steps {run.max_steps}: {resumed} is at step {state['step']} already; resume with at least {state['step']} steps"
+                )
             return resumed, state, rng
         if o.resume:
             run.say(f"--train.resume: no checkpoint in {run.output_dir / checkpoint.CHECKPOINTS}; starting a new run")
@@ -145,17 +157,24 @@ class Training:
     def _prepare(self, train_examples: list[Example]) -> None:
         """The data loader, optimiser and schedule, prepared by accelerate with the model."""
         run, o = self.run, self.run.o
-        self.generator = torch.Generator()  # reseeded every epoch (_batches), so that a data position is restored exactly
+        self.generator = (
+            torch.Generator()
+        )  # reseeded every epoch (_batches), so that a data position is restored exactly
         self.loader = DataLoader(
             train_examples,
             batch_size=run.micro_batch,
             shuffle=True,
             drop_last=len(train_examples) >= o.micro_batch_size,
-            collate_fn=lambda rows: {**run.task.batch(run.model, rows), "prompt_ids": torch.zeros(len(rows), dtype=torch.long)},
+            collate_fn=lambda rows: {
+                **run.task.batch(run.model, rows),
+                "prompt_ids": torch.zeros(len(rows), dtype=torch.long),
+            },
             generator=self.generator,
         )
         optimizer = make_optimizer(run.method.param_groups(run.model, run.params, o), o)
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps else 1.0)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps else 1.0
+        )
         self.wrapped, self.optimizer, self.loader = prepare(run.accelerator, run.model, optimizer, self.loader)
         run.params = run.method.parameters(run.model)
         same_on_every_process(run.unsynced)
@@ -166,7 +185,9 @@ class Training:
         self.start, self.running = state["step"], state["running"]
         shapes = [tuple(t.shape) for t in state["trained"]]
         if shapes != [tuple(p.shape) for p in run.params]:
-            raise UserError(f"--train.resume: {resumed} holds trained tensors of shapes {shapes}, not those this run trains")
+            raise UserError(
+                f"--train.resume: {resumed} holds trained tensors of shapes {shapes}, not those this run trains"
+            )
         with torch.no_grad():
             for p, saved in zip(run.params, state["trained"]):
                 p.copy_(saved)
@@ -174,10 +195,22 @@ class Training:
         self.schedule.load_state_dict(state["scheduler"])
         if run.scaler:
             run.scaler.load_state_dict(state["scaler"])
-        self.best, self.stale, self.saved_best, self.best_state = state["best"], state["stale"], state["saved_best"], state["best_state"]
-        if self.best_state is None and state["best_step"] == self.start and self.start < run.max_steps:  # the best was the last step then
+        self.best, self.stale, self.saved_best, self.best_state = (
+            state["best"],
+            state["stale"],
+            state["saved_best"],
+            state["best_state"],
+        )
+        if (
+            self.best_state is None and state["best_step"] == self.start and self.start < run.max_steps
+        ):  # the best was the last step then
             self.best_state = [t.clone() for t in state["trained"]]
-        result.metrics, result.best_step, result.history, result.stopped_early = state["metrics"], state["best_step"], state["history"], state["stopped_early"]
+        result.metrics, result.best_step, result.history, result.stopped_early = (
+            state["metrics"],
+            state["best_step"],
+            state["history"],
+            state["stopped_early"],
+        )
         if run.accelerator.is_main_process:
             run_output.keep_log_until(run.log_path, self.start)  # steps logged after the checkpoint run again
         run.say(f"resuming from {resumed} (step {self.start})")
@@ -187,12 +220,25 @@ class Training:
         consumed = step * self.run.accum  # micro-batches each process has drawn
         run, result, scaler = self.run, self.run.result, self.run.scaler
         training_state = {
-            "step": step, "epoch": consumed // len(self.loader), "batch": consumed % len(self.loader), "running": self.running,
+            "step": step,
+            "epoch": consumed // len(self.loader),
+            "batch": consumed % len(self.loader),
+            "running": self.running,
             "trained": [p.detach().to("cpu", copy=True) for p in run.params],
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-            "best": self.best, "stale": self.stale, "saved_best": self.saved_best, "best_state": self.best_state,
-            "metrics": result.metrics, "best_step": result.best_step, "history": result.history, "stopped_early": result.stopped_early,
-            "identity": self.identity, "options": asdict(run.o), "processes": run.accelerator.num_processes,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "scaler": scaler.state_dict() if scaler else None,
+            "best": self.best,
+            "stale": self.stale,
+            "saved_best": self.saved_best,
+            "best_state": self.best_state,
+            "metrics": result.metrics,
+            "best_step": result.best_step,
+            "history": result.history,
+            "stopped_early": result.stopped_early,
+            "identity": self.identity,
+            "options": asdict(run.o),
+            "processes": run.accelerator.num_processes,
         }
         return checkpoint.save(run.output_dir, step, training_state, run.accelerator, run.o.keep_checkpoints)
 
@@ -222,21 +268,39 @@ class Training:
     def _step(self, step: int, signals: checkpoint.StopSignals) -> bool:
         """One step: update, log, evaluate and checkpoint when due; True when training stops early."""
         run, o, result = self.run, self.run.o, self.run.result
-        step_loss = backward_accumulated(self.wrapped, [next(self.batches) for _ in range(run.accum)], run.accelerator, run.autocast, step, run.params, run.scaler, run.unsynced)
+        step_loss = backward_accumulated(
+            self.wrapped,
+            [next(self.batches) for _ in range(run.accum)],
+            run.accelerator,
+            run.autocast,
+            step,
+            run.params,
+            run.scaler,
+            run.unsynced,
+        )
         self._update(step)
         self.done = step
         self.running = step_loss if step == 1 else 0.9 * self.running + 0.1 * step_loss
         self.bar.update(1)
-        self.bar.set_postfix({"loss": f"{self.running:.4f}", **({"best": f"{self.best:.1f}"} if self.best > -math.inf else {})})
+        self.bar.set_postfix(
+            {"loss": f"{self.running:.4f}", **({"best": f"{self.best:.1f}"} if self.best > -math.inf else {})}
+        )
         if step % o.log_every == 0 or step == run.max_steps:
             record = {"step": step, "train/loss": step_loss, "train/lr": self.schedule.get_last_lr()[0]}
             run.log(record)
             run.accelerator.log(record, step=step)
         if run.validation_examples and (step % o.eval_every == 0 or step == run.max_steps) and self.evaluate(step):
             result.stopped_early = True
-            run.say(f"early stopping at step {step}: {run.task.metric} has not improved for {o.patience} evaluations (best {self.best:.2f} at step {result.best_step})")
+            run.say(
+                f"early stopping at step {step}: {run.task.metric} has not improved for {o.patience} evaluations (best {self.best:.2f} at step {result.best_step})"
+            )
         stopping = signals.requested(run.accelerator)
-        if stopping or result.stopped_early or step == run.max_steps or (self.save_every and step % self.save_every == 0):
+        if (
+            stopping
+            or result.stopped_early
+            or step == run.max_steps
+            or (self.save_every and step % self.save_every == 0)
+        ):
             saved = self.save_checkpoint(step)
         if stopping:
             run.say(f"stopped by a signal after step {step}: checkpoint {saved}; continue with --train.resume=true")
@@ -249,7 +313,9 @@ class Training:
         if scaler:
             scaler.unscale_(optimizer)
         if run.o.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(run.params, run.o.max_grad_norm)  # whole on every process, gradients averaged
+            torch.nn.utils.clip_grad_norm_(
+                run.params, run.o.max_grad_norm
+            )  # whole on every process, gradients averaged
         if scaler:
             scaler.step(optimizer)
             scaler.update()
@@ -273,7 +339,9 @@ class Training:
             run.save(scores, step)
         else:
             self.stale += 1
-        self.bar.set_postfix({"loss": f"{self.running:.4f}", metric: f"{scores[metric]:.1f}", "best": f"{self.best:.1f}"})
+        self.bar.set_postfix(
+            {"loss": f"{self.running:.4f}", metric: f"{scores[metric]:.1f}", "best": f"{self.best:.1f}"}
+        )
         return run.o.patience is not None and self.stale >= run.o.patience
 
     def _non_finite(self, e: NonFinite) -> NonFinite:
@@ -290,9 +358,13 @@ class Training:
         path = result.prompt_path
         if not self.saved_best:
             run.save({}, self.done, interrupted=True)
-            run.say(f"interrupted after step {self.done}: saved the {run.method.result} as it stood (not evaluated) to {path}")
+            run.say(
+                f"interrupted after step {self.done}: saved the {run.method.result} as it stood (not evaluated) to {path}"
+            )
         else:
-            run.say(f"interrupted after step {self.done}: {path} holds the best {run.method.result} so far ({run.task.metric} {self.best:.2f} at step {result.best_step})")
+            run.say(
+                f"interrupted after step {self.done}: {path} holds the best {run.method.result} so far ({run.task.metric} {self.best:.2f} at step {result.best_step})"
+            )
 
     def end(self) -> TrainResult:
         """The model leaves training in eval mode holding the result that was saved; the run's report."""
@@ -307,7 +379,9 @@ class Training:
             run.save({}, self.done)
             result.best_step = self.done
         if self.done == self.start:
-            run.say(f"--train.resume: the run had already ended at step {self.done}; nothing was trained, and results.jsonl is unchanged")
+            run.say(
+                f"--train.resume: the run had already ended at step {self.done}; nothing was trained, and results.jsonl is unchanged"
+            )
         return run.finish(append=self.done > self.start)
 
 
