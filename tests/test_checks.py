@@ -5,11 +5,12 @@ from dataclasses import replace
 import pytest
 import yaml
 
-from softprompt.checks import check_training_command, output_folder
+from softprompt.checks import output_folder
 from softprompt.cli import main
 from softprompt.errors import UserError
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.training.accumulate import accumulation_steps, micro_batch
+from softprompt.training.option_checks import check_training_command
 
 # no model and no data exist at these paths: an error about them would mean the checks came too late
 MISSING_MODEL = "/nonexistent/model"

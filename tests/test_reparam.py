@@ -7,7 +7,6 @@ import pytest
 import torch
 from conftest import BUILDERS, sentiment_rows
 
-from softprompt.checks import check_prompt
 from softprompt.cli import main
 from softprompt.core.bank import PromptBank
 from softprompt.errors import UserError
@@ -17,6 +16,7 @@ from softprompt.options import DataOptions, MethodOptions, PromptOptions, TrainO
 from softprompt.reparam import NAMES, REPARAMS, ULPT, ReparamBank, Residual, make_reparam
 from softprompt.reparam.ulpt import projection
 from softprompt.tasks import make_task
+from softprompt.training.option_checks import check_prompt
 from softprompt.training.train import PROMPT_FILE, RESULTS_FILE, train
 
 VERBALIZERS = {"0": "no", "1": "yes"}

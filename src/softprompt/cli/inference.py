@@ -8,6 +8,7 @@ from pathlib import Path
 from softprompt import checks
 from softprompt.errors import UserError
 from softprompt.options import DataOptions, ModelOptions
+from softprompt.training import option_checks
 
 
 def predict(
@@ -78,8 +79,8 @@ def ensemble(
     allow_other_model: bool = False,
 ) -> dict:
     """Score prompts of one task alone and as an ensemble, run together in one batched pass (paper section 7)."""
-    checks.check_data(data)
-    checks.check_data_files(data)
+    option_checks.check_data(data)
+    option_checks.check_data_files(data)
     checks.check_predict(batch_size)
     checks.check_model(model)
     if len(prompts) < 2:

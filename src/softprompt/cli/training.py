@@ -6,6 +6,7 @@ from pathlib import Path
 from softprompt import checks
 from softprompt.errors import UserError
 from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, TrainOptions
+from softprompt.training import option_checks
 
 
 def train(
@@ -18,7 +19,7 @@ def train(
 ) -> dict:
     """Adapt a frozen model to a task: a soft prompt (TRAIN.OUTPUT_DIR/prompt.safetensors) or, with --method NAME,
     one of the paper's comparison methods; every run appends its report to TRAIN.OUTPUT_DIR/results.jsonl."""
-    checks.check_training_command(prompt, data, train)
+    option_checks.check_training_command(prompt, data, train)
     checks.check_model(model)
     from softprompt.training.run_folder import check_output_folder
 
@@ -76,7 +77,7 @@ def evaluate(
     """Score PROMPT_FILE on DATA.VALIDATION; without it, score the frozen model alone (prompt design).
 
     Takes the same recipe as train; only its model and data sections and train.eval_batch_size are used."""
-    checks.check_eval(data, train)
+    option_checks.check_eval(data, train)
     checks.check_model(model)
     if not (data.validation or data.train):
         raise UserError("--data.validation: give the data to evaluate on")
@@ -121,7 +122,7 @@ def transfer(
     """Train on one task with each of --methods (prompt and model tuning by default), then score each result on
     --targets without training: the paper's domain-shift table, with the in-domain row and the delta
     (TRAIN.OUTPUT_DIR/transfer.md, .csv and .json)."""
-    checks.check_training_command(prompt, data, train)
+    option_checks.check_training_command(prompt, data, train)
     checks.check_model(model)
     if not targets:
         raise UserError("--targets: give one or more evaluation sets (TASK=FILE, or a data section)")

@@ -33,7 +33,12 @@ from typing import Any
 from softprompt import checks
 from softprompt.errors import UserError
 from softprompt.files.yaml_file import describe, mapping, plain, read_yaml
+from softprompt.methods import make_method
+from softprompt.models.embedded import MODELS
+from softprompt.models.model import resolve_model_path
 from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, TrainOptions
+from softprompt.tasks import make_task
+from softprompt.training import option_checks
 
 SECTIONS = {
     "model": ModelOptions,
@@ -204,17 +209,12 @@ def matters(axis: str, method: str, shots: int = 0) -> bool:
 
 def check_cell(cell: Cell, where: str) -> None:
     """The checks `softprompt train` makes, and that every local data file and model folder exists."""
-    from softprompt.methods import make_method
-    from softprompt.models.embedded import MODELS
-    from softprompt.models.model import resolve_model_path
-    from softprompt.tasks import make_task
-
     try:
         for section in SECTIONS:
             checks.not_null(section, getattr(cell, section))
         if cell.model.name and cell.model.name not in MODELS:
             resolve_model_path(cell.model.name)  # a local folder must exist; a hub name is left to the hub
-        checks.check_training_command(cell.prompt, cell.data, cell.train)
+        option_checks.check_training_command(cell.prompt, cell.data, cell.train)
         make_method(cell.method, cell.prompt)  # the method's own checks, and that the prompt options suit it
         make_task(cell.data)
         check_data_files(cell.data)
@@ -225,7 +225,7 @@ def check_cell(cell: Cell, where: str) -> None:
 
 
 def check_data_files(data: DataOptions) -> None:
-    checks.check_data_files(data, "data.")
+    option_checks.check_data_files(data, "data.")
 
 
 def cell_ids(assignments: list[dict]) -> list[str]:

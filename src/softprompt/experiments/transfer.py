@@ -18,6 +18,7 @@ from softprompt.methods import make_method
 from softprompt.models.model import EMBEDDED_MODEL, SoftPromptModel
 from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
+from softprompt.training import option_checks
 
 JSON_FILE, CSV_FILE, MARKDOWN_FILE = "transfer.json", "transfer.csv", "transfer.md"
 IN_DOMAIN = "in-domain"
@@ -51,7 +52,7 @@ def targets_from(specs: list, source: DataOptions) -> list[Target]:
             raise UserError(f"{where}data.validation: give the data to evaluate on")
         try:
             checks.not_null("data", data)
-            checks.check_data(data)
+            option_checks.check_data(data)
             make_task(data)
             check_data_files(data)
         except UserError as e:

@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from softprompt.core.template import Template
 from softprompt.errors import UserError, first_line
 from softprompt.files.atomic import atomic_path
 
@@ -215,13 +216,6 @@ def check_metadata(metadata, path: Path) -> None:
             raise UserError(f"{path}: its metadata field 'task.{key}' is {task[key]}, expected at least 1")
     if not all(isinstance(v, str) for v in task.get("verbalizers", {}).values()):
         raise UserError(f"{path}: its metadata field 'task.verbalizers' holds a label text that is not a string")
-    from softprompt.core.template import Template
-    from softprompt.tasks import TASKS
-
-    if task.get("type") is not None and task["type"] not in TASKS:
-        raise UserError(
-            f"{path}: its task {_short(task['type'])} is not one this softprompt knows ({', '.join(TASKS)})"
-        )
     if task.get("template") is not None:
         try:
             Template(task["template"])

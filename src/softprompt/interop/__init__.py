@@ -13,6 +13,7 @@ import torch
 
 from softprompt.errors import UserError
 from softprompt.files.prompt_file import save_prompt
+from softprompt.models.model import SoftPromptModel
 
 
 @dataclass
@@ -68,8 +69,6 @@ def base_identity(
 ) -> tuple[dict, str | None]:
     """The model's identity as prompt files record it, its width checked; when a hub model cannot be loaded (offline),
     only its name and family, with a note saying the width went unchecked."""
-    from softprompt.models.model import SoftPromptModel
-
     try:
         model = SoftPromptModel.load(name, family, dtype)
     except UserError as e:

@@ -15,6 +15,7 @@ from softprompt.core.template import Template
 from softprompt.errors import UserError
 from softprompt.files.atomic import write_text_atomic
 from softprompt.methods.base import Method
+from softprompt.tasks import Example
 
 CONTEXT = "_context"  # the field before the task's template: the instruction and the shots, each on its own line
 
@@ -100,8 +101,6 @@ class PromptDesign(Method):
 
     def load(self, model, folder):
         """The frozen model as it is; the instruction and shots come back into this method."""
-        from softprompt.tasks import Example
-
         design = json.loads(self.path(folder).read_text(encoding="utf-8"))
         self.options = replace(self.options, instruction=design["instruction"], shots=len(design["shots"]))
         self.shots = [Example(s["fields"], target=s["target"]) for s in design["shots"]]
