@@ -165,7 +165,7 @@ def trainer(kind: str, base, tokenizer, family: str, s: Setting, checkpointing: 
     from softprompt.core.attention import finite_attention
     from softprompt.core.bank import PromptBank
     from softprompt.models.model import SoftPromptModel
-    from softprompt.training.train import enable_gradient_checkpointing
+    from softprompt.training.step_modes import enable_gradient_checkpointing
 
     base = (copy.deepcopy(base) if fresh else base).to(DEVICE).train()
     if checkpointing:  # the same for all three: non-reentrant, every layer
@@ -329,7 +329,7 @@ def throughput_child(name: str, quick: bool) -> None:
 
     from softprompt.core.bank import PromptBank
     from softprompt.models.model import SoftPromptModel
-    from softprompt.training.train import backward_accumulated
+    from softprompt.training.accumulate import backward_accumulated
 
     torch.set_num_threads(1)
     s = SETTINGS["quick" if quick else "full"]

@@ -16,10 +16,11 @@ from conftest import save_model, sentiment_rows, tiny_gpt2
 
 from softprompt.errors import UserError
 from softprompt.files.prompt_file import load_prompt
+from softprompt.methods.prompt import PROMPT_FILE
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
 from softprompt.training import checkpoint
-from softprompt.training.train import PROMPT_FILE, train_prompt
+from softprompt.training.train import train_prompt
 
 TESTS = Path(__file__).parent
 PROMPT = PromptOptions(length=4, init="vocab", vocab_first_n=40)

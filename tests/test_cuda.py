@@ -19,12 +19,13 @@ from softprompt.core.attention import finite_attention
 from softprompt.core.bank import PromptBank
 from softprompt.files.prompt_file import load_prompt
 from softprompt.methods import make_method
+from softprompt.methods.prompt import PROMPT_FILE
 from softprompt.models import model as model_module
 from softprompt.models.model import SoftPromptModel
 from softprompt.options import DataOptions, MethodOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
 from softprompt.training import checkpoint
-from softprompt.training.train import PROMPT_FILE, train
+from softprompt.training.train import train
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -7,11 +7,12 @@ from conftest import sentiment_rows
 from softprompt.core.bank import PromptBank
 from softprompt.errors import UserError
 from softprompt.files.prompt_file import load_prompt
+from softprompt.methods.prompt import PROMPT_FILE
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.reparam.dept import DePTBank
 from softprompt.tasks import make_task
 from softprompt.training.option_checks import check_prompt
-from softprompt.training.train import PROMPT_FILE, train_prompt
+from softprompt.training.train import train_prompt
 
 LABELS = ["yes", "no"]
 

@@ -18,8 +18,16 @@ import pytest
 from softprompt.cli import main
 from softprompt.errors import UserError
 from softprompt.models import embedded
-from softprompt.models.embedded import MARKER, SMOLLM2, FetchError, PackagedModel, WheelGGUFModel, pip_error
-from softprompt.models.model import DECODER_ONLY, EMBEDDED_MODEL, SoftPromptModel, resolve_model_path
+from softprompt.models.embedded import (
+    EMBEDDED_MODEL,
+    MARKER,
+    SMOLLM2,
+    FetchError,
+    PackagedModel,
+    WheelGGUFModel,
+    pip_error,
+)
+from softprompt.models.model import DECODER_ONLY, SoftPromptModel, resolve_model_path
 
 MEMBER = "fakemodel/tiny.gguf"
 CONTENT = b"a small stand-in for a GGUF file"

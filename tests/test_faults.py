@@ -25,11 +25,14 @@ from softprompt.files import atomic as files
 from softprompt.files import prompt_file as prompt
 from softprompt.files import state_file
 from softprompt.files.prompt_file import load_prompt, save_prompt
+from softprompt.methods.prompt import PROMPT_FILE
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
 from softprompt.training import checkpoint, run_folder
 from softprompt.training import train as train_module
-from softprompt.training.train import PROMPT_FILE, RESULTS_FILE, NonFinite, train_prompt
+from softprompt.training.optim import NonFinite
+from softprompt.training.run_output import RESULTS_FILE
+from softprompt.training.train import train_prompt
 
 TESTS = Path(__file__).parent
 PROMPT = PromptOptions(length=4, init="vocab", vocab_first_n=40)

@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 
 from softprompt.cli import main
 from softprompt.core.bank import PromptBank
+from softprompt.files.integrity import sha256_of
 from softprompt.files.prompt_file import load_prompt, save_prompt
 from softprompt.interop.peft import peft_generation_fault
-from softprompt.models.embedded import sha256_of
 from softprompt.models.model import SoftPromptModel
 
 TEXTS = ["the movie was great", "a film is bad"]  # as many tokens each: no padding

@@ -11,7 +11,8 @@ from softprompt.core.bank import PromptBank
 from softprompt.errors import UserError
 from softprompt.files.prompt_file import save_prompt
 from softprompt.inference.loading import load_with_prompts
-from softprompt.models.model import EMBEDDED_MODEL, SoftPromptModel
+from softprompt.models.embedded import EMBEDDED_MODEL
+from softprompt.models.model import SoftPromptModel
 
 
 @pytest.mark.parametrize(

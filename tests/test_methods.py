@@ -16,11 +16,14 @@ from softprompt.cli import main
 from softprompt.cli.parser import _method_name_option
 from softprompt.errors import UserError
 from softprompt.methods import METHODS, make_method
+from softprompt.methods.prompt import default_lr
 from softprompt.methods.prompt_design import designed_template
 from softprompt.models.model import SoftPromptModel
 from softprompt.options import DataOptions, MethodOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
-from softprompt.training.train import RESULTS_FILE, backward_accumulated, default_lr, train
+from softprompt.training.accumulate import backward_accumulated
+from softprompt.training.run_output import RESULTS_FILE
+from softprompt.training.train import train
 
 VERBALIZERS = {"0": "no", "1": "yes"}
 TRAINED = ["prompt", "model", "prefix", "lora", "adapter"]

@@ -10,9 +10,10 @@ from softprompt.core.template import Template
 from softprompt.errors import UserError
 from softprompt.files.prompt_file import load_prompt
 from softprompt.inference.loading import task_options
+from softprompt.methods.prompt import PROMPT_FILE
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
-from softprompt.training.train import PROMPT_FILE, train_prompt
+from softprompt.training.train import train_prompt
 
 SLOTTED = Template("the movie {prompt} was {}")
 LABELS = ["yes", "no"]

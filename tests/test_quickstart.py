@@ -8,7 +8,8 @@ import torch
 from softprompt.cli import main
 from softprompt.core.bank import PromptBank
 from softprompt.experiments.quickstart import shipped
-from softprompt.models.model import EMBEDDED_MODEL, ENCODER_ONLY, SoftPromptModel, mean_pool
+from softprompt.models.embedded import EMBEDDED_MODEL
+from softprompt.models.model import ENCODER_ONLY, SoftPromptModel, mean_pool
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,14 @@ from softprompt.core.bank import PromptBank
 from softprompt.errors import UserError
 from softprompt.files.prompt_file import load_prompt, save_prompt
 from softprompt.methods import make_method
+from softprompt.methods.prompt import PROMPT_FILE
 from softprompt.options import DataOptions, MethodOptions, PromptOptions, TrainOptions
 from softprompt.reparam import NAMES, REPARAMS, ULPT, ReparamBank, Residual, make_reparam
 from softprompt.reparam.ulpt import projection
 from softprompt.tasks import make_task
 from softprompt.training.option_checks import check_prompt
-from softprompt.training.train import PROMPT_FILE, RESULTS_FILE, train
+from softprompt.training.run_output import RESULTS_FILE
+from softprompt.training.train import train
 
 VERBALIZERS = {"0": "no", "1": "yes"}
 OPTIONS = {"residual": dict(reparam="residual", bottleneck=6), "ulpt": dict(reparam="ulpt", rank=4)}

@@ -12,18 +12,13 @@ from transformers.optimization import Adafactor
 from softprompt.core.bank import PromptBank
 from softprompt.errors import UserError
 from softprompt.files.prompt_file import load_prompt, save_prompt
+from softprompt.methods.prompt import PROMPT_FILE, default_lr
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
-from softprompt.training.train import (
-    PROMPT_FILE,
-    PromptAdafactor,
-    accumulation_steps,
-    backward_accumulated,
-    default_lr,
-    make_optimizer,
-    resolve_precision,
-    train_prompt,
-)
+from softprompt.training.accumulate import accumulation_steps, backward_accumulated
+from softprompt.training.optim import PromptAdafactor, make_optimizer
+from softprompt.training.step_modes import resolve_precision
+from softprompt.training.train import train_prompt
 
 VERBALIZERS = {"0": "no", "1": "yes"}
 

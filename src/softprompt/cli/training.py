@@ -25,10 +25,12 @@ def train(
 
     check_output_folder(train.output_dir, model.name)
     from softprompt.methods import make_method
-    from softprompt.models.model import EMBEDDED_MODEL, SoftPromptModel, resolve_model_path
+    from softprompt.models.embedded import EMBEDDED_MODEL
+    from softprompt.models.model import SoftPromptModel, resolve_model_path
     from softprompt.tasks import make_task
     from softprompt.training.run import start_accelerate
-    from softprompt.training.train import RESULTS_FILE, run_summary
+    from softprompt.training.run_output import RESULTS_FILE
+    from softprompt.training.run_report import run_summary
     from softprompt.training.train import train as train_with
 
     chosen = make_method(method or MethodOptions(), prompt, allow_other_model)
@@ -82,7 +84,8 @@ def evaluate(
     if not (data.validation or data.train):
         raise UserError("--data.validation: give the data to evaluate on")
     from softprompt.inference.loading import load_with_prompts, task_options
-    from softprompt.models.model import EMBEDDED_MODEL, SoftPromptModel
+    from softprompt.models.embedded import EMBEDDED_MODEL
+    from softprompt.models.model import SoftPromptModel
     from softprompt.tasks import make_task
 
     if prompt_file:

@@ -4,10 +4,12 @@ comparison the paper makes: prompt design (the frozen model with label words onl
 from dataclasses import replace
 from importlib import resources
 
-from softprompt.models.model import EMBEDDED_MODEL, SoftPromptModel
+from softprompt.models.embedded import EMBEDDED_MODEL
+from softprompt.models.model import SoftPromptModel
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
-from softprompt.training.train import size_report, train_prompt
+from softprompt.training.run_report import size_report
+from softprompt.training.train import train_prompt
 
 # The MiniLM recipe of configs/minilm-sst2.yaml (which gives the evidence for each setting): a short
 # class-label-initialised prompt, Adafactor at a learning rate scaled to MiniLM's small embeddings, no dropout.

@@ -20,7 +20,8 @@ from softprompt.experiments.plots import write_plots
 from softprompt.experiments.table import write_tables
 from softprompt.files.atomic import clear_temporaries, write_text_atomic
 from softprompt.methods import make_method
-from softprompt.models.model import EMBEDDED_MODEL, SoftPromptModel
+from softprompt.models.embedded import EMBEDDED_MODEL
+from softprompt.models.model import SoftPromptModel
 from softprompt.tasks import make_task
 from softprompt.training.checkpoint import CHECKPOINTS
 from softprompt.training.train import train

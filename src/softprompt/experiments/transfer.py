@@ -15,7 +15,8 @@ from softprompt.experiments.sweep import run_sweep
 from softprompt.experiments.table import write_csv
 from softprompt.files.atomic import write_text_atomic
 from softprompt.methods import make_method
-from softprompt.models.model import EMBEDDED_MODEL, SoftPromptModel
+from softprompt.models.embedded import EMBEDDED_MODEL
+from softprompt.models.model import SoftPromptModel
 from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
 from softprompt.training import option_checks

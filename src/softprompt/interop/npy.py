@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from softprompt.errors import UserError, first_line
+from softprompt.files.integrity import sha256_of
 from softprompt.interop import Imported
-from softprompt.models.embedded import sha256_of
 
 MAGIC = b"\x93NUMPY"
 

@@ -24,9 +24,9 @@ from safetensors.torch import save_file
 
 from softprompt.errors import UserError
 from softprompt.files.atomic import atomic_folder
+from softprompt.files.integrity import sha256_of
 from softprompt.files.prompt_file import load_prompt
 from softprompt.interop import Imported
-from softprompt.models.embedded import sha256_of
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"

@@ -9,7 +9,7 @@ from pathlib import Path
 from torch import nn
 
 from softprompt.core.bank import PromptBank
-from softprompt.files.atomic import atomic_folder, write_text_atomic  # noqa: F401  atomic_folder re-exported for the methods
+from softprompt.files.atomic import write_text_atomic
 from softprompt.models.model import SoftPromptModel
 from softprompt.options import MethodOptions, PromptOptions, TrainOptions
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from softprompt.errors import UserError, first_line
 from softprompt.files.atomic import atomic_folder, human_size
-from softprompt.files.integrity import check_folder, check_sha256, folder_hashes, sha256_of  # noqa: F401  sha256_of re-exported
+from softprompt.files.integrity import check_folder, check_sha256, folder_hashes
 
 BUILD = ".build"  # the suffix of work folders
 MARKER = "softprompt-embedded.json"  # written last into a cache folder: what it was built from

@@ -26,7 +26,6 @@ from softprompt.errors import UserError, first_line
 from softprompt.files.prompt_file import embedding_fingerprint
 from softprompt.models import embedded
 from softprompt.models.anchor_cache import AnchorCache
-from softprompt.models.embedded import EMBEDDED_MODEL  # noqa: F401  re-exported: the default model
 from softprompt.models.pickles import hub_pickle_message, refuse_pickled_folder
 from softprompt.models.prefix_cache import PrefixCache
 from softprompt.models.prefix_cache import applies as cache_applies

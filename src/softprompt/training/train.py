@@ -21,18 +21,16 @@ from tqdm.auto import tqdm
 
 from softprompt.errors import UserError
 from softprompt.methods import Method, make_method
-from softprompt.methods.prompt import PAPER_LR, PROMPT_FILE, T5_EMBEDDING_RMS, T5_TYPES, default_lr, initial_prompt  # noqa: F401  re-exported
 from softprompt.models.model import SoftPromptModel
 from softprompt.models.sharding import prepare, same_on_every_process
 from softprompt.options import MethodOptions, PromptOptions, TrainOptions
 from softprompt.tasks import Example, Task
 from softprompt.training import checkpoint, run_folder, run_output
-from softprompt.training.accumulate import accumulation_steps, backward_accumulated  # noqa: F401  re-exported
-from softprompt.training.optim import NonFinite, PromptAdafactor, check_finite, make_optimizer, optimizer_step  # noqa: F401  re-exported
-from softprompt.training.run import Run, evaluate_sharded  # noqa: F401  re-exported
-from softprompt.training.run_output import LOG_FILE, RESULTS_FILE  # noqa: F401  re-exported
-from softprompt.training.run_report import TrainResult, run_summary, size_report  # noqa: F401  re-exported
-from softprompt.training.step_modes import enable_gradient_checkpointing, resolve_precision, training_mode  # noqa: F401  re-exported
+from softprompt.training.accumulate import backward_accumulated
+from softprompt.training.optim import NonFinite, check_finite, make_optimizer, optimizer_step
+from softprompt.training.run import Run
+from softprompt.training.run_report import TrainResult
+from softprompt.training.step_modes import training_mode
 
 
 def train_prompt(
