@@ -23,7 +23,8 @@ from softprompt.core.bank import PromptBank
 from softprompt.files.prompt_file import PromptFile, load_prompt, save_prompt
 from softprompt.inference.loading import task_options
 from softprompt.models.model import ENCODER_ONLY
-from softprompt.serve.app import Settings, create_app
+from softprompt.options import ServeOptions
+from softprompt.serve.app import create_app
 from softprompt.serve.batching import Scheduler
 from softprompt.serve.client import Client, ServeError, ServerUnreachable
 from softprompt.serve.engine import Engine, ServedTask, UnknownTask, input_fields
@@ -324,7 +325,7 @@ def served(tmp_path):
 
 
 def client_for(engine, **settings) -> TestClient:
-    return TestClient(create_app(engine, Settings(**settings)))
+    return TestClient(create_app(engine, ServeOptions(**settings)))
 
 
 def test_every_endpoint(served):

@@ -22,7 +22,8 @@ from test_serve import COLOUR, SENTIMENT, free_port, served_folder, write_prompt
 import softprompt
 from softprompt.cli import main
 from softprompt.files.prompt_file import save_prompt
-from softprompt.serve.app import Settings, create_app
+from softprompt.options import ServeOptions
+from softprompt.serve.app import create_app
 from softprompt.serve.client import Client, ServeError
 from softprompt.serve.engine import Engine
 
@@ -131,7 +132,7 @@ BAD = [
 @pytest.mark.parametrize("content, status, message", [case[1:] for case in BAD], ids=[case[0] for case in BAD])
 def test_a_bad_request_gets_a_4xx_with_a_json_error(served, content, status, message):
     _, _, engine = served
-    with TestClient(create_app(engine, Settings(**LIMITS))) as client:
+    with TestClient(create_app(engine, ServeOptions(**LIMITS))) as client:
         response = client.post("/v1/predict", content=content, headers=JSON)
         assert response.status_code == status
         assert message in is_json_error(response)
@@ -210,7 +211,7 @@ def test_the_served_model_is_not_chosen_by_a_file_outside_the_folder(tmp_path, m
 # ----- credentials, CORS, the address --------------------------------------------------------------------------
 def test_with_a_token_every_route_but_healthz_needs_it(served):
     _, _, engine = served
-    app = create_app(engine, Settings(token="s3cret"))
+    app = create_app(engine, ServeOptions(token="s3cret"))
     routes = {(method, route.path) for route in app.routes for method in getattr(route, "methods", None) or ["GET"]}
     assert {("GET", "/docs"), ("GET", "/redoc"), ("GET", "/openapi.json"), ("POST", "/v1/predict")} <= routes
     with TestClient(app) as client:
@@ -245,7 +246,7 @@ def test_the_token_is_compared_in_constant_time(served, monkeypatch):
     compared = []
     real = hmac.compare_digest
     monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compared.append((a, b)) or real(a, b))
-    with TestClient(create_app(engine, Settings(token="s3cret"))) as client:
+    with TestClient(create_app(engine, ServeOptions(token="s3cret"))) as client:
         assert client.get("/v1/tasks", headers={"Authorization": "Bearer guess"}).status_code == 401
         assert client.get("/v1/tasks", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     assert compared == [(b"guess", b"s3cret"), (b"s3cret", b"s3cret")]  # every check goes through hmac.compare_digest

@@ -10,7 +10,8 @@ from schemathesis import GenerationMode
 from schemathesis.config import SchemathesisConfig
 from test_serve import served_folder
 
-from softprompt.serve.app import Settings, create_app
+from softprompt.options import ServeOptions
+from softprompt.serve.app import create_app
 from softprompt.serve.engine import Engine
 
 TOKEN = "s3cret"
@@ -37,7 +38,7 @@ def engine(tmp_path_factory):
 
 
 def load(engine, token=None):
-    app = create_app(engine, Settings(token=token, max_inputs=8, max_input_chars=200, max_body_bytes=20_000))
+    app = create_app(engine, ServeOptions(token=token, max_inputs=8, max_input_chars=200, max_body_bytes=20_000))
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return schemathesis.openapi.from_asgi("/openapi.json", app, config=CONFIG, headers=headers)
 

@@ -171,3 +171,23 @@ class MethodOptions:
     """prefix: the number of prefix positions, whose keys and values are learned in every layer."""
     adapter_size: int = 64
     """adapter: the bottleneck width of each adapter."""
+
+
+@dataclass
+class ServeOptions:
+    """softprompt serve's options (the command spells each as --NAME; `kv_reuse` is --no_kv_reuse's opposite)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None  # bearer token; None: no authentication
+    max_batch_size: int = 32  # rows per model pass
+    max_wait_ms: float = 5.0  # how long a batch waits to fill
+    max_inputs: int = 64  # per request
+    max_input_chars: int = 20_000  # per input (all its fields together)
+    max_body_bytes: int = 1_000_000
+    rescan_seconds: float = 0.0  # periodic rescans of the prompt folder; 0: only on POST /v1/tasks
+    max_new_tokens: int = 256  # the longest generated answer, whatever a prompt file records
+    timeout_seconds: float = 60.0  # a request's deadline (504 past it); a generation stops after it
+    device: str = "auto"
+    dtype: str = "auto"
+    kv_reuse: bool = True  # decoder-only: each prompt's keys and values computed once

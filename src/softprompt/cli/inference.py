@@ -7,7 +7,7 @@ from pathlib import Path
 
 from softprompt import checks
 from softprompt.errors import UserError
-from softprompt.options import DataOptions, ModelOptions
+from softprompt.options import DataOptions, ModelOptions, ServeOptions
 from softprompt.training import option_checks
 
 
@@ -105,43 +105,9 @@ def ensemble(
 
 
 def serve(
-    prompts: str,
-    model: str | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    token: str | None = None,
-    max_batch_size: int = 32,
-    max_wait_ms: float = 5.0,
-    max_inputs: int = 64,
-    max_input_chars: int = 20_000,
-    max_body_bytes: int = 1_000_000,
-    rescan_seconds: float = 0.0,
-    device: str = "auto",
-    dtype: str = "auto",
-    allow_other_model: bool = False,
-    no_kv_reuse: bool = False,
-    max_new_tokens: int = 256,
-    timeout_seconds: float = 60.0,
+    prompts: str, model: str | None = None, allow_other_model: bool = False, no_kv_reuse: bool = False, **options
 ) -> None:
     """Serve every prompt of a folder over HTTP from one frozen model: rows of all tasks run in shared batches."""
     from softprompt.serve.server import run
 
-    run(
-        prompts,
-        model,
-        host,
-        port,
-        token,
-        max_batch_size,
-        max_wait_ms,
-        max_inputs,
-        max_input_chars,
-        max_body_bytes,
-        rescan_seconds,
-        device,
-        dtype,
-        allow_other_model,
-        kv_reuse=not no_kv_reuse,
-        max_new_tokens=max_new_tokens,
-        timeout_seconds=timeout_seconds,
-    )
+    run(prompts, model, ServeOptions(**options, kv_reuse=not no_kv_reuse), allow_other_model)

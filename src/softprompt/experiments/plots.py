@@ -6,6 +6,8 @@
 Each point is the mean over seeds with the standard deviation as its error bar; one file per panel (task, model).
 """
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from softprompt.experiments.grid import SEED_AXIS, TASK_AXIS, slug
@@ -16,50 +18,45 @@ LENGTH, INIT, MODEL, METHOD = "prompt.length", "prompt.init", "model.name", "met
 STYLES = ("-", "--", ":", "-.")
 
 
+@dataclass(frozen=True)
+class Figure:
+    """What one kind of plot shows: metric vs the axis `x`, a line per value of the axis `lines`."""
+
+    stem: str  # file names start with it
+    x: str
+    lines: str
+    xlabel: str
+    x_of: Callable[[list[dict]], float]  # a point's x from its rows
+    panels: tuple[str, ...] | None = None  # the axes that split the plot into files (None: every other axis)
+
+
+LENGTH_FIGURE = Figure("length", LENGTH, INIT, "prompt length (tokens)", lambda rs: rs[0][LENGTH])
+SCALE_FIGURE = Figure("scale", MODEL, METHOD, "model parameters", lambda rs: rs[0]["base_parameters"], (TASK_AXIS,))
+
+
 def write_plots(folder: Path, rows: list[dict], axes: dict[str, list]) -> list[Path]:
     """The plots the axes allow, written into `folder`; returns their paths."""
     written = []
     if len(axes.get(LENGTH, [])) > 1:
         prompt_rows = [r for r in rows if r.get(LENGTH) not in (None, "")]
         prompt_axes = {a: v for a, v in axes.items() if a != METHOD}  # these rows are all prompt tuning
-        written += line_plot(
-            folder,
-            "length",
-            prompt_rows,
-            prompt_axes,
-            x=LENGTH,
-            lines=INIT,
-            xlabel="prompt length (tokens)",
-            x_of=lambda rs: rs[0][LENGTH],
-        )
+        written += line_plot(folder, prompt_rows, prompt_axes, LENGTH_FIGURE)
     if len(axes.get(MODEL, [])) > 1:
-        written += line_plot(
-            folder,
-            "scale",
-            rows,
-            axes,
-            x=MODEL,
-            lines=METHOD,
-            xlabel="model parameters",
-            x_of=lambda rs: rs[0]["base_parameters"],
-            panels=(TASK_AXIS,),
-        )
+        written += line_plot(folder, rows, axes, SCALE_FIGURE)
     return written
 
 
-def line_plot(
-    folder: Path,
-    stem: str,
-    rows: list[dict],
-    axes: dict[str, list],
-    x: str,
-    lines: str,
-    xlabel: str,
-    x_of,
-    panels: tuple[str, ...] | None = None,
-) -> list[Path]:
-    """One PNG per panel: metric vs `x` (log scale), a line per value of `lines` and of any other axis, points
-    averaged over seeds. Panels: every axis but x, the lines' and the seed (or those given)."""
+def line_plot(folder: Path, rows: list[dict], axes: dict[str, list], figure: Figure) -> list[Path]:
+    """One PNG per panel: metric vs `figure.x` (log scale), a line per value of `figure.lines` and of any other axis,
+    points averaged over seeds. Panels: every axis but x, the lines' and the seed (or the figure's)."""
+    stem, x, lines, xlabel, x_of, panels = (
+        figure.stem,
+        figure.x,
+        figure.lines,
+        figure.xlabel,
+        figure.x_of,
+        figure.panels,
+    )
     import matplotlib
 
     matplotlib.use("Agg")

@@ -9,7 +9,6 @@ import asyncio
 import hmac
 import logging
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -21,25 +20,13 @@ from starlette.exceptions import HTTPException
 
 from softprompt import __version__
 from softprompt.errors import UserError
+from softprompt.options import ServeOptions
 from softprompt.serve.batching import Scheduler
 from softprompt.serve.engine import Engine, UnknownTask
 
 log = logging.getLogger("softprompt.serve")
 
 OPEN_PATHS = ("/healthz",)
-
-
-@dataclass
-class Settings:
-    token: str | None = None  # bearer token; None: no authentication
-    max_inputs: int = 64  # per request
-    max_input_chars: int = 20_000  # per input (all its fields together)
-    max_body_bytes: int = 1_000_000
-    max_batch_size: int = 32  # rows per model pass
-    max_wait_ms: float = 5.0  # how long a batch waits to fill
-    rescan_seconds: float = 0.0  # periodic rescans of the prompt folder; 0: only on POST /v1/tasks
-    max_new_tokens: int = 256  # the longest generated answer, whatever a prompt file records
-    timeout_seconds: float = 60.0  # a request's deadline (504 past it); a generation stops after it
 
 
 Input = str | dict[str, str]
@@ -111,8 +98,8 @@ def error(status: int, message: str, **headers) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers or None)
 
 
-def create_app(engine: Engine, settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+def create_app(engine: Engine, settings: ServeOptions | None = None) -> FastAPI:
+    settings = settings or ServeOptions()
 
     engine.max_new_tokens, engine.max_seconds = settings.max_new_tokens, settings.timeout_seconds
 

@@ -5,63 +5,51 @@ import logging
 import os
 import socket
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from softprompt.checks import MAX_SIZE, MAX_TARGET_LENGTH, at_least, at_most, not_negative, positive
 from softprompt.errors import UserError
 from softprompt.files.prompt_file import load_prompt
+from softprompt.options import ServeOptions
 from softprompt.serve.engine import discover, inside
 
 log = logging.getLogger("softprompt.serve")
 
 
-def check_options(
-    prompts: str,
-    host: str,
-    port: int,
-    token: str | None,
-    max_batch_size: int,
-    max_wait_ms: float,
-    max_inputs: int,
-    max_input_chars: int,
-    max_body_bytes: int,
-    rescan_seconds: float,
-    device: str,
-    max_new_tokens: int = 256,
-    timeout_seconds: float = 60.0,
-) -> None:
+def check_options(prompts: str, o: ServeOptions) -> None:
     if not Path(prompts).is_dir():
         raise UserError(
             f"--prompts: {prompts} is not a folder"
             if Path(prompts).exists()
             else f"--prompts: no such folder {prompts}"
         )
-    if not 0 <= port <= 65535:
-        raise UserError(f"--port must be between 0 and 65535 (got {port})")
-    check_token(token, "--token")
+    if not 0 <= o.port <= 65535:
+        raise UserError(f"--port must be between 0 and 65535 (got {o.port})")
+    check_token(o.token, "--token")
     for option, value in (
-        ("--max_batch_size", max_batch_size),
-        ("--max_inputs", max_inputs),
-        ("--max_input_chars", max_input_chars),
-        ("--max_body_bytes", max_body_bytes),
+        ("--max_batch_size", o.max_batch_size),
+        ("--max_inputs", o.max_inputs),
+        ("--max_input_chars", o.max_input_chars),
+        ("--max_body_bytes", o.max_body_bytes),
     ):
         at_least(option, value, 1)
-    at_most("--max_batch_size", max_batch_size, MAX_SIZE)
-    not_negative("--max_wait_ms", max_wait_ms)
-    at_most("--max_wait_ms", max_wait_ms, 60_000)  # a minute: a timer thread takes no longer wait
-    not_negative("--rescan_seconds", rescan_seconds)
-    at_most("--rescan_seconds", rescan_seconds, 86_400)  # a day
-    at_least("--max_new_tokens", max_new_tokens, 1)
-    at_most("--max_new_tokens", max_new_tokens, MAX_TARGET_LENGTH)
-    positive("--timeout_seconds", timeout_seconds)
-    at_most("--timeout_seconds", timeout_seconds, 86_400)
-    if device not in ("auto", "cpu") and not device.startswith("cuda"):
-        raise UserError(f"--device: {device!r} is not auto, cpu or cuda[:N]")
-    if device.startswith("cuda"):
+    at_most("--max_batch_size", o.max_batch_size, MAX_SIZE)
+    not_negative("--max_wait_ms", o.max_wait_ms)
+    at_most("--max_wait_ms", o.max_wait_ms, 60_000)  # a minute: a timer thread takes no longer wait
+    not_negative("--rescan_seconds", o.rescan_seconds)
+    at_most("--rescan_seconds", o.rescan_seconds, 86_400)  # a day
+    at_least("--max_new_tokens", o.max_new_tokens, 1)
+    at_most("--max_new_tokens", o.max_new_tokens, MAX_TARGET_LENGTH)
+    positive("--timeout_seconds", o.timeout_seconds)
+    at_most("--timeout_seconds", o.timeout_seconds, 86_400)
+    if o.device not in ("auto", "cpu") and not o.device.startswith("cuda"):
+        raise UserError(f"--device: {o.device!r} is not auto, cpu or cuda[:N]")
+    if o.device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
-            raise UserError(f"--device {device}: CUDA is not available here")
+            raise UserError(f"--device {o.device}: CUDA is not available here")
 
 
 def check_token(token: str | None, source: str) -> None:
@@ -132,62 +120,29 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def run(
-    prompts: str,
-    model: str | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    token: str | None = None,
-    max_batch_size: int = 32,
-    max_wait_ms: float = 5.0,
-    max_inputs: int = 64,
-    max_input_chars: int = 20_000,
-    max_body_bytes: int = 1_000_000,
-    rescan_seconds: float = 0.0,
-    device: str = "auto",
-    dtype: str = "auto",
-    allow_other_model: bool = False,
-    kv_reuse: bool = True,
-    max_new_tokens: int = 256,
-    timeout_seconds: float = 60.0,
-) -> None:
-    token = given_token(token)
-    check_options(
-        prompts,
-        host,
-        port,
-        token,
-        max_batch_size,
-        max_wait_ms,
-        max_inputs,
-        max_input_chars,
-        max_body_bytes,
-        rescan_seconds,
-        device,
-        max_new_tokens,
-        timeout_seconds,
-    )
+def run(prompts: str, model: str | None, options: ServeOptions, allow_other_model: bool = False) -> None:
+    options = replace(options, token=given_token(options.token))
+    check_options(prompts, options)
     name, family = served_model(prompts, model)
-    check_address(host, port)
+    check_address(options.host, options.port)
     import torch
     import uvicorn
 
     from softprompt.models.model import SoftPromptModel
     from softprompt.models.prefix_cache import supports as reuses_prefixes
-    from softprompt.serve.app import Settings, create_app
+    from softprompt.serve.app import create_app
     from softprompt.serve.engine import Engine
 
     handler = _log_to_stderr()
     try:
-        if not token and not is_loopback(host):
+        if not options.token and not is_loopback(options.host):
             log.warning(
                 "serving on %s without a token: anyone who reaches it can use it (give --token or SOFTPROMPT_TOKEN)",
-                host,
+                options.host,
             )
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        frozen = SoftPromptModel.load(name, family, dtype).to(device)
-        frozen.kv_reuse = frozen.kv_reuse and kv_reuse  # SOFTPROMPT_KV_REUSE=0 or --no_kv_reuse turns it off
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if options.device == "auto" else options.device
+        frozen = SoftPromptModel.load(name, family, options.dtype).to(device)
+        frozen.kv_reuse = frozen.kv_reuse and options.kv_reuse  # SOFTPROMPT_KV_REUSE=0 or --no_kv_reuse turns it off
         log.info(
             "model %s (%s) on %s%s",
             frozen.name,
@@ -202,19 +157,13 @@ def run(
             prompts,
             ", ".join(engine.snapshot().tasks) or "none yet",
         )
-        settings = Settings(
-            token,
-            max_inputs,
-            max_input_chars,
-            max_body_bytes,
-            max_batch_size,
-            max_wait_ms,
-            rescan_seconds,
-            max_new_tokens,
-            timeout_seconds,
-        )
         uvicorn.run(
-            create_app(engine, settings), host=host, port=port, log_level="info", workers=1, http=json_errors_protocol()
+            create_app(engine, options),
+            host=options.host,
+            port=options.port,
+            log_level="info",
+            workers=1,
+            http=json_errors_protocol(),
         )
     finally:
         log.removeHandler(handler)

@@ -118,20 +118,7 @@ class Run:
         forget_zero3(self.accelerator)
         if self.accelerator.is_main_process:
             seconds = time.perf_counter() - self.started
-            self.result.report = run_report(
-                self.method,
-                self.model,
-                self.task,
-                self.o,
-                self.params,
-                self.base_parameters,
-                self.result,
-                seconds - self.eval_seconds,
-                self.eval_seconds,
-                self.memory,
-                self.accelerator.num_processes,
-                self.accelerator.distributed_type.value,
-            )
+            self.result.report = run_report(self, seconds - self.eval_seconds)
             if append:
                 run_output.log(self.output_dir / run_output.RESULTS_FILE, self.result.report, self.accelerator)
         return self.result

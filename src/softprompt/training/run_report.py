@@ -10,10 +10,6 @@ from pathlib import Path
 import torch
 
 from softprompt.files.atomic import human_size
-from softprompt.methods import Method
-from softprompt.models.model import SoftPromptModel
-from softprompt.options import TrainOptions
-from softprompt.tasks import Task
 
 try:
     import resource
@@ -62,21 +58,11 @@ def _max_rss() -> int | None:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def run_report(
-    method: Method,
-    model: SoftPromptModel,
-    task: Task,
-    o: TrainOptions,
-    params: list,
-    base_parameters: int,
-    result: TrainResult,
-    train_seconds: float,
-    eval_seconds: float,
-    memory: PeakMemory,
-    processes: int,
-    distributed: str,
-) -> dict:
-    """One run's row of results.jsonl; `processes` and `distributed`: how accelerate ran it (MULTI_GPU, FSDP, ...)."""
+def run_report(run, train_seconds: float) -> dict:
+    """One run's row of results.jsonl, from the run (training/run.py): what ran, how accelerate ran it (processes,
+    MULTI_GPU, FSDP, ...), its result, times and memory."""
+    method, model, task, o, result = run.method, run.model, run.task, run.o, run.result
+    params, base_parameters = run.params, run.base_parameters
     trainable = sum(p.numel() for p in params)
     dtype = next(model.base.parameters()).dtype
     return {
@@ -91,11 +77,11 @@ def run_report(
         "bytes_per_task": method.stored_bytes(result.prompt_path.parent),
         "saved": str(result.prompt_path),
         "train_seconds": round(train_seconds, 3),
-        "eval_seconds": round(eval_seconds, 3),
-        "peak_memory_bytes": memory.peak(),
-        "peak_memory_of": memory.kind,
-        "processes": processes,
-        "distributed": distributed,
+        "eval_seconds": round(run.eval_seconds, 3),
+        "peak_memory_bytes": run.memory.peak(),
+        "peak_memory_of": run.memory.kind,
+        "processes": run.accelerator.num_processes,
+        "distributed": run.accelerator.distributed_type.value,
         "metrics": result.metrics,
         "best_step": result.best_step,
         "steps": result.steps,

@@ -42,12 +42,11 @@ def train_prompt(
     o: TrainOptions,
     output_dir: str | Path,
     progress: bool = True,
-    allow_other_model: bool = False,
 ) -> TrainResult:
     """Learn one prompt for `task`; the best one (by the task's metric on validation) is written to output_dir.
 
     Nothing is written until training starts; from then on the run replaces any earlier run in output_dir."""
-    method = make_method(MethodOptions(), prompt_options, allow_other_model)
+    method = make_method(MethodOptions(), prompt_options)
     return train(model, method, task, train_examples, validation_examples, o, output_dir, progress)
 
 
