@@ -37,9 +37,10 @@ sys.path.insert(0, str(ROOT / "src"))
 from report import write_section  # noqa: E402  bench/report.py, beside this file
 
 from softprompt.core.bank import PromptBank  # noqa: E402
+from softprompt.core.families import ENCODER_ONLY  # noqa: E402
 from softprompt.files.prompt_file import save_prompt  # noqa: E402
 from softprompt.models.embedded import MINILM, SMOLLM2  # noqa: E402
-from softprompt.models.model import ENCODER_ONLY, SoftPromptModel  # noqa: E402
+from softprompt.models.model import SoftPromptModel  # noqa: E402
 from softprompt.options import DataOptions  # noqa: E402
 from softprompt.tasks import make_task  # noqa: E402
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from softprompt.cli import main
+from softprompt.core.families import DECODER_ONLY
 from softprompt.errors import UserError
 from softprompt.models import embedded
 from softprompt.models.embedded import (
@@ -27,7 +28,7 @@ from softprompt.models.embedded import (
     WheelGGUFModel,
     pip_error,
 )
-from softprompt.models.model import DECODER_ONLY, SoftPromptModel, resolve_model_path
+from softprompt.models.model import SoftPromptModel, resolve_model_path
 
 MEMBER = "fakemodel/tiny.gguf"
 CONTENT = b"a small stand-in for a GGUF file"

@@ -8,9 +8,9 @@ from conftest import BUILDERS, sentiment_rows, tiny_gpt2
 
 from softprompt.cli import main
 from softprompt.core.bank import PromptBank
+from softprompt.core.families import ENCODER_ONLY
 from softprompt.files.prompt_file import save_prompt
 from softprompt.inference.ensemble import evaluate_ensemble
-from softprompt.models.model import ENCODER_ONLY
 from softprompt.options import DataOptions
 from softprompt.tasks import make_task
 

@@ -5,8 +5,8 @@ import torch
 from conftest import tiny_bert, tiny_gpt2, tiny_t5
 
 from softprompt.core.bank import PromptBank
+from softprompt.core.families import DECODER_ONLY, ENCODER_DECODER, ENCODER_ONLY
 from softprompt.errors import UserError
-from softprompt.models.model import DECODER_ONLY, ENCODER_DECODER, ENCODER_ONLY
 
 
 def outputs(model, inputs, targets=None):

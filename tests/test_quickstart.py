@@ -7,9 +7,10 @@ import torch
 
 from softprompt.cli import main
 from softprompt.core.bank import PromptBank
+from softprompt.core.families import ENCODER_ONLY
 from softprompt.experiments.quickstart import shipped
 from softprompt.models.embedded import EMBEDDED_MODEL
-from softprompt.models.model import ENCODER_ONLY, SoftPromptModel, mean_pool
+from softprompt.models.model import SoftPromptModel, mean_pool
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,9 @@ from fastapi.testclient import TestClient
 import softprompt
 from softprompt.cli import main
 from softprompt.core.bank import PromptBank
+from softprompt.core.families import ENCODER_ONLY
 from softprompt.files.prompt_file import PromptFile, load_prompt, save_prompt
 from softprompt.inference.loading import task_options
-from softprompt.models.model import ENCODER_ONLY
 from softprompt.options import ServeOptions
 from softprompt.serve.app import create_app
 from softprompt.serve.batching import Scheduler

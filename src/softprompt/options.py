@@ -6,13 +6,15 @@ The docstring under each field is its `--help` text.
 from dataclasses import dataclass, field
 from typing import Literal
 
+Family = Literal["encoder-decoder", "decoder-only", "encoder-only"]  # core/families.py names each
+
 
 @dataclass
 class ModelOptions:
     name: str | None = None
     """Hub name or local folder of the frozen model. Unset: the model a given prompt file names (eval, predict),
     else the embedded all-MiniLM-L6-v2 (offline)."""
-    family: Literal["encoder-decoder", "decoder-only", "encoder-only"] | None = None
+    family: Family | None = None
     """Model family; detected from the config when unset."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Dtype of the frozen weights (the prompt itself is always float32)."""

@@ -12,7 +12,7 @@ from softprompt.cli.inference import ensemble, predict, serve
 from softprompt.cli.inspection import info, models, neighbors, similar, tasks
 from softprompt.cli.interop import export, import_
 from softprompt.cli.training import evaluate, quickstart, sweep, train, transfer
-from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, TrainOptions
+from softprompt.options import DataOptions, Family, MethodOptions, ModelOptions, PromptOptions, TrainOptions
 
 COMMANDS = {  # each command's name and function; its docstring is the command's help
     "train": train,
@@ -224,7 +224,7 @@ def build_parser() -> ArgumentParser:
             (
                 ("--family",),
                 dict(
-                    type=Literal["encoder-decoder", "decoder-only", "encoder-only"] | None,
+                    type=Family | None,
                     default=None,
                     help="Model family, when the prompt file does not record it.",
                 ),

@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from softprompt.core.families import FAMILIES
 from softprompt.core.template import Template
 from softprompt.errors import UserError, first_line
 from softprompt.files.atomic import atomic_path
@@ -178,7 +179,6 @@ def _safetensors_reason(path: Path, error: Exception) -> str:
     return first_line(error)
 
 
-FAMILIES = ("encoder-decoder", "decoder-only", "encoder-only")
 TASK_FIELDS = {"type": str, "template": str, "verbalizers": dict, "max_input_length": int, "max_target_length": int}
 
 

@@ -22,6 +22,7 @@ from packaging.version import Version
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from softprompt.core.families import DECODER_ONLY, ENCODER_DECODER, ENCODER_ONLY
 from softprompt.errors import UserError
 from softprompt.files.atomic import atomic_folder
 from softprompt.files.integrity import sha256_of
@@ -34,12 +35,12 @@ PICKLE_FILE = "adapter_model.bin"
 TENSOR_NAME = "prompt_embeddings"
 ADAPTER_FILES = {CONFIG_FILE, WEIGHTS_FILE, PICKLE_FILE, "README.md"}  # what an export may replace
 
-TASK_TYPES = {"encoder-decoder": "SEQ_2_SEQ_LM", "decoder-only": "CAUSAL_LM", "encoder-only": "FEATURE_EXTRACTION"}
+TASK_TYPES = {ENCODER_DECODER: "SEQ_2_SEQ_LM", DECODER_ONLY: "CAUSAL_LM", ENCODER_ONLY: "FEATURE_EXTRACTION"}
 FAMILIES = {task: family for family, task in TASK_TYPES.items()}
 
 PLACEMENT_NOTES = {  # where PEFT's placement differs from softprompt's, as export reports it
-    "encoder-only": "warning: PEFT puts the prompt before [CLS], softprompt after it, so PEFT's outputs with this prompt differ from softprompt's",
-    "decoder-only": "note: PEFT puts the prompt before the whole input, as softprompt does only for rows without left padding "
+    ENCODER_ONLY: "warning: PEFT puts the prompt before [CLS], softprompt after it, so PEFT's outputs with this prompt differ from softprompt's",
+    DECODER_ONLY: "note: PEFT puts the prompt before the whole input, as softprompt does only for rows without left padding "
     "and tokenizers that add no leading BOS (GPT-2); with left padding or a leading BOS (Llama) their outputs differ",
 }
 
@@ -48,7 +49,7 @@ PLACEMENT_NOTES = {  # where PEFT's placement differs from softprompt's, as expo
 # seen affected, and what goes wrong. PEFT's logits for the same batch still equal softprompt's.
 GENERATION_FAULTS = [
     (
-        "decoder-only",
+        DECODER_ONLY,
         "0.21.2",
         "5.24.0",
         "PEFT's generate ignores the position ids that transformers passes it, so its greedy text differs from softprompt's (its logits agree)",

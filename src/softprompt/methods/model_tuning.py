@@ -1,9 +1,10 @@
 """model: model tuning. Every weight of the base model trains (AdamW, lr 5e-5 as in the seed reimplementation); the
 whole tuned model is saved with save_pretrained (safetensors), with its tokenizer, so that it loads as any model folder."""
 
+from softprompt.core.families import ENCODER_ONLY
 from softprompt.files.atomic import atomic_folder
 from softprompt.methods.base import Method, write_metadata
-from softprompt.models.model import ENCODER_ONLY, SoftPromptModel
+from softprompt.models.model import SoftPromptModel
 
 
 class ModelTuning(Method):

@@ -4,9 +4,9 @@ every attention layer, handed to the base model as its past key values.
 peft generates only from token ids, not from input embeddings: a prefix-tuned encoder-decoder or decoder-only model
 can score labels (classification) but not generate text here."""
 
+from softprompt.core.families import ENCODER_ONLY
 from softprompt.errors import UserError
 from softprompt.methods.wrapped import TASK_TYPES, PeftMethod
-from softprompt.models.model import ENCODER_ONLY
 
 
 class PrefixTuning(PeftMethod):

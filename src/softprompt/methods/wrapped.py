@@ -3,9 +3,9 @@ model's own forward, which calls the base on joined input embeddings, runs throu
 
 import warnings
 
+from softprompt.core.families import DECODER_ONLY, ENCODER_DECODER, ENCODER_ONLY
 from softprompt.files.atomic import atomic_folder
 from softprompt.methods.base import Method, write_metadata
-from softprompt.models.model import DECODER_ONLY, ENCODER_DECODER, ENCODER_ONLY
 
 TASK_TYPES = {ENCODER_DECODER: "SEQ_2_SEQ_LM", DECODER_ONLY: "CAUSAL_LM", ENCODER_ONLY: "FEATURE_EXTRACTION"}
 

@@ -18,6 +18,7 @@ from torch import nn
 from softprompt.core import initialisers
 from softprompt.core.attention import finite_attention
 from softprompt.core.bank import PromptBank, rows_of
+from softprompt.core.families import DECODER_ONLY, ENCODER_DECODER, ENCODER_ONLY, FAMILIES
 from softprompt.core.join import IGNORE_INDEX, Joined, insertion_offsets, join
 from softprompt.core.next_token import next_token_losses, target_window
 from softprompt.core.placement import slot_offsets, without_slot
@@ -30,9 +31,6 @@ from softprompt.models.pickles import hub_pickle_message, refuse_pickled_folder
 from softprompt.models.prefix_cache import PrefixCache
 from softprompt.models.prefix_cache import applies as cache_applies
 from softprompt.models.sharding import loading_in, whole, whole_numel, whole_shape
-
-ENCODER_DECODER, DECODER_ONLY, ENCODER_ONLY = "encoder-decoder", "decoder-only", "encoder-only"
-FAMILIES = (ENCODER_DECODER, DECODER_ONLY, ENCODER_ONLY)
 
 
 def checkpoint_dtype(config) -> torch.dtype:

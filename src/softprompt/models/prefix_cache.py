@@ -20,6 +20,7 @@ import transformers
 from packaging.version import Version
 from transformers import DynamicCache, PreTrainedModel
 
+from softprompt.core.families import DECODER_ONLY
 from softprompt.core.join import IGNORE_INDEX, insertion_offsets
 from softprompt.core.next_token import next_token_losses, target_window
 from softprompt.models.content_cache import ContentCache, autocast_state, digest
@@ -32,7 +33,7 @@ KV = tuple[torch.Tensor, torch.Tensor]  # keys, values of every layer: (layers, 
 def supports(model) -> bool:
     """Reuse is exact here: switched on, and a decoder-only base model of full-attention layers (no peft wrapper,
     no sliding window)."""
-    if not (model.kv_reuse and model.family == "decoder-only" and isinstance(model.base, PreTrainedModel)):
+    if not (model.kv_reuse and model.family == DECODER_ONLY and isinstance(model.base, PreTrainedModel)):
         return False
     config = model.base.config.get_text_config(decoder=True)
     layer_types = getattr(config, "layer_types", None) or []

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from softprompt.checks import MAX_TARGET_LENGTH
 from softprompt.core.bank import PromptBank
+from softprompt.core.families import DECODER_ONLY
 from softprompt.errors import UserError
 from softprompt.files.prompt_file import PromptFile, check_compatible, load_prompt
 from softprompt.inference.loading import recorded_task
-from softprompt.models.model import DECODER_ONLY, SoftPromptModel
+from softprompt.models.model import SoftPromptModel
 from softprompt.tasks import ClassificationTask, Task
 from softprompt.tasks.base import check_text, parse_json_input
 

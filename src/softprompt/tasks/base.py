@@ -7,10 +7,11 @@ from dataclasses import dataclass, field, replace
 import torch
 from tqdm.auto import tqdm
 
+from softprompt.core.families import ENCODER_ONLY
 from softprompt.core.template import Template
 from softprompt.data.readers import is_local, json_type, load_rows
 from softprompt.errors import UserError
-from softprompt.models.model import ENCODER_ONLY, SoftPromptModel
+from softprompt.models.model import SoftPromptModel
 from softprompt.options import DataOptions
 
 SPLITS = ("train", "validation")  # FILE@train, FILE@validation: every 10th row (the 10th, 20th, ...) is validation

@@ -5,10 +5,11 @@ take the most likely (rank classification), so a prediction is always one of the
 
 import torch
 
+from softprompt.core.families import ENCODER_ONLY
 from softprompt.data.readers import require_columns
 from softprompt.data.readers import where as row_where
 from softprompt.errors import UserError
-from softprompt.models.model import ENCODER_ONLY, SoftPromptModel
+from softprompt.models.model import SoftPromptModel
 from softprompt.options import DataOptions
 from softprompt.tasks import metrics
 from softprompt.tasks.base import Example, Task
