@@ -283,13 +283,21 @@ class SoftPromptModel(nn.Module):
             raise UserError(f"{what} leaves no room for the input: {self.name} has {self.max_positions} positions")
 
     # ----- tokenisation -------------------------------------------------------------------------------
+    def input_room(self, prompt_length: int, max_target_length: int) -> int | None:
+        """Positions left for the input beside a prompt and, for decoder-only, the target and its EOS (which follow
+        the input); None when the model has no position limit (T5)."""
+        if self.max_positions is None:
+            return None
+        target = max_target_length + 1 if self.family == DECODER_ONLY else 0
+        return self.max_positions - prompt_length - target
+
     def input_budget(self, max_input_length: int, max_target_length: int) -> int:
         """How many input tokens (special tokens included) fit beside the prompt and, for decoder-only, the target."""
-        if self.max_positions is None:
+        room = self.input_room(self.bank.length, max_target_length)
+        if room is None:
             return max_input_length
-        target = max_target_length + 1 if self.family == DECODER_ONLY else 0  # the target and its EOS follow the input
-        room = self.max_positions - self.bank.length - target
         if room < 1:
+            target = self.family == DECODER_ONLY
             raise UserError(
                 f"--prompt.length {self.bank.length}"
                 + (f" and --data.max_target_length {max_target_length}" if target else "")

@@ -5,7 +5,6 @@ labels), generation rows together with a prompt per row. A rescan builds a new b
 hold the snapshot they were checked against, so a swap never changes a request in flight.
 """
 
-import hashlib
 import logging
 import os
 import threading
@@ -15,8 +14,8 @@ from pathlib import Path
 
 from softprompt.checks import MAX_TARGET_LENGTH
 from softprompt.core.bank import PromptBank
-from softprompt.core.families import DECODER_ONLY
 from softprompt.errors import UserError
+from softprompt.files.integrity import sha256_of
 from softprompt.files.prompt_file import PromptFile, check_compatible, load_prompt
 from softprompt.inference.loading import recorded_task
 from softprompt.models.model import SoftPromptModel
@@ -70,11 +69,6 @@ def _state_or_none(path: Path) -> tuple[int, int, int] | None:
         return file_state(path)
     except OSError:
         return None
-
-
-def sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -271,7 +265,7 @@ class Engine:
         if refused is not None and refused.state == state:
             return None  # still the file that was refused
         try:
-            digest = sha256(path)
+            digest = sha256_of(path)
             if old is not None and old.sha256 == digest:
                 return replace(old, state=state)  # touched, not changed
             entry = self._load(name, path, rel, digest, state)
@@ -305,20 +299,17 @@ class Engine:
 
     def _check_room(self, entry: ServedTask) -> None:
         """Refuse a prompt that leaves the model no room for its task's input (as model.input_budget counts)."""
-        model, positions = self.model, self.model.max_positions
-        if positions is None:
-            return
-        o = entry.task.options
+        model, o = self.model, entry.task.options
         if entry.classifies:
             try:
                 model.check_label_room(entry.task.label_texts, entry.prompt.length)
             except UserError as e:
                 raise UserError(f"{entry.file}: {e}") from None
         target = model.label_target_length(entry.task.label_texts) if entry.classifies else o.max_target_length
-        needed = entry.prompt.length + (target + 1 if model.family == DECODER_ONLY else 0)
-        if positions - needed < 1:
+        room = model.input_room(entry.prompt.length, target)
+        if room is not None and room < 1:
             raise UserError(
-                f"{entry.file}: a {entry.prompt.length}-token prompt leaves no room for the input: {model.name} has {positions} positions"
+                f"{entry.file}: a {entry.prompt.length}-token prompt leaves no room for the input: {model.name} has {model.max_positions} positions"
             )
 
     def _refuse(self, path: Path, error: str, state: tuple[int, int, int]) -> None:
