@@ -14,7 +14,7 @@ from conftest import BUILDERS, ModelLoaded, save_model, sentiment_rows
 from softprompt import cli
 from softprompt.cli import COMMANDS, main
 from softprompt.models.model import SoftPromptModel
-from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, TrainOptions
+from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, ServeOptions, TrainOptions
 
 SECTIONS = {
     "model": ModelOptions,
@@ -59,13 +59,15 @@ def section_options() -> list[tuple[str, type]]:
 
 
 def command_options() -> list[tuple[str, str, type]]:
-    """(command, --option, type) for every int or float parameter of a command that is not an options section."""
+    """(command, --option, type) for every int or float parameter of a command that is not an options section, and
+    for serve's, which travel as ServeOptions (its **options)."""
     out = []
     for name, fn in COMMANDS.items():
         for parameter in inspect.signature(fn).parameters.values():
             kind = numeric(parameter.annotation)
             if kind:
                 out.append((name, f"--{parameter.name}", kind))
+    out += [("serve", f"--{f.name}", numeric(f.type)) for f in dataclasses.fields(ServeOptions) if numeric(f.type)]
     return out
 
 

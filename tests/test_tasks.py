@@ -15,7 +15,7 @@ from softprompt.core.template import Template
 from softprompt.errors import UserError
 from softprompt.files.prompt_file import load_prompt
 from softprompt.inference.loading import task_options
-from softprompt.options import DataOptions, PromptOptions, TrainOptions
+from softprompt.options import TASK_NAMES, DataOptions, PromptOptions, TrainOptions
 from softprompt.tasks import TASKS, ClassificationTask, Example, SquadTask, Task, TextToTextTask, make_task, metrics
 from softprompt.tasks.base import local_split
 from softprompt.training.train import train_prompt
@@ -696,3 +696,7 @@ def test_empty_label_texts_are_refused_by_train_before_the_model_loads_with_labe
         == "error: --data.verbalizers: label '0' has an empty text; give each label a word or phrase\n"
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_the_registry_names_the_tasks_the_option_and_prompt_files_take():
+    assert tuple(TASKS) == TASK_NAMES

@@ -7,6 +7,22 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Family = Literal["encoder-decoder", "decoder-only", "encoder-only"]  # core/families.py names each
+# --data.task's values, as the task registry (tasks.TASKS) names its tasks; prompt files are checked against them
+TASK_NAMES = (
+    "classification",
+    "text2text",
+    "squad",
+    "mrqa",
+    "boolq",
+    "cb",
+    "copa",
+    "multirc",
+    "record",
+    "rte",
+    "wic",
+    "wsc",
+)
+TASK_NAMES += ("trec", "sst5", "sst5-binary", "mr", "sst2")
 
 
 @dataclass

@@ -22,6 +22,7 @@ from softprompt.core.families import FAMILIES
 from softprompt.core.template import Template
 from softprompt.errors import UserError, first_line
 from softprompt.files.atomic import atomic_path
+from softprompt.options import TASK_NAMES
 
 FORMAT = "softprompt"
 FORMAT_VERSION = 1
@@ -216,6 +217,10 @@ def check_metadata(metadata, path: Path) -> None:
             raise UserError(f"{path}: its metadata field 'task.{key}' is {task[key]}, expected at least 1")
     if not all(isinstance(v, str) for v in task.get("verbalizers", {}).values()):
         raise UserError(f"{path}: its metadata field 'task.verbalizers' holds a label text that is not a string")
+    if task.get("type") is not None and task["type"] not in TASK_NAMES:
+        raise UserError(
+            f"{path}: its task {_short(task['type'])} is not one this softprompt knows ({', '.join(TASK_NAMES)})"
+        )
     if task.get("template") is not None:
         try:
             Template(task["template"])
