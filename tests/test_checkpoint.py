@@ -60,6 +60,7 @@ def last_trained(folder: Path) -> torch.Tensor:
     return state["trained"][0]
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumed_ends_with_the_uninterrupted_prompt(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
@@ -187,6 +188,7 @@ def test_sigterm_saves_a_checkpoint_at_the_step_boundary(tmp_path, capsys):
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handlers are put back
 
 
+@pytest.mark.slow
 def test_the_command_resumes(tmp_path, capsys):
     from conftest import save_model
 

@@ -148,6 +148,7 @@ def test_predict_refuses_a_file_that_is_not_text(tmp_path, capsys, content):
     fails_with(capsys, ["predict", MISSING_PROMPT, "--file", str(binary)], f"{binary}: not a UTF-8 text file")
 
 
+@pytest.mark.slow
 def test_quickstart_checks_its_own_options(tmp_path, a_file, capsys):
     fails_with(capsys, ["quickstart", "--steps=0"], "--steps must be at least 1 (got 0)")
     fails_with(capsys, ["quickstart", "--seed=-1"], "--seed must not be negative (got -1)")

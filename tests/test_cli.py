@@ -52,6 +52,7 @@ def recipe(tmp_path, model_folder, **data):
     return path
 
 
+@pytest.mark.slow
 def test_train_info_predict_eval(tmp_path, model_folder, capsys, monkeypatch):
     config = recipe(tmp_path, model_folder)
     assert main(["train", "--config", str(config), "--train.max_steps=6"]) == 0
@@ -90,6 +91,7 @@ def test_train_info_predict_eval(tmp_path, model_folder, capsys, monkeypatch):
     assert float(scores["accuracy"]) == pytest.approx(saved["metrics"]["accuracy"], abs=0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["decoder-only"])
 def test_errors_are_one_line_with_no_traceback_and_no_output(tmp_path, model_folder, capsys):
     config = recipe(tmp_path, model_folder)
@@ -167,6 +169,7 @@ def readme_command_lines() -> list[str]:
     return [line for line in lines + spans if line.startswith("softprompt ")]
 
 
+@pytest.mark.slow
 def test_every_readme_command_line_parses(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(REPO)  # the recipes in configs/ exist; other paths are made up as temporary files
     lines = readme_command_lines()
@@ -203,6 +206,7 @@ def untrained_prompt(path, model_folder, **metadata):
     return save_prompt(path, model.initial_prompt("random", 3), {**model.identity(), "task": task, **metadata})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["encoder-only"])
 def test_eval_takes_the_prompt_file_as_option_or_argument(tmp_path, model_folder, capsys):
     prompt = str(untrained_prompt(tmp_path / "p.safetensors", model_folder))
@@ -267,6 +271,7 @@ def test_predict_hint_names_an_option_predict_has(tmp_path, model_folder, capsys
     assert capsys.readouterr().out.strip() in {"0", "1"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["encoder-only"])
 def test_train_accepts_allow_other_model(tmp_path, model_folder, capsys, monkeypatch):
     other = save_model(BUILDERS["encoder-only"](seed=1), tmp_path / "other")
@@ -288,6 +293,7 @@ def test_an_error_during_training_starts_its_own_line(tmp_path, model_folder, ca
     assert any(line.startswith("error: the loss became nan at step 1") for line in err.split("\n")), err
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_ends_quietly(tmp_path):
     prompt = save_prompt(tmp_path / "p.safetensors", torch.zeros(2, 4), {"base_model": "m"})
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
@@ -314,6 +320,7 @@ def test_written_files_respect_the_umask(tmp_path, umask):
         assert stat.S_IMODE(file.stat().st_mode) == 0o666 & ~umask
 
 
+@pytest.mark.slow
 def test_predict_prints_one_line_per_text_whatever_line_breaks_an_answer_holds(
     tmp_path, model_folder, capsys, monkeypatch
 ):

@@ -9,6 +9,8 @@ from conftest import save_model, tiny_gpt2
 
 from softprompt.files.prompt_file import save_prompt
 
+pytestmark = pytest.mark.slow  # starts processes or servers, loads real models, or draws many examples
+
 TASK = {"type": "classification", "template": "review {} it was", "verbalizers": {"0": "no", "1": "yes"}}
 
 

@@ -27,6 +27,8 @@ from softprompt.tasks import make_task
 from softprompt.training import checkpoint
 from softprompt.training.train import train
 
+pytestmark = pytest.mark.slow  # starts processes or servers, loads real models, or draws many examples
+
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 

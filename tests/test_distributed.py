@@ -24,6 +24,8 @@ from softprompt.training import train as training
 from softprompt.training.run import check_launch
 from softprompt.training.train import train_prompt
 
+pytestmark = pytest.mark.slow  # starts processes or servers, loads real models, or draws many examples
+
 PROMPT = PromptOptions(length=4, init="vocab", vocab_first_n=40)
 ONE_STEP = dict(
     max_steps=6,

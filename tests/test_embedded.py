@@ -30,6 +30,8 @@ from softprompt.models.embedded import (
 )
 from softprompt.models.model import SoftPromptModel, resolve_model_path
 
+pytestmark = pytest.mark.slow  # starts processes or servers, loads real models, or draws many examples
+
 MEMBER = "fakemodel/tiny.gguf"
 CONTENT = b"a small stand-in for a GGUF file"
 

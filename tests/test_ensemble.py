@@ -75,6 +75,7 @@ def test_members_run_in_one_batched_pass():
     assert report.mean["accuracy"] == pytest.approx(sum(m["accuracy"] for m in report.members.values()) / 3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["decoder-only"])
 def test_ensemble_command(tmp_path, model_folder, capsys):
     model = BUILDERS["decoder-only"]()

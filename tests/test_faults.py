@@ -271,6 +271,7 @@ sweep.run_sweep(load_sweep(sys.argv[1]), progress=False)
 """
 
 
+@pytest.mark.slow
 def test_a_sweep_killed_mid_cell_resumes_without_rerunning_finished_cells(tmp_path, monkeypatch):
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows()))

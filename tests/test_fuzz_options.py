@@ -16,6 +16,8 @@ from softprompt.cli import COMMANDS, main
 from softprompt.models.model import SoftPromptModel
 from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, ServeOptions, TrainOptions
 
+pytestmark = pytest.mark.slow  # starts processes or servers, loads real models, or draws many examples
+
 SECTIONS = {
     "model": ModelOptions,
     "prompt": PromptOptions,

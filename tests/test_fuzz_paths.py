@@ -12,6 +12,8 @@ from softprompt import cli
 from softprompt.cli import main
 from softprompt.models.model import SoftPromptModel
 
+pytestmark = pytest.mark.slow  # starts processes or servers, loads real models, or draws many examples
+
 
 @pytest.fixture
 def workspace(tmp_path, monkeypatch, parser):

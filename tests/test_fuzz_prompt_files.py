@@ -22,6 +22,8 @@ from softprompt.files.prompt_file import FORMAT, load_prompt, save_prompt
 from softprompt.files.state_file import STRUCTURE, load_state, save_state
 from softprompt.inference.loading import load_with_prompts
 
+pytestmark = pytest.mark.slow  # starts processes or servers, loads real models, or draws many examples
+
 SCALE = int(os.environ.get("SOFTPROMPT_FUZZ_SCALE", "1"))  # more generated cases per property, for a long run
 HIDDEN = 32
 TASK = {"type": "classification", "verbalizers": {"0": "no", "1": "yes"}}

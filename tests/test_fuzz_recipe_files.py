@@ -17,6 +17,8 @@ from softprompt.errors import UserError
 from softprompt.experiments.grid import load_sweep
 from softprompt.models.model import SoftPromptModel
 
+pytestmark = pytest.mark.slow  # starts processes or servers, loads real models, or draws many examples
+
 SCALE = int(os.environ.get("SOFTPROMPT_FUZZ_SCALE", "1"))  # more generated cases per property, for a long run
 FUZZ = settings(
     max_examples=60 * SCALE,

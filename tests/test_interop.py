@@ -194,6 +194,7 @@ def test_an_npy_prompt_imports_with_its_source_and_model(tmp_path, family, capsy
     )
 
 
+@pytest.mark.slow
 def test_an_imported_prompt_records_the_task_given_and_predicts_like_a_trained_one(tmp_path, capsys):
     folder = save_model(BUILDERS["decoder-only"](), tmp_path / "model")
     np.save(tmp_path / "p.npy", np.random.default_rng(0).normal(size=(4, 32)).astype(np.float32))
@@ -284,6 +285,7 @@ def refused(tmp_path, capsys, args: list[str], message: str) -> None:
     assert set(os.listdir(tmp_path)) == before  # nothing written, nothing half-written
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["encoder-only"])
 def test_bad_npy_files_are_refused_in_one_line(tmp_path, family, capsys):
     folder = save_model(BUILDERS[family](), tmp_path / "model")
@@ -335,6 +337,7 @@ def test_bad_npy_files_are_refused_in_one_line(tmp_path, family, capsys):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["decoder-only"])
 def test_bad_adapters_are_refused_in_one_line(tmp_path, family, capsys):
     path, folder, model, prompt = prompt_file(tmp_path, family)

@@ -88,6 +88,7 @@ def test_neighbors_prints_a_table_and_json(tmp_path, family, capsys):
     assert report["label_words"] == {"positions": {"terrible": 1, "great": 1}, "positions_with_any": 2, "total": 2}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["encoder-decoder"])
 def test_neighbors_takes_another_model_and_checks_k(tmp_path, family, capsys):
     path, folder = labelled_prompt_file(tmp_path, family)

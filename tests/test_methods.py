@@ -83,6 +83,7 @@ def rows(folder) -> list[dict]:
     return [json.loads(line) for line in (folder / RESULTS_FILE).read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TRAINED)
 def test_a_short_run_trains_only_what_the_method_says_and_reloads(name, family, tiny, tmp_path, monkeypatch):
     task, examples = setup(tiny)
@@ -350,6 +351,7 @@ def test_method_name_on_the_command_line():
     assert _method_name_option(["eval", "--method", "lora"]) == ["eval", "--method", "lora"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["encoder-only"])
 def test_train_command_with_a_method(tmp_path, model_folder, capsys):
     data = tmp_path / "train.jsonl"
@@ -381,6 +383,7 @@ def test_every_method_is_registered_under_its_own_output():
     assert len({m.output for m in METHODS.values()}) == len(METHODS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["model", "adapter"])
 def test_two_processes_train_with_a_method(name, tmp_path):
     """Under torchrun (gloo): every trained parameter gets a gradient on every process, one report is written."""

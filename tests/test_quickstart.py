@@ -12,6 +12,8 @@ from softprompt.experiments.quickstart import shipped
 from softprompt.models.embedded import EMBEDDED_MODEL
 from softprompt.models.model import SoftPromptModel, mean_pool
 
+pytestmark = pytest.mark.slow  # starts processes or servers, loads real models, or draws many examples
+
 
 @pytest.fixture(scope="module")
 def minilm():

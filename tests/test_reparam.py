@@ -228,6 +228,7 @@ def test_bad_reparam_on_the_command_line_is_one_line(tmp_path, capsys):
     assert code == 1 and err == "error: --prompt.rank must be at least 1 (got 0)\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["decoder-only"])
 def test_train_info_predict_eval_with_a_reparameterised_prompt(tmp_path, model_folder, capsys):
     from test_cli import recipe

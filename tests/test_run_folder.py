@@ -125,6 +125,7 @@ with run_folder.hold(sys.argv[1]):
 """
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_folder_being_written_is_refused_naming_the_holder(tmp_path, model_folder, capsys):
     output = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(output)], stdout=subprocess.PIPE, text=True)

@@ -637,6 +637,7 @@ def test_concurrent_requests_through_the_scheduler(served):
 
 
 # ----- the command ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_serve_checks_its_options_before_the_model_loads(tmp_path, capsys, monkeypatch):
     model = tiny_gpt2()
     folder = served_folder(tmp_path / "prompts", model)
@@ -726,6 +727,7 @@ def test_the_client_names_the_server_it_cannot_reach_and_an_answer_that_is_not_j
         assert caught.value.status == 200
 
 
+@pytest.mark.slow
 def test_the_serve_command_end_to_end(tmp_path):
     model = tiny_gpt2()
     model_folder = save_model(model, tmp_path / "tiny-gpt2")

@@ -3,10 +3,13 @@
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import save_model, tiny_gpt2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import load  # noqa: E402  bench/load.py
+
+pytestmark = pytest.mark.slow  # starts processes or servers, loads real models, or draws many examples
 
 
 def test_a_short_load_run_serves_every_request_and_writes_its_section(tmp_path):

@@ -27,6 +27,8 @@ from softprompt.serve.app import create_app
 from softprompt.serve.client import Client, ServeError
 from softprompt.serve.engine import Engine
 
+pytestmark = pytest.mark.slow  # starts processes or servers, loads real models, or draws many examples
+
 JSON = {"content-type": "application/json"}
 LIMITS = {"max_inputs": 4, "max_input_chars": 100, "max_body_bytes": 2000}
 

@@ -14,6 +14,8 @@ from softprompt.options import ServeOptions
 from softprompt.serve.app import create_app
 from softprompt.serve.engine import Engine
 
+pytestmark = pytest.mark.slow  # starts processes or servers, loads real models, or draws many examples
+
 TOKEN = "s3cret"
 TASKS = ["sentiment", "colour", "answer", "qa"]
 # a request valid by the schema may still name an unknown task (404), pass the server's limits (413), or give an input

@@ -69,6 +69,7 @@ def copied(finished_sweep, tmp_path):
 # ----- the grid -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_grid_expands_collapses_what_a_method_ignores_and_names_cells(tmp_path, files):
     grid = {
         "method.name": ["prompt", "lora"],
@@ -102,6 +103,7 @@ def test_the_grid_expands_collapses_what_a_method_ignores_and_names_cells(tmp_pa
     assert [c.id for c in load_sweep(tmp_path / "sweep.yaml").cells] == ids  # stable
 
 
+@pytest.mark.slow
 def test_prompt_design_runs_once_per_seed_only_when_the_seed_draws_its_shots(tmp_path, files):
     grid = {"method.name": ["prompt-design", "prompt"], "train.max_steps": [3, 6], "train.seed": [1, 2]}
     ids = lambda **method: [c.id for c in load_sweep(sweep_file(tmp_path, files, grid, method=method)).cells]  # noqa: E731
@@ -112,6 +114,7 @@ def test_prompt_design_runs_once_per_seed_only_when_the_seed_draws_its_shots(tmp
     )
 
 
+@pytest.mark.slow
 def test_variants_are_named_option_sets_on_an_axis_of_their_own(tmp_path, files):
     variants = {
         "vanilla": None,
@@ -197,6 +200,7 @@ def test_a_bad_sweep_file_is_refused_in_one_line_naming_the_field(tmp_path, file
     assert str(error.value).startswith(f"{path}: ") and message in str(error.value) and "\n" not in str(error.value)
 
 
+@pytest.mark.slow
 def test_the_command_refuses_a_bad_field_with_one_line_and_writes_nothing(tmp_path, files, capsys):
     path = sweep_file(tmp_path, files, {"prompt.length": [1, 2], "train.sed": [1, 2]})
     assert main(["sweep", str(path)]) == 1
@@ -215,6 +219,7 @@ def test_the_command_refuses_a_bad_field_with_one_line_and_writes_nothing(tmp_pa
 # ----- running, resuming ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_sweep_writes_one_row_per_cell_the_table_over_seeds_and_the_plots(finished_sweep):
     sweep, rows, written = finished_sweep
     with (sweep.output / "results.csv").open() as f:
@@ -260,6 +265,7 @@ def test_the_table_computes_mean_and_sample_std_over_seeds():
     assert "| a | accuracy | 80.00 ± 10.00 | 3 |" in table and "| b | accuracy | 50.00 | 1 |" in table
 
 
+@pytest.mark.slow
 def test_plots_follow_the_axes_the_grid_has(tmp_path):
     rows = [
         {
@@ -288,6 +294,7 @@ def test_plots_follow_the_axes_the_grid_has(tmp_path):
     assert write_plots(tmp_path / "none", rows, {"train.seed": [1, 2]}) == []
 
 
+@pytest.mark.slow
 def test_a_second_run_reruns_nothing_and_a_half_done_cell_is_run_again(finished_sweep, tmp_path, monkeypatch):
     sweep = copied(finished_sweep, tmp_path)
     markers = {c.id: sweep.output / "cells" / c.id / DONE_FILE for c in sweep.cells}
@@ -322,6 +329,7 @@ def test_a_second_run_reruns_nothing_and_a_half_done_cell_is_run_again(finished_
     assert [r["cell"] for r in rows] == [c.id for c in sweep.cells]
 
 
+@pytest.mark.slow
 def test_shards_split_the_cells_between_processes_sharing_one_output(finished_sweep, tmp_path, monkeypatch):
     sweep = copied(finished_sweep, tmp_path)
     ids = [c.id for c in sweep.cells]
@@ -351,6 +359,7 @@ def test_a_bad_shard_is_refused_in_one_line_before_anything_runs(finished_sweep,
     assert not (tmp_path / "none").exists()
 
 
+@pytest.mark.slow
 def test_only_runs_the_cells_of_the_chosen_axis_values(finished_sweep, tmp_path, monkeypatch, capsys):
     sweep = copied(finished_sweep, tmp_path)
     ids = [c.id for c in sweep.cells]  # length-1_seed-1, length-1_seed-2, length-2_seed-1, length-2_seed-2

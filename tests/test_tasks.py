@@ -467,6 +467,7 @@ def boolq_file(path: Path) -> str:
     return write(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["encoder-decoder"])
 def test_train_eval_predict_boolq_with_no_other_data_option(tmp_path, model_folder, capsys):
     data = boolq_file(tmp_path / "boolq.jsonl")

@@ -60,6 +60,7 @@ def logged(folder, key: str) -> list[float]:
     return [r[key] for r in map(json.loads, (folder / "metrics.jsonl").read_text().splitlines()) if key in r]
 
 
+@pytest.mark.slow
 def test_loss_falls_at_every_checkpoint(tiny, tmp_path):
     """With the default learning rate the loss falls steadily in every family: lower at each of three checkpoints
     (by 5% or more in every seed tried, far beyond float rounding) and below 60% of the start (at most 46% seen)."""
@@ -73,6 +74,7 @@ def test_loss_falls_at_every_checkpoint(tiny, tmp_path):
     assert losses[-1] < 0.6 * losses[0], losses
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build,optimizer,lr", [(tiny_gpt2, "adafactor", 0.3), (tiny_bert, "adamw", 0.1)])
 def test_accuracy_rises(build, optimizer, lr, tmp_path):
     model = build()

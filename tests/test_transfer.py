@@ -47,6 +47,7 @@ def recipe(tmp_path, **extra):
     return path
 
 
+@pytest.mark.slow
 def test_transfer_trains_each_method_once_and_scores_it_on_every_target(tmp_path, monkeypatch, capsys):
     real, trained = sweep_module.train, []
     monkeypatch.setattr(sweep_module, "train", lambda *a, **k: (trained.append(a[1].name), real(*a, **k))[1])
