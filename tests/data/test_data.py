@@ -10,7 +10,7 @@ from softprompt.errors import UserError
 from softprompt.options import DataOptions
 from softprompt.tasks import make_task
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def write(path: Path, text: str) -> str:

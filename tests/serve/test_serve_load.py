@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from conftest import save_model, tiny_gpt2
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import load  # noqa: E402  bench/load.py
 
 pytestmark = pytest.mark.slow  # starts processes or servers, loads real models, or draws many examples

@@ -22,7 +22,7 @@ from softprompt.tasks import make_task
 from softprompt.training import checkpoint
 from softprompt.training.train import train_prompt
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).parents[1]
 PROMPT = PromptOptions(length=4, init="vocab", vocab_first_n=40)
 # 10 rows in micro-batches of 2, two per step: epochs end half-way through a step
 OPTIONS = dict(batch_size=4, micro_batch_size=2, eval_every=4, save_every=1, keep_checkpoints=2, lr=0.3)

@@ -20,7 +20,7 @@ from softprompt.experiments.sweep import DONE_FILE, check_finished, parse_only, 
 from softprompt.experiments.table import markdown
 
 PNG = b"\x89PNG\r\n\x1a\n"
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
 
 

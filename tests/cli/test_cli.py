@@ -155,7 +155,7 @@ def test_prompt_on_another_model_is_refused_unless_allowed(tmp_path, model_folde
     assert capsys.readouterr().out.strip() in {"0", "1"}
 
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def readme_command_lines() -> list[str]:

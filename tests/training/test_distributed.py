@@ -86,7 +86,7 @@ def test_two_processes_train_one_prompt(tmp_path):
 
 SCRIPT = f"""
 import json, os, sys
-sys.path.insert(0, {str(Path(__file__).parent)!r})
+sys.path.insert(0, {str(Path(__file__).parents[1])!r})
 from conftest import embedding_readings, sentiment_rows, tiny_gpt2
 from softprompt.options import DataOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
@@ -151,7 +151,7 @@ class DeepSpeedOnCPU(Accelerator):
         super().__init__(*args, **kwargs)
         deepspeed.init_distributed(dist_backend="gloo")
         PartialState().distributed_type = self.state.distributed_type = DistributedType.DEEPSPEED
-        with open({str(Path(__file__).parents[1] / "configs" / "accelerate-deepspeed-zero3.yaml")!r}) as f:
+        with open({str(Path(__file__).parents[2] / "configs" / "accelerate-deepspeed-zero3.yaml")!r}) as f:
             plugin = DeepSpeedPlugin(**yaml.safe_load(f)["deepspeed_config"])
         plugin.set_mixed_precision("no")
         plugin.select(_from_accelerator_state=True)
@@ -259,7 +259,7 @@ def test_the_shipped_deepspeed_config_trains_checkpoints_and_resumes_through_acc
         "--train.lr",
         "0.3",
     ]
-    config = str(Path(__file__).parents[1] / "configs" / "accelerate-deepspeed-zero3.yaml")
+    config = str(Path(__file__).parents[2] / "configs" / "accelerate-deepspeed-zero3.yaml")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
 
     def launch(steps: int, resume: str, *more: str) -> str:

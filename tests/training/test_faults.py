@@ -34,7 +34,7 @@ from softprompt.training.optim import NonFinite
 from softprompt.training.run_output import RESULTS_FILE
 from softprompt.training.train import train_prompt
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).parents[1]
 PROMPT = PromptOptions(length=4, init="vocab", vocab_first_n=40)
 OPTIONS = dict(batch_size=4, micro_batch_size=2, eval_every=2, save_every=2, keep_checkpoints=2, lr=0.3, max_steps=6)
 

@@ -20,7 +20,7 @@ from softprompt.tasks import TASKS, ClassificationTask, Example, SquadTask, Task
 from softprompt.tasks.base import local_split
 from softprompt.training.train import train_prompt
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 NAMES = [
     "classification",
     "text2text",
