@@ -1,6 +1,6 @@
 """Broken prompt files are refused in one line naming the file: by the library and by every command that reads one
 (exit status 1, one line on stderr, no traceback, nothing written); `serve` refuses one in one log line and serves
-the others. tests/test_prompt_file.py has the NaN/inf,
+the others. tests/files/test_prompt_file.py has the NaN/inf,
 junk-bytes, missing-file and width-mismatch refusals of the library call."""
 
 import json
