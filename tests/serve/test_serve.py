@@ -27,7 +27,8 @@ from softprompt.options import ServeOptions
 from softprompt.serve.app import create_app
 from softprompt.serve.batching import Scheduler
 from softprompt.serve.client import Client, ServeError, ServerUnreachable
-from softprompt.serve.engine import Engine, ServedTask, UnknownTask, input_fields
+from softprompt.serve.engine import Engine, UnknownTask, input_fields
+from softprompt.serve.registry import ServedTask
 from softprompt.tasks import make_task
 
 SENTIMENT = {"type": "classification", "template": "review {} it was", "verbalizers": {"0": "no", "1": "yes"}}

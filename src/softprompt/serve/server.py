@@ -12,7 +12,7 @@ from softprompt.checks import MAX_SIZE, MAX_TARGET_LENGTH, at_least, at_most, no
 from softprompt.errors import UserError
 from softprompt.files.prompt_file import load_prompt
 from softprompt.options import ServeOptions
-from softprompt.serve.engine import discover, inside
+from softprompt.serve.registry import discover, inside
 
 log = logging.getLogger("softprompt.serve")
 
