@@ -112,6 +112,7 @@ def test_a_folder_an_earlier_version_wrote_without_a_marker_is_taken_as_a_run(tm
     output = tmp_path / "run"
     assert main(["train", "--config", recipe(tmp_path, model_folder, output)]) == 0
     (output / run_folder.MARKER).unlink()
+    (output / ".metrics.jsonl.x1y2.tmp").write_text("a killed write's")
     assert main(["train", "--config", recipe(tmp_path, model_folder, output), "--train.max_steps=1"]) == 0
     assert (output / run_folder.MARKER).is_file()
 

@@ -115,13 +115,14 @@ def clear_temporaries(folder: str | os.PathLike, names: list[str] | None = None)
     """Remove the hidden temporaries that killed writes left directly in `folder`: those of the files and folders
     `names`, or of any; returns what was removed."""
     folder = Path(folder)
-    found = [p for p in folder.iterdir() if _temporary_of(p.name, names)] if folder.is_dir() else []
+    found = [p for p in folder.iterdir() if is_temporary(p.name, names)] if folder.is_dir() else []
     for p in found:
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
     return found
 
 
-def _temporary_of(name: str, names: list[str] | None) -> bool:
+def is_temporary(name: str, names: list[str] | None) -> bool:
+    """Whether `name` is a hidden temporary of a write (of one of `names`, or of any)."""
     if not (name.startswith(".") and name.endswith(TEMP_SUFFIXES)):
         return False
     return names is None or any(name.startswith(f".{n}.") for n in names)

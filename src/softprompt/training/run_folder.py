@@ -18,7 +18,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from softprompt.errors import UserError
-from softprompt.files.atomic import write_text_atomic
+from softprompt.files.atomic import is_temporary, write_text_atomic
 from softprompt.methods import METHODS
 from softprompt.training import checkpoint
 from softprompt.training.run_output import LOG_FILE, RESULTS_FILE
@@ -59,8 +59,10 @@ def check_output_folder(output_dir: str, model_name: str | None = None) -> None:
 
 
 def _an_earlier_run(folder: Path, entries: list[str]) -> bool:
-    """A folder written before runs left a marker: nothing but the names a run writes, with its log or report."""
-    return set(entries) <= RUN_NAMES and any((folder / name).is_file() for name in (LOG_FILE, RESULTS_FILE))
+    """A folder written before runs left a marker: nothing but the names a run writes (and the temporaries of a
+    killed write of one), with its log or report."""
+    names = {name for name in entries if not is_temporary(name, sorted(RUN_NAMES))}
+    return names <= RUN_NAMES and any((folder / name).is_file() for name in (LOG_FILE, RESULTS_FILE))
 
 
 @contextlib.contextmanager
