@@ -215,7 +215,7 @@ def label_readout(model, tokenizer, batch: dict):
     are mean-pooled over their positions (prompt included) and compared by cosine; cross-entropy on class 0."""
     import torch.nn.functional as F
 
-    from softprompt.models.model import cosine, mean_pool
+    from softprompt.models.readout import cosine, mean_pool
     from softprompt.options import ModelOptions
 
     scale = ModelOptions().readout_scale  # softprompt's default

@@ -10,7 +10,8 @@ from softprompt.core.bank import PromptBank
 from softprompt.core.families import ENCODER_ONLY
 from softprompt.experiments.quickstart import shipped
 from softprompt.models.embedded import EMBEDDED_MODEL
-from softprompt.models.model import SoftPromptModel, mean_pool
+from softprompt.models.model import SoftPromptModel
+from softprompt.models.readout import mean_pool
 
 pytestmark = pytest.mark.slow  # starts processes or servers, loads real models, or draws many examples
 

@@ -28,7 +28,8 @@ from softprompt.models.embedded import (
     WheelGGUFModel,
     pip_error,
 )
-from softprompt.models.model import SoftPromptModel, resolve_model_path
+from softprompt.models.loading import resolve_model_path
+from softprompt.models.model import SoftPromptModel
 
 pytestmark = pytest.mark.slow  # starts processes or servers, loads real models, or draws many examples
 

@@ -26,7 +26,8 @@ def train(
     check_output_folder(train.output_dir, model.name)
     from softprompt.methods import make_method
     from softprompt.models.embedded import EMBEDDED_MODEL
-    from softprompt.models.model import SoftPromptModel, resolve_model_path
+    from softprompt.models.loading import resolve_model_path
+    from softprompt.models.model import SoftPromptModel
     from softprompt.tasks import make_task
     from softprompt.training.run import start_accelerate
     from softprompt.training.run_output import RESULTS_FILE

@@ -35,7 +35,7 @@ from softprompt.errors import UserError
 from softprompt.files.yaml_file import describe, mapping, plain, read_yaml
 from softprompt.methods import make_method
 from softprompt.models.embedded import MODELS
-from softprompt.models.model import resolve_model_path
+from softprompt.models.loading import resolve_model_path
 from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
 from softprompt.training import option_checks

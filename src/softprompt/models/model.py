@@ -1,4 +1,5 @@
-"""The frozen model with a prompt bank: family detection, tokenisation, forward, generation and readout.
+"""The frozen model with a prompt bank: the forward pass and prediction; loading (loading.py), tokenising
+(tokenising.py) and the encoder readout (readout.py) beside it.
 
 Three families share one join (join.py):
 - encoder-decoder (T5, BART): prompt before the encoder input; the decoder sees the target;
@@ -17,63 +18,20 @@ from torch import nn
 
 from softprompt.core import initialisers
 from softprompt.core.attention import finite_attention
-from softprompt.core.bank import PromptBank, rows_of
+from softprompt.core.bank import PromptBank
 from softprompt.core.families import DECODER_ONLY, ENCODER_DECODER, ENCODER_ONLY, FAMILIES
 from softprompt.core.join import IGNORE_INDEX, Joined, insertion_offsets, join
 from softprompt.core.next_token import next_token_losses, target_window
-from softprompt.core.placement import slot_offsets, without_slot
-from softprompt.core.template import PLAIN, Template
-from softprompt.errors import UserError, first_line
+from softprompt.core.template import Template
+from softprompt.errors import UserError
 from softprompt.files.prompt_file import embedding_fingerprint
-from softprompt.models import embedded
 from softprompt.models.anchor_cache import AnchorCache
-from softprompt.models.pickles import hub_pickle_message, refuse_pickled_folder
+from softprompt.models.loading import detect_family, load_pretrained
 from softprompt.models.prefix_cache import PrefixCache
 from softprompt.models.prefix_cache import applies as cache_applies
-from softprompt.models.sharding import loading_in, whole, whole_numel, whole_shape
-
-
-def checkpoint_dtype(config) -> torch.dtype:
-    """The dtype a model's weights are stored in, by its config (float32 when it does not say)."""
-    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or torch.float32
-    return getattr(torch, dtype) if isinstance(dtype, str) else dtype
-
-
-def resolve_model_path(name: str) -> str:
-    """What to load for a model name: an embedded model's folder (offline, see embedded.py), a local folder as an
-    absolute path, or else a hub id.
-
-    The hub name of an embedded model (all-MiniLM-L6-v2, SmolLM2-135M-Instruct) means its embedded copy unless a local
-    folder has that name. A name is a local folder when it exists, starts like a path (/ ./ ../ ~) or has more than one
-    '/'; a missing folder fails at once instead of after the hub's retries."""
-    if name in embedded.MODELS and not os.path.isdir(name):
-        return embedded.materialise(name)
-    path = os.path.expanduser(name)
-    if os.path.exists(path) or name.startswith(("/", "./", "../", "~")) or name.count("/") > 1:
-        if not os.path.isdir(path):
-            raise UserError(f"model folder {name}: " + ("not a folder" if os.path.exists(path) else "no such folder"))
-        return os.path.abspath(path)
-    return name
-
-
-def detect_family(config) -> str:
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-    )
-
-    if getattr(config, "is_encoder_decoder", False):
-        return ENCODER_DECODER
-    architectures = getattr(config, "architectures", None) or []
-    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
-        return DECODER_ONLY
-    if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
-        return ENCODER_ONLY
-    if config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        return DECODER_ONLY
-    raise UserError(
-        f"cannot tell the family of model type {config.model_type!r}: set --model.family to one of {', '.join(FAMILIES)}"
-    )
+from softprompt.models.readout import EncoderReadout, cosine, mean_pool
+from softprompt.models.sharding import whole, whole_numel, whole_shape
+from softprompt.models.tokenising import Tokenising, batch_to
 
 
 def leading_special_tokens(tokenizer) -> int:
@@ -96,7 +54,7 @@ def max_positions(base: nn.Module) -> int | None:
     return None
 
 
-class SoftPromptModel(nn.Module):
+class SoftPromptModel(Tokenising, EncoderReadout, nn.Module):
     """A frozen Hugging Face model and a bank of soft prompts; only the bank can be trained."""
 
     def __init__(
@@ -139,39 +97,10 @@ class SoftPromptModel(nn.Module):
         readout_scale: float = 20.0,
         trust_pickle: bool = False,
     ) -> "SoftPromptModel":
-        """Load a model by hub name or local folder with the Auto classes, frozen; its weights from safetensors only
-        unless `trust_pickle` (pickles.py)."""
-        import transformers
-
-        transformers.utils.logging.disable_progress_bar()
-        path = resolve_model_path(name)
-        local = os.path.isdir(path)
-        if local and not trust_pickle:
-            refuse_pickled_folder(path, name)
-        try:
-            config = transformers.AutoConfig.from_pretrained(path, local_files_only=local)
-            family = family or detect_family(config)
-            auto = {
-                ENCODER_DECODER: transformers.AutoModelForSeq2SeqLM,
-                DECODER_ONLY: transformers.AutoModelForCausalLM,
-                ENCODER_ONLY: transformers.AutoModel,
-            }[family]
-            torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
-            with loading_in(checkpoint_dtype(config) if dtype == "auto" else torch_dtype):  # under ZeRO-3
-                base = auto.from_pretrained(
-                    path, dtype=torch_dtype, local_files_only=local, use_safetensors=None if trust_pickle else True
-                )
-            tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=local)
-        except (OSError, ValueError) as e:
-            reason = first_line(e)
-            if not local and not trust_pickle and "use_safetensors" in reason:
-                raise UserError(hub_pickle_message(name)) from None
-            if local:
-                raise UserError(f"model folder {name}: cannot load it ({reason})") from None
-            raise UserError(f"model {name!r}: cannot load it ({reason}); offline, give a local folder") from None
-        # prompt files record a local folder as an absolute path, so that they work from any directory
-        recorded = path if local and name not in embedded.MODELS else name
-        return cls(base.eval(), tokenizer, family, recorded, readout_scale=readout_scale)
+        """Load a model by hub name or local folder with the Auto classes, frozen (loading.py); its weights from
+        safetensors only unless `trust_pickle` (pickles.py)."""
+        base, tokenizer, family, recorded = load_pretrained(name, family, dtype, trust_pickle)
+        return cls(base, tokenizer, family, recorded, readout_scale=readout_scale)
 
     def tie_weights(self, *args, **kwargs) -> None:
         """The base model's shared weights (tied input and output embeddings) shared again, as accelerate asks of the
@@ -282,114 +211,6 @@ class SoftPromptModel(nn.Module):
             what = f"{source}: a prompt of {length} vectors" if source else f"--prompt.length {length}"
             raise UserError(f"{what} leaves no room for the input: {self.name} has {self.max_positions} positions")
 
-    # ----- tokenisation -------------------------------------------------------------------------------
-    def input_room(self, prompt_length: int, max_target_length: int) -> int | None:
-        """Positions left for the input beside a prompt and, for decoder-only, the target and its EOS (which follow
-        the input); None when the model has no position limit (T5)."""
-        if self.max_positions is None:
-            return None
-        target = max_target_length + 1 if self.family == DECODER_ONLY else 0
-        return self.max_positions - prompt_length - target
-
-    def input_budget(self, max_input_length: int, max_target_length: int) -> int:
-        """How many input tokens (special tokens included) fit beside the prompt and, for decoder-only, the target."""
-        room = self.input_room(self.bank.length, max_target_length)
-        if room is None:
-            return max_input_length
-        if room < 1:
-            target = self.family == DECODER_ONLY
-            raise UserError(
-                f"--prompt.length {self.bank.length}"
-                + (f" and --data.max_target_length {max_target_length}" if target else "")
-                + f" leave no room for the input: {self.name} has {self.max_positions} positions"
-            )
-        return min(max_input_length, room)
-
-    def count_input_tokens(self, text: str) -> int:
-        """Tokens of an input as the model sees it, special tokens included."""
-        return len(self.tokenizer(without_slot(text))["input_ids"])
-
-    def fit_inputs(self, inputs: list, template: Template | None, budget: int) -> list[str]:
-        """Render each input (a text, or a dict of fields for `template`) to at most `budget` tokens."""
-        if template is None:
-            template, inputs = PLAIN, [{"": text} for text in inputs]
-        texts = [template.render(values) for values in inputs]
-        lengths = [len(ids) for ids in self.tokenizer([without_slot(t) for t in texts])["input_ids"]]
-        return [
-            text if n <= budget else template.fit(values, self.count_input_tokens, budget)
-            for text, n, values in zip(texts, lengths, inputs)
-        ]
-
-    def tokenize(
-        self,
-        inputs: list,
-        targets: list[str] | None = None,
-        *,
-        template: Template | None = None,
-        max_input_length: int = 512,
-        max_target_length: int = 8,
-        fit: bool = True,
-    ) -> dict[str, torch.Tensor]:
-        """Inputs (texts, or dicts of fields for `template`) -> padded tensors for this family: input_ids,
-        attention_mask and, with targets, labels; and `prompt_offsets` (B,), where each row's prompt goes, when a
-        template's slot puts it elsewhere than after the leading special token in some row. Long inputs are cut by the
-        template (never special tokens, nor the slot); `fit=False` takes texts already fitted."""
-        texts = (
-            self.fit_inputs(inputs, template, self.input_budget(max_input_length, max_target_length))
-            if fit
-            else list(inputs)
-        )
-        tok = self.tokenizer
-        if self.family == DECODER_ONLY:
-            return self._tokenize_decoder_only(texts, targets, max_target_length)
-        batch = tok([without_slot(t) for t in texts], padding=True, return_tensors="pt")
-        out = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        self._add_offsets(
-            out, slot_offsets(tok, texts, batch["input_ids"].tolist(), self.after_special)
-        )  # right padding
-        if targets is not None:
-            if self.family == ENCODER_ONLY:
-                raise UserError("an encoder-only model predicts labels, not text: use a classification task")
-            labels = tok(
-                text_target=list(targets),
-                truncation=True,
-                max_length=max_target_length,
-                padding=True,
-                return_tensors="pt",
-            )
-            out["labels"] = labels["input_ids"].masked_fill(labels["attention_mask"] == 0, IGNORE_INDEX)
-        return out
-
-    def _tokenize_decoder_only(self, texts, targets, max_target_length):
-        tok = self.tokenizer
-        sources = tok([without_slot(t) for t in texts])["input_ids"]
-        slots = slot_offsets(tok, texts, sources, self.after_special)
-        rows, label_rows = [], []
-        for i, src in enumerate(sources):
-            tgt = []
-            if targets is not None:
-                tgt = (tok(" " + targets[i].strip(), add_special_tokens=False)["input_ids"] + [tok.eos_token_id])[
-                    :max_target_length
-                ]
-            rows.append(src + tgt)
-            label_rows.append([IGNORE_INDEX] * len(src) + tgt)
-        width = max(len(r) for r in rows)
-        pad = lambda r, value: [value] * (width - len(r)) + r  # left padding  # noqa: E731
-        out = {
-            "input_ids": torch.tensor([pad(r, tok.pad_token_id) for r in rows]),
-            "attention_mask": torch.tensor([pad([1] * len(r), 0) for r in rows]),
-        }
-        if targets is not None:
-            out["labels"] = torch.tensor([pad(r, IGNORE_INDEX) for r in label_rows])
-        self._add_offsets(out, [width - len(r) + slot for r, slot in zip(rows, slots)], [width - len(r) for r in rows])
-        return out
-
-    def _add_offsets(self, batch: dict, offsets: list[int], left_pads: list[int] | None = None) -> None:
-        """Put `prompt_offsets` in the batch unless every row's prompt sits where `joined` puts it by default."""
-        default = [pads + self.after_special for pads in (left_pads or [0] * len(offsets))]
-        if offsets != default:
-            batch["prompt_offsets"] = torch.tensor(offsets)
-
     # ----- forward ------------------------------------------------------------------------------------
     def joined(
         self,
@@ -495,64 +316,6 @@ class SoftPromptModel(nn.Module):
             out.loss = out.loss_sum / out.loss_items.clamp(min=1)
         return out
 
-    # ----- encoder-only readout -----------------------------------------------------------------------
-    def set_labels(self, label_texts: list[str]) -> None:
-        """Encoder-only: the label texts (verbalizers) whose embeddings the sentence embedding is compared with."""
-        if self.family == ENCODER_ONLY:
-            self.label_batch = dict(self.tokenizer(list(label_texts), padding=True, return_tensors="pt"))
-
-    def check_label_room(self, label_texts: list[str], prompt_length: int | None = None) -> None:
-        """Encoder-only: refuse a label text that, beside the prompt (the bank's longest by default), overflows the
-        model's positions; each label is embedded under the prompt as an input is."""
-        if self.family != ENCODER_ONLY or self.max_positions is None:
-            return
-        length = self.bank.length if prompt_length is None else prompt_length
-        for text in label_texts:
-            n = len(self.tokenizer(text)["input_ids"])
-            if n + length > self.max_positions:
-                shown = text if len(text) <= 40 else text[:40] + "..."
-                raise UserError(
-                    f"--data.verbalizers: the label text {shown!r} has {n} tokens, which beside a {length}-vector prompt overflow {self.name}'s {self.max_positions} positions"
-                )
-
-    def label_anchors(self, prompt_ids: torch.Tensor) -> torch.Tensor:
-        """(B,) prompt ids -> (B, L, H): each label text's mean-pooled embedding under the row's own prompt.
-
-        The prompt conditions the label texts as it conditions the input (as a T5 prompt conditions both encoder
-        and decoder); with an empty prompt these are the frozen model's plain label embeddings.
-        """
-        ids, rows = prompt_ids.unique(return_inverse=True)  # each distinct prompt once
-        label_ids = self.label_batch["input_ids"].to(self.device)  # (L, T)
-        label_mask = self.label_batch["attention_mask"].to(self.device)
-        L = label_ids.shape[0]
-        anchors = self.pooled(
-            label_ids.repeat(len(ids), 1), label_mask.repeat(len(ids), 1), ids.repeat_interleave(L), inputs=False
-        )
-        return rows_of(anchors.view(len(ids), L, -1), rows)  # (B, L, H)
-
-    def pooled(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        prompt_ids: torch.Tensor,
-        prompt_offsets: torch.Tensor | None = None,
-        inputs: bool = True,
-    ) -> torch.Tensor:
-        """Encoder-only: (B, T) tokens, each row under its prompt -> (B, H) mean-pooled embeddings, prompt included;
-        `inputs=False` for label texts."""
-        j = self.joined(input_ids, attention_mask, prompt_ids, prompt_offsets=prompt_offsets, inputs=inputs)
-        return mean_pool(self._run(j).last_hidden_state, j.attention_mask)
-
-    def pooled_labels(self, pairs: list[tuple[int, str]]) -> torch.Tensor:
-        """Encoder-only: (prompt id, label text) pairs -> (N, H) each label text's embedding under its prompt."""
-        label_batch = _to(dict(self.tokenizer([t for _, t in pairs], padding=True, return_tensors="pt")), self.device)
-        return self.pooled(
-            label_batch["input_ids"],
-            label_batch["attention_mask"],
-            torch.tensor([i for i, _ in pairs], device=self.device),
-            inputs=False,
-        )
-
     # ----- prediction ---------------------------------------------------------------------------------
     def _prompt_ids(self, n: int, prompt_ids) -> torch.Tensor:
         if prompt_ids is None:
@@ -588,7 +351,7 @@ class SoftPromptModel(nn.Module):
         ids = self._prompt_ids(len(texts), prompt_ids)
         sizes = [len(labels) for labels in label_sets]
         if self.family == ENCODER_ONLY:
-            batch = _to(self.tokenize(texts, fit=False), self.device)
+            batch = batch_to(self.tokenize(texts, fit=False), self.device)
             sentences = self.pooled(
                 batch["input_ids"], batch["attention_mask"], ids, batch.get("prompt_offsets")
             )  # (B, H)
@@ -613,7 +376,7 @@ class SoftPromptModel(nn.Module):
             fit=False,
         )
         flat = self.target_logprob(
-            _to(batch, self.device), ids.repeat_interleave(torch.tensor(sizes, device=self.device))
+            batch_to(batch, self.device), ids.repeat_interleave(torch.tensor(sizes, device=self.device))
         )
         return list(flat.split(sizes))
 
@@ -645,7 +408,7 @@ class SoftPromptModel(nn.Module):
         (seconds) stops it early, after the step that passes it."""
         if self.family == ENCODER_ONLY:
             raise UserError("an encoder-only model does not generate text: use a classification task")
-        batch = _to(
+        batch = batch_to(
             self.tokenize(
                 inputs, template=template, max_input_length=max_input_length, max_target_length=max_new_tokens
             ),
@@ -666,18 +429,3 @@ class SoftPromptModel(nn.Module):
             )
             out = self.base.generate(inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask, **greedy)
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
-
-
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(B, T, H), (B, T) -> (B, H): the mean over attended positions (sentence-transformers pooling)."""
-    weights = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-
-
-def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(B, H), (B, L, H) -> (B, L) cosine similarities."""
-    return torch.einsum("bh,blh->bl", F.normalize(a.float(), dim=-1), F.normalize(b.float(), dim=-1))
-
-
-def _to(batch: dict, device) -> dict:
-    return {k: v.to(device) for k, v in batch.items()}
