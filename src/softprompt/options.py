@@ -21,8 +21,12 @@ TASK_NAMES = (
     "rte",
     "wic",
     "wsc",
+    "trec",
+    "sst5",
+    "sst5-binary",
+    "mr",
+    "sst2",
 )
-TASK_NAMES += ("trec", "sst5", "sst5-binary", "mr", "sst2")
 
 
 @dataclass
