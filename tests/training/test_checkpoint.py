@@ -359,3 +359,22 @@ def test_a_corrupt_checkpoint_is_refused_in_one_line(tmp_path):
         match=r"^--train.resume: .*state.safetensors: not a readable checkpoint file \(.*\); delete its folder",
     ):
         train(tmp_path, max_steps=4, resume=True)
+
+
+def test_a_field_only_one_side_records_is_refused_unless_the_identity_gained_or_lost_it(tmp_path):
+    saved = {
+        "identity": {
+            "method": {"init": "vocab", "reparam": {"kind": "residual"}},
+            "model": {"base_model": "m"},
+            "data": {"train": "t.jsonl"},
+        },
+        "options": {},
+    }
+    with pytest.raises(UserError, match=r"was trained with method\.reparam \{'kind': 'residual'\}, not None$"):
+        checkpoint.check_same_run(saved, {"method": {"init": "vocab"}}, {}, tmp_path)
+    today = {
+        "model": {"base_model": "m", "dtype": "float32", "readout_scale": 20.0},
+        "data": {},
+        "rows": {"train": "abc"},
+    }
+    checkpoint.check_same_run(saved, today, {}, tmp_path)  # what an earlier checkpoint records otherwise: no refusal

@@ -120,19 +120,28 @@ def _processes(n: int) -> str:
 ROW_OPTIONS = {"train": "--data.train", "validation": "--data.validation"}
 
 
+# what a run's identity gained or lost since checkpoints were first written: a checkpoint of an earlier version lacks
+# these, or records the data's paths (now their rows' digest), so they are compared only where both sides hold them
+ADDED_SECTIONS = {"rows"}
+CHANGED_FIELDS = {("model", "dtype"), ("model", "readout_scale"), ("data", "train"), ("data", "validation")}
+
+
 def check_same_run(state: dict, identity: dict, options: dict, path: Path) -> None:
     """Refuse to resume a checkpoint with another model, method, task, prompt, data or training options (other than
-    those in RESUMABLE_CHANGES), naming the first field that differs. A field that a checkpoint of an earlier
-    version does not record is not compared."""
+    those in RESUMABLE_CHANGES), naming the first field that differs."""
     for section, value in identity.items():
-        if section not in state["identity"]:
+        if section in ADDED_SECTIONS and section not in state["identity"]:
             continue
-        saved = state["identity"][section]
-        pairs = (
-            [(k, saved[k], value[k]) for k in value.keys() & saved.keys()]
-            if isinstance(value, dict) and isinstance(saved, dict)
-            else [(None, saved, value)]
-        )
+        saved = state["identity"].get(section)
+        if isinstance(value, dict) and isinstance(saved, dict):
+            keys = [
+                k
+                for k in value.keys() | saved.keys()
+                if (section, k) not in CHANGED_FIELDS or (k in value and k in saved)
+            ]
+            pairs = [(k, saved.get(k), value.get(k)) for k in keys]
+        else:
+            pairs = [(None, saved, value)]
         for key, was, now in sorted(pairs, key=lambda p: p[0] or ""):
             if was == now:
                 continue
