@@ -119,6 +119,11 @@ class SoftPromptModel(Tokenising, EncoderReadout, nn.Module):
     def device(self) -> torch.device:
         return self.input_embeddings().weight.device
 
+    @property
+    def weights_dtype(self) -> str:
+        """The frozen weights' dtype, as options spell it ("float32", "bfloat16", ...)."""
+        return str(next(self.base.parameters()).dtype).removeprefix("torch.")
+
     def embedding_matrix(self):
         """A context holding the (V, H) input-embedding matrix whole, however FSDP or DeepSpeed shards it (every
         process enters it together)."""

@@ -64,7 +64,6 @@ def run_report(run, train_seconds: float) -> dict:
     method, model, task, o, result = run.method, run.model, run.task, run.o, run.result
     params, base_parameters = run.params, run.base_parameters
     trainable = sum(p.numel() for p in params)
-    dtype = next(model.base.parameters()).dtype
     return {
         "time": datetime.datetime.now().isoformat(timespec="seconds"),
         "method": method.name,
@@ -91,7 +90,7 @@ def run_report(run, train_seconds: float) -> dict:
             "model": {
                 "name": model.name,
                 "family": model.family,
-                "dtype": str(dtype).removeprefix("torch."),
+                "dtype": model.weights_dtype,
                 "readout_scale": model.readout_scale,
             },
             "method": asdict(method.options),

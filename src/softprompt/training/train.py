@@ -122,10 +122,8 @@ class Training:
         run, model = self.run, self.run.model
         data = {k: v for k, v in asdict(run.task.options).items() if k not in ("train", "validation")}
         rows = {"train": examples_digest(train_examples), "validation": examples_digest(run.validation_examples)}
-        with model.embedding_matrix() as weights:
-            dtype = str(weights.dtype).removeprefix("torch.")
         identity = {
-            "model": {**model.identity(), "dtype": dtype, "readout_scale": model.readout_scale},
+            "model": {**model.identity(), "dtype": model.weights_dtype, "readout_scale": model.readout_scale},
             "method": run.method.metadata(),
             "task": run.task.describe(),
             "prompt": asdict(run.method.prompt_options),
