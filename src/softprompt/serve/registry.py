@@ -118,7 +118,6 @@ class Registry:
         self._refused: dict[Path, Refused] = {}
         self._settling: dict[Path, tuple[int, int, int]] = {}  # new or changed files as the last rescan saw them
         self.last_refused: list[dict] = []  # as of the last scan
-        self._lock = threading.Lock()  # one scan at a time
 
     def scan(self, watching: bool = False) -> tuple[ScanReport, dict[Path, ServedTask]]:
         """Load new and changed prompt files (a new modification time, size or inode, then a new sha256) and drop deleted
@@ -128,62 +127,54 @@ class Registry:
 
         A new or changed file loads only once it is settled, so that a file being written in place is never served
         half-written: unchanged since the previous rescan when `watching` (periodic rescans), else unchanged over
-        SETTLE_SECONDS; until then its earlier version, if any, keeps serving."""
-        with self._lock:
-            report = ScanReport()
-            served: dict[Path, ServedTask] = {}
-            names: dict[str, Path] = {}
-            found, gone = discover(self.folder), set()
-            unsettled = self._unsettled([path for _, path in found], watching)
-            for name, path in sorted(found, key=lambda f: f[1] not in self._served):  # a served file keeps its name
-                rel = self._relative(path)
-                if path in unsettled:
-                    if path in self._served:
-                        served[path] = self._served[path]
-                        names[name] = path
-                    continue
-                try:
-                    if rel != path.relative_to(self.folder).as_posix():  # escaped: not printable text
-                        self._refuse(
-                            path,
-                            f"{rel}: the file name is not printable UTF-8 text; rename the file to serve it",
-                            file_state(path),
-                        )
-                        continue
-                    if name in names:
-                        self._refuse(
-                            path,
-                            f"{rel}: the task name {name!r} is taken by {self._relative(names[name])}",
-                            file_state(path),
-                        )
-                        continue
-                    if not inside(self.folder, path):
-                        self._refuse(
-                            path,
-                            f"{rel}: a link to a file outside the prompt folder; only files inside it are served",
-                            file_state(path),
-                        )
-                        continue
-                    entry = self._scan_one(name, path, rel, report)
-                except OSError:  # vanished before its state was read: gone
-                    gone.add(path)
-                    continue
-                if entry is not None:
-                    served[path] = entry
+        SETTLE_SECONDS; until then its earlier version, if any, keeps serving. The engine runs one scan at a time."""
+        report = ScanReport()
+        served: dict[Path, ServedTask] = {}
+        names: dict[str, Path] = {}
+        found, gone = discover(self.folder), set()
+        unsettled = self._unsettled([path for _, path in found], watching)
+        for name, path in sorted(found, key=lambda f: f[1] not in self._served):  # a served file keeps its name
+            rel = self._relative(path)
+            if path in unsettled:
+                if path in self._served:
+                    served[path] = self._served[path]
                     names[name] = path
-            present = {path for _, path in found} - gone
-            for path, old in self._served.items():
-                if path not in served:
-                    report.dropped.append(old.name)
-                    if path in present:
-                        log.warning("withdrew task %s: %s no longer loads", old.name, old.file)
-                    else:
-                        log.info("dropped task %s (%s is gone)", old.name, old.file)
-            self._refused = {p: r for p, r in self._refused.items() if p in present}
-            report.refused = [{"file": r.file, "error": r.error} for r in self._refused.values()]
-            self.last_refused = report.refused
-            self._served = served
-            return report, served
+                continue
+            try:
+                unservable = self._unservable(name, path, rel, names)
+                if unservable:
+                    self._refuse(path, f"{rel}: {unservable}", file_state(path))
+                    continue
+                entry = self._scan_one(name, path, rel, report)
+            except OSError:  # vanished before its state was read: gone
+                gone.add(path)
+                continue
+            if entry is not None:
+                served[path] = entry
+                names[name] = path
+        present = {path for _, path in found} - gone
+        for path, old in self._served.items():
+            if path not in served:
+                report.dropped.append(old.name)
+                if path in present:
+                    log.warning("withdrew task %s: %s no longer loads", old.name, old.file)
+                else:
+                    log.info("dropped task %s (%s is gone)", old.name, old.file)
+        self._refused = {p: r for p, r in self._refused.items() if p in present}
+        report.refused = [{"file": r.file, "error": r.error} for r in self._refused.values()]
+        self.last_refused = report.refused
+        self._served = served
+        return report, served
+
+    def _unservable(self, name: str, path: Path, rel: str, names: dict[str, Path]) -> str | None:
+        """Why the file at `path` cannot serve task `name`, whatever it holds; None when it may."""
+        if rel != path.relative_to(self.folder).as_posix():  # escaped: not printable text
+            return "the file name is not printable UTF-8 text; rename the file to serve it"
+        if name in names:
+            return f"the task name {name!r} is taken by {self._relative(names[name])}"
+        if not inside(self.folder, path):
+            return "a link to a file outside the prompt folder; only files inside it are served"
+        return None
 
     def _unsettled(self, paths: list[Path], watching: bool) -> set[Path]:
         """The new or changed files among `paths` that may still be being written (see `scan`)."""
@@ -218,8 +209,9 @@ class Registry:
             if old is not None and old.sha256 == digest:
                 return replace(old, state=state)  # touched, not changed
             entry = self._load(name, path, rel, digest, state)
-            if file_state(path) != state:  # written to while it loaded: the next rescan takes it
-                self._settling[path] = file_state(path)
+            now = file_state(path)
+            if now != state:  # written to while it loaded: the next rescan takes it
+                self._settling[path] = now
                 return old
         except Exception as e:  # noqa: BLE001  a bad (or unreadable) file must never stop the server
             message = (
