@@ -57,7 +57,7 @@ def write(path: Path, text: str, encoding: str = "utf-8") -> str:
 
 # ----- the registry ----------------------------------------------------------------------------------
 def test_every_task_is_registered_and_the_old_names_still_import():
-    assert list(TASKS) == NAMES
+    assert list(TASKS) == NAMES and TASK_NAMES == tuple(NAMES)  # the option's values, which prompt files are checked on
     assert (
         TASKS["classification"] is ClassificationTask
         and TASKS["text2text"] is TextToTextTask
@@ -697,7 +697,3 @@ def test_empty_label_texts_are_refused_by_train_before_the_model_loads_with_labe
         == "error: --data.verbalizers: label '0' has an empty text; give each label a word or phrase\n"
     )
     assert not (tmp_path / "run").exists()
-
-
-def test_the_registry_names_the_tasks_the_option_and_prompt_files_take():
-    assert tuple(TASKS) == TASK_NAMES
