@@ -13,9 +13,12 @@ def random_uniform(
     return (torch.rand(length, hidden, generator=generator) * 2 - 1) * scale
 
 
-def vocab_candidates(vocab_size: int, first_n: int, exclude: set[int] | frozenset[int] = frozenset()) -> list[int]:
-    """The token ids `sampled_vocab` draws from: the first `first_n` of the vocabulary, less `exclude`."""
-    return [i for i in range(min(first_n, vocab_size)) if i not in exclude]
+class TooFewTokens(ValueError):
+    """More distinct tokens asked of `sampled_vocab` than the first ids hold, special tokens left out."""
+
+    def __init__(self, wanted: int, usable: int, first_n: int):
+        super().__init__(f"cannot sample {wanted} distinct tokens from the first {first_n} ids ({usable} usable)")
+        self.wanted, self.usable = wanted, usable
 
 
 def sampled_vocab(
@@ -26,11 +29,11 @@ def sampled_vocab(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Rows of `embeddings` drawn without replacement from the first `first_n` token ids, skipping `exclude`."""
-    candidates = torch.tensor(vocab_candidates(embeddings.shape[0], first_n, exclude), dtype=torch.long)
+    candidates = torch.tensor(
+        [i for i in range(min(first_n, embeddings.shape[0])) if i not in exclude], dtype=torch.long
+    )
     if len(candidates) < length:
-        raise ValueError(
-            f"cannot sample {length} distinct tokens from the first {first_n} ids ({len(candidates)} usable)"
-        )
+        raise TooFewTokens(length, len(candidates), first_n)
     chosen = candidates[torch.randperm(len(candidates), generator=generator)[:length]]
     return embeddings[chosen].detach().float().clone()
 

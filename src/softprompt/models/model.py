@@ -164,11 +164,19 @@ class SoftPromptModel(Tokenising, EncoderReadout, nn.Module):
         scale: float = 0.5,
         seed: int = 0,
     ) -> torch.Tensor:
-        """A (P, H) prompt from one of the initialisers: random, vocab, labels, text."""
-        with self.embedding_matrix() as weights:
-            return self._initial_prompt(
-                weights, init, length, text=text, labels=labels, first_n=first_n, scale=scale, seed=seed
-            )
+        """A (P, H) prompt from one of the initialisers: random, vocab, labels, text; a prompt the model cannot hold
+        is refused before it is built, and one that needs more distinct tokens than the vocabulary's first ids hold."""
+        self.check_prompt_length(length)
+        try:
+            with self.embedding_matrix() as weights:
+                return self._initial_prompt(
+                    weights, init, length, text=text, labels=labels, first_n=first_n, scale=scale, seed=seed
+                )
+        except initialisers.TooFewTokens as e:
+            raise UserError(
+                f"--prompt.length {length}: --prompt.init={init} samples {e.wanted} distinct tokens, and the first "
+                f"{first_n} ids of {self.name}'s vocabulary (--prompt.vocab_first_n) hold {e.usable} that are not special tokens"
+            ) from None
 
     def _initial_prompt(
         self,
@@ -182,17 +190,8 @@ class SoftPromptModel(Tokenising, EncoderReadout, nn.Module):
         scale: float,
         seed: int,
     ) -> torch.Tensor:
-        self.check_prompt_length(length)
         generator = torch.Generator().manual_seed(seed)
         special = frozenset(self.tokenizer.all_special_ids)
-        if init in ("vocab", "labels"):
-            sampled = length - min(len(labels), length) if init == "labels" else length
-            usable = len(initialisers.vocab_candidates(weights.shape[0], first_n, special))
-            if sampled > usable:
-                raise UserError(
-                    f"--prompt.length {length}: --prompt.init={init} samples {sampled} distinct tokens, and the first "
-                    f"{first_n} ids of {self.name}'s vocabulary (--prompt.vocab_first_n) hold {usable} that are not special tokens"
-                )
         if init == "random":
             return initialisers.random_uniform(length, self.hidden, scale, generator)
         if init == "vocab":
