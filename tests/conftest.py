@@ -2,13 +2,16 @@
 
 Width 32 and no dropout, so that a few optimiser steps on the prompt alone measurably fit a small task."""
 
+import json
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
 import torch
+import yaml
 
 if (
     not torch.cuda.is_available()
@@ -26,6 +29,7 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
+from softprompt.files.prompt_file import save_prompt
 from softprompt.models.model import SoftPromptModel
 
 WORDS = (
@@ -212,3 +216,48 @@ def greedy_reference(model: SoftPromptModel, prompt: torch.Tensor, texts: list[s
                 new.append(int(logits[0, -1].argmax()))
             outputs.append(model.tokenizer.decode(new, skip_special_tokens=True).strip())
     return outputs
+
+
+# ----- what the command's tests and the serving tests share -------------------------------------------------
+def write_data(tmp_path):
+    rows = sentiment_rows()
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def recipe(tmp_path, model_folder, **data):
+    config = {
+        "model": {"name": model_folder},
+        "prompt": {"length": 4, "init": "vocab", "vocab_first_n": 40},
+        "data": {
+            "task": "classification",
+            "train": str(write_data(tmp_path)),
+            "validation": str(tmp_path / "train.jsonl"),
+            "verbalizers": {"0": "no", "1": "yes"},
+            **data,
+        },
+        "train": {
+            "max_steps": 4,
+            "batch_size": 10,
+            "micro_batch_size": 5,
+            "eval_every": 2,
+            "output_dir": str(tmp_path / "run"),
+        },
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+SENTIMENT = {"type": "classification", "template": "review {} it was", "verbalizers": {"0": "no", "1": "yes"}}
+COLOUR = {"type": "classification", "template": "the {} is", "verbalizers": {"a": "red", "b": "blue", "c": "green"}}
+ANSWER = {"type": "text2text", "template": "question {}", "max_target_length": 3}
+QA = {"type": "text2text", "template": "question: {question} context: {context}", "max_target_length": 4}
+
+
+def write_prompt(
+    path: Path, model, task: dict, length: int = 3, seed: int = 0, base_model: str = "tiny", **extra
+) -> Path:
+    meta = {**model.identity(), "base_model": base_model, "task": task, **extra}
+    return save_prompt(path, model.initial_prompt("random", length, seed=seed), meta)

@@ -12,44 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from conftest import BUILDERS, save_model, sentiment_rows
+from conftest import BUILDERS, recipe, save_model, write_data
 
 from softprompt.cli import build_parser, main
 from softprompt.files.atomic import write_text_atomic
 from softprompt.files.prompt_file import load_prompt, save_prompt
 from softprompt.models.model import SoftPromptModel
-
-
-def write_data(tmp_path):
-    rows = sentiment_rows()
-    path = tmp_path / "train.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def recipe(tmp_path, model_folder, **data):
-    config = {
-        "model": {"name": model_folder},
-        "prompt": {"length": 4, "init": "vocab", "vocab_first_n": 40},
-        "data": {
-            "task": "classification",
-            "train": str(write_data(tmp_path)),
-            "validation": str(tmp_path / "train.jsonl"),
-            "verbalizers": {"0": "no", "1": "yes"},
-            **data,
-        },
-        "train": {
-            "max_steps": 4,
-            "batch_size": 10,
-            "micro_batch_size": 5,
-            "eval_every": 2,
-            "output_dir": str(tmp_path / "run"),
-        },
-    }
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 @pytest.mark.slow

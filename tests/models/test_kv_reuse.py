@@ -190,7 +190,7 @@ def test_other_families_are_unaffected(build):
 
 
 def test_served_tasks_equal_recomputation_across_a_changed_prompt_file(tmp_path):
-    from test_serve import ANSWER, COLOUR, SENTIMENT, write_prompt
+    from conftest import ANSWER, COLOUR, SENTIMENT, write_prompt
 
     from softprompt.serve.engine import Engine
 

@@ -231,7 +231,7 @@ def test_bad_reparam_on_the_command_line_is_one_line(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("family", ["decoder-only"])
 def test_train_info_predict_eval_with_a_reparameterised_prompt(tmp_path, model_folder, capsys):
-    from test_cli import recipe
+    from conftest import recipe
 
     config = recipe(tmp_path, model_folder)
     assert main(["train", "--config", str(config), "--prompt.reparam=ulpt", "--prompt.rank=2"]) == 0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import save_model, tiny_bert, tiny_gpt2
+from conftest import ANSWER, COLOUR, QA, SENTIMENT, save_model, tiny_bert, tiny_gpt2, write_prompt
 from fastapi.testclient import TestClient
 
 import softprompt
@@ -30,18 +30,6 @@ from softprompt.serve.client import Client, ServeError, ServerUnreachable
 from softprompt.serve.engine import Engine, UnknownTask, input_fields
 from softprompt.serve.registry import ServedTask
 from softprompt.tasks import make_task
-
-SENTIMENT = {"type": "classification", "template": "review {} it was", "verbalizers": {"0": "no", "1": "yes"}}
-COLOUR = {"type": "classification", "template": "the {} is", "verbalizers": {"a": "red", "b": "blue", "c": "green"}}
-ANSWER = {"type": "text2text", "template": "question {}", "max_target_length": 3}
-QA = {"type": "text2text", "template": "question: {question} context: {context}", "max_target_length": 4}
-
-
-def write_prompt(
-    path: Path, model, task: dict, length: int = 3, seed: int = 0, base_model: str = "tiny", **extra
-) -> Path:
-    meta = {**model.identity(), "base_model": base_model, "task": task, **extra}
-    return save_prompt(path, model.initial_prompt("random", length, seed=seed), meta)
 
 
 def served_folder(folder: Path, model, generation: bool = True, base_model: str = "tiny") -> Path:

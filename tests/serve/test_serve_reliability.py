@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import save_model, tiny_gpt2
+from conftest import COLOUR, SENTIMENT, save_model, tiny_gpt2, write_prompt
 from fastapi.testclient import TestClient
-from test_serve import COLOUR, SENTIMENT, free_port, served_folder, write_prompt
+from test_serve import free_port, served_folder
 
 import softprompt
 from softprompt.cli import main
