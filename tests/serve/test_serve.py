@@ -498,7 +498,7 @@ def test_a_request_past_its_deadline_answers_504_and_healthz_names_the_stuck_pas
 def test_a_prompt_file_recording_an_endless_answer_is_refused_by_serve_and_predict(served, capsys):
     model, folder, engine = served
     write_prompt(folder / "endless.safetensors", model, {**ANSWER, "max_target_length": 1_000_000})
-    message = "the recorded task's max_target_length must be 1 to 4096 tokens (got 1000000)"
+    message = "its metadata field 'task.max_target_length' is 1000000, expected at most 4096"
     assert f"endless.safetensors: {message}" in [r["error"] for r in engine.rescan().refused]
     assert main(["predict", str(folder / "endless.safetensors"), "who is it"]) == 1
     assert capsys.readouterr().err == f"error: {folder / 'endless.safetensors'}: {message}\n"

@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from softprompt.checks import MAX_TARGET_LENGTH
 from softprompt.core.families import FAMILIES
 from softprompt.core.template import Template
 from softprompt.errors import UserError, first_line
@@ -215,6 +216,10 @@ def check_metadata(metadata, path: Path) -> None:
     for key in ("max_input_length", "max_target_length"):
         if task.get(key) is not None and task[key] < 1:
             raise UserError(f"{path}: its metadata field 'task.{key}' is {task[key]}, expected at least 1")
+    if task.get("max_target_length", 0) > MAX_TARGET_LENGTH:  # an answer that long generates for minutes
+        raise UserError(
+            f"{path}: its metadata field 'task.max_target_length' is {task['max_target_length']}, expected at most {MAX_TARGET_LENGTH}"
+        )
     if not all(isinstance(v, str) for v in task.get("verbalizers", {}).values()):
         raise UserError(f"{path}: its metadata field 'task.verbalizers' holds a label text that is not a string")
     if task.get("type") is not None and task["type"] not in TASK_NAMES:

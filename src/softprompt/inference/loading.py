@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-from softprompt.checks import MAX_TARGET_LENGTH
 from softprompt.core.bank import PromptBank
 from softprompt.errors import UserError
 from softprompt.files.prompt_file import PromptFile, check_compatible, load_prompt
@@ -64,11 +63,6 @@ def task_options(file: PromptFile, overrides: DataOptions | None = None, where: 
         max_input_length=task.get("max_input_length", 512),
         max_target_length=task.get("max_target_length", 8),
     )
-    n = options.max_target_length
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_TARGET_LENGTH:
-        raise UserError(
-            f"{where}: the recorded task's max_target_length must be 1 to {MAX_TARGET_LENGTH} tokens (got {n!r})"
-        )
     if overrides is not None:
         default = DataOptions()
         for key, value in vars(overrides).items():
