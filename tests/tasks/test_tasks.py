@@ -697,3 +697,11 @@ def test_empty_label_texts_are_refused_by_train_before_the_model_loads_with_labe
         == "error: --data.verbalizers: label '0' has an empty text; give each label a word or phrase\n"
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_a_typed_field_that_is_not_text_is_refused_whether_typed_or_escaped_in_json():
+    qa = task("squad")
+    with pytest.raises(UserError, match=r"^input 2: not valid text \(a lone surrogate"):
+        qa.fields_from_texts(['{"question": "q", "context": "c"}', '{"question": "\\ud800", "context": "c"}'])
+    with pytest.raises(UserError, match=r"^input 1: not valid text \(a lone surrogate"):
+        task("classification", verbalizers={"0": "no", "1": "yes"}).fields_from_texts(["caf\udce9"])

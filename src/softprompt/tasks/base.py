@@ -97,20 +97,23 @@ class Task:
         return Example(values, self.template.render(values), **kw)
 
     def fields_from_texts(self, texts: list[str]) -> list[dict[str, str]]:
-        """Inputs typed by a user: plain texts for a one-field template, else JSON objects holding every field."""
-        for n, text in enumerate(texts, 1):
-            check_text(text, n)
-        if self.template.single:
-            return [{self.template.fields[0]: t} for t in texts]
+        """Inputs typed by a user: plain texts for a one-field template, else JSON objects holding every field; each
+        field checked to be text (check_text)."""
         needed = self.template.fields
         out = []
         for n, text in enumerate(texts, 1):
-            row = parse_json_input(text)
-            if not isinstance(row, dict) or any(row.get(f) is None for f in needed):
-                raise UserError(
-                    f"input {n}: the template {self.template.text!r} needs a JSON object with the fields {', '.join(needed)}"
-                )
-            out.append({f: str(row[f]) for f in needed})
+            if self.template.single:
+                fields = {needed[0]: text}
+            else:
+                row = parse_json_input(text)
+                if not isinstance(row, dict) or any(row.get(f) is None for f in needed):
+                    raise UserError(
+                        f"input {n}: the template {self.template.text!r} needs a JSON object with the fields {', '.join(needed)}"
+                    )
+                fields = {f: str(row[f]) for f in needed}
+            for value in fields.values():
+                check_text(value, n)
+            out.append(fields)
         return out
 
     def prepare(self, model: SoftPromptModel) -> None:
