@@ -105,6 +105,21 @@ def check_model(o: ModelOptions) -> None:
     at_most("--model.readout_scale", o.readout_scale, MAX_SCALE)
 
 
+def check_device(device: str) -> None:
+    """--device is auto, cpu, or cuda[:N] naming a GPU this machine has."""
+    if device in ("auto", "cpu"):
+        return
+    index = device.removeprefix("cuda").removeprefix(":")
+    if not device.startswith("cuda") or (index and not index.isdigit()) or device == "cuda:":
+        raise UserError(f"--device: {device!r} is not auto, cpu or cuda[:N]")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available here")
+    if index and int(index) >= torch.cuda.device_count():
+        raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
 def check_predict(batch_size: int) -> None:
     at_least("--batch_size", batch_size, 1)
 

@@ -200,16 +200,31 @@ class ServeOptions:
     """softprompt serve's options (the command spells each as --NAME; `kv_reuse` is --no_kv_reuse's opposite)."""
 
     host: str = "127.0.0.1"
+    """Address to listen on (loopback by default)."""
     port: int = 8000
-    token: str | None = None  # bearer token; None: no authentication
-    max_batch_size: int = 32  # rows per model pass
-    max_wait_ms: float = 5.0  # how long a batch waits to fill
-    max_inputs: int = 64  # per request
-    max_input_chars: int = 20_000  # per input (all its fields together)
+    """Port to listen on."""
+    token: str | None = None
+    """Bearer token every endpoint but /healthz requires; default: $SOFTPROMPT_TOKEN, else none."""
+    max_batch_size: int = 32
+    """Rows per model pass."""
+    max_wait_ms: float = 5.0
+    """How long a batch waits for more requests to fill it (0: run at once)."""
+    max_inputs: int = 64
+    """Inputs a request may hold (413 beyond)."""
+    max_input_chars: int = 20_000
+    """Characters an input may hold, all its fields together (413 beyond)."""
     max_body_bytes: int = 1_000_000
-    rescan_seconds: float = 0.0  # periodic rescans of the prompt folder; 0: only on POST /v1/tasks
-    max_new_tokens: int = 256  # the longest generated answer, whatever a prompt file records
-    timeout_seconds: float = 60.0  # a request's deadline (504 past it); a generation stops after it
+    """Bytes a request body may hold (413 beyond), checked before parsing."""
+    rescan_seconds: float = 0.0
+    """Rescan the prompt folder this often (0: only on POST /v1/tasks)."""
+    max_new_tokens: int = 256
+    """The most tokens a generated answer may have, whatever its prompt file records."""
+    timeout_seconds: float = 60.0
+    """A request not answered within this answers 504, and a generation stops after it; /healthz answers 503 while
+    one model pass has run longer."""
     device: str = "auto"
-    dtype: str = "auto"
-    kv_reuse: bool = True  # decoder-only: each prompt's keys and values computed once
+    """auto (CUDA when available), cpu, or cuda[:N]."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Dtype of the frozen weights."""
+    kv_reuse: bool = True
+    """Decoder-only: each prompt's keys and values computed once and reused (the outputs are the same)."""

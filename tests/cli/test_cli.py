@@ -230,6 +230,46 @@ def test_eval_and_predict_honour_the_model_options(tmp_path, model_folder, capsy
 
 
 @pytest.mark.parametrize("family", ["encoder-only"])
+def test_commands_that_run_a_model_take_device(tmp_path, model_folder, capsys, monkeypatch):
+    prompt = str(untrained_prompt(tmp_path / "p.safetensors", model_folder))
+    data = str(write_data(tmp_path))
+    devices = []
+    load = SoftPromptModel.load
+
+    def recording_load(cls, *args, **kwargs):
+        model = load(*args, **kwargs)
+        to = model.to
+        model.to = lambda device: (devices.append(str(device)), to(device))[1]
+        return model
+
+    monkeypatch.setattr(SoftPromptModel, "load", classmethod(recording_load))
+    assert main(["eval", prompt, "--data.validation", data, "--device", "cpu"]) == 0
+    assert main(["predict", prompt, "great", "--device=cpu"]) == 0
+    assert main(["neighbors", prompt, "--device", "cpu"]) == 0
+    assert main(["ensemble", "--prompts", prompt, prompt, "--data.validation", data, "--device", "cpu"]) == 0
+    assert devices == ["cpu"] * 4
+    capsys.readouterr()
+
+    monkeypatch.setattr(SoftPromptModel, "load", classmethod(lambda *a, **k: pytest.fail("loaded the model")))
+    missing = "cuda:99" if torch.cuda.is_available() else "cuda"
+    commands = {
+        "eval": ["eval", prompt, "--data.validation", data],
+        "predict": ["predict", prompt, "great"],
+        "neighbors": ["neighbors", prompt],
+        "ensemble": ["ensemble", "--prompts", prompt, prompt, "--data.validation", data],
+        "transfer": ["--config", str(recipe(tmp_path, model_folder)), "--targets", f"[classification={data}]"],
+        "serve": ["serve", "--prompts", str(tmp_path)],
+    }
+    commands["transfer"].insert(0, "transfer")
+    for name, argv in commands.items():
+        for device, reason in (("tpu", "is not auto, cpu or cuda[:N]"), (missing, "")):
+            assert main([*argv, "--device", device]) != 0, name
+            err = capsys.readouterr().err
+            assert err.startswith(f"error: --device") and len(err.strip().splitlines()) == 1, (name, err)
+            assert reason in err, (name, err)
+
+
+@pytest.mark.parametrize("family", ["encoder-only"])
 def test_predict_hint_names_an_option_predict_has(tmp_path, model_folder, capsys):
     prompt = str(untrained_prompt(tmp_path / "p.safetensors", model_folder, base_model=""))
     assert main(["predict", prompt, "great"]) == 1

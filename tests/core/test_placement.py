@@ -165,8 +165,9 @@ CHAT = "<|im_start|>user\n{prompt} {}<|im_end|>\n<|im_start|>assistant\n"
 @pytest.mark.slow
 def test_smollm2_prompt_inside_the_user_turn_equals_its_text_typed_there():
     """The real SmolLM2-135M-Instruct (cached after its first load, see test_embedded.py) and its chat markup."""
-    from softprompt.models.embedded import SMOLLM2, FetchError
+    from softprompt.models.embedded import SMOLLM2
     from softprompt.models.model import SoftPromptModel
+    from softprompt.models.wheels import FetchError
 
     try:
         model = SoftPromptModel.load(SMOLLM2.name)

@@ -23,13 +23,12 @@ from softprompt.models.embedded import (
     EMBEDDED_MODEL,
     MARKER,
     SMOLLM2,
-    FetchError,
     PackagedModel,
     WheelGGUFModel,
-    pip_error,
 )
 from softprompt.models.loading import resolve_model_path
 from softprompt.models.model import SoftPromptModel
+from softprompt.models.wheels import FetchError, pip_error
 
 pytestmark = pytest.mark.slow  # starts processes or servers, loads real models, or draws many examples
 

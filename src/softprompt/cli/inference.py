@@ -19,12 +19,14 @@ def predict(
     json_output: bool = False,
     model: ModelOptions | None = None,
     allow_other_model: bool = False,
+    device: str = "auto",
 ) -> list[str]:
     """Predict with a prompt file for TEXTS, or each line of --file, or each line of standard input: one line out per
     text in (line breaks inside a generated answer written as \\n; --json gives the exact text)."""
     checks.check_predict(batch_size)
     model = model or ModelOptions()
     checks.check_model(model)
+    checks.check_device(device)
     if not texts:
         texts = [t for t in _input_text(file).splitlines() if t.strip()]
     if not texts:
@@ -33,9 +35,7 @@ def predict(
     from softprompt.inference.loading import load_with_prompts, recorded_task
 
     task = recorded_task(load_prompt(prompt), prompt)  # before the model loads
-    frozen, _ = load_with_prompts(
-        [prompt], model.name, model.family, allow_other_model, model.dtype, model.readout_scale, model.trust_pickle
-    )
+    frozen, _ = load_with_prompts([prompt], model, allow_other_model, device)
     task.prepare(frozen)
     out = task.predict_all(frozen, task.fields_from_texts(texts), batch_size, progress=False)
     for text, prediction in zip(texts, out, strict=True):
@@ -77,12 +77,14 @@ def ensemble(
     batch_size: int = 64,
     json_output: bool = False,
     allow_other_model: bool = False,
+    device: str = "auto",
 ) -> dict:
     """Score prompts of one task alone and as an ensemble, run together in one batched pass (paper section 7)."""
     option_checks.check_data(data)
     option_checks.check_data_files(data)
     checks.check_predict(batch_size)
     checks.check_model(model)
+    checks.check_device(device)
     if len(prompts) < 2:
         raise UserError("--prompts: an ensemble needs at least two prompt files")
     if not (data.validation or data.train):
@@ -91,9 +93,7 @@ def ensemble(
     from softprompt.inference.loading import load_with_prompts, same_task, task_options
     from softprompt.tasks import make_task
 
-    frozen, files = load_with_prompts(
-        prompts, model.name, model.family, allow_other_model, model.dtype, model.readout_scale, model.trust_pickle
-    )
+    frozen, files = load_with_prompts(prompts, model, allow_other_model, device)
     same_task(prompts, files)
     data = task_options(files[0], data)
     task = make_task(data)

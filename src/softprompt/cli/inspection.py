@@ -55,18 +55,18 @@ def neighbors(
     json_output: bool = False,
     model: ModelOptions | None = None,
     allow_other_model: bool = False,
+    device: str = "auto",
 ) -> dict:
     """List each prompt position's nearest vocabulary tokens (cosine similarity) and the label words among them."""
     if k < 1:
         raise UserError(f"-k must be at least 1 (got {k})")
     model = model or ModelOptions()
     checks.check_model(model)
+    checks.check_device(device)
     from softprompt.inference.interpret import label_hits, nearest_tokens, report, table
     from softprompt.inference.loading import load_with_prompts
 
-    frozen, files = load_with_prompts(
-        [prompt], model.name, model.family, allow_other_model, model.dtype, model.readout_scale, model.trust_pickle
-    )
+    frozen, files = load_with_prompts([prompt], model, allow_other_model, device)
     nearest = nearest_tokens(frozen, files[0].prompt, k)
     words = list(dict.fromkeys(files[0].metadata.get("task", {}).get("verbalizers", {}).values()))
     hits = label_hits(frozen, nearest, words) if words else None

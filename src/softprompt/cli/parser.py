@@ -12,7 +12,15 @@ from softprompt.cli.inference import ensemble, predict, serve
 from softprompt.cli.inspection import info, models, neighbors, similar, tasks
 from softprompt.cli.interop import export, import_
 from softprompt.cli.training import evaluate, quickstart, sweep, train, transfer
-from softprompt.options import DataOptions, Family, MethodOptions, ModelOptions, PromptOptions, TrainOptions
+from softprompt.options import (
+    DataOptions,
+    Family,
+    MethodOptions,
+    ModelOptions,
+    PromptOptions,
+    ServeOptions,
+    TrainOptions,
+)
 
 COMMANDS = {  # each command's name and function; its docstring is the command's help
     "train": train,
@@ -98,7 +106,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="Show tracebacks on errors.")
     commands = parser.add_subcommands(dest="command")
 
-    def command(name: str, *sections, arguments=()):
+    def command(name: str, *sections, arguments=(), flat=None, skip=()):
+        """`sections` add --SECTION.FIELD options from (section, Options class) pairs; `flat` adds an Options
+        class's fields as --FIELD, less those in `skip`."""
         fn = COMMANDS[name]
         SECTIONS[name] = [section for section, _ in sections]
         p = ArgumentParser(description=fn.__doc__, exit_on_error=False)  # main() reports a bad value in one line
@@ -107,6 +117,8 @@ def build_parser() -> ArgumentParser:
             p.add_class_arguments(cls, section)
         for args, kwargs in arguments:
             p.add_argument(*args, **kwargs)
+        if flat is not None:
+            p.add_class_arguments(flat, None, skip=set(skip), as_group=False)
         commands.add_subcommand(name, p, help=fn.__doc__.splitlines()[0])
 
     recipe = (("model", ModelOptions), ("prompt", PromptOptions), ("data", DataOptions), ("train", TrainOptions))
@@ -114,6 +126,8 @@ def build_parser() -> ArgumentParser:
         ("--allow_other_model",),
         dict(action="store_true", help="Use a prompt file whose model fingerprint differs from the model's."),
     )
+
+    device = (("--device",), dict(type=str, default="auto", help="auto (CUDA when available), cpu, or cuda[:N]."))
 
     def json_flag(text: str):  # every command's --json, its function's json_output
         return (("--json",), dict(dest="json_output", action="store_true", help=text))
@@ -133,6 +147,7 @@ def build_parser() -> ArgumentParser:
                 ),
             ),
             allow,
+            device,
         ],
     )
     command(
@@ -145,6 +160,7 @@ def build_parser() -> ArgumentParser:
             (("--batch_size",), dict(type=int, default=64, help="Rows per forward pass.")),
             json_flag("Print JSON lines: each text with its prediction, exactly."),
             allow,
+            device,
         ],
     )
     command(
@@ -179,6 +195,7 @@ def build_parser() -> ArgumentParser:
             ),
             json_flag("Print only JSON."),
             allow,
+            device,
         ],
     )
     command(
@@ -191,6 +208,7 @@ def build_parser() -> ArgumentParser:
                 "Print only JSON: each position's token ids, tokens (as spelled and as text) and similarities, and the label-word counts."
             ),
             allow,
+            device,
         ],
     )
     command(
@@ -245,6 +263,8 @@ def build_parser() -> ArgumentParser:
     )
     command(
         "serve",
+        flat=ServeOptions,
+        skip=("kv_reuse", "device"),
         arguments=[
             (
                 ("--prompts",),
@@ -262,69 +282,6 @@ def build_parser() -> ArgumentParser:
                     help="Hub name or local folder of the model; default: the model the prompt files name (they must agree).",
                 ),
             ),
-            (("--host",), dict(type=str, default="127.0.0.1", help="Address to listen on (loopback by default).")),
-            (("--port",), dict(type=int, default=8000, help="Port to listen on.")),
-            (
-                ("--token",),
-                dict(
-                    type=str | None,
-                    default=None,
-                    help="Bearer token every endpoint but /healthz requires; default: $SOFTPROMPT_TOKEN, else none.",
-                ),
-            ),
-            (("--max_batch_size",), dict(type=int, default=32, help="Rows per model pass.")),
-            (
-                ("--max_wait_ms",),
-                dict(
-                    type=float,
-                    default=5.0,
-                    help="How long a batch waits for more requests to fill it (0: run at once).",
-                ),
-            ),
-            (("--max_inputs",), dict(type=int, default=64, help="Inputs a request may hold (413 beyond).")),
-            (
-                ("--max_input_chars",),
-                dict(
-                    type=int, default=20_000, help="Characters an input may hold, all its fields together (413 beyond)."
-                ),
-            ),
-            (
-                ("--max_body_bytes",),
-                dict(
-                    type=int,
-                    default=1_000_000,
-                    help="Bytes a request body may hold (413 beyond), checked before parsing.",
-                ),
-            ),
-            (
-                ("--rescan_seconds",),
-                dict(type=float, default=0.0, help="Rescan the prompt folder this often (0: only on POST /v1/tasks)."),
-            ),
-            (
-                ("--max_new_tokens",),
-                dict(
-                    type=int,
-                    default=256,
-                    help="The most tokens a generated answer may have, whatever its prompt file records.",
-                ),
-            ),
-            (
-                ("--timeout_seconds",),
-                dict(
-                    type=float,
-                    default=60.0,
-                    help="A request not answered within this answers 504, and a generation stops after it; /healthz answers 503 while one model pass has run longer.",
-                ),
-            ),
-            (("--device",), dict(type=str, default="auto", help="auto (CUDA when available), cpu, or cuda[:N].")),
-            (
-                ("--dtype",),
-                dict(
-                    type=Literal["auto", "float32", "bfloat16", "float16"],
-                    default="auto",
-                    help="Dtype of the frozen weights.",
-                ),
-            ),
             (
                 ("--no_kv_reuse",),
                 dict(
@@ -333,6 +290,7 @@ def build_parser() -> ArgumentParser:
                 ),
             ),
             allow,
+            device,
         ],
     )
     command(
@@ -396,6 +354,7 @@ def build_parser() -> ArgumentParser:
                     help="Evaluation sets: TASK=FILE, or a data section (name: its row); unset options are the source's.",
                 ),
             ),
+            device,
         ],
     )
     return parser

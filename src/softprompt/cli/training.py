@@ -42,9 +42,7 @@ def train(
     if chosen.trains:
         resolve_model_path(model.name or EMBEDDED_MODEL)  # an embedded model's folder made first, whole
         start_accelerate()  # a wrong launch stops before the model loads; under DeepSpeed the model loads partitioned
-    frozen = SoftPromptModel.load(
-        model.name or EMBEDDED_MODEL, model.family, model.dtype, model.readout_scale, model.trust_pickle
-    )
+    frozen = SoftPromptModel.load(model)
     model_bytes = frozen.base_bytes()
     if report:
         state = "trainable" if chosen.name == "model" else "frozen"
@@ -76,34 +74,26 @@ def evaluate(
     train: TrainOptions,
     prompt: PromptOptions | None = None,
     allow_other_model: bool = False,
+    device: str = "auto",
 ) -> dict:
     """Score PROMPT_FILE on DATA.VALIDATION; without it, score the frozen model alone (prompt design).
 
     Takes the same recipe as train; only its model and data sections and train.eval_batch_size are used."""
     option_checks.check_eval(data, train)
     checks.check_model(model)
+    checks.check_device(device)
     if not (data.validation or data.train):
         raise UserError("--data.validation: give the data to evaluate on")
     from softprompt.inference.loading import load_with_prompts, task_options
-    from softprompt.models.embedded import EMBEDDED_MODEL
+    from softprompt.models.loading import pick_device
     from softprompt.models.model import SoftPromptModel
     from softprompt.tasks import make_task
 
     if prompt_file:
-        frozen, files = load_with_prompts(
-            [prompt_file],
-            model.name,
-            model.family,
-            allow_other_model,
-            model.dtype,
-            model.readout_scale,
-            model.trust_pickle,
-        )
+        frozen, files = load_with_prompts([prompt_file], model, allow_other_model, device)
         data = task_options(files[0], data)
     else:
-        frozen = SoftPromptModel.load(
-            model.name or EMBEDDED_MODEL, model.family, model.dtype, model.readout_scale, model.trust_pickle
-        )
+        frozen = SoftPromptModel.load(model).to(pick_device(device))
     source = data.validation or data.train
     task = make_task(data)
     examples = task.load(source, data.limit_validation)
@@ -122,12 +112,14 @@ def transfer(
     method: MethodOptions | None = None,
     methods: list[str] | None = None,
     targets: list | None = None,
+    device: str = "auto",
 ) -> dict:
     """Train on one task with each of --methods (prompt and model tuning by default), then score each result on
     --targets without training: the paper's domain-shift table, with the in-domain row and the delta
     (TRAIN.OUTPUT_DIR/transfer.md, .csv and .json)."""
     option_checks.check_training_command(prompt, data, train)
     checks.check_model(model)
+    checks.check_device(device)
     if not targets:
         raise UserError("--targets: give one or more evaluation sets (TASK=FILE, or a data section)")
     from softprompt.experiments.transfer import MARKDOWN_FILE, markdown, method_cells, run_transfer, targets_from
@@ -135,7 +127,7 @@ def transfer(
     output = Path(train.output_dir)
     cells = method_cells(model, prompt, data, train, method or MethodOptions(), methods or ["prompt", "model"], output)
     chosen = targets_from(targets, data)
-    result = run_transfer(cells, chosen, output, train.eval_batch_size)
+    result = run_transfer(cells, chosen, output, train.eval_batch_size, device=device)
     print(markdown(result["rows"], [c.id for c in cells]))
     print(f"wrote: {output / MARKDOWN_FILE} (and .csv, .json)")
     return result

@@ -20,7 +20,6 @@ from softprompt.experiments.plots import write_plots
 from softprompt.experiments.table import write_tables
 from softprompt.files.atomic import clear_temporaries, write_text_atomic
 from softprompt.methods import make_method
-from softprompt.models.embedded import EMBEDDED_MODEL
 from softprompt.models.model import SoftPromptModel
 from softprompt.tasks import make_task
 from softprompt.training.checkpoint import CHECKPOINTS
@@ -200,13 +199,7 @@ def run_cell(cell: Cell, folder: Path, data: dict | None = None) -> dict:
         shutil.rmtree(folder)  # a half-done cell: nothing of it is kept
     task = make_task(cell.data)
     train_examples, validation = examples(cell, task, {} if data is None else data)
-    model = SoftPromptModel.load(
-        cell.model.name or EMBEDDED_MODEL,
-        cell.model.family,
-        cell.model.dtype,
-        cell.model.readout_scale,
-        cell.model.trust_pickle,
-    )
+    model = SoftPromptModel.load(cell.model)
     method = make_method(cell.method, cell.prompt)
     result = train(model, method, task, train_examples, validation, cell.train, folder, progress=False)
     row = cell_row(cell, task.metric, result.report)

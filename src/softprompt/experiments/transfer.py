@@ -15,7 +15,7 @@ from softprompt.experiments.sweep import run_sweep
 from softprompt.experiments.table import write_csv
 from softprompt.files.atomic import write_text_atomic
 from softprompt.methods import make_method
-from softprompt.models.embedded import EMBEDDED_MODEL
+from softprompt.models.loading import pick_device
 from softprompt.models.model import SoftPromptModel
 from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
@@ -93,9 +93,10 @@ def method_cells(
 
 
 def run_transfer(
-    cells: list[Cell], targets: list[Target], output: Path, batch_size: int, progress: bool = True
+    cells: list[Cell], targets: list[Target], output: Path, batch_size: int, progress: bool = True, device: str = "cpu"
 ) -> dict:
-    """Train each cell not yet finished, then score each on every target; writes transfer.json, .csv and .md."""
+    """Train each cell not yet finished, then score each on every target on `device` (auto: CUDA when available);
+    writes transfer.json, .csv and .md."""
     examples = {
         t.name: make_task(t.data).load(t.data.validation, t.data.limit_validation) for t in targets
     }  # before any model loads
@@ -103,14 +104,8 @@ def run_transfer(
     scores: dict[str, dict[str, dict]] = {t.name: {} for t in targets}
     for cell in cells:
         method = make_method(cell.method, cell.prompt)
-        model = SoftPromptModel.load(
-            cell.model.name or EMBEDDED_MODEL,
-            cell.model.family,
-            cell.model.dtype,
-            cell.model.readout_scale,
-            cell.model.trust_pickle,
-        )
-        model = method.load(model, output / CELLS / cell.id)
+        model = SoftPromptModel.load(cell.model)
+        model = method.load(model, output / CELLS / cell.id).to(pick_device(device))
         for target in targets:
             task = make_task(target.data)
             task.prepare(model)

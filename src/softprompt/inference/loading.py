@@ -5,33 +5,30 @@ from pathlib import Path
 from softprompt.core.bank import PromptBank
 from softprompt.errors import UserError
 from softprompt.files.prompt_file import PromptFile, check_compatible, load_prompt
+from softprompt.models.loading import pick_device
 from softprompt.models.model import SoftPromptModel
-from softprompt.options import DataOptions
+from softprompt.options import DataOptions, ModelOptions
 from softprompt.tasks import Task, make_task
 
 
 def load_with_prompts(
-    paths: list[str],
-    model_name: str | None = None,
-    family: str | None = None,
-    allow_other_model: bool = False,
-    dtype: str = "auto",
-    readout_scale: float = 20.0,
-    trust_pickle: bool = False,
+    paths: list[str], model: ModelOptions | None = None, allow_other_model: bool = False, device: str = "cpu"
 ) -> tuple[SoftPromptModel, list[PromptFile]]:
-    """The model the prompts were trained on (or `model_name`), with a bank holding every prompt, named by file stem."""
+    """The model the prompts were trained on (or `model.name`), on `device` (auto: CUDA when available), with a bank
+    holding every prompt, named by file stem."""
     if not paths:
         raise UserError("give at least one prompt file")
     files = [load_prompt(p) for p in paths]
-    name = model_name or files[0].metadata.get("base_model")
+    model = model or ModelOptions()
+    name = model.name or files[0].metadata.get("base_model")
     if not name:
         raise UserError(f"{paths[0]}: the prompt file does not name its base model; pass --model.name")
-    model = SoftPromptModel.load(name, family or files[0].metadata.get("family"), dtype, readout_scale, trust_pickle)
+    frozen = SoftPromptModel.load(model, name=name, family=model.family or files[0].metadata.get("family"))
     for path, file in zip(paths, files):
-        check_compatible(file, model.hidden, model.fingerprint(), path, allow_other_model)
+        check_compatible(file, frozen.hidden, frozen.fingerprint(), path, allow_other_model)
     names = _unique_names([Path(p).stem if Path(p).stem != "prompt" else Path(p).parent.name for p in paths])
-    model.bank = PromptBank([f.prompt for f in files], names, [f.offset for f in files])
-    return model, files
+    frozen.bank = PromptBank([f.prompt for f in files], names, [f.offset for f in files])
+    return frozen.to(pick_device(device)), files
 
 
 def same_task(paths: list[str], files: list[PromptFile]) -> None:

@@ -70,7 +70,7 @@ def base_identity(
     """The model's identity as prompt files record it, its width checked; when a hub model cannot be loaded (offline),
     only its name and family, with a note saying the width went unchecked."""
     try:
-        model = SoftPromptModel.load(name, family, dtype)
+        model = SoftPromptModel.load(name, family=family, dtype=dtype)
     except UserError as e:
         if _is_local(name):
             raise

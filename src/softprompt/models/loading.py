@@ -5,6 +5,7 @@ only unless a pickle is trusted (pickles.py)."""
 import os
 
 import torch
+from torch import nn
 
 from softprompt.core.families import DECODER_ONLY, ENCODER_DECODER, ENCODER_ONLY, FAMILIES
 from softprompt.errors import UserError, first_line
@@ -17,6 +18,13 @@ def checkpoint_dtype(config) -> torch.dtype:
     """The dtype a model's weights are stored in, by its config (float32 when it does not say)."""
     dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or torch.float32
     return getattr(torch, dtype) if isinstance(dtype, str) else dtype
+
+
+def pick_device(device: str) -> str:
+    """--device as torch names it: auto is CUDA when available, else the CPU (checks.check_device checked it)."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 def resolve_model_path(name: str) -> str:
@@ -89,3 +97,15 @@ def load_pretrained(name: str, family: str | None, dtype: str, trust_pickle: boo
     # prompt files record a local folder as an absolute path, so that they work from any directory
     recorded = path if local and name not in embedded.MODELS else name
     return base.eval(), tokenizer, family, recorded
+
+
+def max_positions(base: nn.Module) -> int | None:
+    """How many positions the model can attend over; None for relative positions (T5: no hard limit)."""
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(base.config, key, None)
+        if isinstance(value, int) and value > 0:
+            table = getattr(getattr(base, "embeddings", None), "position_embeddings", None)
+            if isinstance(table, nn.Embedding) and table.padding_idx is not None:
+                return value - table.padding_idx - 1  # RoBERTa-style: positions are counted from padding_idx + 1
+            return value
+    return None

@@ -1,5 +1,5 @@
 """The frozen model with a prompt bank: the forward pass and prediction; loading (loading.py), tokenising
-(tokenising.py) and the encoder readout (readout.py) beside it.
+(tokenising.py), prompt initialisation (initialising.py) and the encoder readout (readout.py) beside it.
 
 Three families share one join (join.py):
 - encoder-decoder (T5, BART): prompt before the encoder input; the decoder sees the target;
@@ -9,6 +9,7 @@ Three families share one join (join.py):
 A template's `{prompt}` slot (placement.py) moves the prompt into the text: `tokenize` then adds `prompt_offsets`.
 """
 
+import dataclasses
 import inspect
 import os
 
@@ -16,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from softprompt.core import initialisers
 from softprompt.core.attention import finite_attention
 from softprompt.core.bank import PromptBank
 from softprompt.core.families import DECODER_ONLY, ENCODER_DECODER, ENCODER_ONLY, FAMILIES
@@ -26,35 +26,18 @@ from softprompt.core.template import Template
 from softprompt.errors import UserError
 from softprompt.files.prompt_file import embedding_fingerprint
 from softprompt.models.anchor_cache import AnchorCache
-from softprompt.models.loading import detect_family, load_pretrained
+from softprompt.models.embedded import EMBEDDED_MODEL
+from softprompt.models.initialising import Initialising
+from softprompt.models.loading import detect_family, load_pretrained, max_positions
 from softprompt.models.prefix_cache import PrefixCache
 from softprompt.models.prefix_cache import applies as cache_applies
 from softprompt.models.readout import EncoderReadout, cosine, mean_pool
 from softprompt.models.sharding import whole, whole_numel, whole_shape
-from softprompt.models.tokenising import Tokenising, batch_to
+from softprompt.models.tokenising import Tokenising, batch_to, leading_special_tokens
+from softprompt.options import ModelOptions
 
 
-def leading_special_tokens(tokenizer) -> int:
-    """1 when the tokenizer starts every text with a special token ([CLS], <s>, BOS), else 0."""
-    with_special = tokenizer("a")["input_ids"]
-    without = tokenizer("a", add_special_tokens=False)["input_ids"]
-    starts_special = with_special and with_special[0] in tokenizer.all_special_ids
-    return int(bool(starts_special) and with_special[1 : 1 + len(without)] == without)
-
-
-def max_positions(base: nn.Module) -> int | None:
-    """How many positions the model can attend over; None for relative positions (T5: no hard limit)."""
-    for key in ("max_position_embeddings", "n_positions"):
-        value = getattr(base.config, key, None)
-        if isinstance(value, int) and value > 0:
-            table = getattr(getattr(base, "embeddings", None), "position_embeddings", None)
-            if isinstance(table, nn.Embedding) and table.padding_idx is not None:
-                return value - table.padding_idx - 1  # RoBERTa-style: positions are counted from padding_idx + 1
-            return value
-    return None
-
-
-class SoftPromptModel(Tokenising, EncoderReadout, nn.Module):
+class SoftPromptModel(Tokenising, Initialising, EncoderReadout, nn.Module):
     """A frozen Hugging Face model and a bank of soft prompts; only the bank can be trained."""
 
     def __init__(
@@ -89,18 +72,16 @@ class SoftPromptModel(Tokenising, EncoderReadout, nn.Module):
         self.eval()  # inference by default; training switches dropout on explicitly
 
     @classmethod
-    def load(
-        cls,
-        name: str,
-        family: str | None = None,
-        dtype: str = "auto",
-        readout_scale: float = 20.0,
-        trust_pickle: bool = False,
-    ) -> "SoftPromptModel":
-        """Load a model by hub name or local folder with the Auto classes, frozen (loading.py); its weights from
-        safetensors only unless `trust_pickle` (pickles.py)."""
-        base, tokenizer, family, recorded = load_pretrained(name, family, dtype, trust_pickle)
-        return cls(base, tokenizer, family, recorded, readout_scale=readout_scale)
+    def load(cls, model: "str | ModelOptions | None" = None, **options) -> "SoftPromptModel":
+        """Load a frozen model with the Auto classes (loading.py): `model` is a hub name or local folder, or
+        ModelOptions, and keywords set ModelOptions fields (family, dtype, readout_scale, trust_pickle); unset, the
+        embedded all-MiniLM-L6-v2. Weights come from safetensors only unless trust_pickle (pickles.py)."""
+        chosen = model if isinstance(model, ModelOptions) else ModelOptions(name=model)
+        chosen = dataclasses.replace(chosen, **options)
+        base, tokenizer, family, recorded = load_pretrained(
+            chosen.name or EMBEDDED_MODEL, chosen.family, chosen.dtype, chosen.trust_pickle
+        )
+        return cls(base, tokenizer, family, recorded, readout_scale=chosen.readout_scale)
 
     def tie_weights(self, *args, **kwargs) -> None:
         """The base model's shared weights (tied input and output embeddings) shared again, as accelerate asks of the
@@ -150,64 +131,6 @@ class SoftPromptModel(Tokenising, EncoderReadout, nn.Module):
         }
 
     # ----- prompts ------------------------------------------------------------------------------------
-    def token_ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def initial_prompt(
-        self,
-        init: str,
-        length: int,
-        *,
-        text: str = "",
-        labels: list[str] = (),
-        first_n: int = 5000,
-        scale: float = 0.5,
-        seed: int = 0,
-    ) -> torch.Tensor:
-        """A (P, H) prompt from one of the initialisers: random, vocab, labels, text; a prompt the model cannot hold
-        is refused before it is built, and one that needs more distinct tokens than the vocabulary's first ids hold."""
-        self.check_prompt_length(length)
-        try:
-            with self.embedding_matrix() as weights:
-                return self._initial_prompt(
-                    weights, init, length, text=text, labels=labels, first_n=first_n, scale=scale, seed=seed
-                )
-        except initialisers.TooFewTokens as e:
-            raise UserError(
-                f"--prompt.length {length}: --prompt.init={init} samples {e.wanted} distinct tokens, and the first "
-                f"{first_n} ids of {self.name}'s vocabulary (--prompt.vocab_first_n) hold {e.usable} that are not special tokens"
-            ) from None
-
-    def _initial_prompt(
-        self,
-        weights: torch.Tensor,
-        init: str,
-        length: int,
-        *,
-        text: str,
-        labels: list[str],
-        first_n: int,
-        scale: float,
-        seed: int,
-    ) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(seed)
-        special = frozenset(self.tokenizer.all_special_ids)
-        if init == "random":
-            return initialisers.random_uniform(length, self.hidden, scale, generator)
-        if init == "vocab":
-            return initialisers.sampled_vocab(weights, length, first_n, special, generator)
-        if init == "labels":
-            if not labels:
-                raise UserError("--prompt.init=labels needs a classification task with verbalizers")
-            return initialisers.class_labels(
-                weights, [self.token_ids(t) for t in labels], length, first_n, special, generator
-            )
-        if init == "text":
-            if not text:
-                raise UserError("--prompt.init=text needs --prompt.text")
-            return initialisers.from_token_ids(weights, self.token_ids(text), length)
-        raise UserError(f"--prompt.init: unknown initialiser {init!r} (random, vocab, labels, text, or a prompt file)")
-
     def check_prompt_length(self, length: int, source: str = "") -> None:
         """Refuse a prompt that fills every position the model has, before it is built or run; `source` names where
         its length comes from (the option by default)."""

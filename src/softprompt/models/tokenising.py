@@ -10,8 +10,19 @@ from softprompt.core.template import PLAIN, Template
 from softprompt.errors import UserError
 
 
+def leading_special_tokens(tokenizer) -> int:
+    """1 when the tokenizer starts every text with a special token ([CLS], <s>, BOS), else 0."""
+    with_special = tokenizer("a")["input_ids"]
+    without = tokenizer("a", add_special_tokens=False)["input_ids"]
+    starts_special = with_special and with_special[0] in tokenizer.all_special_ids
+    return int(bool(starts_special) and with_special[1 : 1 + len(without)] == without)
+
+
 class Tokenising:
     """Needs `tokenizer`, `family`, `bank`, `name`, `max_positions` and `after_special` (SoftPromptModel sets them)."""
+
+    def token_ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def input_room(self, prompt_length: int, max_target_length: int) -> int | None:
         """Positions left for the input beside a prompt and, for decoder-only, the target and its EOS (which follow

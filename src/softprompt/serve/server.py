@@ -8,7 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from softprompt.checks import MAX_SIZE, MAX_TARGET_LENGTH, at_least, at_most, not_negative, positive
+from softprompt.checks import MAX_SIZE, MAX_TARGET_LENGTH, at_least, at_most, check_device, not_negative, positive
 from softprompt.errors import UserError
 from softprompt.files.prompt_file import load_prompt
 from softprompt.options import ServeOptions
@@ -43,13 +43,7 @@ def check_options(prompts: str, o: ServeOptions) -> None:
     at_most("--max_new_tokens", o.max_new_tokens, MAX_TARGET_LENGTH)
     positive("--timeout_seconds", o.timeout_seconds)
     at_most("--timeout_seconds", o.timeout_seconds, 86_400)
-    if o.device not in ("auto", "cpu") and not o.device.startswith("cuda"):
-        raise UserError(f"--device: {o.device!r} is not auto, cpu or cuda[:N]")
-    if o.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {o.device}: CUDA is not available here")
+    check_device(o.device)
 
 
 def check_token(token: str | None, source: str) -> None:
@@ -125,9 +119,9 @@ def run(prompts: str, model: str | None, options: ServeOptions, allow_other_mode
     check_options(prompts, options)
     name, family = served_model(prompts, model)
     check_address(options.host, options.port)
-    import torch
     import uvicorn
 
+    from softprompt.models.loading import pick_device
     from softprompt.models.model import SoftPromptModel
     from softprompt.models.prefix_cache import supports as reuses_prefixes
     from softprompt.serve.app import create_app
@@ -140,8 +134,8 @@ def run(prompts: str, model: str | None, options: ServeOptions, allow_other_mode
                 "serving on %s without a token: anyone who reaches it can use it (give --token or SOFTPROMPT_TOKEN)",
                 options.host,
             )
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if options.device == "auto" else options.device
-        frozen = SoftPromptModel.load(name, family, options.dtype).to(device)
+        device = pick_device(options.device)
+        frozen = SoftPromptModel.load(name, family=family, dtype=options.dtype).to(device)
         frozen.kv_reuse = frozen.kv_reuse and options.kv_reuse  # SOFTPROMPT_KV_REUSE=0 or --no_kv_reuse turns it off
         log.info(
             "model %s (%s) on %s%s",
