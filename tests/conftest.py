@@ -190,7 +190,7 @@ def trained_prompt(run_folder, processes: int = 1) -> torch.Tensor:
     """The trained prompt in a run folder's newest checkpoint, written by `processes` processes."""
     from softprompt.training import checkpoint
 
-    return checkpoint.load(checkpoint.latest(run_folder), 0, processes)[0]["trained"][0]
+    return checkpoint.load(checkpoint.latest(run_folder), 0, processes)[0].trained[0]
 
 
 def greedy_reference(model: SoftPromptModel, prompt: torch.Tensor, texts: list[str], max_new_tokens: int) -> list[str]:

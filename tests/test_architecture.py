@@ -27,3 +27,15 @@ def test_the_package_top_level_holds_at_most_eight_modules():
     modules = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert len(modules) <= MAX_TOP_LEVEL_MODULES, modules
     assert {"__init__.py", "errors.py", "options.py"} <= set(modules)
+
+
+MAX_LINES = 400  # a file longer than this holds two rooms: split it along its seam
+
+
+def test_no_source_file_is_longer_than_four_hundred_lines():
+    long = {
+        str(p.relative_to(PACKAGE)): n
+        for p in PACKAGE.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
+    assert long == {}

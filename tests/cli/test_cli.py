@@ -265,7 +265,7 @@ def test_commands_that_run_a_model_take_device(tmp_path, model_folder, capsys, m
         for device, reason in (("tpu", "is not auto, cpu or cuda[:N]"), (missing, "")):
             assert main([*argv, "--device", device]) != 0, name
             err = capsys.readouterr().err
-            assert err.startswith(f"error: --device") and len(err.strip().splitlines()) == 1, (name, err)
+            assert err.startswith("error: --device") and len(err.strip().splitlines()) == 1, (name, err)
             assert reason in err, (name, err)
 
 

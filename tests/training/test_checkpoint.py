@@ -1,6 +1,7 @@
 """Checkpoints: a run killed at any step and resumed ends with the prompt of an uninterrupted run, bit for bit on
 CPU with one thread; a write interrupted half-way leaves the previous checkpoint in use; resuming refuses other options."""
 
+import dataclasses
 import json
 import os
 import random
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -57,7 +59,7 @@ def losses(folder: Path) -> list[tuple]:
 
 def last_trained(folder: Path) -> torch.Tensor:
     state, _ = checkpoint.load(checkpoint.latest(folder), 0, 1)
-    return state["trained"][0]
+    return state.trained[0]
 
 
 @pytest.mark.slow
@@ -362,14 +364,14 @@ def test_a_corrupt_checkpoint_is_refused_in_one_line(tmp_path):
 
 
 def test_a_field_only_one_side_records_is_refused_unless_the_identity_gained_or_lost_it(tmp_path):
-    saved = {
-        "identity": {
+    saved = SimpleNamespace(  # the two fields of a checkpoint's TrainingState that it reads
+        identity={
             "method": {"init": "vocab", "reparam": {"kind": "residual"}},
             "model": {"base_model": "m"},
             "data": {"train": "t.jsonl"},
         },
-        "options": {},
-    }
+        options={},
+    )
     with pytest.raises(UserError, match=r"was trained with method\.reparam \{'kind': 'residual'\}, not None$"):
         checkpoint.check_same_run(saved, {"method": {"init": "vocab"}}, {}, tmp_path)
     today = {
@@ -378,3 +380,16 @@ def test_a_field_only_one_side_records_is_refused_unless_the_identity_gained_or_
         "rows": {"train": "abc"},
     }
     checkpoint.check_same_run(saved, today, {}, tmp_path)  # what an earlier checkpoint records otherwise: no refusal
+
+
+def test_a_state_file_missing_a_field_is_refused_naming_it(tmp_path):
+    from softprompt.files.state_file import save_state
+
+    folder = checkpoint.folder(tmp_path, 3)
+    folder.mkdir(parents=True)
+    fields = {f.name: 0 for f in dataclasses.fields(checkpoint.TrainingState)}
+    del fields["history"]
+    save_state(fields, folder / checkpoint.STATE_FILE)
+    save_state(checkpoint.rng_state(), folder / checkpoint.rng_file(0))
+    with pytest.raises(UserError, match=r"state\.safetensors lacks history; delete its folder"):
+        checkpoint.load(folder, 0, 1)

@@ -106,7 +106,7 @@ def test_a_checkpoint_write_that_fails_half_way_keeps_the_previous_checkpoint(tm
         train(tmp_path, max_steps=4, resume=True)
     assert checkpoint.complete(tmp_path) == [saved] and temporaries(tmp_path) == []
     state, _ = checkpoint.load(saved, 0, 1)
-    assert state["step"] == 2 and torch.isfinite(state["trained"][0]).all()
+    assert state.step == 2 and torch.isfinite(state.trained[0]).all()
 
 
 def test_a_results_file_write_that_fails_half_way_keeps_the_previous_rows(tmp_path, monkeypatch):
@@ -186,7 +186,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_prompt_and_checkpoint(tmp_
     )
     assert [p.name for p in checkpoint.complete(tmp_path)] == ["step-00000002", "step-00000004"]
     state, _ = checkpoint.load(checkpoint.latest(tmp_path), 0, 1)
-    assert state["step"] == 4 and torch.isfinite(state["trained"][0]).all()
+    assert state.step == 4 and torch.isfinite(state.trained[0]).all()
     saved = load_prompt(tmp_path / PROMPT_FILE)
     assert saved.metadata["step"] in (2, 4) and torch.isfinite(saved.prompt).all()
     assert max(json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()) == 4
@@ -212,7 +212,7 @@ def test_a_nan_gradient_stops_training_before_the_prompt_is_saved(tmp_path, monk
         train(tmp_path, optimizer=optimizer, save_every=1)
     assert [p.name for p in checkpoint.complete(tmp_path)] == ["step-00000001", "step-00000002"]
     state, _ = checkpoint.load(checkpoint.latest(tmp_path), 0, 1)
-    assert torch.isfinite(state["trained"][0]).all()
+    assert torch.isfinite(state.trained[0]).all()
     assert torch.isfinite(load_prompt(tmp_path / PROMPT_FILE).prompt).all()
 
 

@@ -12,6 +12,7 @@ Files are safetensors (state_file.py): tensors, and plain values in their metada
 """
 
 import contextlib
+import dataclasses
 import os
 import random
 import re
@@ -35,6 +36,44 @@ NAME = re.compile(r"step-(\d+)")
 RESUMABLE_CHANGES = ("max_steps", "epochs", "resume", "output_dir", "save_every", "keep_checkpoints", "log_every")
 
 
+@dataclasses.dataclass
+class TrainingState:
+    """What continuing after `step` needs, as the main process saves it; its fields are the state file's keys."""
+
+    step: int
+    epoch: int  # the data position: epochs done, and micro-batches drawn in the current one
+    batch: int
+    running: float  # the loss's running mean, as the progress bar shows it
+    trained: list[torch.Tensor]  # the trained parameters (for prompt tuning the prompt alone)
+    optimizer: dict
+    scheduler: dict
+    scaler: dict | None
+    best: float | None  # early stopping and the best prompt so far
+    stale: int
+    saved_best: bool
+    best_state: list[torch.Tensor] | None
+    metrics: dict  # the run's result so far
+    best_step: int
+    history: list
+    stopped_early: bool
+    identity: dict  # what makes it the same run (check_same_run)
+    options: dict
+    processes: int
+
+    @classmethod
+    def from_file(cls, values: dict, path: Path) -> "TrainingState":
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [name for name in names if name not in values]
+        if missing:
+            raise UserError(
+                f"--train.resume: {path} lacks {', '.join(missing)}; delete its folder to resume from the one before"
+            )
+        return cls(**{name: values[name] for name in names})
+
+    def as_file(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # shallow: tensors not copied
+
+
 def folder(output_dir: str | os.PathLike, step: int) -> Path:
     return Path(output_dir) / CHECKPOINTS / f"step-{step:08d}"
 
@@ -53,7 +92,7 @@ def latest(output_dir: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
-def save(output_dir: str | os.PathLike, step: int, state: dict, accelerator, keep: int) -> Path:
+def save(output_dir: str | os.PathLike, step: int, state: TrainingState, accelerator, keep: int) -> Path:
     """Write `state` (from the main process) and every process's random generators as checkpoint `step`; all
     processes call this together. Returns the checkpoint's folder."""
     final = folder(output_dir, step)
@@ -67,7 +106,7 @@ def save(output_dir: str | os.PathLike, step: int, state: dict, accelerator, kee
         write(rng_state(), tmp / rng_file(accelerator.process_index))
         accelerator.wait_for_everyone()
         if main:
-            write(state, tmp / STATE_FILE)
+            write(state.as_file(), tmp / STATE_FILE)
     if main:  # the checkpoint exists from here on, whole
         prune(output_dir, keep)
     accelerator.wait_for_everyone()
@@ -94,12 +133,12 @@ def prune(output_dir: str | os.PathLike, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def load(path: Path, process: int, processes: int) -> tuple[dict, dict]:
+def load(path: Path, process: int, processes: int) -> tuple[TrainingState, dict]:
     """A checkpoint's state and this process's random generators."""
-    state = _read(path / STATE_FILE)
-    if state["processes"] != processes:
+    state = TrainingState.from_file(_read(path / STATE_FILE), path / STATE_FILE)
+    if state.processes != processes:
         raise UserError(
-            f"--train.resume: {path} was written by {_processes(state['processes'])}; resume it with as many, not {processes}"
+            f"--train.resume: {path} was written by {_processes(state.processes)}; resume it with as many, not {processes}"
         )
     return state, _read(path / rng_file(process))
 
@@ -126,13 +165,13 @@ ADDED_SECTIONS = {"rows"}
 CHANGED_FIELDS = {("model", "dtype"), ("model", "readout_scale"), ("data", "train"), ("data", "validation")}
 
 
-def check_same_run(state: dict, identity: dict, options: dict, path: Path) -> None:
+def check_same_run(state: TrainingState, identity: dict, options: dict, path: Path) -> None:
     """Refuse to resume a checkpoint with another model, method, task, prompt, data or training options (other than
     those in RESUMABLE_CHANGES), naming the first field that differs."""
     for section, value in identity.items():
-        if section in ADDED_SECTIONS and section not in state["identity"]:
+        if section in ADDED_SECTIONS and section not in state.identity:
             continue
-        saved = state["identity"].get(section)
+        saved = state.identity.get(section)
         if isinstance(value, dict) and isinstance(saved, dict):
             keys = [
                 k
@@ -153,9 +192,9 @@ def check_same_run(state: dict, identity: dict, options: dict, path: Path) -> No
                 f"--train.resume: {path} was trained with {section}{'.' + key if key else ''} {was!r}, not {now!r}"
             )
     for key, value in options.items():
-        if key not in RESUMABLE_CHANGES and state["options"].get(key) != value:
+        if key not in RESUMABLE_CHANGES and state.options.get(key) != value:
             raise UserError(
-                f"--train.{key}: {path} was trained with {state['options'].get(key)!r}, not {value!r}; resume with the same value"
+                f"--train.{key}: {path} was trained with {state.options.get(key)!r}, not {value!r}; resume with the same value"
             )
 
 

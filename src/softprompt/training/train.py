@@ -132,7 +132,7 @@ class Training:
         }
         return json.loads(json.dumps(identity, default=str))
 
-    def _checkpoint_to_resume(self) -> tuple[Path | None, dict | None, dict | None]:
+    def _checkpoint_to_resume(self) -> tuple[Path | None, checkpoint.TrainingState | None, dict | None]:
         """With train.resume, the newest checkpoint, checked to be of this same run: its folder, state and random
         generators."""
         run, o, accelerator = self.run, self.run.o, self.run.accelerator
@@ -140,9 +140,9 @@ class Training:
         if resumed:
             state, rng = checkpoint.load(resumed, accelerator.process_index, accelerator.num_processes)
             checkpoint.check_same_run(state, self.identity, asdict(o), resumed)
-            if state["step"] > run.max_steps:
+            if state.step > run.max_steps:
                 raise UserError(
-                    f"--train.max_steps {run.max_steps}: {resumed} is at step {state['step']} already; resume with at least {state['step']} steps"
+                    f"--train.max_steps {run.max_steps}: {resumed} is at step {state.step} already; resume with at least {state.step} steps"
                 )
             return resumed, state, rng
         if o.resume:
@@ -174,38 +174,32 @@ class Training:
         run.params = run.method.parameters(run.model)
         same_on_every_process(run.unsynced)
 
-    def _restore(self, state: dict, resumed: Path) -> None:
+    def _restore(self, state: checkpoint.TrainingState, resumed: Path) -> None:
         """Continue from a checkpoint: trained parameters, optimiser, schedule, best so far and the log up to it."""
         run, result = self.run, self.run.result
-        self.start, self.running = state["step"], state["running"]
-        shapes = [tuple(t.shape) for t in state["trained"]]
+        self.start, self.running = state.step, state.running
+        shapes = [tuple(t.shape) for t in state.trained]
         if shapes != [tuple(p.shape) for p in run.params]:
             raise UserError(
                 f"--train.resume: {resumed} holds trained tensors of shapes {shapes}, not those this run trains"
             )
         with torch.no_grad():
-            for p, saved in zip(run.params, state["trained"]):
+            for p, saved in zip(run.params, state.trained):
                 p.copy_(saved)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["scheduler"])
+        self.optimizer.load_state_dict(state.optimizer)
+        self.schedule.load_state_dict(state.scheduler)
         if run.scaler:
-            run.scaler.load_state_dict(state["scaler"])
+            run.scaler.load_state_dict(state.scaler)
         self.best, self.stale, self.saved_best, self.best_state = (
-            state["best"],
-            state["stale"],
-            state["saved_best"],
-            state["best_state"],
+            state.best,
+            state.stale,
+            state.saved_best,
+            state.best_state,
         )
-        if (
-            self.best_state is None and state["best_step"] == self.start and self.start < run.max_steps
-        ):  # the best was the last step then
-            self.best_state = [t.clone() for t in state["trained"]]
-        result.metrics, result.best_step, result.history, result.stopped_early = (
-            state["metrics"],
-            state["best_step"],
-            state["history"],
-            state["stopped_early"],
-        )
+        if self.best_state is None and state.best_step == self.start < run.max_steps:  # the best was the last step
+            self.best_state = [t.clone() for t in state.trained]
+        result.metrics, result.best_step = state.metrics, state.best_step
+        result.history, result.stopped_early = state.history, state.stopped_early
         if run.accelerator.is_main_process:
             run_output.keep_log_until(run.log_path, self.start)  # steps logged after the checkpoint run again
         run.say(f"resuming from {resumed} (step {self.start})")
@@ -214,27 +208,27 @@ class Training:
         """All that continuing after `step` needs, written as a checkpoint by all processes together."""
         consumed = step * self.run.accum  # micro-batches each process has drawn
         run, result, scaler = self.run, self.run.result, self.run.scaler
-        training_state = {
-            "step": step,
-            "epoch": consumed // len(self.loader),
-            "batch": consumed % len(self.loader),
-            "running": self.running,
-            "trained": [p.detach().to("cpu", copy=True) for p in run.params],
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.schedule.state_dict(),
-            "scaler": scaler.state_dict() if scaler else None,
-            "best": self.best,
-            "stale": self.stale,
-            "saved_best": self.saved_best,
-            "best_state": self.best_state,
-            "metrics": result.metrics,
-            "best_step": result.best_step,
-            "history": result.history,
-            "stopped_early": result.stopped_early,
-            "identity": self.identity,
-            "options": asdict(run.o),
-            "processes": run.accelerator.num_processes,
-        }
+        training_state = checkpoint.TrainingState(
+            step=step,
+            epoch=consumed // len(self.loader),
+            batch=consumed % len(self.loader),
+            running=self.running,
+            trained=[p.detach().to("cpu", copy=True) for p in run.params],
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.schedule.state_dict(),
+            scaler=scaler.state_dict() if scaler else None,
+            best=self.best,
+            stale=self.stale,
+            saved_best=self.saved_best,
+            best_state=self.best_state,
+            metrics=result.metrics,
+            best_step=result.best_step,
+            history=result.history,
+            stopped_early=result.stopped_early,
+            identity=self.identity,
+            options=asdict(run.o),
+            processes=run.accelerator.num_processes,
+        )
         return checkpoint.save(run.output_dir, step, training_state, run.accelerator, run.o.keep_checkpoints)
 
     def steps(self) -> None:
