@@ -103,6 +103,30 @@ def test_the_grid_expands_collapses_what_a_method_ignores_and_names_cells(tmp_pa
     assert [c.id for c in load_sweep(tmp_path / "sweep.yaml").cells] == ids  # stable
 
 
+def test_a_new_method_declares_the_options_it_reads_in_its_own_class(monkeypatch):
+    """A method added under methods/ alone: the grid learns from its class which options are its own (they matter
+    to it and to no method that does not name them) and which shared ones it reads."""
+    from softprompt.experiments.grid import matters
+    from softprompt.methods import METHODS
+    from softprompt.methods.base import Method
+
+    class Frozen(Method):
+        name = "frozen-rank"
+        trains = False
+        own_options = ("method.lora_rank",)  # shared with lora, which also names it
+
+        @classmethod
+        def reads(cls, option, options):
+            return not option.startswith("train.")
+
+    monkeypatch.setitem(METHODS, Frozen.name, Frozen)
+    assert matters("method.lora_rank", "frozen-rank") and matters("method.lora_rank", "lora")
+    assert not matters("method.lora_rank", "prompt") and not matters("prompt.length", "frozen-rank")
+    assert not matters("train.lr", "frozen-rank") and matters("data.limit_train", "frozen-rank")
+    assert matters("train.lr", "lora") and not matters("train.lr", "prompt-design")
+    assert matters("train.seed", "prompt-design", shots=2) and not matters("train.seed", "prompt-design", shots=0)
+
+
 @pytest.mark.slow
 def test_prompt_design_runs_once_per_seed_only_when_the_seed_draws_its_shots(tmp_path, files):
     grid = {"method.name": ["prompt-design", "prompt"], "train.max_steps": [3, 6], "train.seed": [1, 2]}

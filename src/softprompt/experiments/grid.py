@@ -33,7 +33,7 @@ from typing import Any
 from softprompt import checks
 from softprompt.errors import UserError
 from softprompt.files.yaml_file import describe, mapping, plain, read_yaml
-from softprompt.methods import make_method
+from softprompt.methods import METHODS, make_method
 from softprompt.models.embedded import MODELS
 from softprompt.models.loading import resolve_model_path
 from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, TrainOptions
@@ -51,18 +51,6 @@ TASK_AXIS = "task"  # the axis over the sweep's `tasks:`
 VARIANT_AXIS = "variant"  # the axis over the sweep's `variants:`
 SEED_AXIS = "train.seed"  # the axis tables and plots average over
 CELLS = "cells"  # OUTPUT/cells/<cell id>/: one training run each
-
-# options that matter only to some methods; every other option matters to all of them
-ONLY_FOR = {
-    "prompt": ("prompt",),
-    "method.instruction": ("prompt-design",),
-    "method.shots": ("prompt-design",),
-    "method.lora_rank": ("lora",),
-    "method.lora_alpha": ("lora",),
-    "method.prefix_length": ("prefix",),
-    "method.adapter_size": ("adapter",),
-}
-UNTRAINED_KEEPS = ("train.seed", "train.eval_batch_size")  # the train options that matter to prompt design
 
 
 @dataclass
@@ -198,13 +186,12 @@ def expand(
 
 
 def matters(axis: str, method: str, shots: int = 0) -> bool:
-    """Whether the option `axis` changes anything for `method` (prompt design: the seed only draws its shots)."""
-    for prefix, methods in ONLY_FOR.items():
-        if axis == prefix or axis.startswith(prefix + "."):
-            return method in methods
-    if method == "prompt-design" and axis.startswith("train."):
-        return axis in UNTRAINED_KEEPS and (axis != SEED_AXIS or shots > 0)
-    return True
+    """Whether the option `axis` changes anything for `method`: an option a method owns (Method.own_options) matters
+    to it alone; any other, as the method says (Method.reads)."""
+    owners = [m for m in METHODS.values() if any(axis == o or axis.startswith(o + ".") for o in m.own_options)]
+    if owners:
+        return METHODS[method] in owners
+    return METHODS[method].reads(axis, MethodOptions(name=method, shots=shots))
 
 
 def check_cell(cell: Cell, where: str) -> None:

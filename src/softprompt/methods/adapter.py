@@ -59,6 +59,7 @@ def adapter_sites(base: nn.Module) -> dict[str, int]:
 
 class Adapters(Method):
     name = "adapter"
+    own_options = ("method.adapter_size",)
     lr = 1e-3
     result = "adapters"
     output = "adapters.safetensors"

@@ -26,6 +26,13 @@ class Method:
     weight_decay = 0.0
     result = ""  # what the method saves, in messages ("the best prompt so far")
     output = ""  # its file or folder in the output folder
+    own_options: tuple[str, ...] = ()  # options (section or section.name) that no other method reads
+
+    @classmethod
+    def reads(cls, option: str, options: MethodOptions) -> bool:
+        """Whether `option` (section.name), which no method owns, changes anything for this method with `options`
+        (a sweep leaves it out of the cells where it does not)."""
+        return True
 
     def __init__(
         self, options: MethodOptions | None = None, prompt: PromptOptions | None = None, allow_other_model: bool = False

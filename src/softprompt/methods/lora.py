@@ -7,6 +7,7 @@ from softprompt.methods.wrapped import TASK_TYPES, PeftMethod
 
 class LoRA(PeftMethod):
     name = "lora"
+    own_options = ("method.lora_rank", "method.lora_alpha")
     lr = 5e-4
     result = "LoRA adapter"
     output = "lora"

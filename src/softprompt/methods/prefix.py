@@ -11,6 +11,7 @@ from softprompt.methods.wrapped import TASK_TYPES, PeftMethod
 
 class PrefixTuning(PeftMethod):
     name = "prefix"
+    own_options = ("method.prefix_length",)
     lr = 1e-2
     result = "prefix"
     output = "prefix"

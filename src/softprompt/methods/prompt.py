@@ -70,6 +70,7 @@ def init_file(o: PromptOptions):
 
 class PromptTuning(Method):
     name = "prompt"
+    own_options = ("prompt",)
     optimizer = "adafactor"
     result = "prompt"
     output = PROMPT_FILE

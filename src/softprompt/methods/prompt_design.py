@@ -25,6 +25,14 @@ class PromptDesign(Method):
     trains = False
     result = "design"
     output = "design.json"
+    own_options = ("method.instruction", "method.shots")
+
+    @classmethod
+    def reads(cls, option, options):
+        """Of the train options only the evaluation batch, and the seed when it draws shots: nothing trains."""
+        if option.startswith("train."):
+            return option == "train.eval_batch_size" or (option == "train.seed" and options.shots > 0)
+        return True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
