@@ -19,30 +19,13 @@ def train(
 ) -> dict:
     """Adapt a frozen model to a task: a soft prompt (TRAIN.OUTPUT_DIR/prompt.safetensors) or, with --method NAME,
     one of the paper's comparison methods; every run appends its report to TRAIN.OUTPUT_DIR/results.jsonl."""
-    option_checks.check_training_command(prompt, data, train)
-    checks.check_model(model)
-    from softprompt.training.run_folder import check_output_folder
-
-    check_output_folder(train.output_dir, model.name)
-    from softprompt.methods import make_method
-    from softprompt.models.embedded import EMBEDDED_MODEL
-    from softprompt.models.loading import resolve_model_path
-    from softprompt.models.model import SoftPromptModel
-    from softprompt.tasks import make_task
-    from softprompt.training.run import start_accelerate
+    from softprompt.training.recipe import prepare
     from softprompt.training.run_output import RESULTS_FILE
     from softprompt.training.run_report import run_summary
-    from softprompt.training.train import train as train_with
 
-    chosen = make_method(method or MethodOptions(), prompt, allow_other_model)
+    recipe = prepare(model, prompt, data, train, method, allow_other_model)
+    frozen, chosen, train_examples, validation = recipe.model, recipe.method, recipe.train_examples, recipe.validation
     report = os.environ.get("RANK", "0") == "0"  # one report under torchrun / accelerate launch
-    task = make_task(data)
-    train_examples = task.load(data.train, data.limit_train)
-    validation = task.load(data.validation, data.limit_validation) if data.validation else None
-    if chosen.trains:
-        resolve_model_path(model.name or EMBEDDED_MODEL)  # an embedded model's folder made first, whole
-        start_accelerate()  # a wrong launch stops before the model loads; under DeepSpeed the model loads partitioned
-    frozen = SoftPromptModel.load(model)
     model_bytes = frozen.base_bytes()
     if report:
         state = "trainable" if chosen.name == "model" else "frozen"
@@ -53,7 +36,7 @@ def train(
         )
         if chosen.name != "prompt":
             print(f"method: {chosen.name}")
-    result = train_with(frozen, chosen, task, train_examples, validation, train, train.output_dir)
+    result = recipe.run()
     if not report:
         return {}
     if result.metrics:
