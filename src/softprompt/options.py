@@ -31,6 +31,8 @@ TASK_NAMES = (
 
 @dataclass
 class ModelOptions:
+    """The frozen model (--model.*)."""
+
     name: str | None = None
     """Hub name or local folder of the frozen model. Unset: the model a given prompt file names (eval, predict),
     else the embedded all-MiniLM-L6-v2 (offline)."""
@@ -47,6 +49,8 @@ class ModelOptions:
 
 @dataclass
 class PromptOptions:
+    """The soft prompt: its length, initialiser and parameterisation (--prompt.*)."""
+
     length: int = 100
     """Number of prompt vectors P (the paper's default is 100)."""
     init: str = "vocab"
@@ -78,6 +82,8 @@ class PromptOptions:
 
 @dataclass
 class DataOptions:
+    """The task and its data: files or hub datasets, columns, template, labels (--data.*)."""
+
     task: str = "classification"
     """Task (`softprompt tasks` lists them): classification (text, label, verbalizers), text2text (input -> target
     text), squad (SQuAD v1.1 JSON), mrqa (MRQA 2019 JSONL); SuperGLUE JSONL: boolq, cb, copa, multirc, record, rte,
@@ -117,6 +123,8 @@ class DataOptions:
 
 @dataclass
 class TrainOptions:
+    """The training recipe: optimiser, batch, steps, evaluation, precision, checkpoints (--train.*)."""
+
     optimizer: Literal["adafactor", "adamw"] = "adafactor"
     """Adafactor with the paper's settings, or AdamW."""
     lr: float | None = None
@@ -175,6 +183,8 @@ class TrainOptions:
 
 @dataclass
 class MethodOptions:
+    """How the model is adapted: prompt tuning or a comparison method (--method.*)."""
+
     name: Literal["prompt", "model", "prompt-design", "prefix", "lora", "adapter"] = "prompt"
     """How the model is adapted (README, "Methods"): prompt (prompt tuning), model (model tuning), prompt-design
     (no training: instruction and in-context examples), prefix (prefix tuning, peft), lora (LoRA, peft) or adapter

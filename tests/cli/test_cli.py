@@ -1,5 +1,6 @@
 """The `softprompt` command end to end, in-process, on tiny models saved as local folders."""
 
+import inspect
 import io
 import json
 import os
@@ -15,6 +16,7 @@ import torch
 from conftest import BUILDERS, recipe, save_model, write_data
 
 from softprompt.cli import build_parser, main
+from softprompt.cli.parser import COMMANDS
 from softprompt.files.atomic import write_text_atomic
 from softprompt.files.prompt_file import load_prompt, save_prompt
 from softprompt.models.model import SoftPromptModel
@@ -106,6 +108,30 @@ def test_help_documents_every_option(capsys):
     text = capsys.readouterr().out
     assert "--train.lr" in text and "Constant learning rate" in text and "--prompt.init" in text
     assert "--data.verbalizers" in text and "--config" in text
+
+
+def help_text(capsys, *command) -> str:
+    with pytest.raises(SystemExit) as exit:
+        main([*command, "--help"])
+    assert exit.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # rewrapped: argparse breaks lines to the terminal's width
+
+
+def test_help_summarises_each_command_in_a_whole_sentence_as_the_docs_spell_it(capsys):
+    overview = help_text(capsys)
+    for name in COMMANDS:
+        summary = " ".join(inspect.cleandoc(COMMANDS[name].__doc__).split("\n\n")[0].split())
+        assert summary.endswith(".") and f"{name} {summary}" in overview, name
+    assert "[--method NAME]" in help_text(capsys, "train")  # as the docs write --method lora
+
+
+def test_commands_list_only_the_options_they_read(capsys):
+    text = help_text(capsys, "eval")
+    assert "--train.eval_batch_size" in text and "--data.validation" in text and "--model.name" in text
+    assert "--train.lr" not in text and "--prompt.length" not in text and "--method" not in text
+    for name in ("info", "models", "tasks", "similar", "export", "serve", "sweep", "quickstart"):
+        assert "--config" not in help_text(capsys, name), name  # no recipe to take
+    assert "--config" in help_text(capsys, "predict")  # its --model.* options may come from a recipe
 
 
 @pytest.mark.parametrize("family", ["encoder-only"])

@@ -21,8 +21,10 @@ def predict(
     allow_other_model: bool = False,
     device: str = "auto",
 ) -> list[str]:
-    """Predict with a prompt file for TEXTS, or each line of --file, or each line of standard input: one line out per
-    text in (line breaks inside a generated answer written as \\n; --json gives the exact text)."""
+    """Predict with a prompt file for texts given as arguments, in a file or on standard input.
+
+    One line out per text in: a line break inside a generated answer is written as \\n; --json gives the exact
+    text."""
     checks.check_predict(batch_size)
     model = model or ModelOptions()
     checks.check_model(model)

@@ -80,8 +80,10 @@ def neighbors(
 
 
 def similar(prompt: str, bank: str, k: int = 10, json_output: bool = False) -> dict:
-    """Rank the prompt files under BANK by cosine similarity of their mean vectors to PROMPT's (SPoT's retrieval of a
-    source prompt: the best one can initialise training with --prompt.init FILE)."""
+    """Rank the prompt files under a folder by how similar they are to a prompt (SPoT's retrieval of a source).
+
+    Similarity is the cosine of the prompts' mean vectors; the best one can initialise training with
+    --prompt.init FILE."""
     if k < 1:
         raise UserError(f"-k must be at least 1 (got {k})")
     from softprompt.files.prompt_file import load_prompt

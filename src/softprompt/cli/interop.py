@@ -17,8 +17,9 @@ def export(prompt: str, output: str, to: str = "peft", family: str | None = None
 
 
 def import_(source: str, output: str, model: ModelOptions | None = None, data: DataOptions | None = None) -> Path:
-    """Make a prompt file from a PEFT prompt-tuning adapter folder or an official prompt-tuning .npy file. With
-    --data.task (and its options: --data.verbalizers, --data.template, ...) the file records that task, so that
+    """Make a prompt file from a PEFT prompt-tuning adapter folder or an official prompt-tuning .npy file.
+
+    With --data.task (and its options: --data.verbalizers, --data.template, ...) the file records that task, so that
     predict and serve can use it as they use a trained prompt."""
     from softprompt.interop import import_prompt
     from softprompt.tasks import make_task

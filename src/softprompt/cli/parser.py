@@ -2,7 +2,9 @@
 options.py (a YAML recipe via --config, then `--section.option=value` overrides), and the spellings jsonargparse does
 not read rewritten as it reads them."""
 
+import inspect
 import sys
+from argparse import SUPPRESS
 from typing import Literal
 
 from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
@@ -41,6 +43,12 @@ COMMANDS = {  # each command's name and function; its docstring is the command's
 }
 SECTION_FILES = (".yaml", ".yml", ".json")
 SECTIONS: dict[str, list[str]] = {}  # each command's option sections, filled by build_parser
+SECTION_FILE_HELP = {  # --SECTION: its metavar and help, where the command line also takes a name there
+    "method": (
+        "NAME",
+        "A method (prompt, model, prompt-design, prefix, lora, adapter), or a YAML file of its options.",
+    ),
+}
 
 
 class Parser(ArgumentParser):
@@ -106,20 +114,31 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="Show tracebacks on errors.")
     commands = parser.add_subcommands(dest="command")
 
-    def command(name: str, *sections, arguments=(), flat=None, skip=()):
-        """`sections` add --SECTION.FIELD options from (section, Options class) pairs; `flat` adds an Options
-        class's fields as --FIELD, less those in `skip`."""
+    def command(name: str, *sections, arguments=(), flat=None, skip=(), unread=None):
+        """`sections` add --SECTION.FIELD options from (section, Options class) pairs, and --config for a recipe
+        holding them; `flat` adds an Options class's fields as --FIELD, less those in `skip`; `unread` maps a
+        section to the fields the command reads of it: the others are accepted (a recipe holds them) but not listed."""
         fn = COMMANDS[name]
         SECTIONS[name] = [section for section, _ in sections]
-        p = ArgumentParser(description=fn.__doc__, exit_on_error=False)  # main() reports a bad value in one line
-        p.add_argument("--config", action=ActionConfigFile, help="A YAML recipe; later options override it.")
+        doc = inspect.cleandoc(fn.__doc__)
+        p = ArgumentParser(description=doc, exit_on_error=False)  # main() reports a bad value in one line
+        if sections:
+            p.add_argument("--config", action=ActionConfigFile, help="A YAML recipe; later options override it.")
         for section, cls in sections:
             p.add_class_arguments(cls, section)
         for args, kwargs in arguments:
             p.add_argument(*args, **kwargs)
         if flat is not None:
             p.add_class_arguments(flat, None, skip=set(skip), as_group=False)
-        commands.add_subcommand(name, p, help=fn.__doc__.splitlines()[0])
+        for action in p._actions:  # jsonargparse's --SECTION takes a file of the section's options
+            section, _, field = action.dest.partition(".")
+            if action.option_strings == [f"--{section}"] and section in SECTIONS[name]:
+                action.metavar, action.help = SECTION_FILE_HELP.get(
+                    section, ("FILE", f"A YAML file of {section} options.")
+                )
+            if unread and section in unread and field not in unread[section]:
+                action.help = SUPPRESS
+        commands.add_subcommand(name, p, help=doc.split("\n\n")[0].replace("\n", " "))
 
     recipe = (("model", ModelOptions), ("prompt", PromptOptions), ("data", DataOptions), ("train", TrainOptions))
     allow = (
@@ -136,6 +155,7 @@ def build_parser() -> ArgumentParser:
     command(
         "eval",
         *recipe,
+        unread={"prompt": (), "train": ("eval_batch_size",)},
         arguments=[
             (
                 ("prompt_file",),

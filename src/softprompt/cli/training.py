@@ -17,8 +17,10 @@ def train(
     method: MethodOptions | None = None,
     allow_other_model: bool = False,
 ) -> dict:
-    """Adapt a frozen model to a task: a soft prompt (TRAIN.OUTPUT_DIR/prompt.safetensors) or, with --method NAME,
-    one of the paper's comparison methods; every run appends its report to TRAIN.OUTPUT_DIR/results.jsonl."""
+    """Train a soft prompt (or, with --method NAME, a comparison method) on a task, the model frozen.
+
+    The prompt is saved as TRAIN.OUTPUT_DIR/prompt.safetensors (another method's result beside it), and every run
+    appends its report to TRAIN.OUTPUT_DIR/results.jsonl."""
     from softprompt.training.recipe import prepare
     from softprompt.training.run_output import RESULTS_FILE
     from softprompt.training.run_report import run_summary
@@ -97,9 +99,10 @@ def transfer(
     targets: list | None = None,
     device: str = "auto",
 ) -> dict:
-    """Train on one task with each of --methods (prompt and model tuning by default), then score each result on
-    --targets without training: the paper's domain-shift table, with the in-domain row and the delta
-    (TRAIN.OUTPUT_DIR/transfer.md, .csv and .json)."""
+    """Train with each of --methods on one task and score each result on other tasks (the paper's domain shift).
+
+    Prompt and model tuning by default; each result is scored on --targets without training, beside the in-domain
+    row and the delta (TRAIN.OUTPUT_DIR/transfer.md, .csv and .json)."""
     option_checks.check_training_command(prompt, data, train)
     checks.check_model(model)
     checks.check_device(device)
@@ -119,9 +122,10 @@ def transfer(
 def sweep(
     file: str, output: str | None = None, dry_run: bool = False, shard: str | None = None, only: str | None = None
 ) -> dict:
-    """Run a sweep file: training runs over a grid of options (method, prompt length, initialiser, model, task, seed,
-    ...), each in OUTPUT/cells/<cell>/; finished cells are not run again. Writes OUTPUT/results.csv, results.md and
-    PNG plots. With --shard K/N, N processes share the output folder: each writes the tables of the cells
+    """Run a sweep file: a training run for each cell of a grid of options, with tables and plots of the results.
+
+    The grid's axes are options (method, prompt length, initialiser, model, task, seed, ...); each cell runs in
+    OUTPUT/cells/<cell>/ and finished cells are not run again. Writes OUTPUT/results.csv, results.md and PNG plots. With --shard K/N, N processes share the output folder: each writes the tables of the cells
     finished so far, and the last to end writes them all; --only runs the cells of chosen axis values."""
     from softprompt.experiments.grid import load_sweep
     from softprompt.experiments.sweep import parse_only, parse_shard, run_sweep, shard_cells, write_results

@@ -188,10 +188,13 @@ def expand(
 def matters(axis: str, method: str, shots: int = 0) -> bool:
     """Whether the option `axis` changes anything for `method`: an option a method owns (Method.own_options) matters
     to it alone; any other, as the method says (Method.reads)."""
+    chosen = METHODS.get(method)
+    if chosen is None:
+        return True  # an unknown method (or a null) is refused by the cell's checks, naming the cell
     owners = [m for m in METHODS.values() if any(axis == o or axis.startswith(o + ".") for o in m.own_options)]
     if owners:
-        return METHODS[method] in owners
-    return METHODS[method].reads(axis, MethodOptions(name=method, shots=shots))
+        return chosen in owners
+    return chosen.reads(axis, MethodOptions(name=method, shots=shots))
 
 
 def check_cell(cell: Cell, where: str) -> None:
