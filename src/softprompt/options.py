@@ -217,8 +217,9 @@ class ServeOptions:
     """Bearer token every endpoint but /healthz requires; default: $SOFTPROMPT_TOKEN, else none."""
     max_batch_size: int = 32
     """Rows per model pass."""
-    max_wait_ms: float = 5.0
-    """How long a batch waits for more requests to fill it (0: run at once)."""
+    max_wait_ms: float = 0.0
+    """How long an idle server holds a batch that is not full, waiting for more requests (0: a request that finds
+    the model idle runs at once; those that arrive while a batch runs are gathered into the next)."""
     max_inputs: int = 64
     """Inputs a request may hold (413 beyond)."""
     max_input_chars: int = 20_000

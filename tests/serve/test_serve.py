@@ -303,6 +303,28 @@ def test_the_wait_ends_a_batch_that_does_not_fill():
         start = time.monotonic()
         assert scheduler.submit(["a"]).result(timeout=10) == ["a!"]
         assert 0.04 <= time.monotonic() - start < 5
+    assert scheduler.starts == {"waited": 1}
+
+
+def test_by_default_a_lone_request_runs_at_once_and_those_arriving_meanwhile_are_gathered():
+    batches, started, release = [], threading.Event(), threading.Event()
+
+    def run(rows):
+        batches.append(list(rows))
+        if len(batches) == 1:
+            started.set()
+            assert release.wait(10)
+        return [f"{row}!" for row in rows]
+
+    with Scheduler(run) as scheduler:  # the defaults, as softprompt serve has them
+        first = scheduler.submit(["a"])
+        assert started.wait(10) and scheduler.starts == {"idle": 1}  # not held back waiting for company
+        later = [scheduler.submit([i]) for i in range(7)]  # these arrive while the model runs the first
+        release.set()
+        assert first.result(timeout=10) == ["a!"] and [f.result(timeout=10) for f in later] == [
+            [f"{i}!"] for i in range(7)
+        ]
+    assert batches == [["a"], list(range(7))] and scheduler.starts == {"idle": 2}
 
 
 # ----- the HTTP app -----------------------------------------------------------------------------------------

@@ -1,13 +1,17 @@
 """Micro-batching: concurrent requests are queued and run together by one worker thread.
 
-A batch starts when it holds `max_batch_size` rows or when the oldest queued request has waited `max_wait_ms`. A
-request larger than a batch is split over several and answered when all its rows are done. With max_wait_ms 0 and
-max_batch_size 1 the model runs one row at a time.
+A batch costs nothing when there is nothing to batch: a request that finds the worker idle runs at once, alone, and the
+requests that arrive while a batch runs are gathered into the next one (up to `max_batch_size` rows). With
+`max_wait_ms` above 0 an idle worker also holds a batch that is not full for up to that long, waiting for more: larger
+batches at low load, for that much latency. A request larger than a batch is split over several and answered when all
+its rows are done. With max_batch_size 1 the model runs one row at a time.
+
+Why each batch started is counted (`Scheduler.starts`): `idle` (run at once), `full`, or `waited` (max_wait_ms ran out).
 """
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 
@@ -25,13 +29,14 @@ class _Request:
 class Scheduler:
     """Runs `run(rows) -> results` (one result per row) on batches of rows gathered from concurrent `submit` calls."""
 
-    def __init__(self, run: Callable[[list], list], max_batch_size: int = 32, max_wait_ms: float = 5.0):
+    def __init__(self, run: Callable[[list], list], max_batch_size: int = 32, max_wait_ms: float = 0.0):
         if max_batch_size < 1 or max_wait_ms < 0:
             raise ValueError("max_batch_size must be at least 1 and max_wait_ms not negative")
         self.run = run
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000
         self.batches = 0  # batches run so far
+        self.starts: Counter[str] = Counter()  # why each batch started: idle, full or waited
         self._running_since: float | None = None  # when the batch being run started (monotonic), None when idle
         self._queue: deque[_Request] = deque()
         self._queued_rows = 0
@@ -82,8 +87,15 @@ class Scheduler:
                         return None
                     self._cond.wait()
                     continue
+                if self._queued_rows >= self.max_batch_size:
+                    self.starts["full"] += 1
+                    break
+                if not self.max_wait or self._closed:
+                    self.starts["idle"] += 1
+                    break
                 left = self._queue[0].arrival + self.max_wait - time.monotonic()
-                if self._queued_rows >= self.max_batch_size or left <= 0 or self._closed:
+                if left <= 0:
+                    self.starts["waited"] += 1
                     break
                 self._cond.wait(left)
             parts, room = [], self.max_batch_size
