@@ -376,7 +376,7 @@ def section(s: Setup, tables: dict[str, list[str]]) -> str:
         SECTION,
         "",
         f"{mode}. {when}; {machine(s.load)}.",
-        f"Ratios are medians over {s.rounds} alternating rounds ({s.server_rounds} for the server; min-max in brackets); times are medians, for orientation only on a shared machine. "
+        f"Ratios are medians over {s.rounds} alternating rounds ({s.server_rounds} for the server; min-max in brackets); times are medians, for orientation only on cores shared with other work. "
         f"Task prompts: {s.prompt_length} tokens, vocabulary-initialised; classification by label scoring; prompt keys/values reused (SmolLM2) unless said.",
         "",
         "### Mixed-task batches (8 tasks, classification)",

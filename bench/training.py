@@ -426,7 +426,7 @@ def section(
     where = (
         f"{torch.cuda.get_device_name(DEVICE)}, bf16 autocast (float32 weights and optimiser state)"
         if gpu
-        else f"{platform.machine()} {os.cpu_count()} CPU cores (shared), float32"
+        else f"{platform.machine()} {os.cpu_count()} CPU cores (shared with other work), float32"
     )
     models = {**MODELS, "minilm": "a MiniLM-L6-sized BERT (random)"} if gpu and not quick else MODELS
     lines = [
@@ -473,10 +473,10 @@ def section(
     t = scaling["tokens_per_second"]
     lines += [
         "",
-        f"Processes on this machine (torchrun, gloo, one thread each, global batch {s.batch}, softprompt's step on accelerate, {scaling['model']}):"
+        f"Processes on the same CPU cores (torchrun, gloo, one thread each, global batch {s.batch}, softprompt's step on accelerate, {scaling['model']}):"
         f" 1 process {t[1]:,.0f} tokens/s, 2 processes {t[2]:,.0f} tokens/s; 2 / 1 = {spread(scaling['ratio'])}."
         " The cores are shared with other work, so this shows the data-parallel path runs, not how it scales on GPUs"
-        ' (README, "Throughput arithmetic").',
+        " ([distributed training: throughput arithmetic](distributed.md#throughput-arithmetic)).",
         "",
     ]
     return "\n".join(lines)
