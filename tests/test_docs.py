@@ -270,3 +270,9 @@ def test_the_readme_stays_a_front_page():
     """The manual lives in docs/; README.md is the front page a newcomer reads first."""
     text = (REPO / "README.md").read_text(encoding="utf-8")
     assert len(text.splitlines()) <= 250 and len(text.encode()) <= 15_000
+
+
+def test_the_readmes_links_to_files_of_the_repository_resolve():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text)
+    assert links and [link for link in links if not (REPO / link).exists()] == []
