@@ -1,9 +1,10 @@
 """Plots of tables in docs/results.md, drawn from the tables themselves (the numbers each table records, not typed
-again here): the six methods at one budget (accuracy against trainable parameters) and the successors' sensitivity to
-the learning rate.
+again here): the six methods at one budget (accuracy against trainable parameters), the successors' sensitivity to
+the learning rate and to the initialisation, and the domain-shift table.
 
     python bench/plot_results.py           # draws them into a temporary folder and prints where
-    python bench/plot_results.py --write   # draws them into docs/ (six-methods.png, lr-sensitivity.png)
+    python bench/plot_results.py --write   # draws them into docs/ (six-methods.png, lr-sensitivity.png,
+                                           # init-sensitivity.png, transfer.png)
 """
 
 import argparse
@@ -98,13 +99,69 @@ def lr_sensitivity(text: str, folder: Path) -> Path:
     return path
 
 
+def grouped_bars(rows: list[list[str]], columns: list[int], ylabel: str, title: str, path: Path) -> Path:
+    """A group of bars per table row, a bar per column (mean, with the standard deviation where the cell has one)."""
+    header, body = rows[0], rows[1:]
+    width = 0.8 / len(columns)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k, column in enumerate(columns):
+        values = [mean_std(row[column]) for row in body]
+        ax.bar(
+            [i + (k - (len(columns) - 1) / 2) * width for i in range(len(body))],
+            [v[0] for v in values],
+            width,
+            yerr=[v[1] for v in values],
+            capsize=2,
+            label=header[column],
+        )
+    low = min(mean_std(row[c])[0] - mean_std(row[c])[1] for row in body for c in columns)
+    ax.set_ylim(max(0, low - 5), None)
+    ax.set_xticks(range(len(body)), [row[0] for row in body], fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def init_sensitivity(text: str, folder: Path) -> Path:
+    rows = table_after(text, "### Sensitivity to the initialisation")
+    columns = [rows[0].index(name) for name in ("random", "vocabulary", "class labels")]
+    return grouped_bars(
+        rows,
+        columns,
+        "SST-2 dev accuracy (first 500), mean ± std",
+        "Initialisers, 150 steps of 32, all-MiniLM-L6-v2",
+        folder / "init-sensitivity.png",
+    )
+
+
+def transfer(text: str, folder: Path) -> Path:
+    rows = table_after(text, "## Domain shift")
+    columns = [rows[0].index(name) for name in ("prompt tuning", "model tuning")]
+    return grouped_bars(
+        rows,
+        columns,
+        "accuracy (first 500 rows)",
+        "Trained on SST-2, scored without training elsewhere",
+        folder / "transfer.png",
+    )
+
+
 def main(argv: list[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write", action="store_true", help="draw into docs/ (replacing the plots there)")
     args = parser.parse_args(argv)
     folder = ROOT / "docs" if args.write else Path(tempfile.mkdtemp(prefix="plots-"))
     text = RESULTS.read_text(encoding="utf-8")
-    paths = [six_methods(text, folder), lr_sensitivity(text, folder)]
+    paths = [
+        six_methods(text, folder),
+        lr_sensitivity(text, folder),
+        init_sensitivity(text, folder),
+        transfer(text, folder),
+    ]
     for path in paths:
         print(f"written: {path}")
     return paths
