@@ -2,6 +2,7 @@
 run, and does no partial or temporary file remain?
 
     python bench/kill_resume.py              # the recorded run: 10 kills, seed 0
+    python bench/kill_resume.py --write      # the same, recorded in docs/reliability.md
     python bench/kill_resume.py --kills 3 --seed 1
 
 A tiny GPT-2 (dropout 0.1, so that the restored random generators matter) is saved as a model folder and trained with
@@ -9,8 +10,8 @@ A tiny GPT-2 (dropout 0.1, so that the restored random generators matter) is sav
 folder, killed with SIGKILL at a seeded random step plus a seeded random fraction of a few steps (so that kills land
 in forward passes, evaluations and checkpoint writes alike) and resumed with `--train.resume=true`. Each resumed run
 must end bit for bit with the uninterrupted run's prompt file, last checkpoint and metrics log, and its output folder
-must hold no hidden temporary and only files that read back whole. Writes the "## Kill and resume" section of
-RELIABILITY.md.
+must hold no hidden temporary and only files that read back whole. Prints the "## Kill and resume" section of
+docs/reliability.md, and with `--write` writes it there.
 """
 
 import argparse
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from report import write_section  # bench/report.py, beside this file
+from report import RELIABILITY, add_write_option, publish  # bench/report.py, beside this file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -198,7 +199,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-write", action="store_true", help="print the section, do not write RELIABILITY.md")
+    add_write_option(parser, RELIABILITY)
     args = parser.parse_args()
     draw = random.Random(args.seed)
     points = sorted((draw.randrange(1, STEPS - 1), round(draw.uniform(0, 3), 2)) for _ in range(args.kills))
@@ -271,14 +272,7 @@ def write(rows: list[dict], args, step_seconds: float) -> None:
             "file cut short; the resumed run clears the temporaries before it starts.",
         ]
     )
-    if args.no_write:
-        print(text)
-    else:
-        path = ROOT / "RELIABILITY.md"
-        if not path.exists():
-            path.write_text(HEADER, encoding="utf-8")
-        write_section(text, path)
-        print(text)
+    publish(text, RELIABILITY, args.write, HEADER)
 
 
 if __name__ == "__main__":

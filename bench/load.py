@@ -1,4 +1,5 @@
-"""The server under load, written to the `## Load` section of RELIABILITY.md (other sections are kept):
+"""The server under load, printed as the `## Load` section of docs/reliability.md, and written there (other sections
+kept) with `--write`:
 
 `softprompt serve` (uvicorn, a subprocess on 127.0.0.1) serving 4 classification tasks of the embedded MiniLM; 64
 concurrent loopback clients (httpx, async, in this process) send requests of mixed tasks (one task and 1-4 inputs, or
@@ -6,6 +7,7 @@ items of several tasks) for 60 s. Recorded: errors (any answer but 200, or no an
 and the server's resident memory (RSS, sampled every second) from the first to the last 10 s.
 
     python bench/load.py                          # the recorded run: 64 clients, 60 s
+    python bench/load.py --write                  # the same, recorded in docs/reliability.md
     python bench/load.py --clients 8 --seconds 10 # a shorter one
 """
 
@@ -23,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from report import write_section  # noqa: E402  bench/report.py, beside this file
+from report import RELIABILITY, add_write_option, publish  # noqa: E402  bench/report.py, beside this file
 from serving import TASKS, TEXTS, Server, machine, percentile  # noqa: E402
 
 from softprompt.files.prompt_file import save_prompt  # noqa: E402
@@ -31,7 +33,6 @@ from softprompt.models.embedded import MINILM  # noqa: E402
 from softprompt.models.model import SoftPromptModel  # noqa: E402
 
 SECTION = "## Load"
-RELIABILITY = ROOT / "RELIABILITY.md"
 HEADER = "# Reliability\n\nWhat softprompt guarantees under faults, bad input and load: each guarantee with the tests that check it, each figure with the command that reproduces it.\n"
 BOUNDS = {"clients": (1, 256), "seconds": (1, 600), "tasks": (2, len(TASKS))}
 
@@ -175,12 +176,11 @@ def main(argv: list[str] | None = None) -> Run:
     parser.add_argument(
         "--model", default=MINILM.name, help="The served model (a name or folder); the embedded MiniLM by default."
     )
-    parser.add_argument("--output", default=str(RELIABILITY), help="The file whose `## Load` section is written.")
+    parser.add_argument("--output", default=str(RELIABILITY), help="The file --write records the `## Load` section in.")
+    add_write_option(parser, RELIABILITY)
     args = parser.parse_args(argv)
     load = os.getloadavg()[0]
     output = Path(args.output)
-    if not output.exists():
-        output.write_text(HEADER, encoding="utf-8")
     with tempfile.TemporaryDirectory() as tmp:
         model = SoftPromptModel.load(args.model)
         prompt_folder(model, args.model, args.tasks, Path(tmp))
@@ -198,11 +198,10 @@ def main(argv: list[str] | None = None) -> Run:
     if not alive:
         run.errors.append("the server stopped")
     command = "python bench/load.py" + "".join(
-        f" --{k} {v}" for k, v in vars(args).items() if k != "output" and v != parser.get_default(k)
+        f" --{k} {v}" for k, v in vars(args).items() if k not in ("output", "write") and v != parser.get_default(k)
     )
     text = section(run, args.model, load, command)
-    write_section(text, output)
-    print(text)
+    publish(text, output, args.write, HEADER)
     return run
 
 

@@ -1,10 +1,32 @@
-"""BENCHMARKS.md, written a section at a time: each benchmark replaces its own `## ` section and keeps the others."""
+"""Benchmark sections: printed by default, and written into docs/benchmarks.md or docs/reliability.md only when asked
+(`--write`): each benchmark replaces its own `## ` section there and keeps the others."""
 
 import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ROOT / "BENCHMARKS.md"
+BENCHMARKS = ROOT / "docs" / "benchmarks.md"
+RELIABILITY = ROOT / "docs" / "reliability.md"
+
+
+def add_write_option(parser, path: Path) -> None:
+    """`--write`: record the section in `path` (relative to the repository); without it the section is only printed."""
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help=f"also write the section into {path.relative_to(ROOT)} (replacing its earlier run); "
+        "without it, the section is only printed",
+    )
+
+
+def publish(text: str, path: Path, write: bool, header: str | None = None) -> None:
+    """Print a section; with `write`, also record it in `path` (created with `header` when missing)."""
+    print(text, flush=True)
+    if write:
+        if header is not None and not path.exists():
+            path.write_text(header, encoding="utf-8")
+        write_section(text, path)
+        print(f"written: {path}", flush=True)
 
 
 def write_section(text: str, path: Path = BENCHMARKS) -> None:

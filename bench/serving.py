@@ -1,5 +1,5 @@
-"""Serving benchmarks on the embedded MiniLM (encoder-only) and SmolLM2 (decoder-only), written to the `## Serving`
-section of BENCHMARKS.md (other sections are kept):
+"""Serving benchmarks on the embedded MiniLM (encoder-only) and SmolLM2 (decoder-only), printed as the `## Serving`
+section of docs/benchmarks.md, and written there (other sections kept) with `--write`:
 
 - an 8-task mixed batch against a same-task batch of the same size, and against the 8 tasks run one after another
   with one prompt per pass (batch/8 rows each, as PEFT must);
@@ -12,6 +12,7 @@ Every comparison alternates its variants in one process over several rounds and 
 spread (min-max over rounds): the machine may be shared, so ratios, not absolute times, are the figures.
 
     python bench/serving.py            # the full run: 5 rounds (3 for the server), batches of 16, 5 s windows
+    python bench/serving.py --write    # the same, recorded in docs/benchmarks.md
     python bench/serving.py --quick    # a smoke run: 1 round, batches of 8, short windows; figures not to be quoted
 """
 
@@ -34,7 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from report import write_section  # noqa: E402  bench/report.py, beside this file
+from report import BENCHMARKS, add_write_option, publish  # noqa: E402  bench/report.py, beside this file
 
 from softprompt.core.bank import PromptBank  # noqa: E402
 from softprompt.core.families import ENCODER_ONLY  # noqa: E402
@@ -375,7 +376,7 @@ def section(s: Setup, tables: dict[str, list[str]]) -> str:
         SECTION,
         "",
         f"{mode}. {when}; {machine(s.load)}.",
-        f"Ratios are medians over {s.rounds} alternating rounds ({s.server_rounds} for the server; min-max in brackets); times are medians, for orientation only on a shared machine. "
+        f"Ratios are medians over {s.rounds} alternating rounds ({s.server_rounds} for the server; min-max in brackets); times are medians, for orientation only on cores shared with other work. "
         f"Task prompts: {s.prompt_length} tokens, vocabulary-initialised; classification by label scoring; prompt keys/values reused (SmolLM2) unless said.",
         "",
         "### Mixed-task batches (8 tasks, classification)",
@@ -422,7 +423,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="A smoke run: one round, small batches, short windows.")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N].")
-    parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
+    parser.add_argument("--output", default=str(BENCHMARKS), help="The file --write records the section in.")
+    add_write_option(parser, BENCHMARKS)
     args = parser.parse_args()
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if args.quick:
@@ -464,8 +466,7 @@ def main() -> None:
         tables["server"] += serving(model, s, (1, 8, 64))
         del model
     text = section(s, tables)
-    write_section(text, Path(args.output))
-    print(text)
+    publish(text, Path(args.output), args.write)
 
 
 if __name__ == "__main__":

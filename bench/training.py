@@ -3,8 +3,10 @@
     python bench/training.py           # the recorded run: MiniLM, a SmolLM2-135M-sized and a T5-base-sized model
     python bench/training.py --quick   # a smoke run on small random models, in a minute or two
     python bench/training.py --device cuda   # the same on a GPU, bf16 autocast: the "## Training on a GPU" section
+    python bench/training.py --write   # any of these, recorded in docs/benchmarks.md
 
-Writes the "## Training" section of BENCHMARKS.md (other sections stay). Three measurements:
+Prints the "## Training" section of docs/benchmarks.md, and with `--write` writes it there (other sections stay).
+Three measurements:
 
 - step time: the three trainers on the same model, batch and lengths, alternating within each round (the order
   rotating), several rounds; each ratio is taken within a round, and the median and spread (min-max) over rounds are
@@ -34,7 +36,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from report import write_section  # bench/report.py, beside this file
+from report import BENCHMARKS, add_write_option, publish  # bench/report.py, beside this file
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINERS = ("softprompt", "peft", "full")
@@ -424,7 +426,7 @@ def section(
     where = (
         f"{torch.cuda.get_device_name(DEVICE)}, bf16 autocast (float32 weights and optimiser state)"
         if gpu
-        else f"{platform.machine()} {os.cpu_count()} CPU cores (shared), float32"
+        else f"{platform.machine()} {os.cpu_count()} CPU cores (shared with other work), float32"
     )
     models = {**MODELS, "minilm": "a MiniLM-L6-sized BERT (random)"} if gpu and not quick else MODELS
     lines = [
@@ -471,10 +473,10 @@ def section(
     t = scaling["tokens_per_second"]
     lines += [
         "",
-        f"Processes on this machine (torchrun, gloo, one thread each, global batch {s.batch}, softprompt's step on accelerate, {scaling['model']}):"
+        f"Processes on the same CPU cores (torchrun, gloo, one thread each, global batch {s.batch}, softprompt's step on accelerate, {scaling['model']}):"
         f" 1 process {t[1]:,.0f} tokens/s, 2 processes {t[2]:,.0f} tokens/s; 2 / 1 = {spread(scaling['ratio'])}."
         " The cores are shared with other work, so this shows the data-parallel path runs, not how it scales on GPUs"
-        ' (README, "Throughput arithmetic").',
+        " ([distributed training: throughput arithmetic](distributed.md#throughput-arithmetic)).",
         "",
     ]
     return "\n".join(lines)
@@ -488,6 +490,7 @@ def main() -> None:
         default="cpu",
         help="cpu (the recorded run) or cuda: bf16 autocast on a GPU, larger batches, its own section",
     )
+    add_write_option(parser, BENCHMARKS)
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--throughput-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -514,8 +517,7 @@ def main() -> None:
         print("processes: 1 and 2", file=sys.stderr)
         scaling = throughput("smollm2", args.quick, rounds=1 if args.quick else 4)
     text = section(s, args.quick, times, memory, scaling, time.perf_counter() - begun)
-    write_section(text)
-    print(text)
+    publish(text, BENCHMARKS, args.write)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import re
 import shutil
 import statistics
@@ -22,6 +23,8 @@ from softprompt.experiments.table import markdown
 PNG = b"\x89PNG\r\n\x1a\n"
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
+# the public data sets (docs/data.md): $SOFTPROMPT_DATA, else ../shared/data beside the checkout
+DATA = Path(os.environ.get("SOFTPROMPT_DATA") or REPO.parent / "shared" / "data")
 
 
 @pytest.fixture(scope="module")
@@ -492,12 +495,11 @@ def test_an_option_added_since_a_cell_finished_counts_only_when_set(finished_swe
         check_finished(load_sweep(path, str(sweep.output)))
 
 
-@pytest.mark.skipif(
-    not (REPO.parent / "shared" / "data").is_dir(), reason="the shipped sweep files read ../shared/data"
-)
+@pytest.mark.skipif(not DATA.is_dir(), reason="the shipped sweep files read $SOFTPROMPT_DATA")
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_each_shipped_sweep_file_passes_its_checks_with_the_runs_its_header_counts(path, monkeypatch, tmp_path):
-    monkeypatch.chdir(REPO)  # the files name ../shared/data relative to the repository
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("SOFTPROMPT_DATA", str(DATA))  # the files name $SOFTPROMPT_DATA/sst2/train.tsv and the like
     header = "".join(
         line for line in path.read_text(encoding="utf-8").splitlines(keepends=True) if line.startswith("#")
     )

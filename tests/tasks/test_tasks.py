@@ -1,9 +1,10 @@
 """The task registry: each task's input format, targets and metric on rows worked out by hand, the public data sets
-read as they are published (skipped without ../shared/data), and short training runs."""
+read as they are published (skipped without $SOFTPROMPT_DATA), and short training runs."""
 
 import gzip
 import inspect
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,8 @@ from softprompt.tasks import TASKS, ClassificationTask, Example, SquadTask, Task
 from softprompt.tasks.base import local_split
 from softprompt.training.train import train_prompt
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+# the public data sets (docs/data.md): $SOFTPROMPT_DATA, else ../shared/data beside the checkout; tests skip without them
+SHARED = Path(os.environ.get("SOFTPROMPT_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data")
 NAMES = [
     "classification",
     "text2text",
@@ -566,7 +568,7 @@ def test_two_training_steps_on_record_generate_text(tmp_path):
 
 # ----- the public data, read as published ------------------------------------------------------------
 def shared(folder: str):
-    return pytest.mark.skipif(not (SHARED / folder).is_dir(), reason=f"needs ../shared/data/{folder}")
+    return pytest.mark.skipif(not (SHARED / folder).is_dir(), reason=f"needs $SOFTPROMPT_DATA/{folder}")
 
 
 @pytest.mark.parametrize(

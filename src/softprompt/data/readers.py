@@ -11,12 +11,34 @@ import csv
 import gzip
 import json
 import os
+import re
 import zlib
 from pathlib import Path
 
 from softprompt.errors import UserError, first_line
 
 TABULAR = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv"}
+DATA_FOLDER = "SOFTPROMPT_DATA"  # the folder holding the public evaluation sets (docs/data.md)
+VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")  # $NAME or ${NAME}
+
+
+def expand_path(source: str) -> str:
+    """A data path with `$NAME` / `${NAME}` replaced by the environment's values and `~` by the home folder, so that a
+    recipe can name `$SOFTPROMPT_DATA/sst2/dev.tsv`. A variable that is not set is refused in one line (rather than
+    read as a file named `$NAME/...`), unless the path exists as written."""
+    if "$" not in source:
+        return os.path.expanduser(source)
+    expanded = os.path.expandvars(source)
+    unset = [a or b for a, b in VARIABLE.findall(expanded) if (a or b) not in os.environ]
+    if unset and not os.path.exists(os.path.expanduser(source)):
+        name = unset[0]
+        hint = (
+            "export it to the folder holding the public data sets (docs/data.md)"
+            if name == DATA_FOLDER
+            else "export it, or write the path out"
+        )
+        raise UserError(f"{source}: ${name} is not set: {hint}")
+    return os.path.expanduser(expanded if not unset else source)
 
 
 def file_format(path: str, fmt: str = "auto") -> str:
@@ -33,9 +55,11 @@ def file_format(path: str, fmt: str = "auto") -> str:
 
 
 def is_local(source: str) -> bool:
-    """A data source is a local file when it exists, has a data extension or starts like a path; else a hub name."""
+    """A data source is a local file when it exists, has a data extension, starts like a path or names an environment
+    variable ($SOFTPROMPT_DATA/...); else a hub name."""
     return (
-        os.path.exists(os.path.expanduser(source))
+        source.startswith("$")
+        or os.path.exists(expand_path(source))
         or Path(source).suffix.lower() in TABULAR
         or source.startswith(("/", "./", "../", "~"))
     )
@@ -45,7 +69,7 @@ def load_rows(source: str, fmt: str = "auto") -> tuple[list[dict], list[int] | N
     """Rows of a data set as dicts, and the 1-based line of the file where each row starts (None when not a text file)."""
     if not is_local(source):
         return _load_hub(source), None
-    path = os.path.expanduser(source)
+    path = expand_path(source)
     if not os.path.exists(path):
         raise UserError(f"{source}: no such file")
     if os.path.isdir(path):
@@ -255,6 +279,7 @@ def field(record, key: str, kind: type | tuple[type, ...], where: str, required:
 def load_mrqa(path: str) -> tuple[list[dict], list[int]]:
     """MRQA 2019 JSONL (optionally gzipped; a first {"header": ...} line is skipped) -> rows {id, question, context,
     answers}, one per question, and the line of each row's context."""
+    path = expand_path(path)
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such file")
     text = read_text(path, gzip.open if path.endswith(".gz") else open)
@@ -294,6 +319,7 @@ def load_labelled_lines(path: str) -> tuple[list[dict], list[int]]:
 
     UTF-8, or Latin-1 when the file is not UTF-8 (MR, the TREC training set). Lines end at "\n" only: Latin-1 text
     holds U+0085, which Python's splitlines would also take for a line end."""
+    path = expand_path(path)
     if not os.path.isfile(path):
         raise UserError(f"{path}: no such file")
     with open(path, "rb") as f:

@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from softprompt.core.families import ENCODER_ONLY
 from softprompt.core.template import Template
-from softprompt.data.readers import is_local, json_type, load_rows
+from softprompt.data.readers import expand_path, is_local, json_type, load_rows
 from softprompt.errors import UserError
 from softprompt.models.model import SoftPromptModel
 from softprompt.options import DataOptions
@@ -236,7 +236,10 @@ def parse_json_input(text: str):
 
 
 def local_split(source: str) -> tuple[str, str | None]:
-    """FILE@train or FILE@validation -> (FILE, split) for a local file; any other source -> (source, None)."""
+    """FILE@train or FILE@validation -> (FILE, split) for a local file; any other source -> (source, None). A path
+    naming an environment variable ($SOFTPROMPT_DATA/sst2/dev.tsv) comes back with it expanded (readers.expand_path)."""
+    if "$" in source:
+        source = expand_path(source)
     path, at, split = source.rpartition("@")
     if not at or os.path.exists(os.path.expanduser(source)) or not is_local(path):
         return source, None

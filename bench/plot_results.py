@@ -1,0 +1,171 @@
+"""Plots of tables in docs/results.md, drawn from the tables themselves (the numbers each table records, not typed
+again here): the six methods at one budget (accuracy against trainable parameters), the successors' sensitivity to
+the learning rate and to the initialisation, and the domain-shift table.
+
+    python bench/plot_results.py           # draws them into a temporary folder and prints where
+    python bench/plot_results.py --write   # draws them into docs/ (six-methods.png, lr-sensitivity.png,
+                                           # init-sensitivity.png, transfer.png)
+"""
+
+import argparse
+import re
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results.md"
+
+
+def table_after(text: str, heading: str) -> list[list[str]]:
+    """The first Markdown table under `heading`: its rows (header first), each a list of cells."""
+    lines = text[text.index(heading) :].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        if not set(line) <= set("|-: "):  # the line under the header
+            rows.append([cell.strip().strip("*") for cell in line.strip("|").split("|")])
+    return rows
+
+
+def mean_std(cell: str) -> tuple[float, float]:
+    """`78.9 ± 1.4` -> (78.9, 1.4); `61.0` -> (61.0, 0.0)."""
+    numbers = [float(n) for n in re.findall(r"\d+(?:\.\d+)?", cell.replace(",", ""))]
+    return numbers[0], numbers[1] if "±" in cell else 0.0
+
+
+def six_methods(text: str, folder: Path) -> Path:
+    rows = table_after(text, "## Six methods at one budget")
+    header, body = rows[0], rows[1:]
+    acc, params = (
+        header.index(next(h for h in header if h.startswith("accuracy"))),
+        header.index("trainable parameters"),
+    )
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in body:
+        count = max(float(row[params].replace(",", "")), 1.0)  # prompt design trains nothing: drawn at 1
+        mean, std = mean_std(row[acc])
+        ax.errorbar(count, mean, yerr=std, fmt="o", capsize=3)
+        below = row[0].startswith("LoRA")  # beside prefix tuning's point: its label goes to the left
+        ax.annotate(
+            row[0],
+            (count, mean),
+            textcoords="offset points",
+            xytext=(-6 if below else 6, -3),
+            fontsize=8,
+            ha="right" if below else "left",
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (log scale; prompt design at 1)")
+    ax.set_ylabel("SST-2 dev accuracy (first 500), mean ± std")
+    ax.set_title("Six methods, 150 steps of 32, all-MiniLM-L6-v2")
+    fig.tight_layout()
+    path = folder / "six-methods.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def lr_sensitivity(text: str, folder: Path) -> Path:
+    rows = table_after(text, "### Sensitivity to the learning rate")
+    header, body = rows[0], rows[1:]
+    rates = [(i, float(re.search(r"[\d.]+", h)[0])) for i, h in enumerate(header) if re.search(r"^(lr )?0\.\d+$", h)]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in body:
+        points = [(rate, *mean_std(row[i])) for i, rate in rates]
+        ax.errorbar(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            yerr=[p[2] for p in points],
+            marker="o",
+            capsize=3,
+            label=row[0],
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("prompt learning rate (log scale)")
+    ax.set_ylabel("SST-2 dev accuracy (first 500), mean ± std")
+    ax.set_title("Prompt tuning and its successors, 150 steps of 32")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = folder / "lr-sensitivity.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def grouped_bars(rows: list[list[str]], columns: list[int], ylabel: str, title: str, path: Path) -> Path:
+    """A group of bars per table row, a bar per column (mean, with the standard deviation where the cell has one)."""
+    header, body = rows[0], rows[1:]
+    width = 0.8 / len(columns)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for k, column in enumerate(columns):
+        values = [mean_std(row[column]) for row in body]
+        ax.bar(
+            [i + (k - (len(columns) - 1) / 2) * width for i in range(len(body))],
+            [v[0] for v in values],
+            width,
+            yerr=[v[1] for v in values],
+            capsize=2,
+            label=header[column],
+        )
+    low = min(mean_std(row[c])[0] - mean_std(row[c])[1] for row in body for c in columns)
+    ax.set_ylim(max(0, low - 5), None)
+    ax.set_xticks(range(len(body)), [row[0] for row in body], fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def init_sensitivity(text: str, folder: Path) -> Path:
+    rows = table_after(text, "### Sensitivity to the initialisation")
+    columns = [rows[0].index(name) for name in ("random", "vocabulary", "class labels")]
+    return grouped_bars(
+        rows,
+        columns,
+        "SST-2 dev accuracy (first 500), mean ± std",
+        "Initialisers, 150 steps of 32, all-MiniLM-L6-v2",
+        folder / "init-sensitivity.png",
+    )
+
+
+def transfer(text: str, folder: Path) -> Path:
+    rows = table_after(text, "## Domain shift")
+    columns = [rows[0].index(name) for name in ("prompt tuning", "model tuning")]
+    return grouped_bars(
+        rows,
+        columns,
+        "accuracy (first 500 rows)",
+        "Trained on SST-2, scored without training elsewhere",
+        folder / "transfer.png",
+    )
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--write", action="store_true", help="draw into docs/ (replacing the plots there)")
+    args = parser.parse_args(argv)
+    folder = ROOT / "docs" if args.write else Path(tempfile.mkdtemp(prefix="plots-"))
+    text = RESULTS.read_text(encoding="utf-8")
+    paths = [
+        six_methods(text, folder),
+        lr_sensitivity(text, folder),
+        init_sensitivity(text, folder),
+        transfer(text, folder),
+    ]
+    for path in paths:
+        print(f"written: {path}")
+    return paths
+
+
+if __name__ == "__main__":
+    main()

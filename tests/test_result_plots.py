@@ -1,0 +1,31 @@
+"""bench/plot_results.py draws its plots from the tables of docs/results.md: it finds them, reads every row, and writes
+into docs/ only when asked (`--write`)."""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import plot_results  # noqa: E402  bench/plot_results.py
+
+
+def test_the_plots_read_every_row_of_their_tables():
+    text = plot_results.RESULTS.read_text(encoding="utf-8")
+    six = plot_results.table_after(text, "## Six methods at one budget")
+    assert [row[0] for row in six[1:]][-1] == "model tuning" and len(six) == 7
+    assert plot_results.mean_std(six[2][1]) == (78.9, 1.4)
+    rates = plot_results.table_after(text, "### Sensitivity to the learning rate")
+    assert len(rates) == 6 and rates[1][0] == "vanilla"
+    assert len(plot_results.table_after(text, "### Sensitivity to the initialisation")) == 6
+    assert [row[0] for row in plot_results.table_after(text, "## Domain shift")][1:] == [
+        "SST-2 dev (in domain)",
+        "MR",
+        "SST-5 test as binary",
+    ]
+
+
+def test_without_write_the_plots_go_to_a_temporary_folder(capsys):
+    before = {p: p.stat().st_mtime_ns for p in (ROOT / "docs").glob("*.png")}
+    paths = plot_results.main([])
+    assert len(paths) == 4 and all(p.stat().st_size > 0 and p.parent != ROOT / "docs" for p in paths)
+    assert {p: p.stat().st_mtime_ns for p in (ROOT / "docs").glob("*.png")} == before
