@@ -5,8 +5,8 @@ section of docs/benchmarks.md, and written there (other sections kept) with `--w
   with one prompt per pass (batch/8 rows each, as PEFT must);
 - an ensemble of 5 prompts in one pass against 5 separate passes, one input;
 - decoder-only greedy generation with a 100-token prompt: prompt keys/values reused, recomputed, and no prompt at all;
-- the HTTP server (uvicorn, loopback) under 1, 8 and 64 concurrent clients on mixed tasks, with micro-batching and
-  with batches of one row (both servers up at once, measured in alternating windows).
+- the HTTP server (uvicorn, loopback) under 1, 8 and 64 concurrent clients on mixed tasks, with the default
+  micro-batching and with batches of one row (both servers up at once, measured in alternating windows).
 
 Every comparison alternates its variants in one process over several rounds and reports the median ratio with its
 spread (min-max over rounds): the machine may be shared, so ratios, not absolute times, are the figures.
@@ -232,11 +232,7 @@ class Server:
     def __init__(self, folder: Path, name: str, device: str, batching: bool):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        options = (
-            ["--max_batch_size", "32", "--max_wait_ms", "5"]
-            if batching
-            else ["--max_batch_size", "1", "--max_wait_ms", "0"]
-        )
+        options = [] if batching else ["--max_batch_size", "1"]  # the defaults: batches of up to 32, no waiting
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
@@ -407,8 +403,8 @@ def section(s: Setup, tables: dict[str, list[str]]) -> str:
         "",
         "### Server (HTTP on loopback, mixed tasks)",
         "",
-        f"`softprompt serve` with micro-batching (max_batch_size 32, max_wait_ms 5) and with batches of one row (max_batch_size 1, "
-        f"max_wait_ms 0), both up at once; concurrent clients (httpx, async, on the same machine) send one-input requests of "
+        f"`softprompt serve` with its default micro-batching (a request that finds the model idle runs at once; those arriving "
+        f"while a batch runs are gathered, up to 32 rows) and with batches of one row (max_batch_size 1), both up at once; concurrent clients (httpx, async, on the same machine) send one-input requests of "
         f"rotating tasks for {s.window:g} s windows (at most {s.max_requests} requests each), alternating between the servers.",
         "",
         "| model | clients | batched: requests/s | batched: p50 / p99 ms (requests) | one row: requests/s | one row: p50 / p99 ms (requests) | batched / one row (requests/s) |",

@@ -15,7 +15,9 @@ from softprompt.models.model import SoftPromptModel
 from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, ServeOptions, TrainOptions
 
 __all__ = [
+    "Client",
     "DataOptions",
+    "Engine",
     "MethodOptions",
     "ModelOptions",
     "Predictor",
@@ -35,6 +37,8 @@ __all__ = [
 __version__ = "0.1.0"
 LAZY = {"tune": "softprompt.api", "load": "softprompt.api", "Predictor": "softprompt.api"}
 LAZY["TrainResult"] = "softprompt.training.run_report"
+LAZY["Engine"] = "softprompt.serve.engine"
+LAZY["Client"] = "softprompt.serve.client"
 
 
 def __getattr__(name: str):

@@ -149,7 +149,7 @@ def section(cls, name: str, value):
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(cls, name)
     try:
-        return parser.instantiate_classes(parser.parse_object({name: dict(value)}))[name]
+        return parser.instantiate(parser.parse_object({name: dict(value)}))[name]
     except ArgumentError as e:
         raise UserError(_refusal(str(e), cls, name)) from None
 

@@ -62,7 +62,7 @@ class PromptOptions:
     random_scale: float = 0.5
     """With init=random: uniform in [-scale, scale]."""
     reparam: Literal["none", "residual", "ulpt"] = "none"
-    """How the prompt is parameterised while it trains (README, "Beyond vanilla prompt tuning"): none (the prompt
+    """How the prompt is parameterised while it trains (docs/successors.md): none (the prompt
     itself), residual (a shared bottleneck MLP with a skip, Razdaibiedina et al. 2023) or ulpt (r dimensions, a frozen
     random up-projection, a learned scale and shift; Wu et al. 2025). Either folds into a plain prompt when saved."""
     bottleneck: int = 400
@@ -186,7 +186,7 @@ class MethodOptions:
     """How the model is adapted: prompt tuning or a comparison method (--method.*)."""
 
     name: Literal["prompt", "model", "prompt-design", "prefix", "lora", "adapter"] = "prompt"
-    """How the model is adapted (README, "Methods"): prompt (prompt tuning), model (model tuning), prompt-design
+    """How the model is adapted (docs/methods.md): prompt (prompt tuning), model (model tuning), prompt-design
     (no training: instruction and in-context examples), prefix (prefix tuning, peft), lora (LoRA, peft) or adapter
     (Houlsby adapters). Methods other than prompt take their own optimiser, learning rate and weight decay (AdamW, no
     decay) wherever train.optimizer, train.lr and train.weight_decay are left at their defaults."""

@@ -109,6 +109,7 @@ def build_parser() -> ArgumentParser:
         prog="softprompt",
         description="Prompt tuning for frozen Hugging Face models. Add --debug anywhere for tracebacks.",
         exit_on_error=False,
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"softprompt {__version__}")
     parser.add_argument("--debug", action="store_true", help="Show tracebacks on errors.")
@@ -121,7 +122,8 @@ def build_parser() -> ArgumentParser:
         fn = COMMANDS[name]
         SECTIONS[name] = [section for section, _ in sections]
         doc = inspect.cleandoc(fn.__doc__)
-        p = ArgumentParser(description=doc, exit_on_error=False)  # main() reports a bad value in one line
+        # main() reports a bad value in one line; an option must be spelled whole (no --data.label_col for _column)
+        p = ArgumentParser(description=doc, exit_on_error=False, allow_abbrev=False)
         if sections:
             p.add_argument("--config", action=ActionConfigFile, help="A YAML recipe; later options override it.")
         for section, cls in sections:

@@ -76,7 +76,7 @@ class Run:
         )  # sharded: the bank's trained parameters
         self.metadata = {**model.identity(), **method.metadata(), "task": task.describe(), "training": asdict(o)}
         self.log_path = output_dir / run_output.LOG_FILE
-        self.result = TrainResult(method.path(output_dir), lr=o.lr)
+        self.result = TrainResult(method.path(output_dir), lr=o.lr, output_dir=Path(output_dir))
         self.eval_seconds = 0.0
 
     def autocast(self):

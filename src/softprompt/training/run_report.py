@@ -27,6 +27,7 @@ class TrainResult:
     stopped_early: bool = False
     history: list[dict] = field(default_factory=list)
     report: dict = field(default_factory=dict)  # the run's row of results.jsonl (on the main process)
+    output_dir: Path | None = None  # the run's folder
 
 
 class PeakMemory:
