@@ -156,3 +156,18 @@ def test_a_loaded_prompt_is_a_copy_that_a_rewrite_of_the_file_in_place_leaves_al
         f.write(bytes(4 * (4 * 8 + 2 * 8)))
     assert torch.equal(load_prompt(path).prompt, torch.zeros(4, 8))  # the file did change
     assert torch.equal(loaded.prompt, torch.ones(4, 8)) and torch.equal(loaded.offset, torch.ones(2, 8))
+
+
+def test_the_same_prompt_and_metadata_make_the_same_bytes_in_every_process(tmp_path):
+    """safetensors orders its metadata map per process; the header is rewritten with its keys sorted, so the bytes
+    depend on the prompt and metadata alone (checked on the header itself, not left to the chance of two processes)."""
+    prompt = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    path = save_prompt(tmp_path / "p.safetensors", prompt, {"base_model": "m", "zeta": 1, "alpha": {"b": 2, "a": 1}})
+    data = path.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = data[8 : 8 + n].rstrip(b" ")
+    assert n % 8 == 0 and header == json.dumps(json.loads(header), sort_keys=True, separators=(",", ":")).encode()
+    assert list(json.loads(header)["__metadata__"]) == ["format", "metadata"]
+    file = load_prompt(path)
+    assert torch.equal(file.prompt, prompt) and file.metadata["alpha"] == {"b": 2, "a": 1}
+    assert save_prompt(tmp_path / "q.safetensors", prompt, file.metadata).read_bytes() == data

@@ -112,10 +112,11 @@ def test_generation_equals_recomputation(decoder):
     assert_scores_equal(scores_a, scores_b)
 
 
-def test_generation_with_reused_prefixes_warns_of_nothing(decoder):
+def test_generation_and_scoring_with_reused_prefixes_warn_of_nothing(decoder):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         decoder.generate(TEXTS, IDS, max_new_tokens=2)
+        decoder.score_labels(TEXTS, [["yes", "no"]] * len(TEXTS), IDS)
     assert decoder.prefix_cache.hits + decoder.prefix_cache.misses > 0  # the reusing path ran
     assert [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))] == []
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from softprompt.checks import MAX_TARGET_LENGTH
 from softprompt.core.families import FAMILIES
@@ -116,8 +116,17 @@ def save_prompt(
         meta["input_offset_positions"] = offset.shape[0]
     path = Path(path)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "metadata": json.dumps(meta)})
+        tmp.write_bytes(in_fixed_order(save(tensors, metadata={"format": FORMAT, "metadata": json.dumps(meta)})))
     return path
+
+
+def in_fixed_order(data: bytes) -> bytes:
+    """safetensors bytes with the header's keys sorted. safetensors writes its metadata map in the order of a hash map
+    seeded per process, so the same prompt and metadata would otherwise make files that differ byte for byte."""
+    n = int.from_bytes(data[:8], "little")  # the format: an 8-byte length, a JSON header, then the tensors' bytes
+    header = json.dumps(json.loads(data[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the tensors' bytes stay 8-byte aligned; their offsets are after the header
+    return len(header).to_bytes(8, "little") + header + data[8 + n :]
 
 
 def load_prompt(path: str | os.PathLike) -> PromptFile:

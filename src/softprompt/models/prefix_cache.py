@@ -25,7 +25,7 @@ from softprompt.core.join import IGNORE_INDEX, insertion_offsets
 from softprompt.core.next_token import next_token_losses, target_window
 from softprompt.models.content_cache import ContentCache, autocast_state, digest
 
-# how generate() takes a cache: `cache` from transformers 5.24 (which deprecates `past_key_values`), before it the old name
+# how generate() and forward take a cache: `cache` from transformers 5.24 (which deprecates `past_key_values`), before it the old name
 CACHE_ARGUMENT = "cache" if Version(transformers.__version__) >= Version("5.24") else "past_key_values"
 KV = tuple[torch.Tensor, torch.Tensor]  # keys, values of every layer: (layers, heads, L, head_dim) each
 
@@ -66,8 +66,8 @@ class PrefixCache(ContentCache):
             input_ids=batch["input_ids"],
             attention_mask=full_mask,
             position_ids=positions,
-            past_key_values=cache,
             use_cache=True,
+            **{CACHE_ARGUMENT: cache},
             **window,
         ).logits  # (B, W, V)
         return -next_token_losses(logits, labels).sum(-1)
