@@ -327,6 +327,24 @@ def test_by_default_a_lone_request_runs_at_once_and_those_arriving_meanwhile_are
     assert batches == [["a"], list(range(7))] and scheduler.starts == {"idle": 2}
 
 
+def test_under_load_the_next_batch_gathers_as_many_rows_as_the_last_one_held():
+    """After a batch of 4 rows that took a second, the first of 4 requests sent one after another waits (up to a tenth
+    of that second) for the other three, instead of running alone and splitting them over a second pass."""
+    batches = []
+
+    def run(rows):
+        batches.append(list(rows))
+        if len(batches) == 1:
+            time.sleep(1.0)
+        return [f"{row}!" for row in rows]
+
+    with Scheduler(run) as scheduler:
+        assert scheduler.submit(list("abcd")).result(timeout=10) == ["a!", "b!", "c!", "d!"]
+        futures = [scheduler.submit([i]) for i in range(4)]
+        assert [f.result(timeout=10) for f in futures] == [[f"{i}!"] for i in range(4)]
+    assert batches == [list("abcd"), [0, 1, 2, 3]] and scheduler.starts == {"idle": 2}
+
+
 # ----- the HTTP app -----------------------------------------------------------------------------------------
 @pytest.fixture
 def served(tmp_path):

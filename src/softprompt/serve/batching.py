@@ -1,12 +1,17 @@
 """Micro-batching: concurrent requests are queued and run together by one worker thread.
 
-A batch costs nothing when there is nothing to batch: a request that finds the worker idle runs at once, alone, and the
-requests that arrive while a batch runs are gathered into the next one (up to `max_batch_size` rows). With
-`max_wait_ms` above 0 an idle worker also holds a batch that is not full for up to that long, waiting for more: larger
-batches at low load, for that much latency. A request larger than a batch is split over several and answered when all
-its rows are done. With max_batch_size 1 the model runs one row at a time.
+A batch costs nothing when there is nothing to batch: a request that finds the worker idle runs at once, and the
+requests that arrive while a batch runs are gathered into the next one (up to `max_batch_size` rows). Under load the
+clients a batch answered send their next requests within moments of each other: so that the first of them does not
+run alone and split the rest into a second pass, the next batch waits for as many rows as the last one held, for at
+most a tenth of the time the last one took (GATHER). A lone client's batches hold one row: it never waits.
 
-Why each batch started is counted (`Scheduler.starts`): `idle` (run at once), `full`, or `waited` (max_wait_ms ran out).
+With `max_wait_ms` above 0 an idle worker also holds a batch that is not full for up to that long, waiting for more:
+larger batches at low load, for that much latency. A request larger than a batch is split over several and answered
+when all its rows are done. With max_batch_size 1 the model runs one row at a time.
+
+Why each batch started is counted (`Scheduler.starts`): `idle` (as many rows were queued as the last batch held, or
+the worker was closing), `full` (max_batch_size rows), or `waited` (the wait for more ran out).
 """
 
 import threading
@@ -14,6 +19,9 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
+
+
+GATHER = 0.1  # under load, the next batch waits for its rows at most this fraction of the last batch's time
 
 
 class _Request:
@@ -37,6 +45,7 @@ class Scheduler:
         self.max_wait = max_wait_ms / 1000
         self.batches = 0  # batches run so far
         self.starts: Counter[str] = Counter()  # why each batch started: idle, full or waited
+        self._last_rows, self._last_seconds = 1, 0.0  # the last batch's rows and time: what the next one waits for
         self._running_since: float | None = None  # when the batch being run started (monotonic), None when idle
         self._queue: deque[_Request] = deque()
         self._queued_rows = 0
@@ -90,10 +99,12 @@ class Scheduler:
                 if self._queued_rows >= self.max_batch_size:
                     self.starts["full"] += 1
                     break
-                if not self.max_wait or self._closed:
+                expected = min(self._last_rows, self.max_batch_size)
+                patience = self.max_wait if self.max_wait else GATHER * self._last_seconds
+                if (self._queued_rows >= expected and not self.max_wait) or self._closed:
                     self.starts["idle"] += 1
                     break
-                left = self._queue[0].arrival + self.max_wait - time.monotonic()
+                left = self._queue[0].arrival + patience - time.monotonic()
                 if left <= 0:
                     self.starts["waited"] += 1
                     break
@@ -121,7 +132,8 @@ class Scheduler:
 
     def _execute(self, parts: list[tuple[_Request, int, int]]) -> None:
         self.batches += 1
-        self._running_since = time.monotonic()
+        self._running_since = started = time.monotonic()
+        self._last_rows = sum(hi - lo for _, lo, hi in parts)
         try:
             self._answer(parts)
         except Exception as e:  # noqa: BLE001  one bad request must not fail the others of its batch
@@ -135,6 +147,7 @@ class Scheduler:
                     self._fail(part[0], e)
         finally:
             self._running_since = None
+            self._last_seconds = time.monotonic() - started
 
     def _answer(self, parts: list[tuple[_Request, int, int]]) -> None:
         live = [(r, lo, hi) for r, lo, hi in parts if not r.future.done()]
