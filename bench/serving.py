@@ -411,6 +411,10 @@ def section(s: Setup, tables: dict[str, list[str]]) -> str:
         "|---|---|---|---|---|---|---|",
         *tables["server"],
         "",
+        "The load run of [reliability](reliability.md#load) measures the same server another way (requests of 1-4 inputs or "
+        "several tasks' items, 60 s, while other work shares the cores), so its absolute rate differs from these: compare "
+        "the ratios measured side by side in one run, as the last column does, not absolute rates of different runs.",
+        "",
     ]
     return "\n".join(lines)
 
