@@ -4,46 +4,40 @@
     predictor = softprompt.load("prompts/task")
     predictor.predict(["some text"])
 
-docs/python-api.md describes these; the Options classes are the command line's sections."""
+docs/python-api.md describes these; the Options classes are the command line's sections. Each name is imported on
+first use, so that `import softprompt` (and `softprompt --help`) loads no model library until one is needed."""
 
 import importlib
 
-from softprompt.core.bank import PromptBank
-from softprompt.errors import UserError
-from softprompt.files.prompt_file import PromptFile, load_prompt, save_prompt
-from softprompt.models.model import SoftPromptModel
-from softprompt.options import DataOptions, MethodOptions, ModelOptions, PromptOptions, ServeOptions, TrainOptions
-
-__all__ = [
-    "Client",
-    "DataOptions",
-    "Engine",
-    "MethodOptions",
-    "ModelOptions",
-    "Predictor",
-    "PromptBank",
-    "PromptFile",
-    "PromptOptions",
-    "ServeOptions",
-    "SoftPromptModel",
-    "TrainOptions",
-    "TrainResult",
-    "UserError",
-    "load",
-    "load_prompt",
-    "save_prompt",
-    "tune",
-]
 __version__ = "0.1.0"
-LAZY = {"tune": "softprompt.api", "load": "softprompt.api", "Predictor": "softprompt.api"}
-LAZY["TrainResult"] = "softprompt.training.run_report"
-LAZY["Engine"] = "softprompt.serve.engine"
-LAZY["Client"] = "softprompt.serve.client"
+WHERE = {  # each public name and the module it lives in
+    "tune": "softprompt.api",
+    "load": "softprompt.api",
+    "Predictor": "softprompt.api",
+    "TrainResult": "softprompt.training.run_report",
+    "DataOptions": "softprompt.options",
+    "MethodOptions": "softprompt.options",
+    "ModelOptions": "softprompt.options",
+    "PromptOptions": "softprompt.options",
+    "ServeOptions": "softprompt.options",
+    "TrainOptions": "softprompt.options",
+    "UserError": "softprompt.errors",
+    "PromptBank": "softprompt.core.bank",
+    "SoftPromptModel": "softprompt.models.model",
+    "PromptFile": "softprompt.files.prompt_file",
+    "load_prompt": "softprompt.files.prompt_file",
+    "save_prompt": "softprompt.files.prompt_file",
+    "Engine": "softprompt.serve.engine",
+    "Client": "softprompt.serve.client",
+}
+__all__ = sorted(WHERE)
 
 
 def __getattr__(name: str):
-    """The training and prediction API, imported on first use: `import softprompt` (and the command line's --help)
-    stays as quick as the model classes allow."""
-    if name in LAZY:
-        return getattr(importlib.import_module(LAZY[name]), name)
+    if name in WHERE:
+        return getattr(importlib.import_module(WHERE[name]), name)
     raise AttributeError(f"module 'softprompt' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *WHERE})

@@ -45,6 +45,10 @@ class ModelOptions:
     trust_pickle: bool = False
     """Load model weights stored as a pickle (.bin, .pt) when the model has no safetensors weights. Pickles can run
     code when loaded: only for a source you trust."""
+    compile: bool = False
+    """Run the frozen model through torch.compile (dynamic shapes, so a new batch length does not recompile): fewer,
+    fused kernel launches, after a first pass that compiles (seconds to minutes); the outputs are the eager ones
+    (docs/benchmarks.md measures when it pays)."""
 
 
 @dataclass
@@ -237,5 +241,7 @@ class ServeOptions:
     """auto (CUDA when available), cpu, or cuda[:N]."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Dtype of the frozen weights."""
+    compile: bool = False
+    """Run the frozen model through torch.compile (as --model.compile in the other commands)."""
     kv_reuse: bool = True
     """Decoder-only: each prompt's keys and values computed once and reused (the outputs are the same)."""

@@ -81,7 +81,10 @@ class SoftPromptModel(Tokenising, Initialising, EncoderReadout, nn.Module):
         base, tokenizer, family, recorded = load_pretrained(
             chosen.name or EMBEDDED_MODEL, chosen.family, chosen.dtype, chosen.trust_pickle
         )
-        return cls(base, tokenizer, family, recorded, readout_scale=chosen.readout_scale)
+        model = cls(base, tokenizer, family, recorded, readout_scale=chosen.readout_scale)
+        if chosen.compile:
+            model.base.compile(dynamic=True)  # in place: the module, its parameters and their names stay as they are
+        return model
 
     def tie_weights(self, *args, **kwargs) -> None:
         """The base model's shared weights (tied input and output embeddings) shared again, as accelerate asks of the

@@ -135,7 +135,7 @@ def run(prompts: str, model: str | None, options: ServeOptions, allow_other_mode
                 options.host,
             )
         device = pick_device(options.device)
-        frozen = SoftPromptModel.load(name, family=family, dtype=options.dtype).to(device)
+        frozen = SoftPromptModel.load(name, family=family, dtype=options.dtype, compile=options.compile).to(device)
         frozen.kv_reuse = frozen.kv_reuse and options.kv_reuse  # SOFTPROMPT_KV_REUSE=0 or --no_kv_reuse turns it off
         log.info(
             "model %s (%s) on %s%s",
