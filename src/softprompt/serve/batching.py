@@ -20,7 +20,6 @@ from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 
-
 GATHER = 0.1  # under load, the next batch waits for its rows at most this fraction of the last batch's time
 
 
