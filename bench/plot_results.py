@@ -1,10 +1,11 @@
-"""Plots of tables in docs/results.md, drawn from the tables themselves (the numbers each table records, not typed
-again here): the six methods at one budget (accuracy against trainable parameters), the successors' sensitivity to
-the learning rate and to the initialisation, and the domain-shift table.
+"""Plots of tables in docs/results.md and docs/benchmarks.md, drawn from the tables themselves (the numbers each table
+records, not typed again here): the six methods at one budget (accuracy against trainable parameters), the
+successors' sensitivity to the learning rate and to the initialisation, the domain-shift table, and the benchmarks'
+ratios (training step time against PEFT and full fine-tuning, the server's micro-batching against one row at a time).
 
     python bench/plot_results.py           # draws them into a temporary folder and prints where
     python bench/plot_results.py --write   # draws them into docs/ (six-methods.png, lr-sensitivity.png,
-                                           # init-sensitivity.png, transfer.png)
+                                           # init-sensitivity.png, transfer.png, benchmark-ratios.png)
 """
 
 import argparse
@@ -19,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results.md"
+BENCHMARKS = ROOT / "docs" / "benchmarks.md"
 
 
 def table_after(text: str, heading: str) -> list[list[str]]:
@@ -150,6 +152,38 @@ def transfer(text: str, folder: Path) -> Path:
     )
 
 
+def benchmark_ratios(text: str, folder: Path) -> Path:
+    """Two panels: step-time ratios of the CPU training table, and the server's batched / one-row requests per second."""
+    training = [r for r in table_after(text, "## Training")[1:] if r[1] == "no"]  # without checkpointing
+    server = table_after(text, "### Server (HTTP on loopback, mixed tasks)")
+    ratio = server[0].index("batched / one row (requests/s)")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    names = [r[0] for r in training]
+    for k, (column, label) in enumerate(((2, "softprompt / PEFT"), (3, "softprompt / full fine-tuning"))):
+        values = [mean_std(r[column])[0] for r in training]
+        left.bar([i + 0.4 * k for i in range(len(names))], values, width=0.4, label=label)
+    left.axhline(1.0, color="grey", linewidth=0.8)
+    left.set_xticks([i + 0.2 for i in range(len(names))], names)
+    left.set_ylabel("step time ratio (lower is faster)")
+    left.set_title("Training step, CPU (median of rounds)")
+    left.set_ylim(0, 1.35)  # room for the legend above the bars
+    left.legend(fontsize=8, ncol=2, loc="upper left")
+    for model in dict.fromkeys(r[0] for r in server[1:]):
+        rows = [r for r in server[1:] if r[0] == model]
+        right.plot([int(r[1]) for r in rows], [mean_std(r[ratio])[0] for r in rows], "o-", label=model.split("/")[-1])
+    right.axhline(1.0, color="grey", linewidth=0.8)
+    right.set_xscale("log")
+    right.set_xlabel("concurrent clients")
+    right.set_ylabel("requests/s, micro-batching / one row")
+    right.set_title("Server, CPU")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    path = folder / "benchmark-ratios.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write", action="store_true", help="draw into docs/ (replacing the plots there)")
@@ -161,6 +195,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         lr_sensitivity(text, folder),
         init_sensitivity(text, folder),
         transfer(text, folder),
+        benchmark_ratios(BENCHMARKS.read_text(encoding="utf-8"), folder),
     ]
     for path in paths:
         print(f"written: {path}")

@@ -24,8 +24,16 @@ def test_the_plots_read_every_row_of_their_tables():
     ]
 
 
+def test_the_benchmark_plot_reads_the_training_and_server_tables():
+    text = plot_results.BENCHMARKS.read_text(encoding="utf-8")
+    training = plot_results.table_after(text, "## Training")
+    assert [row[0] for row in training[1:] if row[1] == "no"] == ["minilm", "smollm2", "t5"]
+    server = plot_results.table_after(text, "### Server (HTTP on loopback, mixed tasks)")
+    assert [row[1] for row in server[1:]] == ["1", "8", "64"] * 2
+
+
 def test_without_write_the_plots_go_to_a_temporary_folder(capsys):
     before = {p: p.stat().st_mtime_ns for p in (ROOT / "docs").glob("*.png")}
     paths = plot_results.main([])
-    assert len(paths) == 4 and all(p.stat().st_size > 0 and p.parent != ROOT / "docs" for p in paths)
+    assert len(paths) == 5 and all(p.stat().st_size > 0 and p.parent != ROOT / "docs" for p in paths)
     assert {p: p.stat().st_mtime_ns for p in (ROOT / "docs").glob("*.png")} == before
