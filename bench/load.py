@@ -141,7 +141,7 @@ def section(run: Run, model: str, load: float, command: str) -> str:
             SECTION,
             "",
             f"`{command}`. {when}; {machine(load)}.",
-            f"`softprompt serve` (uvicorn, one worker, max_batch_size 32, max_wait_ms 5) on 127.0.0.1, serving {run.tasks} classification tasks of {model} "
+            f"`softprompt serve` (uvicorn, one worker, its default micro-batching: max_batch_size 32, no wait) on 127.0.0.1, serving {run.tasks} classification tasks of {model} "
             f"(20-token prompts); {run.clients} concurrent clients (httpx, async, one process on the same machine) send requests of mixed tasks "
             f"(one task with 1-4 inputs, or items of several tasks) for {run.seconds:g} s, each its next request as soon as the last is answered. "
             f"An error is any answer but 200 with one prediction per input, or none. Memory: the server's RSS sampled every second, "

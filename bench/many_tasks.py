@@ -93,12 +93,12 @@ def measure(name: str, sizes: tuple[int, ...], window: float, rounds: int) -> li
         tasks = {n: task_folder(model, name, n, Path(tmp) / f"tasks-{n}") for n in sizes}
         del model
         servers, startup = {}, {}
-        for n in sizes:  # one at a time, so that each start is timed alone
-            begun = time.perf_counter()
-            servers[n] = Server(Path(tmp) / f"tasks-{n}", name, "cpu", batching=True)
-            servers[n].wait(seconds=600)
-            startup[n] = time.perf_counter() - begun
         try:
+            for n in sizes:  # one at a time, so that each start is timed alone
+                begun = time.perf_counter()
+                servers[n] = Server(Path(tmp) / f"tasks-{n}", name, "cpu", batching=True)
+                servers[n].wait(seconds=600)
+                startup[n] = time.perf_counter() - begun
             for n, server in servers.items():  # warm-up: every task answers once
                 for i in range(0, n, 64):
                     items = [{"task": t, "input": TEXTS[0]} for t in tasks[n][i : i + 64]]

@@ -187,8 +187,10 @@ def benchmark_ratios(text: str, folder: Path) -> Path:
 def main(argv: list[str] | None = None) -> list[Path]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write", action="store_true", help="draw into docs/ (replacing the plots there)")
+    parser.add_argument("--output", type=Path, help="draw into this folder (default: a new temporary one)")
     args = parser.parse_args(argv)
-    folder = ROOT / "docs" if args.write else Path(tempfile.mkdtemp(prefix="plots-"))
+    folder = ROOT / "docs" if args.write else args.output or Path(tempfile.mkdtemp(prefix="plots-"))
+    folder.mkdir(parents=True, exist_ok=True)
     text = RESULTS.read_text(encoding="utf-8")
     paths = [
         six_methods(text, folder),

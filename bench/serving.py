@@ -278,6 +278,7 @@ class Server:
             self.process.wait(30)
         except subprocess.TimeoutExpired:
             self.process.kill()
+        self.log.close()
 
 
 async def load_test(url: str, clients: int, window: float, max_requests: int) -> tuple[float, list[float]]:

@@ -1,6 +1,7 @@
 """softprompt.tune and softprompt.load: the Python entry point, on tiny models and a CSV with a user's own columns."""
 
 import csv
+import os
 
 import pytest
 from conftest import sentiment_rows
@@ -9,6 +10,7 @@ import softprompt
 from softprompt.cli import main
 from softprompt.errors import UserError
 from softprompt.models.model import SoftPromptModel
+from softprompt.tasks.base import Task
 
 VERBALIZERS = {"neg": "no", "pos": "yes"}
 
@@ -118,3 +120,40 @@ def test_load_refuses_a_path_that_holds_no_result(tmp_path):
 def test_the_package_names_its_api():
     assert {"tune", "load", "Predictor", "TrainResult", "TrainOptions", "ServeOptions"} <= set(softprompt.__all__)
     assert all(getattr(softprompt, name) is not None for name in softprompt.__all__)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["encoder-only"])
+def test_load_takes_other_settings_and_refuses_bad_ones_before_the_model_loads(tmp_path, model_folder, monkeypatch):
+    reviews = data(tmp_path)
+    softprompt.tune(
+        model=model_folder,
+        data={**reviews, "limit_validation": 3},
+        prompt=PROMPT,
+        train=TRAIN,
+        output_dir=tmp_path / "run",
+        progress=False,
+    )
+    predictor = softprompt.load(tmp_path / "run", dtype="bfloat16", model={"readout_scale": 5})
+    assert predictor.model.weights_dtype == "bfloat16" and predictor.model.readout_scale == 5
+    limits, read = [], Task.load
+    monkeypatch.setattr(
+        Task, "load", lambda self, source, limit=None: (limits.append(limit), read(self, source, limit))[1]
+    )
+    predictor.evaluate(reviews["validation"])  # the whole file: the run's limit is the run's
+    predictor.evaluate(reviews["validation"], limit_validation=2)
+    assert limits == [None, 2]
+
+    monkeypatch.setattr(SoftPromptModel, "load", classmethod(lambda *a, **k: pytest.fail("loaded the model")))
+    for settings, message in [
+        ({"device": "gpu"}, r"^--device: 'gpu' is not auto, cpu or cuda\[:N\]$"),
+        ({"device": "cuda1"}, r"^--device: 'cuda1' is not auto, cpu or cuda\[:N\]$"),
+        ({"dtype": "fp16"}, r"^model\.dtype: 'fp16' is not a valid value \(it takes one of 'auto', 'float32',"),
+        ({"model": {"nmae": "m"}}, r"^model: 'nmae' is not one of its options \(name, family,"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            softprompt.load(tmp_path / "run", **settings)
+    prompt = tmp_path / "run" / "prompt.safetensors"  # as a second run, killed before its report, leaves it
+    os.utime(prompt, (prompt.stat().st_atime, prompt.stat().st_mtime + 60))
+    with pytest.raises(UserError, match=r"prompt\.safetensors: written after the last report in .*results\.jsonl"):
+        softprompt.load(tmp_path / "run")

@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 from conftest import save_model, tiny_bert
 
-import softprompt
-
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -29,9 +27,6 @@ def python_blocks() -> list:
 def skip_reason(code: str) -> str | None:
     if "Client(" in code:
         return "the HTTP client needs a running server (tests/serve covers it)"
-    for name in ("tune", "load"):
-        if f"softprompt.{name}(" in code and not hasattr(softprompt, name):
-            return f"softprompt.{name} is not in this version of the package"
     return None
 
 

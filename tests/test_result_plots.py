@@ -32,8 +32,8 @@ def test_the_benchmark_plot_reads_the_training_and_server_tables():
     assert [row[1] for row in server[1:]] == ["1", "8", "64"] * 2
 
 
-def test_without_write_the_plots_go_to_a_temporary_folder(capsys):
+def test_without_write_the_plots_go_elsewhere(capsys, tmp_path):
     before = {p: p.stat().st_mtime_ns for p in (ROOT / "docs").glob("*.png")}
-    paths = plot_results.main([])
-    assert len(paths) == 5 and all(p.stat().st_size > 0 and p.parent != ROOT / "docs" for p in paths)
+    paths = plot_results.main(["--output", str(tmp_path)])
+    assert len(paths) == 5 and all(p.stat().st_size > 0 and p.parent == tmp_path for p in paths)
     assert {p: p.stat().st_mtime_ns for p in (ROOT / "docs").glob("*.png")} == before

@@ -4,6 +4,7 @@ with. Each section takes a dict with the command line's option names (`data={"tr
 checks it, before the model loads."""
 
 import dataclasses
+import datetime
 import json
 import re
 from collections.abc import Mapping
@@ -12,6 +13,7 @@ from typing import Any
 
 from jsonargparse import ArgumentError, ArgumentParser
 
+from softprompt.checks import check_device
 from softprompt.errors import UserError
 from softprompt.inference.loading import load_with_prompts, task_options
 from softprompt.methods import Method, make_method
@@ -71,7 +73,8 @@ class Predictor:
     def evaluate(self, source: str, batch_size: int = 64, progress: bool = False, **data: Any) -> dict[str, float]:
         """The task's metrics on a data file or hub dataset (`glue:sst2@validation`), read with the columns the run
         was trained with; keywords set data options (text_column=..., limit_validation=...) for this file."""
-        options = section(DataOptions, "data", {**dataclasses.asdict(self.data), **data})
+        recorded = {**dataclasses.asdict(self.data), "limit_validation": None}  # the whole file unless limited here
+        options = section(DataOptions, "data", {**recorded, **data})
         task = make_task(options)
         task.prepare(self.model)
         examples = task.load(source, options.limit_validation)
@@ -83,43 +86,55 @@ def load(
     device: str | None = None,
     dtype: str | None = None,
     *,
-    model: "str | Mapping | ModelOptions | None" = None,
+    model: "str | Mapping | None" = None,
     allow_other_model: bool = False,
 ) -> Predictor:
     """A Predictor for a prompt file, or for a run's output folder of any method (prompt, model, prefix, lora,
-    adapter, prompt-design), on `device` (None: CUDA when available). `model` overrides the model it records."""
+    adapter, prompt-design), on `device` (None: CUDA when available) with its weights in `dtype` (None: as recorded).
+    `model` names another model than the recorded one: a hub name or folder, or a dict of model options."""
     path = Path(path)
-    device = pick_device(device or "auto")
-    override = section(ModelOptions, "model", {"name": model} if isinstance(model, str) else model)
+    check_device(device or "auto")
+    given = {"name": model} if isinstance(model, str) else dict(model or {})
+    if "name" in given and "family" not in given:
+        given["family"] = None  # another model: its own family, detected
     if dtype is not None:
-        override = dataclasses.replace(override, dtype=dtype)
+        given["dtype"] = dtype
+    section(ModelOptions, "model", given)  # a misspelt option or a bad value refused before anything loads
+    device = pick_device(device or "auto")
     if path.is_dir() and (path / RESULTS_FILE).is_file():
-        return _run_folder(path, device, override, allow_other_model)
+        return _run_folder(path, device, given, allow_other_model)
     prompt_file = path / "prompt.safetensors" if path.is_dir() else path
     if not prompt_file.is_file():
         raise UserError(f"{path}: neither a prompt file nor a run's output folder (it has no {RESULTS_FILE})")
-    frozen, files = load_with_prompts([str(prompt_file)], override, allow_other_model, device)
+    frozen, files = load_with_prompts(
+        [str(prompt_file)], section(ModelOptions, "model", given), allow_other_model, device
+    )
     data = task_options(files[0], where=str(prompt_file))
     return _ready(frozen, make_method(MethodOptions(name="prompt")), data, str(prompt_file))
 
 
-def _run_folder(folder: Path, device: str, override: ModelOptions, allow_other_model: bool) -> Predictor:
-    """The newest run's result in `folder`, with the options its row of results.jsonl records."""
-    lines = [line for line in (folder / RESULTS_FILE).read_text(encoding="utf-8").splitlines() if line.strip()]
+def _run_folder(folder: Path, device: str, given: dict, allow_other_model: bool) -> Predictor:
+    """The newest run's result in `folder`, with the options its row of results.jsonl records (`given` model options
+    replacing the recorded ones)."""
+    report = folder / RESULTS_FILE
     try:
-        config = json.loads(lines[-1])["config"]
-    except (IndexError, ValueError, KeyError, TypeError):
-        raise UserError(f"{folder / RESULTS_FILE}: its last line is not a run's report") from None
-    recorded = _known(ModelOptions, config.get("model", {}))
-    changed = {f.name: getattr(override, f.name) for f in dataclasses.fields(ModelOptions)}
-    changed = {k: v for k, v in changed.items() if v != getattr(ModelOptions(), k)}
-    options = dataclasses.replace(recorded, **changed)
-    method = make_method(
-        _known(MethodOptions, config.get("method", {})), _known(PromptOptions, config.get("prompt", {}))
-    )
+        row = json.loads([line for line in report.read_text(encoding="utf-8").splitlines() if line.strip()][-1])
+        config, when = row["config"], datetime.datetime.fromisoformat(row["time"]).timestamp()
+        recorded = {name: dict(config.get(name) or {}) for name in ("model", "method", "prompt", "data")}
+    except (IndexError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        raise UserError(f"{report}: its last line is not a run's report") from None
+    method = make_method(_known(MethodOptions, recorded["method"]), _known(PromptOptions, recorded["prompt"]))
+    saved = method.path(folder)
+    if saved.exists() and saved.stat().st_mtime > when + 2:  # a report's time is in whole seconds
+        raise UserError(
+            f"{saved}: written after the last report in {report}, by a run that has not finished; load it when that "
+            f"run ends (or resume it with --train.resume=true)"
+        )
     method.allow_other_model = allow_other_model
+    fields = {f.name for f in dataclasses.fields(ModelOptions)}  # a report of an earlier version may hold others
+    options = section(ModelOptions, "model", {**{k: v for k, v in recorded["model"].items() if k in fields}, **given})
     frozen = method.load(SoftPromptModel.load(options), folder).to(device)
-    return _ready(frozen, method, _known(DataOptions, config.get("data", {})), str(folder))
+    return _ready(frozen, method, _known(DataOptions, recorded["data"]), str(folder))
 
 
 def _ready(model: SoftPromptModel, method: Method, data: DataOptions, where: str) -> Predictor:

@@ -5,6 +5,7 @@ training/option_checks.py."""
 
 import math
 import os
+import re
 from dataclasses import fields
 from pathlib import Path
 from types import UnionType
@@ -109,9 +110,9 @@ def check_device(device: str) -> None:
     """--device is auto, cpu, or cuda[:N] naming a GPU this machine has."""
     if device in ("auto", "cpu"):
         return
-    index = device.removeprefix("cuda").removeprefix(":")
-    if not device.startswith("cuda") or (index and not index.isdigit()) or device == "cuda:":
+    if not re.fullmatch(r"cuda(:\d+)?", device):
         raise UserError(f"--device: {device!r} is not auto, cpu or cuda[:N]")
+    index = device.removeprefix("cuda").removeprefix(":")
     import torch
 
     if not torch.cuda.is_available():

@@ -222,8 +222,9 @@ class ServeOptions:
     max_batch_size: int = 32
     """Rows per model pass."""
     max_wait_ms: float = 0.0
-    """How long an idle server holds a batch that is not full, waiting for more requests (0: a request that finds
-    the model idle runs at once; those that arrive while a batch runs are gathered into the next)."""
+    """How long an idle server holds a batch that is not full, waiting for more requests (0: a lone request runs at
+    once; those that arrive while a batch runs are gathered into the next, which under load waits briefly for as many
+    rows as the last batch held: docs/serving.md)."""
     max_inputs: int = 64
     """Inputs a request may hold (413 beyond)."""
     max_input_chars: int = 20_000

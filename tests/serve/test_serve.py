@@ -24,6 +24,7 @@ from softprompt.core.families import ENCODER_ONLY
 from softprompt.files.prompt_file import PromptFile, load_prompt, save_prompt
 from softprompt.inference.loading import task_options
 from softprompt.options import ServeOptions
+from softprompt.serve import batching
 from softprompt.serve.app import create_app
 from softprompt.serve.batching import Scheduler
 from softprompt.serve.client import Client, ServeError, ServerUnreachable
@@ -327,15 +328,17 @@ def test_by_default_a_lone_request_runs_at_once_and_those_arriving_meanwhile_are
     assert batches == [["a"], list(range(7))] and scheduler.starts == {"idle": 2}
 
 
-def test_under_load_the_next_batch_gathers_as_many_rows_as_the_last_one_held():
-    """After a batch of 4 rows that took a second, the first of 4 requests sent one after another waits (up to a tenth
-    of that second) for the other three, instead of running alone and splitting them over a second pass."""
+def test_under_load_the_next_batch_gathers_as_many_rows_as_the_last_one_held(monkeypatch):
+    """After a batch of 4 rows, the first of 4 requests sent one after another waits for the other three (up to
+    GATHER times the last batch's time: here 20 s, so the test does not hang on a busy machine's timing), instead of
+    running alone and splitting them over a second pass."""
+    monkeypatch.setattr(batching, "GATHER", 20.0)
     batches = []
 
     def run(rows):
         batches.append(list(rows))
         if len(batches) == 1:
-            time.sleep(1.0)
+            time.sleep(0.1)
         return [f"{row}!" for row in rows]
 
     with Scheduler(run) as scheduler:

@@ -91,11 +91,13 @@ def _prompt_file_as_positional(argv: list[str]) -> list[str]:
 
 
 def _method_name_option(argv: list[str]) -> list[str]:
-    """`train --method NAME` (or --method=NAME) names the method: --method.name=NAME. A recipe file or a JSON object
-    given to --method stays the method section, as jsonargparse has it."""
-    return _rewrite_option(
-        argv, "train", "--method", lambda value: None if _is_section(value) else f"--method.name={value}"
-    )
+    """`train --method NAME` (or --method=NAME; transfer too) names the method: --method.name=NAME. A recipe file or a
+    JSON object given to --method stays the method section, as jsonargparse has it."""
+    for command in ("train", "transfer"):
+        argv = _rewrite_option(
+            argv, command, "--method", lambda value: None if _is_section(value) else f"--method.name={value}"
+        )
+    return argv
 
 
 def _serve_model_name(argv: list[str]) -> list[str]:
