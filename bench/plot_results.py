@@ -36,6 +36,14 @@ def table_after(text: str, heading: str) -> list[list[str]]:
     return rows
 
 
+def saved(fig, path: Path) -> Path:
+    """Write a figure to `path` and close it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def mean_std(cell: str) -> tuple[float, float]:
     """`78.9 ± 1.4` -> (78.9, 1.4); `61.0` -> (61.0, 0.0)."""
     numbers = [float(n) for n in re.findall(r"\d+(?:\.\d+)?", cell.replace(",", ""))]
@@ -67,11 +75,7 @@ def six_methods(text: str, folder: Path) -> Path:
     ax.set_xlabel("trainable parameters (log scale; prompt design at 1)")
     ax.set_ylabel("SST-2 dev accuracy (first 500), mean ± std")
     ax.set_title("Six methods, 150 steps of 32, all-MiniLM-L6-v2")
-    fig.tight_layout()
-    path = folder / "six-methods.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return saved(fig, folder / "six-methods.png")
 
 
 def lr_sensitivity(text: str, folder: Path) -> Path:
@@ -94,11 +98,7 @@ def lr_sensitivity(text: str, folder: Path) -> Path:
     ax.set_ylabel("SST-2 dev accuracy (first 500), mean ± std")
     ax.set_title("Prompt tuning and its successors, 150 steps of 32")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = folder / "lr-sensitivity.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return saved(fig, folder / "lr-sensitivity.png")
 
 
 def grouped_bars(rows: list[list[str]], columns: list[int], ylabel: str, title: str, path: Path) -> Path:
@@ -122,10 +122,7 @@ def grouped_bars(rows: list[list[str]], columns: list[int], ylabel: str, title: 
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return saved(fig, path)
 
 
 def init_sensitivity(text: str, folder: Path) -> Path:
@@ -177,11 +174,7 @@ def benchmark_ratios(text: str, folder: Path) -> Path:
     right.set_ylabel("requests/s, micro-batching / one row")
     right.set_title("Server, CPU")
     right.legend(fontsize=8)
-    fig.tight_layout()
-    path = folder / "benchmark-ratios.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return saved(fig, folder / "benchmark-ratios.png")
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
