@@ -88,7 +88,8 @@ def section(s: training.Setting, quick: bool, rows: list[dict], seconds: float) 
         f" {where}, torch {torch.__version__}; {seconds:.0f} s. The models, batch ({s.batch}), lengths (T = {s.length},"
         f" P = {s.prompt}) and AdamW of [the training benchmark](#training), without checkpointing; compiled: the frozen"
         " model through torch.compile (inductor, dynamic shapes), as `--model.compile` runs it. Ratio: compiled / eager"
-        f" step time, median over {s.rounds} rounds (min-max); first step: tracing and code generation; break-even: the"
+        f" step time, median over {s.rounds} rounds (min-max); first step: tracing and code generation, with inductor's"
+        " on-disk cache as earlier runs left it (a machine's first run compiles cold, for minutes); break-even: the"
         " steps after which the compiled run has caught up.",
         "",
         "| model | trainer | compiled / eager | eager ms | compiled ms | first compiled step s | break-even steps |",
