@@ -99,9 +99,9 @@ def measure(name: str, sizes: tuple[int, ...], window: float, rounds: int) -> li
                 servers[n] = Server(Path(tmp) / f"tasks-{n}", name, "cpu", batching=True)
                 servers[n].wait(seconds=600)
                 startup[n] = time.perf_counter() - begun
-            for n, server in servers.items():  # warm-up: every task answers once
-                for i in range(0, n, 64):
-                    items = [{"task": t, "input": TEXTS[0]} for t in tasks[n][i : i + 64]]
+            for n, server in servers.items():  # warm-up, the same requests for all: every task answers at least once
+                for i in range(0, max(sizes), 64):
+                    items = [{"task": tasks[n][k % n], "input": TEXTS[0]} for k in range(i, i + 64)]
                     httpx.post(server.url + "/v1/predict", json={"items": items}, timeout=600).raise_for_status()
             rates: dict[int, list[float]] = {n: [] for n in sizes}
             for r in range(rounds):
@@ -139,7 +139,7 @@ def section(rows: list[dict], quick: bool, window: float, rounds: int, seconds: 
         f"{mode}. {when}; {machine(0.0)}; {seconds:.0f} s. One server per folder of N prompt files ({PROMPT_LENGTH}-token"
         f" random prompts, classification), all up at once; {CLIENTS} clients send one-input requests to the tasks in turn"
         f" for {window:g} s windows, the servers alternating over {rounds} rounds. Memory: resident set above the one-task"
-        " server's, after every task has answered once. Throughput: requests/s over all N tasks relative to the one-task"
+        f" server's, after each has answered the same {-(-max(r['tasks'] for r in rows) // 64)} requests of 64 items (every task at least once). Throughput: requests/s over all N tasks relative to the one-task"
         " server's, median of the rounds (min-max).",
         "",
         "| model | tasks | start (s) | memory above one task (MB) | list tasks (s) | rescan (s) | requests/s | relative to one task |",

@@ -16,7 +16,7 @@ from softprompt.models.sharding import loading_in
 
 def checkpoint_dtype(config) -> torch.dtype:
     """The dtype a model's weights are stored in, by its config (float32 when it does not say)."""
-    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or torch.float32
+    dtype = getattr(config, "dtype", None) or torch.float32  # transformers >= 4.56 names it dtype (torch_dtype: deprecated)
     return getattr(torch, dtype) if isinstance(dtype, str) else dtype
 
 
