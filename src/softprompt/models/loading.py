@@ -15,8 +15,9 @@ from softprompt.models.sharding import loading_in
 
 
 def checkpoint_dtype(config) -> torch.dtype:
-    """The dtype a model's weights are stored in, by its config (float32 when it does not say)."""
-    dtype = getattr(config, "dtype", None) or torch.float32  # transformers >= 4.56 names it dtype (torch_dtype: deprecated)
+    """The dtype a model's weights are stored in, by its config (float32 when it does not say); transformers 4.56 and
+    later name it `dtype` (reading `torch_dtype` logs a deprecation)."""
+    dtype = getattr(config, "dtype", None) or torch.float32
     return getattr(torch, dtype) if isinstance(dtype, str) else dtype
 
 
