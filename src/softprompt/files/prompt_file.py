@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save
+from safetensors.torch import save_file
 
 from softprompt.checks import MAX_TARGET_LENGTH
 from softprompt.core.families import FAMILIES
@@ -116,7 +116,8 @@ def save_prompt(
         meta["input_offset_positions"] = offset.shape[0]
     path = Path(path)
     with atomic_path(path) as tmp:
-        tmp.write_bytes(in_fixed_order(save(tensors, metadata={"format": FORMAT, "metadata": json.dumps(meta)})))
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "metadata": json.dumps(meta)})
+        tmp.write_bytes(in_fixed_order(tmp.read_bytes()))  # a prompt file is small: rewritten whole
     return path
 
 

@@ -27,4 +27,4 @@ class ModelTuning(Method):
         return self.path(folder)
 
     def load(self, model, folder):
-        return SoftPromptModel.load(str(self.path(folder)), model.family, readout_scale=model.readout_scale)
+        return SoftPromptModel.load(str(self.path(folder)), family=model.family, readout_scale=model.readout_scale)
