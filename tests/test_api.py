@@ -2,6 +2,7 @@
 
 import csv
 import os
+import shutil
 
 import pytest
 from conftest import sentiment_rows
@@ -153,6 +154,10 @@ def test_load_takes_other_settings_and_refuses_bad_ones_before_the_model_loads(t
     ]:
         with pytest.raises(UserError, match=message):
             softprompt.load(tmp_path / "run", **settings)
+    copied = shutil.copytree(tmp_path / "run", tmp_path / "copied", copy_function=shutil.copy)  # as cp -r: new times
+    monkeypatch.undo()
+    texts = [row["text"] for row in sentiment_rows()]
+    assert softprompt.load(copied).predict(texts) == softprompt.load(tmp_path / "run").predict(texts)
     prompt = tmp_path / "run" / "prompt.safetensors"  # as a second run, killed before its report, leaves it
     os.utime(prompt, (prompt.stat().st_atime, prompt.stat().st_mtime + 60))
     with pytest.raises(UserError, match=r"prompt\.safetensors: written after the last report in .*results\.jsonl"):

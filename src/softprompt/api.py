@@ -4,7 +4,6 @@ with. Each section takes a dict with the command line's option names (`data={"tr
 checks it, before the model loads."""
 
 import dataclasses
-import datetime
 import json
 import re
 from collections.abc import Mapping
@@ -119,13 +118,15 @@ def _run_folder(folder: Path, device: str, given: dict, allow_other_model: bool)
     report = folder / RESULTS_FILE
     try:
         row = json.loads([line for line in report.read_text(encoding="utf-8").splitlines() if line.strip()][-1])
-        config, when = row["config"], datetime.datetime.fromisoformat(row["time"]).timestamp()
+        config = row["config"]
         recorded = {name: dict(config.get(name) or {}) for name in ("model", "method", "prompt", "data")}
     except (IndexError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
         raise UserError(f"{report}: its last line is not a run's report") from None
     method = make_method(_known(MethodOptions, recorded["method"]), _known(PromptOptions, recorded["prompt"]))
     saved = method.path(folder)
-    if saved.exists() and saved.stat().st_mtime > when + 2:  # a report's time is in whole seconds
+    # a run writes its result, then appends its report: a result much newer than the report is a later run's, which
+    # has not finished (a folder copied whole keeps the two within moments of each other)
+    if saved.exists() and saved.stat().st_mtime > report.stat().st_mtime + 2:
         raise UserError(
             f"{saved}: written after the last report in {report}, by a run that has not finished; load it when that "
             f"run ends (or resume it with --train.resume=true)"
