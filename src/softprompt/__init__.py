@@ -5,7 +5,7 @@
     predictor.predict(["some text"])
 
 docs/python-api.md describes these; the Options classes are the command line's sections. Each name is imported on
-first use, so that `import softprompt` (and `softprompt --help`) loads no model library until one is needed."""
+first use, so that `import softprompt` loads no model library until one is needed."""
 
 import importlib
 
