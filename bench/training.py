@@ -23,6 +23,7 @@ Three measurements:
 import argparse
 import copy
 import datetime
+import inspect
 import json
 import os
 import platform
@@ -37,6 +38,7 @@ from types import SimpleNamespace
 
 import torch
 from report import BENCHMARKS, add_write_option, publish  # bench/report.py, beside this file
+from torch.profiler import record_function
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINERS = ("softprompt", "peft", "full")
@@ -182,6 +184,8 @@ def trainer(kind: str, base, tokenizer, family: str, s: Setting, checkpointing: 
             batch = {**batch, "class_ids": torch.zeros(s.batch, dtype=torch.long, device=DEVICE)}
         model.train()
         batch = {**batch, "prompt_ids": torch.zeros(s.batch, dtype=torch.long, device=DEVICE)}
+        if family == "decoder-only" and "logits_to_keep" in inspect.signature(model.forward).parameters:
+            batch["logits_to_keep"] = s.target + 1  # as model.tokenize counts it for these rows
         params = [model.bank.weight]
     else:
         if kind == "peft":
@@ -201,13 +205,16 @@ def trainer(kind: str, base, tokenizer, family: str, s: Setting, checkpointing: 
     readout = label_readout(model, tokenizer, batch) if family == "encoder-only" and kind != "softprompt" else None
 
     def step():  # all three under softprompt's choice of attention kernels (attention.py), backward pass included
-        with finite_attention(DEVICE):
-            with autocast():
+        with finite_attention(DEVICE):  # the phases are labelled for bench/profile_step.py
+            with record_function("forward"), autocast():
                 loss = readout() if readout else model(**batch).loss
-            loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+            with record_function("backward"):
+                loss.backward()
+        with record_function("optimizer"):
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
 
+    step.base = base  # the frozen transformers model, under whatever the trainer wraps it in
     return step
 
 

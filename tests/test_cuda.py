@@ -22,6 +22,7 @@ from softprompt.methods import make_method
 from softprompt.methods.prompt import PROMPT_FILE
 from softprompt.models import model as model_module
 from softprompt.models.model import SoftPromptModel
+from softprompt.models.tokenising import batch_to
 from softprompt.options import DataOptions, MethodOptions, PromptOptions, TrainOptions
 from softprompt.tasks import make_task
 from softprompt.training import checkpoint
@@ -93,7 +94,7 @@ def test_bf16_gradients_on_a_left_padded_batch_are_finite():
     task = make_task(DataOptions(verbalizers={"0": "terrible", "1": "great"}))
     task.prepare(model)
     rows = uneven_rows()
-    batch = {k: v.cuda() for k, v in task.batch(model, task.examples(rows, "rows", None)).items()}
+    batch = batch_to(task.batch(model, task.examples(rows, "rows", None)), "cuda")
     assert (batch["attention_mask"][:, 0] == 0).any()  # left padding
     model.bank = PromptBank(model.initial_prompt("random", 8, seed=1)).cuda()
     model.train()

@@ -1,5 +1,6 @@
 """The join: prompts inserted per row, masks and labels extended, in the three families."""
 
+import pytest
 import torch
 
 from softprompt.core.bank import PromptBank
@@ -38,7 +39,7 @@ def test_zero_length_prompt_leaves_inputs_unchanged():
 def test_bank_selects_a_prompt_per_row():
     bank = PromptBank(torch.stack([torch.full((2, 3), float(i)) for i in range(3)]), ["a", "b", "c"])
     rows, lengths = bank(torch.tensor([2, 0, 2]))
-    assert rows.shape == (3, 2, 3) and lengths.tolist() == [2, 2, 2]
+    assert rows.shape == (3, 2, 3) and lengths is None  # every prompt whole: the join needs no lengths
     assert rows[:, 0, 0].tolist() == [2.0, 0.0, 2.0]
     assert bank.index("b") == 1
 
@@ -91,3 +92,17 @@ def test_a_prompt_shared_by_many_rows_gets_the_same_gradient_every_time():
         assert all(torch.equal(first, gradient()) for _ in range(30))
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("at", [0, 1])
+def test_a_prompt_at_one_column_joins_as_at_per_row_offsets(at):
+    """Right-padded rows put every prompt at the same column: concatenation gives what the general gather does."""
+    g = torch.Generator().manual_seed(0)
+    tokens, prompts = torch.randn(3, 5, 4, generator=g), torch.randn(3, 2, 4, generator=g)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0]])
+    labels = torch.tensor([[7, 8, 9, 10, 11], [7, 8, -100, -100, -100], [7, -100, -100, -100, -100]])
+    column = join(tokens, mask, prompts, at, labels)
+    per_row = join(tokens, mask, prompts, torch.full((3,), at), labels)
+    for field in ("inputs_embeds", "attention_mask", "labels", "prompt_mask"):
+        assert torch.equal(getattr(column, field), getattr(per_row, field)), field
+    assert column.prompt_mask[:, at : at + 2].all() and column.prompt_mask.sum() == 6

@@ -52,6 +52,7 @@ class PromptBank(nn.Module):
             padded[i, : p.shape[0]] = p.detach().float()
         self.weight = nn.Parameter(padded)  # (N, P_max, H)
         self.register_buffer("lengths", torch.tensor([p.shape[0] for p in prompts]), persistent=False)  # (N,)
+        self.ragged = len({p.shape[0] for p in prompts}) > 1  # known here, so that no lookup reads it back
         self.names = list(names)
         if offsets is None or all(o is None for o in offsets):
             self.input_offsets = None
@@ -96,9 +97,11 @@ class PromptBank(nn.Module):
         i = self.index(name_or_index) if isinstance(name_or_index, str) else name_or_index
         return self.weight[i, : int(self.lengths[i])].detach()
 
-    def forward(self, prompt_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B,) prompt indices -> (B, P_max, H) prompts, zero-padded, and their (B,) lengths."""
-        return rows_of(self.weight, prompt_ids), self.lengths.to(prompt_ids.device)[prompt_ids]
+    def forward(self, prompt_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B,) prompt indices -> (B, P_max, H) prompts, zero-padded, and their (B,) lengths; None for the lengths
+        when every prompt of the bank is P_max long."""
+        lengths = self.lengths.to(prompt_ids.device)[prompt_ids] if self.ragged else None
+        return rows_of(self.weight, prompt_ids), lengths
 
     def offsets(self, prompt_ids: torch.Tensor) -> torch.Tensor | None:
         """(B,) prompt indices -> (B, N_max, H) input offsets, zero-padded; None when no prompt has one."""

@@ -54,43 +54,59 @@ def join(
     token_embeds: torch.Tensor,
     attention_mask: torch.Tensor,
     prompts: torch.Tensor,
-    offsets: torch.Tensor,
+    offsets: torch.Tensor | int,
     labels: torch.Tensor | None = None,
     lengths: torch.Tensor | None = None,
     pad_left: bool = False,
     input_offsets: torch.Tensor | None = None,
 ) -> Joined:
-    """Insert prompts (B, P, H) into token embeddings (B, T, H) at per-row `offsets` (B,).
+    """Insert prompts (B, P, H) into token embeddings (B, T, H) at per-row `offsets` (B,), or at one column (an int).
 
     `lengths` (B,) gives each row's prompt length (at most P; all P when None); the P - length unused slots become
     padding on the left (`pad_left`, for left-padded batches) or at the end of the row.
     `labels`, when given, are aligned with the tokens (decoder-only training): prompt and padding get IGNORE_INDEX.
     `input_offsets` (B, N, H), when given, are added to each row's first N tokens (zeros for rows without one).
     """
-    B, T, _ = token_embeds.shape
+    B, T, H = token_embeds.shape
     if input_offsets is not None and input_offsets.shape[1]:
         token_embeds = token_embeds + offset_tokens(attention_mask, input_offsets, labels).to(token_embeds.dtype)
+    prompts = prompts.to(token_embeds.dtype)
     P = prompts.shape[1]
-    lengths = torch.full((B,), P, device=token_embeds.device) if lengths is None else lengths.to(token_embeds.device)
+    if isinstance(offsets, int) and lengths is None:
+        return _join_at_column(token_embeds, attention_mask, prompts, offsets, labels)
     pos = torch.arange(T + P, device=token_embeds.device).unsqueeze(0)  # (1, P + T)
-    shift = (P - lengths).unsqueeze(1) if pad_left else torch.zeros_like(lengths).unsqueeze(1)  # (B, 1) extra left pads
-    q = pos - shift  # position in the row as it reads alone, (B, P + T): negative or past its end = extra padding
-    start, length = offsets.unsqueeze(1), lengths.unsqueeze(1)  # (B, 1)
-    is_prompt = (q >= start) & (q < start + length)  # (B, P + T)
-    is_pad = (q < 0) | (q >= T + length)
-    token_index = torch.where(q < start, q, q - length).clamp(0, max(T - 1, 0))  # (B, P + T)
-    prompt_index = (q - start).clamp(0, max(P - 1, 0))  # (B, P + T)
+    length = P if lengths is None else lengths.to(token_embeds.device).unsqueeze(1)  # int, or (B, 1)
+    q = pos - (P - length) if pad_left and lengths is not None else pos  # position in the row as it reads alone
+    r = q - torch.as_tensor(offsets, device=token_embeds.device).reshape(-1, 1)  # (B, P + T) from the prompt's start
+    is_prompt = (r >= 0) & (r < length)  # (B, P + T)
+    token_index = torch.where(r < 0, q, q - length).clamp(0, max(T - 1, 0))  # (B, P + T)
+    index = torch.where(is_prompt, r + T, token_index)  # (B, P + T) into tokens, then prompts
+    embeds = torch.cat([token_embeds, prompts], 1).gather(1, index.unsqueeze(-1).expand(-1, -1, H))  # (B, P + T, H)
+    mask = attention_mask.gather(1, token_index).masked_fill(is_prompt, 1)
+    no_label = is_prompt
+    if lengths is not None:  # the padding a shorter prompt leaves
+        is_pad = (q < 0) | (q >= T + length)
+        mask = mask.masked_fill(is_pad, 0)
+        no_label = is_prompt | is_pad
+    joined_labels = None if labels is None else labels.gather(1, token_index).masked_fill(no_label, IGNORE_INDEX)
+    return Joined(embeds, mask, joined_labels, is_prompt)
 
-    def take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # x (B, L, H), index (B, P + T)
-        return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
-    tokens = take(token_embeds, token_index)  # (B, P + T, H)
-    if P:
-        embeds = torch.where(is_prompt.unsqueeze(-1), take(prompts.to(token_embeds.dtype), prompt_index), tokens)
-    else:
-        embeds = tokens
-    mask = attention_mask.gather(1, token_index).masked_fill(is_prompt, 1).masked_fill(is_pad, 0)
+def _join_at_column(
+    token_embeds: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompts: torch.Tensor,
+    at: int,
+    labels: torch.Tensor | None,
+) -> Joined:
+    """Every row's whole prompt at column `at` (right-padded rows, no template slot): concatenation, no gather."""
+    B, T, _ = token_embeds.shape
+    P = prompts.shape[1]
+    embeds = torch.cat([token_embeds[:, :at], prompts, token_embeds[:, at:]], 1)  # (B, P + T, H)
+    mask = torch.cat([attention_mask[:, :at], attention_mask.new_ones(B, P), attention_mask[:, at:]], 1)
+    is_prompt = torch.zeros(B, P + T, dtype=torch.bool, device=token_embeds.device)
+    is_prompt[:, at : at + P] = True
     joined_labels = None
     if labels is not None:
-        joined_labels = labels.gather(1, token_index).masked_fill(is_prompt | is_pad, IGNORE_INDEX)
+        joined_labels = torch.cat([labels[:, :at], labels.new_full((B, P), IGNORE_INDEX), labels[:, at:]], 1)
     return Joined(embeds, mask, joined_labels, is_prompt)

@@ -155,13 +155,14 @@ class SoftPromptModel(Tokenising, Initialising, EncoderReadout, nn.Module):
         after left padding and the leading special token): (B, T) -> (B, P + T, H). The prompt's input offset (DePT)
         is added to the tokens when they are `inputs` (not label texts)."""
         token_embeds = self.input_embeddings()(input_ids)  # (B, T, H)
-        offsets = (
-            insertion_offsets(attention_mask, self.after_special)
-            if prompt_offsets is None
-            else prompt_offsets.to(input_ids.device)
-        )  # (B,)
-        prompts, lengths = self.bank(prompt_ids)  # (B, P_max, H), (B,)
         left = self.family == DECODER_ONLY
+        if prompt_offsets is not None:
+            offsets = prompt_offsets.to(input_ids.device)  # (B,)
+        elif left or self.tokenizer.padding_side != "right":
+            offsets = insertion_offsets(attention_mask, self.after_special)  # (B,) after each row's left padding
+        else:
+            offsets = self.after_special  # right-padded rows all start with their text: one column
+        prompts, lengths = self.bank(prompt_ids)  # (B, P_max, H), (B,) or None
         return join(
             token_embeds,
             attention_mask,
@@ -189,12 +190,14 @@ class SoftPromptModel(Tokenising, Initialising, EncoderReadout, nn.Module):
         training, and every row's prompt first."""
         return cache_applies(self) and self.prompt_first(batch, prompt_ids)
 
-    def _run(self, j: Joined, labels: torch.Tensor | None = None):
-        """The base model on joined embeddings; its logits only (the loss is ours, see `target_losses`)."""
+    def _run(self, j: Joined, labels: torch.Tensor | None = None, logits_to_keep: int | None = None):
+        """The base model on joined embeddings; its logits only (the loss is ours, see `target_losses`).
+        Decoder-only with labels: the LM head runs over the last `logits_to_keep` positions (`tokenize` counts them;
+        when None they are read from the labels, which on a GPU waits for them)."""
         with finite_attention(j.inputs_embeds.device):
-            return self._run_base(j, labels)
+            return self._run_base(j, labels, logits_to_keep)
 
-    def _run_base(self, j: Joined, labels: torch.Tensor | None):
+    def _run_base(self, j: Joined, labels: torch.Tensor | None, logits_to_keep: int | None):
         if self.family == ENCODER_DECODER:
             decoder_input_ids = (
                 self.base.prepare_decoder_input_ids_from_labels(labels=labels) if labels is not None else None
@@ -204,7 +207,10 @@ class SoftPromptModel(Tokenising, Initialising, EncoderReadout, nn.Module):
             )
         if self.family == DECODER_ONLY:
             position_ids = (j.attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding does not shift positions
-            window = {"logits_to_keep": target_window(j.labels)} if j.labels is not None and self.keeps_logits else {}
+            window = {}
+            if j.labels is not None and self.keeps_logits:
+                keep = target_window(j.labels) if logits_to_keep is None else min(logits_to_keep, j.labels.shape[1])
+                window = {"logits_to_keep": keep}
             return self.base(
                 inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask, position_ids=position_ids, **window
             )
@@ -217,16 +223,26 @@ class SoftPromptModel(Tokenising, Initialising, EncoderReadout, nn.Module):
             return next_token_losses(logits, j.labels)  # position t predicts token t + 1
         return F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
 
-    def forward(self, input_ids, attention_mask, prompt_ids, labels=None, class_ids=None, prompt_offsets=None):
+    def forward(
+        self,
+        input_ids,
+        attention_mask,
+        prompt_ids,
+        labels=None,
+        class_ids=None,
+        prompt_offsets=None,
+        logits_to_keep: int | None = None,
+    ):
         """Returns the base model's output; with labels (or class_ids, encoder-only) also the loss.
 
         `.loss` is the mean over the batch's target tokens (rows, for encoder-only classification); `.loss_sum` and
         `.loss_items` are its sum and count, so that accumulated micro-batches weigh as one batch (accumulate.py).
         Decoder-only with labels: `.logits` covers the last positions only, from the one before the first target
-        token on (`target_window`); the LM head does not run where no loss is taken.
+        token on (`target_window`; `logits_to_keep` from `tokenize` gives it without reading the labels); the LM head
+        does not run where no loss is taken.
         """
         j = self.joined(input_ids, attention_mask, prompt_ids, labels, prompt_offsets)
-        out = self._run(j, labels)
+        out = self._run(j, labels, logits_to_keep)
         losses = None
         if self.family == ENCODER_ONLY:
             out.sentence_embeds = mean_pool(
@@ -320,7 +336,7 @@ class SoftPromptModel(Tokenising, Initialising, EncoderReadout, nn.Module):
         j = self.joined(
             batch["input_ids"], batch["attention_mask"], prompt_ids, batch["labels"], batch.get("prompt_offsets")
         )
-        logits = self._run(j, batch["labels"]).logits
+        logits = self._run(j, batch["labels"], batch.get("logits_to_keep")).logits
         return -self.target_losses(logits, j, batch["labels"]).sum(-1)
 
     @torch.no_grad()

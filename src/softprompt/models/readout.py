@@ -38,7 +38,10 @@ class EncoderReadout:
         The prompt conditions the label texts as it conditions the input (as a T5 prompt conditions both encoder
         and decoder); with an empty prompt these are the frozen model's plain label embeddings.
         """
-        ids, rows = prompt_ids.unique(return_inverse=True)  # each distinct prompt once
+        if len(self.bank) <= len(prompt_ids):  # every prompt of the bank (one, in training): nothing to read back
+            ids, rows = torch.arange(len(self.bank), device=prompt_ids.device), prompt_ids
+        else:
+            ids, rows = prompt_ids.unique(return_inverse=True)  # each distinct prompt once
         label_ids = self.label_batch["input_ids"].to(self.device)  # (L, T)
         label_mask = self.label_batch["attention_mask"].to(self.device)
         L = label_ids.shape[0]

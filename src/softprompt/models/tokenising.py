@@ -70,11 +70,12 @@ class Tokenising:
         max_input_length: int = 512,
         max_target_length: int = 8,
         fit: bool = True,
-    ) -> dict[str, torch.Tensor]:
+    ) -> dict[str, torch.Tensor | int]:
         """Inputs (texts, or dicts of fields for `template`) -> padded tensors for this family: input_ids,
-        attention_mask and, with targets, labels; and `prompt_offsets` (B,), where each row's prompt goes, when a
-        template's slot puts it elsewhere than after the leading special token in some row. Long inputs are cut by the
-        template (never special tokens, nor the slot); `fit=False` takes texts already fitted."""
+        attention_mask and, with targets, labels (decoder-only: and `logits_to_keep`, an int); and `prompt_offsets`
+        (B,), where each row's prompt goes, when a template's slot puts it elsewhere than after the leading special
+        token in some row. Long inputs are cut by the template (never special tokens, nor the slot); `fit=False` takes
+        texts already fitted."""
         texts = (
             self.fit_inputs(inputs, template, self.input_budget(max_input_length, max_target_length))
             if fit
@@ -122,6 +123,8 @@ class Tokenising:
         }
         if targets is not None:
             out["labels"] = torch.tensor([pad(r, IGNORE_INDEX) for r in label_rows])
+            # the last positions that predict a target token (as target_window reads them from the labels)
+            out["logits_to_keep"] = max(len(r) - len(src) for r, src in zip(rows, sources)) + 1
         self._add_offsets(out, [width - len(r) + slot for r, slot in zip(rows, slots)], [width - len(r) for r in rows])
         return out
 
@@ -133,5 +136,5 @@ class Tokenising:
 
 
 def batch_to(batch: dict, device) -> dict:
-    """A batch's tensors on `device`."""
-    return {k: v.to(device) for k, v in batch.items()}
+    """A batch's tensors on `device` (its other values as they are)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

@@ -18,6 +18,7 @@ class ReparamBank(PromptBank):
         self.reparam = reparam
         length = reparam.fold().shape[0]
         self.register_buffer("lengths", torch.tensor([length]), persistent=False)  # (1,)
+        self.ragged = False
         self.names = [name]
         self.input_offsets = None
 

@@ -1,6 +1,7 @@
 """Gradient accumulation: a batch run as micro-batches on every process, whose gradient is that of the whole batch."""
 
 import contextlib
+import math
 
 import torch
 from accelerate import Accelerator
@@ -53,10 +54,6 @@ def backward_accumulated(
         sync = contextlib.nullcontext() if k == len(micro_batches) - 1 else no_sync(accelerator, wrapped)
         with sync, autocast():
             out = wrapped(**batch)
-            if not torch.isfinite(out.loss_sum):
-                raise NonFinite(
-                    f"the loss became {out.loss_sum.item()} at step {step}: lower --train.lr, or use --train.precision=fp32"
-                )
             loss = (
                 out.loss_sum * accelerator.num_processes
             )  # gradients are averaged over processes (by DDP, or below): undo it
@@ -67,7 +64,10 @@ def backward_accumulated(
         p.grad = accelerator.reduce(torch.zeros_like(p) if p.grad is None else p.grad, reduction="mean")
     totals = accelerator.reduce(torch.stack([total_loss, total_items]), reduction="sum")  # over processes
     items = totals[1].clamp(min=1)
+    mean = (totals[0] / items).item()  # the step's one read-back (a GPU waits here, once, not per micro-batch)
+    if not math.isfinite(mean):  # on every process alike, from the summed losses, before anything is updated
+        raise NonFinite(f"the loss became {mean} at step {step}: lower --train.lr, or use --train.precision=fp32")
     for p in accelerator.unwrap_model(wrapped).bank.parameters() if params is None else params:
         if p.grad is not None:
             p.grad /= items
-    return (totals[0] / items).item()
+    return mean
