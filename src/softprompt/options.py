@@ -246,3 +246,6 @@ class ServeOptions:
     """Run the frozen model through torch.compile (as --model.compile in the other commands)."""
     kv_reuse: bool = True
     """Decoder-only: each prompt's keys and values computed once and reused (the outputs are the same)."""
+    kv_cache_mb: float = 1024.0
+    """Decoder-only: memory for the reused keys and values, in MB (a 20-token prompt of SmolLM2-135M takes 0.88); past
+    it, the least recently used prompt's are dropped and computed again when its task comes back."""

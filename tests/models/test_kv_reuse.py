@@ -276,3 +276,22 @@ def test_a_prefix_computed_under_autocast_is_not_reused_without_it(decoder):
     reused, recomputed = both(decoder, lambda: decoder.score_labels(TEXTS, LABELS, IDS))
     assert decoder.prefix_cache.misses == misses + 4  # each prompt computed afresh in float32
     assert_scores_equal(reused, recomputed)
+
+
+def test_the_cache_holds_at_most_its_bytes_and_recomputes_what_it_dropped(decoder):
+    """Past max_bytes the least recently used prefixes go; a task whose prefix went is computed again, the same."""
+    cache = decoder.prefix_cache
+    unbounded = [decoder.score_labels([TEXTS[0]], [LABELS[0]], [i]) for i in (0, 1, 3)]  # "five", "two", "seven"
+    assert len(cache) == 3 and 0 < cache.bytes <= cache.max_bytes
+    five, seven = cache.prefix(decoder, 0), cache.prefix(decoder, 3)
+    cache.clear()
+    cache.max_bytes = sum(t.nbytes for t in (*five, *seven))  # "seven" and "two" fit, with "five" they do not
+    bounded = [decoder.score_labels([TEXTS[0]], [LABELS[0]], [i]) for i in (0, 1, 3)]
+    assert len(cache) == 2 and cache.bytes <= cache.max_bytes  # "five", least recently used, went
+    for a, b in zip(bounded, unbounded):
+        assert_scores_equal(a, b)
+    misses = cache.misses
+    assert_scores_equal(decoder.score_labels([TEXTS[0]], [LABELS[0]], [3]), unbounded[2])  # "seven" kept
+    assert cache.misses == misses
+    assert_scores_equal(decoder.score_labels([TEXTS[0]], [LABELS[0]], [0]), unbounded[0])  # "five" computed again
+    assert cache.misses == misses + 1

@@ -817,3 +817,16 @@ def test_the_serve_command_end_to_end(tmp_path):
             process.kill()
             process.wait(timeout=10)
     assert "serving 4 tasks" in log.read_text()
+
+
+def test_the_serve_options_set_key_value_reuse_and_its_budget():
+    from softprompt.cli.parser import build_parser
+    from softprompt.serve.server import set_key_value_reuse
+
+    model = tiny_gpt2()
+    set_key_value_reuse(model, ServeOptions(kv_cache_mb=0.5))
+    assert model.kv_reuse and model.prefix_cache.max_bytes == 2**19
+    set_key_value_reuse(model, ServeOptions(kv_reuse=False))
+    assert not model.kv_reuse and model.prefix_cache.max_bytes == 2**30  # the default, 1,024 MB
+    args = build_parser().parse_args(["serve", "--prompts", "p", "--kv_cache_mb", "64"])
+    assert args.serve.kv_cache_mb == 64.0

@@ -13,11 +13,14 @@ import torch
 
 
 class ContentCache:
-    """Up to `capacity` entries, least recently used dropped first."""
+    """Up to `capacity` entries holding at most `max_bytes` of tensors (None: no bound), least recently used dropped
+    first."""
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, max_bytes: int | None = None):
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self.hits = self.misses = 0
+        self.bytes = 0  # held by the entries' tensors
         self._entries: OrderedDict[str, Any] = OrderedDict()
         self._weights: tuple | None = None  # the model state the entries belong to
         self._lock = threading.Lock()
@@ -25,6 +28,7 @@ class ContentCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -35,6 +39,7 @@ class ContentCache:
         with self._lock:
             if weights != self._weights:
                 self._entries.clear()
+                self.bytes = 0
                 self._weights = weights
 
     def lookup(self, key: str) -> tuple[bool, Any]:
@@ -49,9 +54,14 @@ class ContentCache:
 
     def store(self, key: str, entry: Any) -> None:
         with self._lock:
+            if key in self._entries:
+                self.bytes -= tensor_bytes(self._entries.pop(key))
             self._entries[key] = entry
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+            self.bytes += tensor_bytes(entry)
+            while self._entries and (
+                len(self._entries) > self.capacity or (self.max_bytes is not None and self.bytes > self.max_bytes)
+            ):
+                self.bytes -= tensor_bytes(self._entries.popitem(last=False)[1])
 
     def get(self, key: str, compute: Callable[[], Any]) -> Any:
         found, entry = self.lookup(key)
@@ -59,6 +69,15 @@ class ContentCache:
             entry = compute()
             self.store(key, entry)
         return entry
+
+
+def tensor_bytes(entry: Any) -> int:
+    """Bytes of the tensors in an entry (a tensor, None, or a tuple or list of them)."""
+    if isinstance(entry, torch.Tensor):
+        return entry.nbytes
+    if isinstance(entry, tuple | list):
+        return sum(tensor_bytes(part) for part in entry)
+    return 0
 
 
 def digest(prompt: torch.Tensor, *more) -> str:

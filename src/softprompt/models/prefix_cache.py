@@ -24,6 +24,7 @@ from softprompt.core.families import DECODER_ONLY
 from softprompt.core.join import IGNORE_INDEX, insertion_offsets
 from softprompt.core.next_token import next_token_losses, target_window
 from softprompt.models.content_cache import ContentCache, autocast_state, digest
+from softprompt.options import ServeOptions
 
 # how generate() and forward take a cache: `cache` from transformers 5.24 (which deprecates `past_key_values`), before it the old name
 CACHE_ARGUMENT = "cache" if Version(transformers.__version__) >= Version("5.24") else "past_key_values"
@@ -46,10 +47,12 @@ def applies(model) -> bool:
 
 
 class PrefixCache(ContentCache):
-    """The keys and values of up to `capacity` prompt prefixes, most recently used kept (None: an empty prefix)."""
+    """The keys and values of up to `capacity` prompt prefixes and `max_bytes` (serve's --kv_cache_mb), most recently
+    used kept (None: an empty prefix). A prefix holds layers x 2 x key/value heads x head size x P numbers: for a
+    20-token prompt of SmolLM2-135M in float32, 921,600 bytes (0.88 MB)."""
 
-    def __init__(self, capacity: int = 32):
-        super().__init__(capacity)
+    def __init__(self, capacity: int = 32, max_bytes: int | None = int(ServeOptions.kv_cache_mb * 2**20)):
+        super().__init__(capacity, max_bytes)
 
     # ----- the two uses --------------------------------------------------------------------------------
     def target_logprob(self, model, batch: dict, prompt_ids: torch.Tensor) -> torch.Tensor | None:

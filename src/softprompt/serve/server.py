@@ -43,6 +43,8 @@ def check_options(prompts: str, o: ServeOptions) -> None:
     at_most("--max_new_tokens", o.max_new_tokens, MAX_TARGET_LENGTH)
     positive("--timeout_seconds", o.timeout_seconds)
     at_most("--timeout_seconds", o.timeout_seconds, 86_400)
+    positive("--kv_cache_mb", o.kv_cache_mb)
+    at_most("--kv_cache_mb", o.kv_cache_mb, 2**30)  # a petabyte
     check_device(o.device)
 
 
@@ -136,7 +138,7 @@ def run(prompts: str, model: str | None, options: ServeOptions, allow_other_mode
             )
         device = pick_device(options.device)
         frozen = SoftPromptModel.load(name, family=family, dtype=options.dtype, compile=options.compile).to(device)
-        frozen.kv_reuse = frozen.kv_reuse and options.kv_reuse  # SOFTPROMPT_KV_REUSE=0 or --no_kv_reuse turns it off
+        set_key_value_reuse(frozen, options)
         log.info(
             "model %s (%s) on %s%s",
             frozen.name,
@@ -161,6 +163,13 @@ def run(prompts: str, model: str | None, options: ServeOptions, allow_other_mode
         )
     finally:
         log.removeHandler(handler)
+
+
+def set_key_value_reuse(frozen, options: ServeOptions) -> None:
+    """Decoder-only prompt keys/values: reused unless --no_kv_reuse or SOFTPROMPT_KV_REUSE=0 turns it off, within
+    --kv_cache_mb."""
+    frozen.kv_reuse = frozen.kv_reuse and options.kv_reuse
+    frozen.prefix_cache.max_bytes = int(options.kv_cache_mb * 2**20)
 
 
 def _log_to_stderr() -> logging.Handler:
