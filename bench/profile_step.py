@@ -79,8 +79,11 @@ METADATA = {
     "aten::numpy_T",
     "aten::_has_compatible_shallow_copy_type",
 }
-# operators whose result the host waits for: a value read back, or an output sized by the data
+# operators whose result the host waits for: a value read back, or an output sized by the data; on a GPU also the
+# runtime's synchronisations (a copy from pageable host memory ends with one)
 HOST_READS = {
+    "cudaStreamSynchronize",
+    "cudaDeviceSynchronize",
     "aten::_local_scalar_dense",
     "aten::nonzero",
     "aten::_unique2",
@@ -90,13 +93,22 @@ HOST_READS = {
 }
 
 
-def phase_of(event) -> str | None:
-    """The innermost phase an operator ran in (its nearest labelled ancestor)."""
-    parent = event.cpu_parent
-    while parent is not None:
-        if parent.name in ("model", "forward", "backward", "optimizer"):
-            return "around" if parent.name == "forward" else parent.name
-        parent = parent.cpu_parent
+LABELS = ("model", "forward", "backward", "optimizer")
+
+
+def phases(events) -> list[tuple[float, float, str]]:
+    """(start, end, phase) of every labelled range, shortest first, so that the first that holds an operator is its
+    innermost (a "model" pass inside "forward")."""
+    ranges = [(e.time_range.start, e.time_range.end, e.name) for e in events if e.name in LABELS]
+    return sorted(ranges, key=lambda r: r[1] - r[0])
+
+
+def phase_of(event, ranges) -> str | None:
+    """The innermost phase an operator ran in, by time: on a GPU the backward pass runs on the autograd engine's own
+    thread, outside the labelled range's call tree."""
+    for start, end, name in ranges:
+        if start <= event.time_range.start <= end:
+            return "around" if name == "forward" else name
     return None
 
 
@@ -118,17 +130,18 @@ def count(events, gpu: bool) -> dict:
     ops = dict.fromkeys(PHASES, 0)
     ms = dict.fromkeys(PHASES, 0.0)
     reads = passes = 0
+    ranges = phases(events)
     for e in events:
         if e.device_type != DeviceType.CPU:
             continue
-        if e.name in ("model", "forward", "backward", "optimizer"):
+        if e.name in LABELS:
             if e.name == "model":
                 passes += 1
             ms["around" if e.name == "forward" else e.name] += e.cpu_time_total / 1e3
             if e.name == "model":
                 ms["around"] -= e.cpu_time_total / 1e3  # "forward" holds the model's passes
             continue
-        phase = phase_of(e)
+        phase = phase_of(e, ranges)
         if phase is None:
             continue
         if e.name in HOST_READS and not _inside(e, HOST_READS):

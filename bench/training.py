@@ -354,6 +354,8 @@ def throughput_child(name: str, quick: bool) -> None:
     batch = {k: v[share] for k, v in batch.items()} | {
         "prompt_ids": torch.zeros(share.stop - share.start, dtype=torch.long)
     }
+    if family == "decoder-only":
+        batch["logits_to_keep"] = s.target + 1  # as model.tokenize counts it for these rows
     optimizer = torch.optim.AdamW([model.bank.weight], lr=1e-4)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     wrapped.train()

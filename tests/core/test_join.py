@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from softprompt.core.bank import PromptBank
 from softprompt.core.join import IGNORE_INDEX, insertion_offsets, join
@@ -106,3 +108,57 @@ def test_a_prompt_at_one_column_joins_as_at_per_row_offsets(at):
     for field in ("inputs_embeds", "attention_mask", "labels", "prompt_mask"):
         assert torch.equal(getattr(column, field), getattr(per_row, field)), field
     assert column.prompt_mask[:, at : at + 2].all() and column.prompt_mask.sum() == 6
+
+
+def reference_join(tokens, mask, prompts, offsets, labels, lengths, pad_left):
+    """Each row built alone: its first `length` prompt vectors inserted at its offset, then the P - length slots it
+    does not use as padding on the left (`pad_left`) or at the end. Returns embeds, mask, labels, prompt mask."""
+    P = prompts.shape[1]
+    rows = []
+    for b in range(len(tokens)):
+        n, at = (P if lengths is None else int(lengths[b])), int(offsets[b])
+        pad = P - n
+        e = torch.cat([tokens[b, :at], prompts[b, :n], tokens[b, at:]])
+        m = torch.cat([mask[b, :at], torch.ones(n, dtype=mask.dtype), mask[b, at:]])
+        lab = torch.cat([labels[b, :at], torch.full((n,), IGNORE_INDEX), labels[b, at:]])
+        p = torch.cat(
+            [
+                torch.zeros(at, dtype=torch.bool),
+                torch.ones(n, dtype=torch.bool),
+                torch.zeros(len(mask[b]) - at, dtype=torch.bool),
+            ]
+        )
+        pads = (
+            torch.zeros(pad, e.shape[1]),
+            torch.zeros(pad, dtype=mask.dtype),
+            torch.full((pad,), IGNORE_INDEX),
+            torch.zeros(pad, dtype=torch.bool),
+        )
+        parts = (e, m, lab, p)
+        rows.append([torch.cat([q, x]) if pad_left else torch.cat([x, q]) for x, q in zip(parts, pads)])
+    return [torch.stack(column) for column in zip(*rows)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_the_join_builds_each_row_as_it_reads_alone(data):
+    """Any padding side, per-row offset (a template slot puts the prompt anywhere in the text) and prompt lengths."""
+    B, T, P = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 6)), data.draw(st.integers(0, 4))
+    pad_left = data.draw(st.booleans())
+    real = [data.draw(st.integers(1, T)) for _ in range(B)]
+    mask = torch.tensor([[0] * (T - n) + [1] * n if pad_left else [1] * n + [0] * (T - n) for n in real])
+    first = [T - n if pad_left else 0 for n in real]
+    offsets = torch.tensor([data.draw(st.integers(f, f + n)) for f, n in zip(first, real)])
+    ragged = data.draw(st.booleans())
+    lengths = torch.tensor([data.draw(st.integers(0, P)) for _ in range(B)]) if ragged else None
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 2**16)))
+    tokens, prompts = torch.randn(B, T, 2, generator=g), torch.randn(B, P, 2, generator=g)
+    labels = torch.randint(0, 9, (B, T), generator=g).masked_fill(mask == 0, IGNORE_INDEX)
+    j = join(tokens, mask, prompts, offsets, labels, lengths, pad_left=pad_left)
+    embeds, want_mask, want_labels, want_prompt = reference_join(
+        tokens, mask, prompts, offsets, labels, lengths, pad_left
+    )
+    assert torch.equal(j.attention_mask, want_mask) and torch.equal(j.labels, want_labels)
+    assert torch.equal(j.prompt_mask, want_prompt)
+    seen = want_mask.bool()  # what a padding position holds is never read
+    assert torch.equal(j.inputs_embeds[seen], embeds[seen])

@@ -52,6 +52,27 @@ def test_a_training_step_reads_nothing_back_outside_the_frozen_model(tiny):
     assert mode.reads == []
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_a_training_step_waits_only_inside_the_frozen_model(tiny):
+    """What the CPU cannot show: a copy from the host's memory (a label batch, a loss count) synchronises too.
+    torch's sync debug mode raises on any synchronisation outside the frozen model's own forward pass."""
+    from softprompt.models.tokenising import batch_to
+
+    tiny.bank = PromptBank(torch.randn(4, tiny.hidden, generator=torch.Generator().manual_seed(0)))
+    tiny.cuda().train()
+    batch = batch_to(training_batch(tiny), "cuda")
+    tiny(**batch).loss.backward()  # the first step moves the label texts to the GPU, once
+    tiny.base.register_forward_pre_hook(lambda *_: torch.cuda.set_sync_debug_mode(0))
+    tiny.base.register_forward_hook(lambda *_: torch.cuda.set_sync_debug_mode("error"))
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = tiny(**batch)
+        out.loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert tiny.bank.weight.grad.abs().sum() > 0
+
+
 def test_the_host_read_detector_sees_what_a_gpu_would_wait_for():
     """The check above could fail: the reads that the earlier step made are the ones it sees."""
     labels = torch.tensor([[-100, 5, 6], [-100, -100, 7]])

@@ -84,7 +84,7 @@ class PromptBank(nn.Module):
         return self.weight.shape[2]
 
     def __len__(self) -> int:
-        return self.weight.shape[0]
+        return len(self.names)  # not weight.shape[0]: a reparameterised bank computes its weight
 
     def index(self, name: str) -> int:
         try:

@@ -67,7 +67,7 @@ def join(
     `labels`, when given, are aligned with the tokens (decoder-only training): prompt and padding get IGNORE_INDEX.
     `input_offsets` (B, N, H), when given, are added to each row's first N tokens (zeros for rows without one).
     """
-    B, T, H = token_embeds.shape
+    _, T, H = token_embeds.shape
     if input_offsets is not None and input_offsets.shape[1]:
         token_embeds = token_embeds + offset_tokens(attention_mask, input_offsets, labels).to(token_embeds.dtype)
     prompts = prompts.to(token_embeds.dtype)
@@ -77,7 +77,7 @@ def join(
     pos = torch.arange(T + P, device=token_embeds.device).unsqueeze(0)  # (1, P + T)
     length = P if lengths is None else lengths.to(token_embeds.device).unsqueeze(1)  # int, or (B, 1)
     q = pos - (P - length) if pad_left and lengths is not None else pos  # position in the row as it reads alone
-    r = q - torch.as_tensor(offsets, device=token_embeds.device).reshape(-1, 1)  # (B, P + T) from the prompt's start
+    r = q - (offsets if isinstance(offsets, int) else offsets.unsqueeze(1))  # (B, P + T) from the prompt's start
     is_prompt = (r >= 0) & (r < length)  # (B, P + T)
     token_index = torch.where(r < 0, q, q - length).clamp(0, max(T - 1, 0))  # (B, P + T)
     index = torch.where(is_prompt, r + T, token_index)  # (B, P + T) into tokens, then prompts

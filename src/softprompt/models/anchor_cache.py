@@ -25,6 +25,6 @@ class AnchorCache(ContentCache):
         missing = [k for k, (hit, _) in enumerate(found) if not hit]
         computed = model.pooled_labels([pairs[k] for k in missing]) if missing else None  # (M, H)
         for n, k in enumerate(missing):
-            self.store(keys[k], computed[n])
+            self.store(keys[k], computed[n].clone())  # its own H numbers, not a view keeping the batch's alive
             found[k] = (True, computed[n])
         return torch.stack([anchor for _, anchor in found])  # (N, H)

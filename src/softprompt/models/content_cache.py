@@ -53,6 +53,9 @@ class ContentCache:
             return False, None
 
     def store(self, key: str, entry: Any) -> None:
+        """Keep `entry`, dropping the least recently used past the bounds; one larger than `max_bytes` is not kept."""
+        if self.max_bytes is not None and tensor_bytes(entry) > self.max_bytes:
+            return
         with self._lock:
             if key in self._entries:
                 self.bytes -= tensor_bytes(self._entries.pop(key))
@@ -72,7 +75,8 @@ class ContentCache:
 
 
 def tensor_bytes(entry: Any) -> int:
-    """Bytes of the tensors in an entry (a tensor, None, or a tuple or list of them)."""
+    """Bytes of the tensors in an entry (a tensor, None, or a tuple or list of them): their own, not those of a
+    larger tensor they may view."""
     if isinstance(entry, torch.Tensor):
         return entry.nbytes
     if isinstance(entry, tuple | list):

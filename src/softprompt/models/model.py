@@ -152,8 +152,9 @@ class SoftPromptModel(Tokenising, Initialising, EncoderReadout, nn.Module):
         inputs: bool = True,
     ) -> Joined:
         """Embed the tokens and insert each row's prompt at its `prompt_offsets` (from `tokenize`; by default right
-        after left padding and the leading special token): (B, T) -> (B, P + T, H). The prompt's input offset (DePT)
-        is added to the tokens when they are `inputs` (not label texts)."""
+        after left padding and the leading special token; with a tokenizer that pads on the right, the rows are taken
+        to be padded on the right, so that column is the same for every row): (B, T) -> (B, P + T, H). The prompt's input offset (DePT) is added to the tokens when they
+        are `inputs` (not label texts)."""
         token_embeds = self.input_embeddings()(input_ids)  # (B, T, H)
         left = self.family == DECODER_ONLY
         if prompt_offsets is not None:
@@ -253,7 +254,7 @@ class SoftPromptModel(Tokenising, Initialising, EncoderReadout, nn.Module):
                 out.logits = self.readout_scale * cosine(out.sentence_embeds, anchors)  # (B, L)
                 if class_ids is not None:
                     losses = F.cross_entropy(out.logits.float(), class_ids, reduction="none")  # (B,)
-                    out.loss_items = torch.tensor(len(class_ids), device=losses.device)
+                    out.loss_items = torch.full((), len(class_ids), device=losses.device)  # no copy from the host
         elif labels is not None:
             losses = self.target_losses(out.logits, j, labels)
             out.loss_items = (labels != IGNORE_INDEX).sum()

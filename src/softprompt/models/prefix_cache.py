@@ -48,8 +48,8 @@ def applies(model) -> bool:
 
 class PrefixCache(ContentCache):
     """The keys and values of up to `capacity` prompt prefixes and `max_bytes` (serve's --kv_cache_mb), most recently
-    used kept (None: an empty prefix). A prefix holds layers x 2 x key/value heads x head size x P numbers: for a
-    20-token prompt of SmolLM2-135M in float32, 921,600 bytes (0.88 MB)."""
+    used kept (None: an empty prefix). A prefix holds layers x 2 x key/value heads x head size x (leading special
+    tokens + P) numbers: for a 20-token prompt of SmolLM2-135M in float32, 921,600 bytes (0.88 MB)."""
 
     def __init__(self, capacity: int = 32, max_bytes: int | None = int(ServeOptions.kv_cache_mb * 2**20)):
         super().__init__(capacity, max_bytes)

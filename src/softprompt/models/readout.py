@@ -42,8 +42,9 @@ class EncoderReadout:
             ids, rows = torch.arange(len(self.bank), device=prompt_ids.device), prompt_ids
         else:
             ids, rows = prompt_ids.unique(return_inverse=True)  # each distinct prompt once
-        label_ids = self.label_batch["input_ids"].to(self.device)  # (L, T)
-        label_mask = self.label_batch["attention_mask"].to(self.device)
+        if self.label_batch["input_ids"].device != self.device:  # copied once, not every step
+            self.label_batch = batch_to(self.label_batch, self.device)
+        label_ids, label_mask = self.label_batch["input_ids"], self.label_batch["attention_mask"]  # (L, T)
         L = label_ids.shape[0]
         anchors = self.pooled(
             label_ids.repeat(len(ids), 1), label_mask.repeat(len(ids), 1), ids.repeat_interleave(L), inputs=False

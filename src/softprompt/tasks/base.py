@@ -124,7 +124,7 @@ class Task:
             )
 
     # ----- training and prediction -------------------------------------------------------------------
-    def batch(self, model: SoftPromptModel, examples: list[Example]) -> dict[str, torch.Tensor]:
+    def batch(self, model: SoftPromptModel, examples: list[Example]) -> dict[str, torch.Tensor | int]:
         """Training tensors for a list of examples."""
         o = self.options
         return model.tokenize(

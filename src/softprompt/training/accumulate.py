@@ -64,7 +64,7 @@ def backward_accumulated(
         p.grad = accelerator.reduce(torch.zeros_like(p) if p.grad is None else p.grad, reduction="mean")
     totals = accelerator.reduce(torch.stack([total_loss, total_items]), reduction="sum")  # over processes
     items = totals[1].clamp(min=1)
-    mean = (totals[0] / items).item()  # the step's one read-back (a GPU waits here, once, not per micro-batch)
+    mean = (totals[0] / items).item()  # the loss's one read-back (a GPU waits here once a step, not per micro-batch)
     if not math.isfinite(mean):  # on every process alike, from the summed losses, before anything is updated
         raise NonFinite(f"the loss became {mean} at step {step}: lower --train.lr, or use --train.precision=fp32")
     for p in accelerator.unwrap_model(wrapped).bank.parameters() if params is None else params:
