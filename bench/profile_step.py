@@ -93,23 +93,22 @@ HOST_READS = {
 }
 
 
-LABELS = ("model", "forward", "backward", "optimizer")
+PHASE_OF_LABEL = {"forward": "around", "model": "model", "backward": "backward", "optimizer": "optimizer"}
 
 
 def phases(events) -> list[tuple[float, float, str]]:
     """(start, end, phase) of every labelled range, shortest first, so that the first that holds an operator is its
     innermost (a "model" pass inside "forward")."""
-    ranges = [(e.time_range.start, e.time_range.end, e.name) for e in events if e.name in LABELS]
+    ranges = [
+        (e.time_range.start, e.time_range.end, PHASE_OF_LABEL[e.name]) for e in events if e.name in PHASE_OF_LABEL
+    ]
     return sorted(ranges, key=lambda r: r[1] - r[0])
 
 
 def phase_of(event, ranges) -> str | None:
     """The innermost phase an operator ran in, by time: on a GPU the backward pass runs on the autograd engine's own
     thread, outside the labelled range's call tree."""
-    for start, end, name in ranges:
-        if start <= event.time_range.start <= end:
-            return "around" if name == "forward" else name
-    return None
+    return next((phase for start, end, phase in ranges if start <= event.time_range.start <= end), None)
 
 
 def is_operation(event) -> bool:
@@ -134,11 +133,10 @@ def count(events, gpu: bool) -> dict:
     for e in events:
         if e.device_type != DeviceType.CPU:
             continue
-        if e.name in LABELS:
+        if e.name in PHASE_OF_LABEL:
+            ms[PHASE_OF_LABEL[e.name]] += e.cpu_time_total / 1e3
             if e.name == "model":
                 passes += 1
-            ms["around" if e.name == "forward" else e.name] += e.cpu_time_total / 1e3
-            if e.name == "model":
                 ms["around"] -= e.cpu_time_total / 1e3  # "forward" holds the model's passes
             continue
         phase = phase_of(e, ranges)

@@ -249,3 +249,8 @@ class ServeOptions:
     kv_cache_mb: float = 1024.0
     """Decoder-only: memory for the reused keys and values, in MB (a 20-token prompt of SmolLM2-135M takes 0.88); past
     it, the least recently used prompt's are dropped and computed again when its task comes back."""
+
+    @property
+    def kv_cache_bytes(self) -> int:
+        """`kv_cache_mb` in bytes."""
+        return int(self.kv_cache_mb * 2**20)

@@ -98,6 +98,8 @@ def test_the_window_tokenize_counts_is_the_one_the_labels_give(prompts):
     ids = torch.tensor([0, len(prompts) - 1, 0])
     j = model.joined(batch["input_ids"], batch["attention_mask"], ids, batch["labels"])
     assert batch["logits_to_keep"] == target_window(j.labels) == 5  # "a b c" and EOS, and the position before
+    labels = batch["labels"]  # before the join, as the prompt key/value cache scores them
+    assert target_window(labels, batch["logits_to_keep"]) == target_window(labels) == 5
     results = []
     for given in (batch, {k: v for k, v in batch.items() if k != "logits_to_keep"}):
         model.bank.weight.grad = None

@@ -153,8 +153,8 @@ class SoftPromptModel(Tokenising, Initialising, EncoderReadout, nn.Module):
     ) -> Joined:
         """Embed the tokens and insert each row's prompt at its `prompt_offsets` (from `tokenize`; by default right
         after left padding and the leading special token; with a tokenizer that pads on the right, the rows are taken
-        to be padded on the right, so that column is the same for every row): (B, T) -> (B, P + T, H). The prompt's input offset (DePT) is added to the tokens when they
-        are `inputs` (not label texts)."""
+        to be padded on the right, so that column is the same for every row): (B, T) -> (B, P + T, H). The prompt's
+        input offset (DePT) is added to the tokens when they are `inputs` (not label texts)."""
         token_embeds = self.input_embeddings()(input_ids)  # (B, T, H)
         left = self.family == DECODER_ONLY
         if prompt_offsets is not None:
@@ -208,10 +208,11 @@ class SoftPromptModel(Tokenising, Initialising, EncoderReadout, nn.Module):
             )
         if self.family == DECODER_ONLY:
             position_ids = (j.attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding does not shift positions
-            window = {}
-            if j.labels is not None and self.keeps_logits:
-                keep = target_window(j.labels) if logits_to_keep is None else min(logits_to_keep, j.labels.shape[1])
-                window = {"logits_to_keep": keep}
+            window = (
+                {"logits_to_keep": target_window(j.labels, logits_to_keep)}
+                if j.labels is not None and self.keeps_logits
+                else {}
+            )
             return self.base(
                 inputs_embeds=j.inputs_embeds, attention_mask=j.attention_mask, position_ids=position_ids, **window
             )

@@ -51,7 +51,7 @@ class PrefixCache(ContentCache):
     used kept (None: an empty prefix). A prefix holds layers x 2 x key/value heads x head size x (leading special
     tokens + P) numbers: for a 20-token prompt of SmolLM2-135M in float32, 921,600 bytes (0.88 MB)."""
 
-    def __init__(self, capacity: int = 32, max_bytes: int | None = int(ServeOptions.kv_cache_mb * 2**20)):
+    def __init__(self, capacity: int = 32, max_bytes: int | None = ServeOptions().kv_cache_bytes):
         super().__init__(capacity, max_bytes)
 
     # ----- the two uses --------------------------------------------------------------------------------
@@ -64,7 +64,7 @@ class PrefixCache(ContentCache):
         cache, full_mask = self.stacked(model, prompt_ids, mask)  # (B, L + T)
         positions = (full_mask.cumsum(-1) - 1).clamp(min=0)[:, cache.get_seq_length() :]  # (B, T)
         labels = batch["labels"]
-        window = {"logits_to_keep": target_window(labels)} if model.keeps_logits else {}
+        window = {"logits_to_keep": target_window(labels, batch.get("logits_to_keep"))} if model.keeps_logits else {}
         logits = model.base(
             input_ids=batch["input_ids"],
             attention_mask=full_mask,

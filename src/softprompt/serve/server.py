@@ -169,7 +169,7 @@ def set_key_value_reuse(frozen, options: ServeOptions) -> None:
     """Decoder-only prompt keys/values: reused unless --no_kv_reuse or SOFTPROMPT_KV_REUSE=0 turns it off, within
     --kv_cache_mb."""
     frozen.kv_reuse = frozen.kv_reuse and options.kv_reuse
-    frozen.prefix_cache.max_bytes = int(options.kv_cache_mb * 2**20)
+    frozen.prefix_cache.max_bytes = options.kv_cache_bytes
 
 
 def _log_to_stderr() -> logging.Handler:
